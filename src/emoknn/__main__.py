@@ -1,0 +1,3 @@
+from emoknn.cli import main
+
+main()

@@ -1,0 +1,129 @@
+"""Audio in: any file soundfile can read → mono float32 at 16 kHz, and length helpers.
+
+`load_audio` is the single entry point that turns a file into samples (whisper's `audio.py` is
+the model): it decodes with soundfile (wav, flac, ogg/vorbis, mp3 with libsndfile ≥ 1.1, aiff, …),
+averages channels, resamples with soxr, and checks the result. Every problem raises `AudioError`
+naming the file and what is wrong.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from emoknn.errors import AudioError
+
+SAMPLE_RATE = 16_000
+# wav2vec 2.0's convolutional feature encoder has a receptive field of 400 samples (25 ms) at
+# 16 kHz: a shorter input yields zero frames and the encoder fails.
+MIN_SAMPLES = 400
+DEFAULT_MAX_SECONDS = 7.5
+
+
+def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Read an audio file as a 1-D float32 array of mono samples at `sample_rate` Hz.
+
+    Channels are averaged (not summed, so a mono file copied to two channels is unchanged).
+    Resampling uses soxr's high-quality setting.
+
+    Raises:
+        AudioError: the file is missing, not audio, corrupt or truncated, has no samples, is
+            shorter than 25 ms after resampling, or holds NaN/inf samples.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise AudioError(f"{path}: file not found")
+    if path.is_dir():
+        raise AudioError(f"{path}: is a directory, expected an audio file")
+    try:
+        samples, file_rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as error:
+        # soundfile's own message says what libsndfile saw ("Format not recognised", ...).
+        raise AudioError(f"{path}: cannot decode audio ({error})") from error
+    return prepare_samples(samples, file_rate, sample_rate, source=str(path))
+
+
+def prepare_samples(
+    samples: np.ndarray,
+    input_rate: int,
+    sample_rate: int = SAMPLE_RATE,
+    source: str = "<array>",
+) -> np.ndarray:
+    """Turn an array of shape (T,) or (T, channels) at `input_rate` into checked mono float32.
+
+    This is `load_audio` without the file: the prediction API uses it for arrays users pass in.
+    """
+    samples = np.asarray(samples)
+    if samples.ndim == 1:
+        samples = samples[:, None]
+    if samples.ndim != 2:
+        raise AudioError(
+            f"{source}: expected samples of shape (T,) or (T, channels), got {samples.shape}"
+        )
+    if samples.shape[0] == 0 or samples.shape[1] == 0:
+        raise AudioError(f"{source}: audio has no samples")
+    if np.issubdtype(samples.dtype, np.integer):
+        # PCM integers: full scale of the dtype maps to ±1.0 (int16 32767 -> 0.99997).
+        samples = samples.astype(np.float32) / float(-np.iinfo(samples.dtype).min)
+    elif not np.issubdtype(samples.dtype, np.floating):
+        raise AudioError(f"{source}: expected numeric samples, got dtype {samples.dtype}")
+    if not np.isfinite(samples).all():
+        raise AudioError(f"{source}: audio contains NaN or infinite samples")
+    mono = samples.astype(np.float32).mean(axis=1)  # (T, C) -> (T,)
+    if input_rate != sample_rate:
+        if input_rate <= 0:
+            raise AudioError(f"{source}: invalid sample rate {input_rate}")
+        mono = soxr.resample(mono, input_rate, sample_rate, quality="HQ").astype(np.float32)
+    if mono.shape[0] < MIN_SAMPLES * sample_rate // SAMPLE_RATE:
+        duration_ms = 1000 * mono.shape[0] / sample_rate
+        raise AudioError(
+            f"{source}: audio is {duration_ms:.1f} ms long, shorter than the encoder's 25 ms "
+            "receptive field"
+        )
+    return np.ascontiguousarray(mono, dtype=np.float32)
+
+
+def audio_duration(path: str | os.PathLike) -> float:
+    """Duration of an audio file in seconds, from its header (no decoding)."""
+    try:
+        return float(sf.info(str(path)).duration)
+    except (sf.LibsndfileError, RuntimeError) as error:
+        raise AudioError(f"{path}: cannot read audio header ({error})") from error
+
+
+def max_samples(max_seconds: float, sample_rate: int = SAMPLE_RATE) -> int:
+    """Number of samples in `max_seconds` at `sample_rate`."""
+    if max_seconds <= 0:
+        raise AudioError(f"max_seconds must be positive, got {max_seconds}")
+    return round(max_seconds * sample_rate)
+
+
+def random_crop(samples: np.ndarray, max_length: int, rng: np.random.Generator) -> np.ndarray:
+    """Training crop: a random window of `max_length` samples if longer, else unchanged.
+
+    Short clips are not padded here: the collate function pads a batch to its own longest item and
+    passes an attention mask, so padding never reaches the pooled embedding.
+    """
+    if samples.shape[0] <= max_length:
+        return samples
+    start = int(rng.integers(0, samples.shape[0] - max_length + 1))
+    return samples[start : start + max_length]
+
+
+def center_crop(samples: np.ndarray, max_length: int) -> np.ndarray:
+    """Evaluation crop: the centred window of `max_length` samples (deterministic)."""
+    if samples.shape[0] <= max_length:
+        return samples
+    start = (samples.shape[0] - max_length) // 2
+    return samples[start : start + max_length]
+
+
+def pad_to(samples: np.ndarray, length: int) -> np.ndarray:
+    """Zero-pad at the end to `length` samples (a longer input is returned unchanged)."""
+    if samples.shape[0] >= length:
+        return samples
+    return np.pad(samples, (0, length - samples.shape[0]))

@@ -1,0 +1,129 @@
+"""The `emoknn` command line: a thin layer over the public API.
+
+Errors a user can fix (`EmoknnError`) print as one line on stderr and exit with status 1; usage
+mistakes exit with 2 (typer). Heavy imports (torch, transformers) happen inside the commands that
+need them, so `emoknn --help` stays fast.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from emoknn.errors import EmoknnError
+
+app = typer.Typer(
+    name="emoknn",
+    help="Speech emotion recognition: SupCon fine-tuning + kNN inference (Interspeech 2023).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+corpus_app = typer.Typer(
+    help="Inspect corpora and generate the synthetic one.", no_args_is_help=True
+)
+app.add_typer(corpus_app, name="corpus")
+
+console = Console()
+error_console = Console(stderr=True)
+
+
+@corpus_app.command("summarize")
+def corpus_summarize(
+    path: Annotated[Path, typer.Argument(help="Corpus folder or manifest .csv")],
+    kind: Annotated[
+        str, typer.Option(help="auto, iemocap, manifest, synthetic, ravdess, cremad, emodb")
+    ] = "auto",
+    skip_missing: Annotated[
+        bool, typer.Option(help="Leave out utterances whose audio is missing")
+    ] = False,
+) -> None:
+    """Counts per class, speaker and session, and the total duration."""
+    from emoknn.audio import audio_duration
+    from emoknn.corpora import HONESTY_NOTE, is_synthetic_corpus, label_names, load_corpus
+
+    utterances = load_corpus(path, kind, skip_missing=skip_missing)
+    labels = label_names(utterances)
+    if path.is_dir() and is_synthetic_corpus(path):
+        console.print(f"[yellow]{HONESTY_NOTE}[/]")
+
+    per_label = Counter(u.label for u in utterances)
+    per_speaker_label = Counter((u.speaker, u.label) for u in utterances)
+    seconds_per_speaker: Counter[str] = Counter()
+    for u in utterances:
+        seconds_per_speaker[u.speaker] += audio_duration(u.path)
+    total_seconds = sum(seconds_per_speaker.values())
+
+    table = Table(title=f"{path} — {len(utterances)} utterances, {total_seconds / 3600:.2f} h")
+    table.add_column("speaker")
+    table.add_column("session")
+    for label in labels:
+        table.add_column(label, justify="right")
+    table.add_column("total", justify="right")
+    table.add_column("minutes", justify="right")
+    session_of = {u.speaker: u.session or "-" for u in utterances}
+    for speaker in sorted(session_of):
+        counts = [per_speaker_label[(speaker, label)] for label in labels]
+        table.add_row(
+            speaker,
+            session_of[speaker],
+            *map(str, counts),
+            str(sum(counts)),
+            f"{seconds_per_speaker[speaker] / 60:.1f}",
+        )
+    table.add_section()
+    table.add_row(
+        "all",
+        f"{len(set(session_of.values()) - {'-'})} sessions",
+        *(str(per_label[label]) for label in labels),
+        str(len(utterances)),
+        f"{total_seconds / 60:.1f}",
+        style="bold",
+    )
+    console.print(table)
+
+
+@corpus_app.command("synth")
+def corpus_synth(
+    out_dir: Annotated[Path, typer.Argument(help="Folder to write the corpus into")],
+    seed: Annotated[int, typer.Option(help="Random seed; the same seed writes the same files")] = 0,
+    sessions: Annotated[
+        int, typer.Option(help="Sessions, each with a female and a male speaker")
+    ] = 5,
+    per_class: Annotated[int, typer.Option(help="Utterances per class and speaker")] = 10,
+    min_seconds: Annotated[float, typer.Option(help="Shortest utterance")] = 1.0,
+    max_seconds: Annotated[float, typer.Option(help="Longest utterance")] = 3.0,
+) -> None:
+    """Generate the synthetic corpus (NOT emotional speech: it exercises the pipeline offline)."""
+    from emoknn.corpora import HONESTY_NOTE, generate_synthetic_corpus, is_synthetic_corpus
+
+    if out_dir.exists() and any(out_dir.iterdir()) and not is_synthetic_corpus(out_dir):
+        raise EmoknnError(
+            f"{out_dir}: folder exists and is not empty; choose a new folder so nothing is "
+            "overwritten"
+        )
+    utterances = generate_synthetic_corpus(
+        out_dir, seed, sessions, per_class, min_seconds=min_seconds, max_seconds=max_seconds
+    )
+    console.print(f"[yellow]{HONESTY_NOTE}[/]")
+    console.print(
+        f"Wrote {len(utterances)} utterances of {len({u.speaker for u in utterances})} speakers "
+        f"to {out_dir} (manifest: {out_dir / 'manifest.csv'})"
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the `emoknn` console script and `python -m emoknn`."""
+    try:
+        app(args=argv, prog_name="emoknn")
+    except EmoknnError as error:
+        error_console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        raise SystemExit(1) from None
+    except KeyboardInterrupt:
+        error_console.print("interrupted")
+        raise SystemExit(130) from None

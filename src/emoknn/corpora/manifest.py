@@ -1,0 +1,75 @@
+"""A generic CSV manifest, so that any corpus can be used.
+
+    path,label,speaker,session
+    clips/a.wav,angry,spk1,s1
+    clips/b.flac,calm,spk2,s1
+
+`path` is relative to the CSV file (absolute paths work too); `session` is optional. Any label set
+works. The utterance id is the path relative to the CSV, without its extension.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+from emoknn.corpora.utterance import Utterance, check_unique_ids, require_files
+from emoknn.errors import CorpusError
+
+REQUIRED_COLUMNS = ("path", "label", "speaker")
+
+
+def load_manifest(csv_path: str | os.PathLike, skip_missing: bool = False) -> list[Utterance]:
+    """Read a `path,label,speaker[,session]` CSV into utterances (in file order).
+
+    Raises:
+        CorpusError: the file is missing, lacks a required column, has an empty field on some row,
+            or names audio files that do not exist (unless `skip_missing`).
+    """
+    csv_path = Path(csv_path)
+    if not csv_path.is_file():
+        raise CorpusError(f"{csv_path}: manifest file not found")
+    base = csv_path.parent
+    try:
+        with csv_path.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            columns = [c.strip() for c in (reader.fieldnames or [])]
+            missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+            if missing:
+                raise CorpusError(
+                    f"{csv_path}: manifest lacks column(s) {', '.join(missing)}; expected a header "
+                    f"with path,label,speaker[,session], found {columns or 'no header'}"
+                )
+            utterances = []
+            for row_number, raw_row in enumerate(reader, start=2):
+                row = {(k or "").strip(): (v or "").strip() for k, v in raw_row.items()}
+                empty = [c for c in REQUIRED_COLUMNS if not row.get(c)]
+                if empty:
+                    raise CorpusError(f"{csv_path}:{row_number}: empty {', '.join(empty)}")
+                relative = Path(row["path"])
+                path = relative if relative.is_absolute() else base / relative
+                utterance_id = relative.with_suffix("").as_posix()
+                session = row.get("session") or None
+                utterances.append(
+                    Utterance(utterance_id, path, row["label"], row["speaker"], session)
+                )
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise CorpusError(f"{csv_path}: cannot read manifest ({error})") from error
+    if not utterances:
+        raise CorpusError(f"{csv_path}: manifest has a header but no rows")
+    check_unique_ids(utterances, str(csv_path))
+    return require_files(utterances, f"manifest {csv_path}", skip_missing)
+
+
+def write_manifest(utterances: list[Utterance], csv_path: str | os.PathLike) -> None:
+    """Write utterances as a manifest with paths relative to the CSV's folder where possible."""
+    csv_path = Path(csv_path)
+    base = csv_path.parent.resolve()
+    with csv_path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "label", "speaker", "session"])
+        for u in utterances:
+            path = u.path.resolve()
+            shown = path.relative_to(base) if path.is_relative_to(base) else path
+            writer.writerow([shown.as_posix(), u.label, u.speaker, u.session or ""])

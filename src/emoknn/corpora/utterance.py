@@ -1,0 +1,84 @@
+"""The record every corpus produces: one labelled utterance of one speaker."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from emoknn.errors import CorpusError
+
+# The paper's label set (IEMOCAP, excited merged into happy), in a fixed order.
+FOUR_CLASSES: tuple[str, ...] = ("angry", "happy", "neutral", "sad")
+
+
+@dataclass(frozen=True)
+class Utterance:
+    """One labelled recording.
+
+    Attributes:
+        id: unique within the corpus (e.g. `Ses01F_impro01_M003`).
+        path: the audio file.
+        label: emotion class name, e.g. `angry`.
+        speaker: speaker id, unique across the corpus (e.g. `Ses01M`).
+        session: recording session, or None when the corpus has none; folds use it to pick the
+            validation speaker.
+    """
+
+    id: str
+    path: Path
+    label: str
+    speaker: str
+    session: str | None = None
+
+
+def label_names(utterances: Iterable[Utterance]) -> list[str]:
+    """The sorted class names present; the index of a name is its class id everywhere."""
+    return sorted({utterance.label for utterance in utterances})
+
+
+def apply_label_map(
+    utterances: Iterable[Utterance], label_map: Mapping[str, str | None] | None, corpus: str
+) -> list[Utterance]:
+    """Rename labels through `label_map`; labels mapped to None, or absent from it, are dropped.
+
+    `label_map=None` keeps every label unchanged.
+    """
+    utterances = list(utterances)
+    if label_map is None:
+        return utterances
+    kept = [
+        Utterance(u.id, u.path, label_map[u.label], u.speaker, u.session)
+        for u in utterances
+        if label_map.get(u.label) is not None
+    ]
+    if utterances and not kept:
+        present = ", ".join(sorted({u.label for u in utterances}))
+        raise CorpusError(
+            f"{corpus}: the label map keeps none of the labels present ({present}); "
+            f"it maps {dict(label_map)}"
+        )
+    return kept
+
+
+def check_unique_ids(utterances: Iterable[Utterance], corpus: str) -> None:
+    """Raise CorpusError if two utterances share an id (results are keyed by id)."""
+    counts = Counter(u.id for u in utterances)
+    repeated = [uid for uid, n in counts.items() if n > 1]
+    if repeated:
+        raise CorpusError(f"{corpus}: utterance ids are not unique, e.g. {repeated[:3]}")
+
+
+def require_files(utterances: list[Utterance], corpus: str, skip_missing: bool) -> list[Utterance]:
+    """Check every audio file exists; raise naming the missing ones, or drop them if asked."""
+    missing = [u for u in utterances if not u.path.is_file()]
+    if missing and not skip_missing:
+        examples = "\n  ".join(str(u.path) for u in missing[:5])
+        more = f"\n  ... and {len(missing) - 5} more" if len(missing) > 5 else ""
+        raise CorpusError(
+            f"{corpus}: {len(missing)} of {len(utterances)} audio files are missing:\n  "
+            f"{examples}{more}\n(pass skip_missing=True / --skip-missing to leave them out)"
+        )
+    missing_ids = {u.id for u in missing}
+    return [u for u in utterances if u.id not in missing_ids]

@@ -1,0 +1,165 @@
+"""Speaker-independent cross-validation folds.
+
+Leave-one-speaker-out (the paper's protocol on IEMOCAP, 10 folds): each speaker is the test
+speaker once; the validation speaker is the other speaker of the same session (so validation never
+shares a speaker with training); every remaining speaker trains.
+
+Rule for speakers without a session partner (corpora with no sessions, such as RAVDESS, CREMA-D
+and EmoDB, or a speaker alone in its session): the validation speaker is the next speaker in
+sorted order, wrapping around. With sessions of more than two speakers, it is the next speaker of
+the same session in sorted order.
+
+Leave-one-session-out (`scheme="session"`): each session is the test set once, the next session
+(sorted, wrapping) validates, the rest train; `test_speaker` and `val_speaker` then hold the
+session names.
+
+Disjointness of train, validation and test speakers is checked for every fold, not assumed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from emoknn.corpora.utterance import Utterance
+from emoknn.errors import FoldError
+
+SCHEMES = ("speaker", "session")
+
+
+@dataclass(frozen=True)
+class Fold:
+    """One train/validation/test split. `index` counts from 0 in sorted test-speaker order."""
+
+    index: int
+    test_speaker: str
+    val_speaker: str
+    train: list[Utterance]
+    val: list[Utterance]
+    test: list[Utterance]
+
+    @property
+    def name(self) -> str:
+        return f"fold{self.index:02d}-{self.test_speaker}"
+
+
+def speaker_folds(utterances: Sequence[Utterance], scheme: str = "speaker") -> list[Fold]:
+    """Build speaker-independent folds (see the module docstring for the rules).
+
+    Raises:
+        FoldError: fewer than 3 speakers (or sessions), missing sessions for `scheme="session"`,
+            an unknown scheme, or a fold whose splits share a speaker.
+    """
+    if scheme not in SCHEMES:
+        raise FoldError(f"unknown fold scheme {scheme!r}; expected one of {', '.join(SCHEMES)}")
+    utterances = list(utterances)
+    if scheme == "session":
+        return _session_folds(utterances)
+
+    speakers = sorted({u.speaker for u in utterances})
+    if len(speakers) < 3:
+        raise FoldError(
+            f"speaker-independent folds need at least 3 speakers (test, validation, train); "
+            f"found {len(speakers)}: {speakers}"
+        )
+    session_of = _session_of_speakers(utterances)
+    folds = []
+    for index, test_speaker in enumerate(speakers):
+        val_speaker = _validation_speaker(test_speaker, speakers, session_of)
+        fold = Fold(
+            index=index,
+            test_speaker=test_speaker,
+            val_speaker=val_speaker,
+            train=[u for u in utterances if u.speaker not in (test_speaker, val_speaker)],
+            val=[u for u in utterances if u.speaker == val_speaker],
+            test=[u for u in utterances if u.speaker == test_speaker],
+        )
+        check_fold(fold)
+        folds.append(fold)
+    return folds
+
+
+def _session_of_speakers(utterances: Sequence[Utterance]) -> dict[str, str | None]:
+    session_of: dict[str, str | None] = {}
+    for u in utterances:
+        if session_of.setdefault(u.speaker, u.session) != u.session:
+            raise FoldError(
+                f"speaker {u.speaker!r} appears in sessions {session_of[u.speaker]!r} and "
+                f"{u.session!r}; a speaker must belong to one session"
+            )
+    return session_of
+
+
+def _validation_speaker(
+    test_speaker: str, speakers: list[str], session_of: dict[str, str | None]
+) -> str:
+    session = session_of[test_speaker]
+    partners = sorted(s for s in speakers if session is not None and session_of[s] == session)
+    candidates = partners if len(partners) > 1 else speakers
+    return candidates[(candidates.index(test_speaker) + 1) % len(candidates)]
+
+
+def _session_folds(utterances: list[Utterance]) -> list[Fold]:
+    without = [u.id for u in utterances if u.session is None]
+    if without:
+        raise FoldError(
+            f"leave-one-session-out needs a session on every utterance; {len(without)} have none, "
+            f"e.g. {without[:3]}"
+        )
+    sessions = sorted({u.session for u in utterances if u.session is not None})
+    if len(sessions) < 3:
+        raise FoldError(f"leave-one-session-out needs at least 3 sessions; found {sessions}")
+    _session_of_speakers(utterances)  # a speaker spanning sessions would leak across splits
+    folds = []
+    for index, test_session in enumerate(sessions):
+        val_session = sessions[(index + 1) % len(sessions)]
+        fold = Fold(
+            index=index,
+            test_speaker=test_session,
+            val_speaker=val_session,
+            train=[u for u in utterances if u.session not in (test_session, val_session)],
+            val=[u for u in utterances if u.session == val_session],
+            test=[u for u in utterances if u.session == test_session],
+        )
+        check_fold(fold)
+        folds.append(fold)
+    return folds
+
+
+def check_fold(fold: Fold) -> None:
+    """Raise FoldError unless train, val and test are non-empty and share no speaker."""
+    splits = {"train": fold.train, "val": fold.val, "test": fold.test}
+    for name, split in splits.items():
+        if not split:
+            raise FoldError(f"{fold.name}: the {name} split is empty")
+    speakers = {name: {u.speaker for u in split} for name, split in splits.items()}
+    for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
+        shared = speakers[a] & speakers[b]
+        if shared:
+            raise FoldError(f"{fold.name}: speakers {sorted(shared)} are in both {a} and {b}")
+
+
+def select_folds(folds: list[Fold], selection: str | None) -> list[Fold]:
+    """Pick folds by a comma list of indices, ranges and test speakers: `"0,3-5,Ses01F"`."""
+    if not selection:
+        return folds
+    chosen: list[Fold] = []
+    by_speaker = {f.test_speaker: f for f in folds}
+    for part in (p.strip() for p in selection.split(",") if p.strip()):
+        if part in by_speaker:
+            chosen.append(by_speaker[part])
+            continue
+        try:
+            low, _, high = part.partition("-")
+            indices = range(int(low), int(high or low) + 1)
+        except ValueError:
+            raise FoldError(
+                f"fold {part!r} is neither a fold index nor a test speaker; "
+                f"folds are 0..{len(folds) - 1} ({', '.join(by_speaker)})"
+            ) from None
+        for i in indices:
+            if not 0 <= i < len(folds):
+                raise FoldError(f"fold index {i} out of range 0..{len(folds) - 1}")
+            chosen.append(folds[i])
+    unique = {f.index: f for f in chosen}
+    return [unique[i] for i in sorted(unique)]

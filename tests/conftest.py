@@ -1,0 +1,17 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from emoknn.corpora import generate_synthetic_corpus
+
+
+@pytest.fixture(scope="session")
+def small_synthetic_corpus(tmp_path_factory) -> Path:
+    """3 sessions × 2 speakers × 4 classes × 3 clips of 0.5–1.0 s (72 clips), generated once."""
+    root = tmp_path_factory.mktemp("synthetic")
+    generate_synthetic_corpus(
+        root, seed=0, num_sessions=3, utterances_per_class=3, min_seconds=0.5, max_seconds=1.0
+    )
+    return root

@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from typer.testing import CliRunner
+
+from emoknn.cli import app
+
+runner = CliRunner()
+
+
+def test_corpus_summarize_table(small_synthetic_corpus):
+    result = runner.invoke(app, ["corpus", "summarize", str(small_synthetic_corpus)])
+    assert result.exit_code == 0, result.output
+    assert "not emotional speech" in result.output
+    assert "72 utterances" in result.output
+    assert "Syn03M" in result.output and "3 sessions" in result.output
+
+
+def test_corpus_synth_writes_and_refuses_foreign_folders(tmp_path):
+    out = tmp_path / "syn"
+    result = runner.invoke(
+        app, ["corpus", "synth", str(out), "--sessions", "2", "--per-class", "1"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "Wrote 16 utterances of 4 speakers" in result.output
+    assert (out / "manifest.csv").is_file()
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "emoknn", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_user_errors_are_one_line_without_traceback(tmp_path):
+    (tmp_path / "precious.txt").write_text("keep me")
+    result = run_cli("corpus", "synth", str(tmp_path))
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "folder exists and is not empty" in result.stderr
+    result = run_cli("corpus", "summarize", str(tmp_path / "nowhere"))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "nowhere: not found" in result.stderr
+    assert run_cli("corpus", "summarize").returncode == 2  # usage error
