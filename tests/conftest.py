@@ -15,3 +15,17 @@ def small_synthetic_corpus(tmp_path_factory) -> Path:
         root, seed=0, num_sessions=3, utterances_per_class=3, min_seconds=0.5, max_seconds=1.0
     )
     return root
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_cache(tmp_path_factory):
+    """Keep caches (the simulated RIR bank) out of the user's home during tests."""
+    import os
+
+    previous = os.environ.get("EMOKNN_CACHE")
+    os.environ["EMOKNN_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    if previous is None:
+        os.environ.pop("EMOKNN_CACHE", None)
+    else:
+        os.environ["EMOKNN_CACHE"] = previous

@@ -28,6 +28,8 @@ corpus_app = typer.Typer(
     help="Inspect corpora and generate the synthetic one.", no_args_is_help=True
 )
 app.add_typer(corpus_app, name="corpus")
+augment_app = typer.Typer(help="Listen to the augmented views.", no_args_is_help=True)
+app.add_typer(augment_app, name="augment")
 
 console = Console()
 error_console = Console(stderr=True)
@@ -115,6 +117,32 @@ def corpus_synth(
         f"Wrote {len(utterances)} utterances of {len({u.speaker for u in utterances})} speakers "
         f"to {out_dir} (manifest: {out_dir / 'manifest.csv'})"
     )
+
+
+@augment_app.command("preview")
+def augment_preview(
+    audio: Annotated[Path, typer.Argument(help="An audio file to augment")],
+    out_dir: Annotated[Path, typer.Argument(help="Folder for one wav per augmentation")],
+    seed: Annotated[int, typer.Option(help="Random seed of the augmentations")] = 0,
+    rir_dir: Annotated[
+        Path | None, typer.Option(help="Folder of room impulse responses for reverb")
+    ] = None,
+) -> None:
+    """Write the original and one file per augmentation, to hear what the model will see."""
+    import numpy as np
+    import soundfile as sf
+
+    from emoknn.audio import SAMPLE_RATE, load_audio
+    from emoknn.augment import AUGMENTATION_NAMES, make_augmentation
+
+    samples = load_audio(audio)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sf.write(out_dir / f"{audio.stem}.original.wav", samples, SAMPLE_RATE)
+    for name in AUGMENTATION_NAMES[1:]:
+        augmented = make_augmentation(name, rir_dir=rir_dir)(samples, np.random.default_rng(seed))
+        path = out_dir / f"{audio.stem}.{name}.wav"
+        sf.write(path, augmented, SAMPLE_RATE)
+        console.print(f"{name:>7}: {path}")
 
 
 def main(argv: list[str] | None = None) -> None:
