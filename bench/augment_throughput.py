@@ -28,9 +28,11 @@ def main() -> None:
     rng = np.random.default_rng(0)
     speaker = _make_speakers(1, rng)[0]
     clips = [synthesize_utterance(speaker, "neutral", args.seconds, rng) for _ in range(8)]
-    print(f"# augmentation throughput, {args.seconds} s clips, 1 process "
-          f"({platform.processor() or platform.machine()}, {os.cpu_count()} cores), "
-          f"{time.strftime('%Y-%m-%d')}")
+    print(
+        f"# augmentation throughput, {args.seconds} s clips, 1 process "
+        f"({platform.processor() or platform.machine()}, {os.cpu_count()} cores), "
+        f"{time.strftime('%Y-%m-%d')}"
+    )
     print(f"{'augmentation':>12}  {'clips/s':>8}  {'ms/clip':>8}  {'x real time':>11}")
     for name in AUGMENTATION_NAMES:
         augment = make_augmentation(name)  # builds (or loads the cached) RIR bank outside timing

@@ -145,6 +145,79 @@ def augment_preview(
         console.print(f"{name:>7}: {path}")
 
 
+@app.command("train")
+def train_command(
+    corpus: Annotated[Path, typer.Option(help="Corpus folder or manifest .csv")],
+    fold: Annotated[str, typer.Option(help="Fold index or test speaker (e.g. 0 or Ses01F)")] = "0",
+    out: Annotated[Path | None, typer.Option(help="Run folder (default runs/<corpus>/...)")] = None,
+    kind: Annotated[str, typer.Option(help="Corpus kind, or auto")] = "auto",
+    scheme: Annotated[str, typer.Option(help="Folds: speaker (LOSO) or session")] = "speaker",
+    preset: Annotated[str, typer.Option(help="paper (wav2vec2-base) or tiny (CPU demo)")] = "paper",
+    encoder: Annotated[str | None, typer.Option(help="HF hub name or local dir")] = None,
+    augment: Annotated[
+        str | None, typer.Option(help="none|noise|volume|reverb|pitch|mixed")
+    ] = None,
+    rir_dir: Annotated[str | None, typer.Option(help="Folder of room impulse responses")] = None,
+    contrastive_weight: Annotated[
+        float | None, typer.Option("--lambda", help="λ: weight of SupCon (0 = CE only)")
+    ] = None,
+    temperature: Annotated[float | None, typer.Option(help="SupCon τ")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Maximum epochs")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Originals per batch")] = None,
+    lr: Annotated[float | None, typer.Option(help="Learning rate")] = None,
+    optimizer: Annotated[str | None, typer.Option(help="sgd or adamw")] = None,
+    max_seconds: Annotated[float | None, typer.Option(help="Crop length in seconds")] = None,
+    monitor: Annotated[str | None, typer.Option(help="val_loss, val_ua or val_wa")] = None,
+    early_stopping: Annotated[int | None, typer.Option(help="Stop after N bad epochs")] = None,
+    layer_weighting: Annotated[bool | None, typer.Option(help="Weighted sum of layers")] = None,
+    freeze_feature_encoder: Annotated[bool | None, typer.Option(help="Freeze the CNN")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed")] = None,
+    workers: Annotated[int | None, typer.Option(help="Data loader worker processes")] = None,
+    accelerator: Annotated[str | None, typer.Option(help="auto, cpu, gpu")] = None,
+    devices: Annotated[int | None, typer.Option(help="Devices per node (DDP when > 1)")] = None,
+    num_nodes: Annotated[int | None, typer.Option(help="Nodes (DDP)")] = None,
+    precision: Annotated[
+        str | None, typer.Option(help="auto, 32-true, bf16-mixed, 16-mixed")
+    ] = None,
+    tensorboard: Annotated[bool, typer.Option(help="Also log to TensorBoard")] = False,
+    progress: Annotated[bool, typer.Option(help="Show progress bars")] = True,
+    resume: Annotated[bool, typer.Option(help="Continue the run in --out")] = False,
+) -> None:
+    """Fine-tune on one speaker-independent fold with CE + SupCon on augmented views."""
+    from emoknn.corpora import label_names, load_corpus
+    from emoknn.folds import select_folds, speaker_folds
+    from emoknn.train import make_config, train_fold
+
+    config = make_config(
+        preset, encoder=encoder, augment=augment, rir_dir=rir_dir,
+        contrastive_weight=contrastive_weight, temperature=temperature, max_epochs=epochs,
+        batch_size=batch_size, learning_rate=lr, optimizer=optimizer, max_seconds=max_seconds,
+        monitor=monitor, early_stopping_patience=early_stopping, layer_weighting=layer_weighting,
+        freeze_feature_encoder=freeze_feature_encoder, seed=seed, num_workers=workers,
+        accelerator=accelerator, devices=devices, num_nodes=num_nodes, precision=precision,
+        tensorboard=tensorboard, progress_bar=progress,
+    )  # fmt: skip
+    utterances = load_corpus(corpus, kind)
+    chosen = select_folds(speaker_folds(utterances, scheme), fold)
+    if len(chosen) != 1:
+        raise EmoknnError(f"--fold must name one fold, got {fold!r} ({len(chosen)} folds)")
+    selected = chosen[0]
+    if out is None:
+        name = f"{preset}-{config.augment}-l{config.contrastive_weight:g}-s{config.seed}"
+        out = Path("runs") / corpus.stem / name / selected.name
+    result = train_fold(
+        config, selected.train, selected.val, label_names(utterances), out, resume=resume,
+        extra_info={"corpus": str(corpus), "fold": selected.name, "test_speaker":
+                    selected.test_speaker, "val_speaker": selected.val_speaker},
+    )  # fmt: skip
+    if result.is_global_zero:
+        console.print(
+            f"Trained {selected.name} ({result.epochs} epochs). Best {config.monitor} = "
+            f"{result.best_score if result.best_score is not None else float('nan'):.4f}\n"
+            f"best: {result.best_checkpoint}\nlast: {result.last_checkpoint}"
+        )
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the `emoknn` console script and `python -m emoknn`."""
     try:

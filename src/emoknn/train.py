@@ -1,0 +1,446 @@
+"""Fine-tuning: CE + SupCon on originals and their augmented views, with PyTorch Lightning.
+
+The loop itself is `EmotionTrainingModule.training_step`: encode the 2N rows of a batch
+(N originals, then their N views), then L = (1 − λ)·CE + λ·SupCon over all 2N
+(`emoknn.losses.combined_loss`). Validation runs on the un-augmented, centre-cropped utterances of
+the validation speaker and reports CE loss, WA and UA; ReduceLROnPlateau watches the validation
+loss (patience 20 in the paper preset).
+
+Reproducibility: the model is initialised from `seed`; every epoch re-seeds torch from
+(seed, epoch) and the data pipeline derives its generators from (seed, epoch, index), so a run
+resumed from its last checkpoint gives the same weights as an uninterrupted one.
+Checkpoints (`best.ckpt`, `last.ckpt`) are written to a temporary file and renamed into place, so
+an interruption never leaves a half-written checkpoint, and each holds the full model and training
+config, the label list and the encoder config: `load_trained_model` rebuilds the model from the
+file alone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+import torchmetrics
+from lightning.fabric.plugins import TorchCheckpointIO
+from torch.utils.data import DataLoader
+
+from emoknn.audio import SAMPLE_RATE, max_samples
+from emoknn.augment import AUGMENTATION_NAMES, make_augmentation
+from emoknn.corpora.utterance import Utterance
+from emoknn.data import (
+    Batch,
+    BucketBatchSampler,
+    EvaluationAudio,
+    TrainingViews,
+    collate_evaluation,
+    collate_views,
+    utterance_lengths,
+)
+from emoknn.errors import ConfigError, EmoknnError
+from emoknn.losses import combined_loss
+from emoknn.model import EmotionModel, ModelConfig, default_normalization
+
+MONITORS = {"val_loss": "min", "val_ua": "max", "val_wa": "max"}
+
+
+@dataclass
+class TrainConfig:
+    """Training settings; defaults are the paper's (the `paper` preset)."""
+
+    encoder: str = "facebook/wav2vec2-base"
+    augment: str = "mixed"
+    rir_dir: str | None = None
+    contrastive_weight: float = 0.1  # λ in L = (1 − λ)·CE + λ·SCL; 0 = CE-only baseline
+    temperature: float = 0.07  # τ of SupCon
+    optimizer: str = "sgd"  # sgd | adamw
+    learning_rate: float = 1e-4
+    momentum: float = 0.9  # SGD momentum (the paper does not state it)
+    weight_decay: float = 0.0
+    batch_size: int = 12  # originals per batch; each brings its view, so 24 rows
+    max_seconds: float = 7.5
+    max_epochs: int = 150
+    lr_patience: int = 20  # epochs without validation-loss improvement before LR × lr_factor
+    lr_factor: float = 0.1
+    early_stopping_patience: int | None = None
+    monitor: str = "val_loss"  # which validation figure picks best.ckpt: val_loss, val_ua, val_wa
+    freeze_feature_encoder: bool = True
+    layer_weighting: bool = False
+    head_dropout: float = 0.1
+    seed: int = 0
+    num_workers: int = 2
+    preload_audio: bool = False
+    precision: str = "auto"  # auto = bf16-mixed on a GPU that supports it, else 32-true
+    accelerator: str = "auto"
+    devices: int = 1
+    num_nodes: int = 1
+    strategy: str = "auto"  # auto = ddp when devices × nodes > 1
+    tensorboard: bool = False
+    progress_bar: bool = True
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.augment in AUGMENTATION_NAMES, f"augment must be one of {AUGMENTATION_NAMES}"),
+            (0.0 <= self.contrastive_weight <= 1.0, "contrastive_weight (λ) must lie in [0, 1]"),
+            (self.temperature > 0, "temperature must be > 0"),
+            (self.optimizer in ("sgd", "adamw"), "optimizer must be sgd or adamw"),
+            (self.learning_rate > 0, "learning_rate must be > 0"),
+            (self.batch_size >= 2, "batch_size must be ≥ 2"),
+            (self.max_seconds > 0.025, "max_seconds must exceed 0.025"),
+            (self.max_epochs >= 1, "max_epochs must be ≥ 1"),
+            (self.monitor in MONITORS, f"monitor must be one of {list(MONITORS)}"),
+            (self.devices >= 1 and self.num_nodes >= 1, "devices and num_nodes must be ≥ 1"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(f"{message}; got {self!r}")
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {},
+    # A 2-layer hidden-64 encoder from random weights, for tests and CPU demos: it must learn its
+    # CNN too, and wants a faster optimiser than the paper's SGD at 1e-4.
+    "tiny": {
+        "encoder": "tiny",
+        "optimizer": "adamw",
+        "learning_rate": 3e-3,
+        "batch_size": 16,
+        "max_seconds": 3.0,
+        "max_epochs": 12,
+        "lr_patience": 3,
+        "freeze_feature_encoder": False,
+        "head_dropout": 0.0,
+        "num_workers": 0,
+        "preload_audio": True,
+    },
+}
+
+
+def make_config(preset: str = "paper", **overrides: Any) -> TrainConfig:
+    """The named preset with `overrides` applied (None values are ignored)."""
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; expected one of {', '.join(PRESETS)}")
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = set(overrides) - known
+    if unknown:
+        raise ConfigError(f"unknown training setting(s): {', '.join(sorted(unknown))}")
+    values = {**PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}}
+    return TrainConfig(**values)
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
+
+
+class EmotionTrainingModule(pl.LightningModule):
+    """Lightning wrapper: the training step is the paper's objective on 2N rows."""
+
+    def __init__(self, model_config: dict[str, Any], train_config: dict[str, Any]) -> None:
+        super().__init__()
+        self.train_config = TrainConfig(**train_config)
+        self.model = EmotionModel(ModelConfig(**model_config))
+        # Saved after the model is built, so the encoder's full config is in every checkpoint.
+        self.save_hyperparameters(
+            {"model_config": self.model.config.to_dict(), "train_config": asdict(self.train_config)}
+        )
+        num_classes = len(self.model.labels)
+        self.val_wa = torchmetrics.Accuracy(
+            task="multiclass", num_classes=num_classes, average="micro"
+        )
+        self.val_ua = torchmetrics.Accuracy(
+            task="multiclass", num_classes=num_classes, average="macro"
+        )
+
+    def on_train_epoch_start(self) -> None:
+        # Dropout and SpecAugment masks depend only on (seed, epoch): resuming is exact.
+        torch.manual_seed(epoch_seed(self.train_config.seed, self.current_epoch))
+
+    def training_step(self, batch: Batch, batch_index: int) -> torch.Tensor:
+        output = self.model(batch.waveforms, batch.lengths)  # 2N rows: originals, then views
+        gathered_embeddings = gathered_labels = None
+        if self.trainer.world_size > 1 and self.train_config.contrastive_weight > 0:
+            # SupCon over the global batch: every process sees every process's embeddings.
+            gathered_embeddings = self.all_gather(output.embeddings, sync_grads=True).flatten(0, 1)
+            gathered_labels = self.all_gather(batch.labels).flatten(0, 1)
+        loss = combined_loss(
+            output.logits,
+            output.embeddings,
+            batch.labels,
+            self.train_config.contrastive_weight,
+            self.train_config.temperature,
+            gathered_embeddings,
+            gathered_labels,
+        )
+        size = len(batch.labels)
+        self.log("train_loss", loss.total, prog_bar=True, batch_size=size)
+        self.log("train_ce", loss.cross_entropy, batch_size=size)
+        self.log("train_scl", loss.contrastive, batch_size=size)
+        return loss.total
+
+    def validation_step(self, batch: Batch, batch_index: int) -> None:
+        output = self.model(batch.waveforms, batch.lengths)
+        loss = torch.nn.functional.cross_entropy(output.logits.float(), batch.labels)
+        predictions = output.logits.argmax(dim=1)
+        self.val_wa.update(predictions, batch.labels)
+        self.val_ua.update(predictions, batch.labels)
+        size = len(batch.labels)
+        self.log("val_loss", loss, prog_bar=True, sync_dist=True, batch_size=size)
+        self.log("val_wa", self.val_wa, prog_bar=True, batch_size=size)
+        self.log("val_ua", self.val_ua, prog_bar=True, batch_size=size)
+
+    def configure_optimizers(self):
+        config = self.train_config
+        parameters = [p for p in self.model.parameters() if p.requires_grad]
+        if config.optimizer == "sgd":
+            optimizer = torch.optim.SGD(
+                parameters, lr=config.learning_rate, momentum=config.momentum,
+                weight_decay=config.weight_decay,
+            )  # fmt: skip
+        else:
+            optimizer = torch.optim.AdamW(
+                parameters, lr=config.learning_rate, weight_decay=config.weight_decay
+            )
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="min", factor=config.lr_factor, patience=config.lr_patience
+        )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "monitor": "val_loss", "interval": "epoch"},
+        }
+
+
+class FoldData(pl.LightningDataModule):
+    """Training views and validation audio of one fold, in length buckets."""
+
+    def __init__(
+        self,
+        train: list[Utterance],
+        val: list[Utterance],
+        labels: list[str],
+        config: TrainConfig,
+    ) -> None:
+        super().__init__()
+        self.train_utterances, self.val_utterances = train, val
+        self.label_to_id = {label: i for i, label in enumerate(labels)}
+        self.config = config
+        self.max_length = max_samples(config.max_seconds)
+        self._train_lengths = utterance_lengths(train, self.max_length, SAMPLE_RATE)
+        self._val_lengths = utterance_lengths(val, self.max_length, SAMPLE_RATE)
+        self._augmentation = make_augmentation(config.augment, rir_dir=config.rir_dir)
+
+    def _loader(self, dataset, sampler, collate) -> DataLoader:
+        workers = self.config.num_workers
+        return DataLoader(
+            dataset,
+            batch_sampler=sampler,
+            collate_fn=collate,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        dataset = TrainingViews(
+            self.train_utterances, self.label_to_id, self._augmentation, self.max_length,
+            self.config.seed, preload=self.config.preload_audio,
+        )  # fmt: skip
+        sampler = BucketBatchSampler(
+            self._train_lengths, self.config.batch_size, shuffle=True, seed=self.config.seed,
+            rank=self.trainer.global_rank, world_size=self.trainer.world_size,
+        )  # fmt: skip
+        return self._loader(dataset, sampler, collate_views)
+
+    def val_dataloader(self) -> DataLoader:
+        dataset = EvaluationAudio(
+            self.val_utterances,
+            self.label_to_id,
+            self.max_length,
+            preload=self.config.preload_audio,
+        )
+        sampler = BucketBatchSampler(
+            self._val_lengths, 2 * self.config.batch_size, shuffle=False,
+            rank=self.trainer.global_rank, world_size=self.trainer.world_size,
+        )  # fmt: skip
+        return self._loader(dataset, sampler, collate_evaluation)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Write each checkpoint to a temporary file in the same folder, then rename it into place."""
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        torch.save(checkpoint, temporary)
+        os.replace(temporary, path)
+
+
+def write_json_atomic(data: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
+    os.replace(temporary, path)
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    best_checkpoint: Path
+    last_checkpoint: Path
+    best_score: float | None
+    epochs: int
+    is_global_zero: bool = True  # False in the other processes of a DDP run
+
+
+def _resolve_precision(config: TrainConfig) -> str:
+    if config.precision != "auto":
+        return config.precision
+    on_gpu = config.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    if on_gpu:
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "32-true"
+
+
+def train_fold(
+    config: TrainConfig,
+    train: list[Utterance],
+    val: list[Utterance],
+    labels: list[str],
+    run_dir: str | os.PathLike,
+    resume: bool = False,
+    extra_info: dict[str, Any] | None = None,
+) -> TrainResult:
+    """Train one model on `train`, validating on `val`; checkpoints and logs go to `run_dir`.
+
+    With `resume=True` and a `checkpoints/last.ckpt` in `run_dir`, training continues from it
+    (same config required) and ends as an uninterrupted run would have.
+    """
+    run_dir = Path(run_dir)
+    checkpoint_dir = run_dir / "checkpoints"
+    last_checkpoint = checkpoint_dir / "last.ckpt"
+    config_file = run_dir / "train_config.json"
+    if resume and config_file.is_file():
+        stored = json.loads(config_file.read_text())["train_config"]
+        changed = {
+            k for k, v in asdict(config).items()
+            if stored.get(k) != v and k not in ("max_epochs", "num_workers", "progress_bar")
+        }  # fmt: skip
+        if changed:
+            raise ConfigError(
+                f"{run_dir}: cannot resume with different settings ({', '.join(sorted(changed))}); "
+                "use the original settings or a new run folder"
+            )
+    elif not resume and last_checkpoint.exists():
+        raise EmoknnError(
+            f"{run_dir}: already holds a training run; pass --resume to continue it, or choose "
+            "another output folder"
+        )
+    unknown = sorted({u.label for u in train + val} - set(labels))
+    if unknown:
+        raise ConfigError(f"labels {unknown} occur in the data but not in the label list {labels}")
+
+    torch.manual_seed(config.seed)  # classifier initialisation
+    model_config = ModelConfig(
+        encoder=config.encoder,
+        labels=list(labels),
+        freeze_feature_encoder=config.freeze_feature_encoder,
+        layer_weighting=config.layer_weighting,
+        normalize_waveforms=default_normalization(config.encoder),
+        head_dropout=config.head_dropout,
+    )
+    module = EmotionTrainingModule(model_config.to_dict(), asdict(config))
+    data = FoldData(train, val, list(labels), config)
+    write_json_atomic(
+        {"train_config": asdict(config), "labels": list(labels), **(extra_info or {})}, config_file
+    )
+
+    mode = MONITORS[config.monitor]
+    checkpoint_callback = pl.callbacks.ModelCheckpoint(
+        dirpath=checkpoint_dir, filename="best", monitor=config.monitor, mode=mode,
+        save_top_k=1, save_last=True, enable_version_counter=False, auto_insert_metric_name=False,
+    )  # fmt: skip
+    callbacks: list[pl.Callback] = [checkpoint_callback]
+    if config.early_stopping_patience:
+        callbacks.append(
+            pl.callbacks.EarlyStopping(
+                config.monitor, patience=config.early_stopping_patience, mode=mode
+            )
+        )
+    # Each start (first or resumed) logs to its own folder: resuming never overwrites history.
+    attempt = len(list((run_dir / "logs").glob("attempt*"))) if resume else 0
+    loggers: list = [pl.loggers.CSVLogger(run_dir, name="logs", version=f"attempt{attempt}")]
+    if config.tensorboard:
+        loggers.append(pl.loggers.TensorBoardLogger(run_dir, name="tensorboard", version=""))
+    strategy = config.strategy
+    if strategy == "auto" and config.devices * config.num_nodes > 1:
+        strategy = "ddp"
+    trainer = pl.Trainer(
+        max_epochs=config.max_epochs,
+        accelerator=config.accelerator,
+        devices=config.devices,
+        num_nodes=config.num_nodes,
+        strategy=strategy,
+        precision=_resolve_precision(config),
+        callbacks=callbacks,
+        logger=loggers,
+        plugins=[AtomicCheckpointIO()],
+        use_distributed_sampler=False,  # BucketBatchSampler shards by rank itself
+        num_sanity_val_steps=0,
+        log_every_n_steps=5,
+        enable_progress_bar=config.progress_bar,
+        enable_model_summary=False,
+        default_root_dir=run_dir,
+    )
+    ckpt_path = last_checkpoint if resume and last_checkpoint.exists() else None
+    trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
+    best = Path(checkpoint_callback.best_model_path or last_checkpoint)
+    score = checkpoint_callback.best_model_score
+    return TrainResult(
+        run_dir=run_dir,
+        best_checkpoint=best,
+        last_checkpoint=last_checkpoint,
+        best_score=None if score is None else float(score),
+        epochs=trainer.current_epoch,
+        is_global_zero=trainer.is_global_zero,
+    )
+
+
+def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, str]]:
+    """All rows of a run's CSV logs, first attempt first (resumed runs log to a new attempt)."""
+    import csv
+
+    rows: list[dict[str, str]] = []
+    attempts = sorted(Path(run_dir, "logs").glob("attempt*/metrics.csv"),
+                      key=lambda p: int(p.parent.name.removeprefix("attempt")))  # fmt: skip
+    for path in attempts:
+        with path.open(newline="") as handle:
+            rows.extend(csv.DictReader(handle))
+    return rows
+
+
+def load_trained_model(checkpoint: str | os.PathLike, device: str = "cpu") -> EmotionModel:
+    """Rebuild the model from a training checkpoint alone (no download), in evaluation mode.
+
+    Checkpoints are pickles: load only files you trust (your own runs).
+    """
+    checkpoint = Path(checkpoint)
+    if not checkpoint.is_file():
+        raise EmoknnError(f"{checkpoint}: checkpoint not found")
+    try:
+        state = torch.load(checkpoint, map_location=device, weights_only=False)
+        model_config = ModelConfig(**state["hyper_parameters"]["model_config"])
+    except (OSError, RuntimeError, KeyError, TypeError, EOFError) as error:
+        raise EmoknnError(f"{checkpoint}: not an emoknn training checkpoint ({error})") from error
+    model = EmotionModel(model_config)
+    weights = {
+        k.removeprefix("model."): v
+        for k, v in state["state_dict"].items()
+        if k.startswith("model.")
+    }
+    model.load_state_dict(weights)
+    return model.eval().to(device)

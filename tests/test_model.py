@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from emoknn.model import EmotionModel, ModelConfig, masked_mean, tiny_encoder_config
+
+
+def encoder_config(family: str, norm: str) -> dict:
+    config = tiny_encoder_config()
+    config["model_type"] = family
+    if family == "data2vec-audio":  # always LayerNorm convs; no such fields
+        del config["feat_extract_norm"], config["do_stable_layer_norm"]
+        config["num_conv_pos_embeddings"] = 4
+    elif norm == "group":
+        config.update(feat_extract_norm="group", do_stable_layer_norm=False)
+    return config
+
+
+@pytest.mark.parametrize(
+    ("family", "norm", "layer_weighting"),
+    [
+        ("wav2vec2", "layer", False),
+        ("wav2vec2", "group", False),  # like wav2vec2-base
+        ("hubert", "group", True),
+        ("wavlm", "layer", True),
+        ("data2vec-audio", "layer", False),
+    ],
+)
+def test_padding_does_not_change_embeddings(family, norm, layer_weighting):
+    torch.manual_seed(0)
+    config = ModelConfig(
+        encoder="tiny", encoder_config=encoder_config(family, norm), layer_weighting=layer_weighting
+    )
+    model = EmotionModel(config).eval()
+    lengths = torch.tensor([16000, 9000, 4000])
+    waveforms = torch.randn(3, 16000) * 0.1
+    for row, length in enumerate(lengths):
+        waveforms[row, length:] = 0
+    with torch.no_grad():
+        batched = model(waveforms, lengths)
+        for row, length in enumerate(lengths):
+            alone = model(waveforms[row : row + 1, :length], lengths[row : row + 1])
+            torch.testing.assert_close(
+                alone.embeddings[0], batched.embeddings[row], atol=2e-5, rtol=1e-4
+            )
+            torch.testing.assert_close(alone.logits[0], batched.logits[row], atol=2e-5, rtol=1e-4)
+    assert batched.embeddings.shape == (3, 64) and batched.logits.shape == (3, 4)
+
+
+def test_masked_mean_ignores_padding():
+    frames = torch.tensor([[[1.0], [3.0], [100.0]]])
+    assert masked_mean(frames, torch.tensor([[True, True, False]])).item() == 2.0
+
+
+def test_frozen_feature_encoder_and_config_round_trip():
+    model = EmotionModel(ModelConfig(encoder="tiny", freeze_feature_encoder=True))
+    assert not any(p.requires_grad for p in model.encoder.feature_extractor.parameters())
+    assert all(p.requires_grad for p in model.classifier.parameters())
+    assert model.config.encoder_config["model_type"] == "wav2vec2"
+    rebuilt = EmotionModel(ModelConfig(**model.config.to_dict()))
+    rebuilt.load_state_dict(model.state_dict())
+    assert rebuilt.encoder.config.hidden_size == 64
+
+
+def test_bad_shapes_are_rejected():
+    model = EmotionModel(ModelConfig(encoder="tiny"))
+    with pytest.raises(ValueError, match=r"expected waveforms \(B, T\) and lengths \(B,\)"):
+        model(torch.zeros(16000), torch.tensor([16000]))
