@@ -44,3 +44,24 @@ def test_user_errors_are_one_line_without_traceback(tmp_path):
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "nowhere: not found" in result.stderr
     assert run_cli("corpus", "summarize").returncode == 2  # usage error
+
+
+def test_train_builds_datastore_and_add_extends_it(small_synthetic_corpus, tmp_path):
+    run = tmp_path / "run"
+    result = runner.invoke(app, [
+        "train", "--corpus", str(small_synthetic_corpus), "--fold", "Syn02M", "--preset", "tiny",
+        "--epochs", "1", "--augment", "none", "--max-seconds", "1.0", "--out", str(run),
+        "--no-progress",
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert (
+        "Trained fold03-Syn02M" in result.output and "kNN datastore: 60 utterances" in result.output
+    )
+    assert (run / "datastore.npz").is_file() and (run / "knn.json").is_file()
+    clips = sorted((small_synthetic_corpus / "wav" / "Syn02M").glob("*sad*.wav"))[:2]
+    result = runner.invoke(app, ["datastore", "add", str(run), *map(str, clips), "--label", "sad"])
+    assert result.exit_code == 0, result.output
+    assert "the datastore now holds 62" in result.output
+    result = runner.invoke(app, ["datastore", "build", str(run)])
+    assert result.exit_code == 0, result.output
+    assert "kNN datastore: 60 utterances" in result.output

@@ -28,6 +28,8 @@ corpus_app = typer.Typer(
     help="Inspect corpora and generate the synthetic one.", no_args_is_help=True
 )
 app.add_typer(corpus_app, name="corpus")
+datastore_app = typer.Typer(help="Build or extend a run's kNN datastore.", no_args_is_help=True)
+app.add_typer(datastore_app, name="datastore")
 augment_app = typer.Typer(help="Listen to the augmented views.", no_args_is_help=True)
 app.add_typer(augment_app, name="augment")
 
@@ -182,6 +184,9 @@ def train_command(
     tensorboard: Annotated[bool, typer.Option(help="Also log to TensorBoard")] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars")] = True,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out")] = False,
+    knn: Annotated[
+        bool, typer.Option(help="Build the kNN datastore and tune k, α, T after")
+    ] = True,
 ) -> None:
     """Fine-tune on one speaker-independent fold with CE + SupCon on augmented views."""
     from emoknn.corpora import label_names, load_corpus
@@ -207,19 +212,121 @@ def train_command(
         out = Path("runs") / corpus.stem / name / selected.name
     result = train_fold(
         config, selected.train, selected.val, label_names(utterances), out, resume=resume,
-        extra_info={"corpus": str(corpus), "fold": selected.name, "test_speaker":
-                    selected.test_speaker, "val_speaker": selected.val_speaker},
+        extra_info={"corpus": str(corpus.resolve()), "kind": kind, "scheme": scheme,
+                    "fold": selected.name, "test_speaker": selected.test_speaker,
+                    "val_speaker": selected.val_speaker},
     )  # fmt: skip
-    if result.is_global_zero:
-        console.print(
-            f"Trained {selected.name} ({result.epochs} epochs). Best {config.monitor} = "
-            f"{result.best_score if result.best_score is not None else float('nan'):.4f}\n"
-            f"best: {result.best_checkpoint}\nlast: {result.last_checkpoint}"
-        )
+    if not result.is_global_zero:
+        return
+    console.print(
+        f"Trained {selected.name} ({result.epochs} epochs). Best {config.monitor} = "
+        f"{result.best_score if result.best_score is not None else float('nan'):.4f}\n"
+        f"best: {result.best_checkpoint}\nlast: {result.last_checkpoint}"
+    )
+    if knn:
+        _build_datastore(out, selected.train, selected.val, config.max_seconds, "ua", "exact")
+
+
+def _build_datastore(run_dir, train, val, max_seconds, criterion, index_type) -> None:
+    from emoknn.inference import fit_run_knn
+
+    store, tuning = fit_run_knn(run_dir, train, val, max_seconds, criterion, index_type)
+    chosen, alone = tuning.interpolated, tuning.knn_only
+    console.print(
+        f"kNN datastore: {len(store)} utterances → {run_dir / 'datastore.npz'}\n"
+        f"tuned on the validation speaker ({criterion.upper()}): k={chosen.k} α={chosen.alpha} "
+        f"T={chosen.temperature:.3g} ({criterion.upper()} {chosen.score:.3f}); kNN alone: "
+        f"k={alone.k} T={alone.temperature:.3g} ({criterion.upper()} {alone.score:.3f})"
+    )
+
+
+def _run_fold(run_dir: Path, corpus: Path | None):
+    """The fold a run was trained on, from its train_config.json."""
+    import json
+
+    from emoknn.corpora import load_corpus
+    from emoknn.folds import speaker_folds
+
+    config_file = run_dir / "train_config.json"
+    if not config_file.is_file():
+        raise EmoknnError(f"{run_dir}: not a training run (no train_config.json)")
+    info = json.loads(config_file.read_text())
+    if "fold" not in info:
+        raise EmoknnError(f"{config_file}: does not say which corpus and fold it was trained on")
+    utterances = load_corpus(corpus or Path(info["corpus"]), info.get("kind", "auto"))
+    folds = {f.name: f for f in speaker_folds(utterances, info.get("scheme", "speaker"))}
+    if info["fold"] not in folds:
+        raise EmoknnError(f"{run_dir}: fold {info['fold']} is not among the corpus's folds")
+    return folds[info["fold"]], info
+
+
+@datastore_app.command("build")
+def datastore_build(
+    run: Annotated[Path, typer.Argument(help="A training run folder")],
+    corpus: Annotated[Path | None, typer.Option(help="Corpus, if moved since training")] = None,
+    criterion: Annotated[str, typer.Option(help="Tune for ua or wa")] = "ua",
+    index: Annotated[
+        str, typer.Option(help="exact, or hnsw (approximate, large stores)")
+    ] = "exact",
+) -> None:
+    """Embed the run's train + validation utterances and tune k, α, T on validation."""
+    fold, info = _run_fold(run, corpus)
+    _build_datastore(run, fold.train, fold.val, info["train_config"]["max_seconds"], criterion,
+                     index)  # fmt: skip
+
+
+@datastore_app.command("add")
+def datastore_add(
+    run: Annotated[Path, typer.Argument(help="A run folder with a datastore")],
+    audio: Annotated[list[Path] | None, typer.Argument(help="Audio files, all of --label")] = None,
+    label: Annotated[str | None, typer.Option(help="Label of the audio files given")] = None,
+    manifest: Annotated[Path | None, typer.Option(help="CSV path,label,speaker to add")] = None,
+) -> None:
+    """Add your own labelled audio to a run's datastore, without retraining."""
+    import json
+
+    from emoknn.corpora import Utterance, load_manifest
+    from emoknn.inference import DATASTORE_FILE, embed_utterances, fingerprint_of
+    from emoknn.knn import Datastore
+    from emoknn.train import load_trained_model
+
+    if manifest is not None:
+        utterances = load_manifest(manifest)
+    elif audio and label:
+        utterances = [Utterance(f"added/{p.resolve()}", p, label, "added") for p in audio]
+    else:
+        raise EmoknnError("give audio files with --label, or --manifest CSV")
+    model = load_trained_model(run / "checkpoints" / "best.ckpt")
+    unknown = sorted({u.label for u in utterances} - set(model.labels))
+    if unknown:
+        raise EmoknnError(f"labels {unknown} are not among the model's classes {model.labels}")
+    store = Datastore.load(run / DATASTORE_FILE, expected_fingerprint=fingerprint_of(model))
+    max_seconds = json.loads((run / "train_config.json").read_text())["train_config"]["max_seconds"]
+    embedded = embed_utterances(model, utterances, max_seconds)
+    ids = [u.id if manifest is None else f"added/{u.id}" for u in utterances]
+    store.add(embedded.embeddings, embedded.labels, ids)
+    store.save(run / DATASTORE_FILE)
+    console.print(f"Added {len(ids)} utterances; the datastore now holds {len(store)}.")
+
+
+def _quiet_third_party_noise() -> None:
+    """Hide advertising and upstream deprecation chatter that says nothing about the user's run."""
+    import logging
+    import warnings
+
+    class DropTips(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            return "Tip:" not in record.getMessage()
+
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logging.getLogger(name).addFilter(DropTips())
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*is deprecated")
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the `emoknn` console script and `python -m emoknn`."""
+    _quiet_third_party_noise()
     try:
         app(args=argv, prog_name="emoknn")
     except EmoknnError as error:

@@ -1,0 +1,139 @@
+"""From a trained model to a fitted kNN stage: embeddings, datastore, tuned (k, α, T).
+
+A trained run folder holds, once `fit_knn` has run:
+
+    checkpoints/best.ckpt   the model (full config inside)
+    datastore.npz           train + validation embeddings and labels, with the model fingerprint
+    knn.json                tuned settings: interpolation (k, α, T) and kNN-only (k, T)
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from emoknn.audio import SAMPLE_RATE, max_samples
+from emoknn.corpora.utterance import Utterance
+from emoknn.data import BucketBatchSampler, EvaluationAudio, collate_evaluation, utterance_lengths
+from emoknn.knn import Datastore, TuningResult, model_fingerprint, tune_knn
+from emoknn.model import EmotionModel
+
+DATASTORE_FILE = "datastore.npz"
+KNN_SETTINGS_FILE = "knn.json"
+
+
+@dataclass
+class Embedded:
+    """Per-utterance outputs of a model, in the order of the utterances given."""
+
+    ids: list[str]
+    embeddings: np.ndarray  # (N, D) float32
+    probs: np.ndarray  # (N, C) softmax of the classifier
+    labels: np.ndarray  # (N,) class ids, −1 where unknown
+
+
+@torch.inference_mode()
+def embed_utterances(
+    model: EmotionModel,
+    utterances: list[Utterance],
+    max_seconds: float = 7.5,
+    batch_size: int = 16,
+    device: str | torch.device = "cpu",
+    num_workers: int = 0,
+) -> Embedded:
+    """Embed utterances in evaluation mode: centred crop, no augmentation, length-sorted batches."""
+    model = model.eval().to(device)
+    label_to_id = {label: i for i, label in enumerate(model.labels)}
+    known = {u.label for u in utterances} <= set(label_to_id)
+    max_length = max_samples(max_seconds)
+    dataset = EvaluationAudio(utterances, label_to_id if known else None, max_length)
+    lengths = utterance_lengths(utterances, max_length, SAMPLE_RATE)
+    sampler = BucketBatchSampler(lengths, batch_size, shuffle=False)
+    loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_evaluation,
+                        num_workers=num_workers)  # fmt: skip
+    count = len(utterances)
+    embeddings = np.zeros((count, model.hidden_size), dtype=np.float32)
+    probs = np.zeros((count, len(model.labels)), dtype=np.float32)
+    labels = np.full(count, -1, dtype=np.int64)
+    for batch in loader:
+        batch = batch.to(device)
+        output = model(batch.waveforms, batch.lengths)
+        rows = batch.indices.cpu().numpy()
+        embeddings[rows] = output.embeddings.float().cpu().numpy()
+        probs[rows] = torch.softmax(output.logits.float(), dim=1).cpu().numpy()
+        labels[rows] = batch.labels.cpu().numpy()
+    return Embedded([u.id for u in utterances], embeddings, probs, labels)
+
+
+def fingerprint_of(model: EmotionModel) -> str:
+    return model_fingerprint(model.state_dict())
+
+
+def fit_knn(
+    model: EmotionModel,
+    train: Embedded,
+    val: Embedded,
+    criterion: str = "ua",
+    index_type: str = "exact",
+) -> tuple[Datastore, TuningResult]:
+    """Tune k, α, T on `val` against a train-only datastore, then return the train + val store.
+
+    The validation utterances are kept out of the tuning datastore, so no query finds itself.
+    """
+    fingerprint = fingerprint_of(model)
+    tuning_store = Datastore(train.embeddings, train.labels, model.labels, train.ids, fingerprint,
+                             index_type)  # fmt: skip
+    tuning = tune_knn(val.embeddings, val.labels, val.probs, tuning_store, query_ids=val.ids,
+                      criterion=criterion)  # fmt: skip
+    full_store = Datastore(
+        np.concatenate([train.embeddings, val.embeddings]),
+        np.concatenate([train.labels, val.labels]),
+        model.labels,
+        train.ids + val.ids,
+        fingerprint,
+        index_type,
+    )
+    return full_store, tuning
+
+
+def save_knn(run_dir: str | os.PathLike, store: Datastore, tuning: TuningResult) -> None:
+    run_dir = Path(run_dir)
+    store.save(run_dir / DATASTORE_FILE)
+    tuning.save(run_dir / KNN_SETTINGS_FILE)
+
+
+def load_knn(run_dir: str | os.PathLike, model: EmotionModel) -> tuple[Datastore, TuningResult]:
+    """The datastore and settings of a run, checked against `model`'s fingerprint."""
+    run_dir = Path(run_dir)
+    store = Datastore.load(run_dir / DATASTORE_FILE, expected_fingerprint=fingerprint_of(model))
+    return store, TuningResult.load(run_dir / KNN_SETTINGS_FILE)
+
+
+def best_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def fit_run_knn(
+    run_dir: str | os.PathLike,
+    train: list[Utterance],
+    val: list[Utterance],
+    max_seconds: float,
+    criterion: str = "ua",
+    index_type: str = "exact",
+    device: str | None = None,
+) -> tuple[Datastore, TuningResult]:
+    """Fit and save the kNN stage of a trained run (its best checkpoint) for its fold."""
+    from emoknn.train import load_trained_model
+
+    device = device or best_device()
+    model = load_trained_model(Path(run_dir) / "checkpoints" / "best.ckpt", device=device)
+    train_embedded = embed_utterances(model, train, max_seconds, device=device)
+    val_embedded = embed_utterances(model, val, max_seconds, device=device)
+    store, tuning = fit_knn(model, train_embedded, val_embedded, criterion, index_type)
+    save_knn(run_dir, store, tuning)
+    return store, tuning

@@ -1,0 +1,345 @@
+"""Inference with a k-nearest-neighbour model over a datastore of training embeddings.
+
+    p_knn(y|x) = Σ_{i∈kNN(x), y_i=y} exp(−d_i/T) / Σ_{i∈kNN(x)} exp(−d_i/T)      (Euclidean d_i)
+    p(y|x)     = α·p_knn(y|x) + (1 − α)·p_model(y|x)
+
+The datastore (K, V) holds the embeddings and labels of the training + validation utterances,
+computed by the trained model in evaluation mode (no augmentation, centred crop). It records the
+fingerprint of the model that made it, and refuses to be used with another.
+
+Per fold, k ∈ [1..32], α and T are tuned on the validation speaker with the validation utterances
+kept out of the datastore (no query can find itself); the test speaker is then evaluated against
+the full train + validation datastore. Tuning asks the index once, for the 32 nearest neighbours of
+every validation utterance, and scores the whole (T, k, α) grid from that one answer with array
+operations.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from emoknn.errors import ConfigError, EmoknnError
+
+MAX_K = 32
+DEFAULT_ALPHAS = tuple(np.round(np.arange(0.05, 1.0, 0.05), 2).tolist())  # α ∈ (0, 1)
+# T is searched relative to the typical nearest-neighbour distance (embedding scales differ
+# between encoders), plus T = ∞ (a plain majority vote among the k neighbours).
+TEMPERATURE_FACTORS = (0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
+
+
+def knn_probs(
+    distances: np.ndarray, neighbor_labels: np.ndarray, num_classes: int, temperature: float
+) -> np.ndarray:
+    """p_knn for each query: softmax of −d/T over its k neighbours, summed per label.
+
+    Args:
+        distances: (Q, k) Euclidean (not squared) distances to the neighbours.
+        neighbor_labels: (Q, k) integer labels of the neighbours.
+        num_classes: C.
+        temperature: T > 0; `np.inf` gives every neighbour the same weight (majority vote).
+
+    Returns:
+        (Q, C) float64 array whose rows sum to 1.
+    """
+    distances = np.asarray(distances, dtype=np.float64)
+    neighbor_labels = np.asarray(neighbor_labels)
+    if distances.ndim != 2 or distances.shape != neighbor_labels.shape:
+        raise ValueError(
+            f"distances and neighbor_labels must both be (Q, k), got {distances.shape} and "
+            f"{neighbor_labels.shape}"
+        )
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if neighbor_labels.size and (neighbor_labels.min() < 0 or neighbor_labels.max() >= num_classes):
+        raise ValueError(f"neighbor_labels must lie in [0, {num_classes}), got values outside")
+    if np.isinf(temperature):
+        weights = np.ones_like(distances)
+    else:
+        # Subtracting each row's smallest distance keeps the softmax and avoids underflow.
+        weights = np.exp(-(distances - distances.min(axis=1, keepdims=True)) / temperature)
+    weights /= weights.sum(axis=1, keepdims=True)  # (Q, k)
+    probabilities = np.zeros((distances.shape[0], num_classes))
+    np.add.at(probabilities, (np.arange(distances.shape[0])[:, None], neighbor_labels), weights)
+    return probabilities
+
+
+def interpolate(p_knn: np.ndarray, p_model: np.ndarray, alpha: float) -> np.ndarray:
+    """p = α·p_knn + (1 − α)·p_model."""
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
+    return alpha * np.asarray(p_knn) + (1.0 - alpha) * np.asarray(p_model)
+
+
+def model_fingerprint(state_dict: dict) -> str:
+    """SHA-256 over a model's parameter names, shapes and values: identifies exact weights."""
+    digest = hashlib.sha256()
+    for name in sorted(state_dict):
+        tensor = state_dict[name].detach().cpu().contiguous()
+        digest.update(name.encode())
+        digest.update(str(tuple(tensor.shape)).encode())
+        digest.update(tensor.numpy().tobytes())
+    return digest.hexdigest()
+
+
+class Datastore:
+    """Embeddings (keys) and labels (values) with an exact or approximate Euclidean index.
+
+    `search` returns `(distances, indices)` like faiss, with distances Euclidean (faiss's L2
+    indexes return squared distances; they are converted here).
+    """
+
+    def __init__(
+        self,
+        keys: np.ndarray,
+        labels: np.ndarray,
+        label_names: list[str],
+        ids: list[str],
+        fingerprint: str,
+        index_type: str = "exact",
+    ) -> None:
+        keys = np.ascontiguousarray(keys, dtype=np.float32)
+        labels = np.asarray(labels, dtype=np.int64)
+        if keys.ndim != 2 or labels.shape != (keys.shape[0],) or len(ids) != keys.shape[0]:
+            raise ConfigError(
+                f"datastore needs keys (N, D), labels (N,) and N ids; got {keys.shape}, "
+                f"{labels.shape}, {len(ids)}"
+            )
+        if index_type not in ("exact", "hnsw"):
+            raise ConfigError(f"index_type must be 'exact' or 'hnsw', got {index_type!r}")
+        if not np.isfinite(keys).all():
+            raise ConfigError("datastore keys contain NaN or infinite values")
+        self.keys, self.labels, self.label_names = keys, labels, list(label_names)
+        self.ids, self.fingerprint, self.index_type = list(ids), fingerprint, index_type
+        self._index = self._build_index()
+
+    def _build_index(self) -> faiss.Index:
+        dimension = self.keys.shape[1]
+        if self.index_type == "exact":
+            index = faiss.IndexFlatL2(dimension)
+        else:  # graph index: sub-linear search, approximate neighbours, no training needed
+            index = faiss.IndexHNSWFlat(dimension, 32)
+            index.hnsw.efSearch = 128
+        if len(self.keys):
+            index.add(self.keys)
+        return index
+
+    def __len__(self) -> int:
+        return self.keys.shape[0]
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The k nearest keys of each query: (Q, k) Euclidean distances and (Q, k) indices."""
+        if not 1 <= k <= len(self):
+            raise ConfigError(f"k must lie in [1, {len(self)}] (the datastore size), got {k}")
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        if queries.ndim != 2 or queries.shape[1] != self.keys.shape[1]:
+            raise ConfigError(
+                f"queries must be (Q, {self.keys.shape[1]}), got {queries.shape}: was this "
+                "datastore built by another model?"
+            )
+        squared, indices = self._index.search(queries, k)
+        return np.sqrt(np.maximum(squared, 0.0)), indices
+
+    def add(self, keys: np.ndarray, labels: np.ndarray, ids: list[str]) -> None:
+        """Add labelled embeddings (of the same model) without retraining anything."""
+        keys = np.ascontiguousarray(keys, dtype=np.float32)
+        if keys.ndim != 2 or keys.shape[1] != self.keys.shape[1] or len(ids) != len(keys):
+            raise ConfigError(f"new keys must be (n, {self.keys.shape[1]}) with n ids")
+        clash = set(ids) & set(self.ids)
+        if clash:
+            raise ConfigError(f"ids already in the datastore: {sorted(clash)[:5]}")
+        self.keys = np.concatenate([self.keys, keys])
+        self.labels = np.concatenate([self.labels, np.asarray(labels, dtype=np.int64)])
+        self.ids += list(ids)
+        self._index.add(keys)
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write to `path` (.npz) atomically."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
+        np.savez(
+            temporary,
+            keys=self.keys,
+            labels=self.labels,
+            label_names=np.array(self.label_names),
+            ids=np.array(self.ids),
+            fingerprint=np.array(self.fingerprint),
+            index_type=np.array(self.index_type),
+        )
+        os.replace(temporary, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, expected_fingerprint: str | None = None) -> Datastore:
+        """Read a datastore; with `expected_fingerprint`, refuse one made by another model."""
+        path = Path(path)
+        if not path.is_file():
+            raise EmoknnError(f"{path}: datastore not found")
+        try:
+            with np.load(path, allow_pickle=False) as stored:
+                store = cls(
+                    stored["keys"], stored["labels"], stored["label_names"].tolist(),
+                    stored["ids"].tolist(), str(stored["fingerprint"]), str(stored["index_type"]),
+                )  # fmt: skip
+        except (OSError, KeyError, ValueError) as error:
+            raise EmoknnError(f"{path}: not an emoknn datastore ({error})") from error
+        if expected_fingerprint is not None and store.fingerprint != expected_fingerprint:
+            raise EmoknnError(
+                f"{path}: this datastore was built by a different model (fingerprint "
+                f"{store.fingerprint[:12]}…, the model is {expected_fingerprint[:12]}…); rebuild "
+                "it with `emoknn datastore build`"
+            )
+        return store
+
+
+@dataclass
+class KnnSettings:
+    """Tuned kNN settings. temperature may be inf (majority vote); stored as the string "inf"."""
+
+    k: int
+    alpha: float
+    temperature: float
+    score: float  # the tuning criterion on the validation speaker
+    criterion: str
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["temperature"] = "inf" if np.isinf(self.temperature) else float(self.temperature)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> KnnSettings:
+        return cls(**{**data, "temperature": float(data["temperature"])})
+
+
+@dataclass
+class TuningResult:
+    interpolated: KnnSettings  # best α ∈ (0, 1), k, T
+    knn_only: KnnSettings  # α = 1: best k, T for the kNN model alone
+
+    def to_dict(self) -> dict:
+        return {"interpolated": self.interpolated.to_dict(), "knn_only": self.knn_only.to_dict()}
+
+    def save(self, path: str | os.PathLike) -> None:
+        path = Path(path)
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        temporary.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        os.replace(temporary, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> TuningResult:
+        data = json.loads(Path(path).read_text())
+        return cls(
+            KnnSettings.from_dict(data["interpolated"]), KnnSettings.from_dict(data["knn_only"])
+        )
+
+
+def _grid_scores(predictions: np.ndarray, labels: np.ndarray, num_classes: int) -> tuple:
+    """WA and UA of predictions (..., Q) against labels (Q,), over any leading grid axes."""
+    correct = predictions == labels  # (..., Q)
+    wa = correct.mean(axis=-1)
+    recalls = [
+        correct[..., labels == c].mean(axis=-1) for c in range(num_classes) if (labels == c).any()
+    ]
+    return wa, np.mean(recalls, axis=0)
+
+
+def tune_knn(
+    query_embeddings: np.ndarray,
+    query_labels: np.ndarray,
+    query_model_probs: np.ndarray,
+    store: Datastore,
+    query_ids: list[str] | None = None,
+    criterion: str = "ua",
+    max_k: int = MAX_K,
+    alphas: tuple[float, ...] = DEFAULT_ALPHAS,
+    temperature_factors: tuple[float, ...] = TEMPERATURE_FACTORS,
+) -> TuningResult:
+    """Choose k ∈ [1..max_k], α and T maximising UA (or WA) of the queries (validation speaker).
+
+    `store` must not contain the queries: pass `query_ids` and it is checked. One search for the
+    max_k nearest neighbours; then for every T, the cumulative sums over neighbour rank give p_knn
+    for every k at once, and every α is scored on top. Ties go to the first in grid order
+    (T ascending, k ascending, α ascending), so the choice is deterministic.
+    """
+    if criterion not in ("ua", "wa"):
+        raise ConfigError(f"criterion must be 'ua' or 'wa', got {criterion!r}")
+    if query_ids is not None:
+        overlap = set(query_ids) & set(store.ids)
+        if overlap:
+            raise EmoknnError(
+                f"{len(overlap)} tuning queries are in the datastore, e.g. "
+                f"{sorted(overlap)[:3]}: a query would find itself; build the tuning datastore "
+                "from training data only"
+            )
+    labels = np.asarray(query_labels)
+    num_classes = len(store.label_names)
+    k_max = min(max_k, len(store))
+    distances, indices = store.search(query_embeddings, k_max)  # (Q, K)
+    neighbor_labels = store.labels[indices]  # (Q, K)
+    one_hot = np.eye(num_classes)[neighbor_labels]  # (Q, K, C)
+    nearest = float(np.median(distances[:, 0]))
+    scale = nearest if nearest > 0 else 1.0
+    temperatures = [factor * scale for factor in temperature_factors] + [np.inf]
+    alpha_grid = np.asarray(alphas, dtype=np.float64)[:, None, None, None]  # (A, 1, 1, 1)
+    p_model = np.asarray(query_model_probs, dtype=np.float64)[None, None]  # (1, 1, Q, C)
+
+    best_interpolated: tuple | None = None
+    best_knn_only: tuple | None = None
+    for temperature in temperatures:
+        if np.isinf(temperature):
+            weights = np.ones_like(distances)
+        else:
+            weights = np.exp(-(distances - distances[:, :1]) / temperature)  # (Q, K)
+        numerators = np.cumsum(weights[:, :, None] * one_hot, axis=1)  # (Q, K, C): first k summed
+        p_knn = numerators / numerators.sum(axis=2, keepdims=True)  # (Q, K, C) for k = 1..K
+        p_knn = p_knn.transpose(1, 0, 2)[None]  # (1, K, Q, C)
+
+        knn_wa, knn_ua = _grid_scores(p_knn[0].argmax(axis=-1), labels, num_classes)  # (K,)
+        mixed = alpha_grid * p_knn + (1.0 - alpha_grid) * p_model  # (A, K, Q, C)
+        wa, ua = _grid_scores(mixed.argmax(axis=-1), labels, num_classes)  # (A, K)
+
+        primary, secondary = (ua, wa) if criterion == "ua" else (wa, ua)
+        knn_primary, knn_secondary = (knn_ua, knn_wa) if criterion == "ua" else (knn_wa, knn_ua)
+        # Best by the criterion, then the other metric; on ties the smallest k, then smallest α
+        # (the (K, A) transpose flattens k-major).
+        k, a = np.unravel_index(_first_best(primary.T, secondary.T), primary.T.shape)
+        candidate = (primary[a, k], secondary[a, k], int(k) + 1, float(alphas[a]), temperature)
+        if best_interpolated is None or candidate[:2] > best_interpolated[:2]:
+            best_interpolated = candidate
+        kk = _first_best(knn_primary[None], knn_secondary[None])
+        knn_candidate = (knn_primary[kk], knn_secondary[kk], int(kk) + 1, 1.0, temperature)
+        if best_knn_only is None or knn_candidate[:2] > best_knn_only[:2]:
+            best_knn_only = knn_candidate
+
+    def settings(best: tuple) -> KnnSettings:
+        score, _, k, alpha, temperature = best
+        return KnnSettings(k, alpha, float(temperature), float(score), criterion)
+
+    return TuningResult(settings(best_interpolated), settings(best_knn_only))
+
+
+def _first_best(primary: np.ndarray, secondary: np.ndarray) -> int:
+    """Flat index of the best (primary, then secondary) entry; the first one on ties."""
+    flat_primary, flat_secondary = primary.ravel(), secondary.ravel()
+    top = flat_primary == flat_primary.max()
+    candidates = np.flatnonzero(top & (flat_secondary == flat_secondary[top].max()))
+    return int(candidates[0])
+
+
+def knn_predict_probs(
+    embeddings: np.ndarray, model_probs: np.ndarray, store: Datastore, settings: KnnSettings
+) -> np.ndarray:
+    """Interpolated probabilities (Q, C) of queries against `store` with tuned `settings`."""
+    k = min(settings.k, len(store))
+    distances, indices = store.search(embeddings, k)
+    p_knn = knn_probs(
+        distances, store.labels[indices], len(store.label_names), settings.temperature
+    )
+    return interpolate(p_knn, model_probs, settings.alpha)
