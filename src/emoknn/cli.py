@@ -309,6 +309,142 @@ def datastore_add(
     console.print(f"Added {len(ids)} utterances; the datastore now holds {len(store)}.")
 
 
+def _print_summary(summary: list[dict], title: str) -> None:
+    table = Table(title=title)
+    for column in ("variant", "folds", "WA %", "UA %"):
+        table.add_column(column, justify="left" if column == "variant" else "right")
+    for row in summary:
+        table.add_row(
+            row["variant"],
+            str(row["folds"]),
+            f"{100 * row['wa_mean']:.2f} ± {100 * row['wa_std']:.2f}",
+            f"{100 * row['ua_mean']:.2f} ± {100 * row['ua_std']:.2f}",
+        )
+    console.print(table)
+
+
+def _run_crossval(corpus: Path, kind: str, scheme: str, folds: str | None, tables: str,
+                  out: Path, config) -> Path:  # fmt: skip
+    """Cross-validate, print each finished fold and the summary, write the report."""
+    import json
+
+    from emoknn.corpora import HONESTY_NOTE, is_synthetic_corpus, label_names, load_corpus
+    from emoknn.experiments import crossval
+    from emoknn.folds import select_folds, speaker_folds
+    from emoknn.report import write_report
+
+    utterances = load_corpus(corpus, kind)
+    chosen = select_folds(speaker_folds(utterances, scheme), folds)
+    synthetic = corpus.is_dir() and is_synthetic_corpus(corpus)
+    if synthetic:
+        console.print(f"[yellow]{HONESTY_NOTE}[/]")
+    meta = {
+        "corpus": str(corpus.resolve()), "kind": kind,
+        "corpus_name": corpus.resolve().name + (" (synthetic)" if synthetic else ""),
+        "scheme": scheme, "synthetic": synthetic, "num_utterances": len(utterances),
+        "labels": label_names(utterances), "preset": config.preset_name,
+        "encoder": config.encoder,
+    }  # fmt: skip
+    table_names = [t.strip() for t in tables.split(",") if t.strip()]
+    console.print(
+        f"Cross-validating {len(chosen)} fold(s) of {len(utterances)} utterances, tables: "
+        f"{', '.join(table_names)} → {out}"
+    )
+
+    def done(result: dict) -> None:
+        model, interpolated = result["scores"]["model"], result["scores"]["interpolated"]
+        console.print(
+            f"  {result['fold']} {result['label']:<8} UA {100 * model['ua']:.1f} "
+            f"(+kNN {100 * interpolated['ua']:.1f})"
+        )
+
+    crossval(utterances, chosen, config, out, table_names, meta, on_fold_done=done)
+    report = write_report([out], out, meta)
+    results = json.loads((out / "results.json").read_text())
+    _print_summary(results["summary"], f"{meta['corpus_name']}: mean ± std over folds")
+    if synthetic:
+        console.print(f"[yellow]{HONESTY_NOTE}[/]")
+    console.print(f"Report: {report}\nResults: {out / 'results.json'}")
+    return report
+
+
+@app.command("crossval")
+def crossval_command(
+    corpus: Annotated[Path, typer.Option(help="Corpus folder or manifest .csv")],
+    out: Annotated[Path, typer.Option(help="Output folder (resumes if it exists)")],
+    folds: Annotated[str | None, typer.Option(help="Folds, e.g. 0,3-5 or Ses01F (all)")] = None,
+    tables: Annotated[str, typer.Option(help="main, augment, lambda (comma list)")] = "main",
+    kind: Annotated[str, typer.Option(help="Corpus kind, or auto")] = "auto",
+    scheme: Annotated[str, typer.Option(help="Folds: speaker (LOSO) or session")] = "speaker",
+    preset: Annotated[str, typer.Option(help="paper (wav2vec2-base) or tiny (CPU demo)")] = "paper",
+    encoder: Annotated[str | None, typer.Option(help="HF hub name or local dir")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Maximum epochs")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Originals per batch")] = None,
+    lr: Annotated[float | None, typer.Option(help="Learning rate")] = None,
+    max_seconds: Annotated[float | None, typer.Option(help="Crop length in seconds")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed")] = None,
+    workers: Annotated[int | None, typer.Option(help="Data loader worker processes")] = None,
+    accelerator: Annotated[str | None, typer.Option(help="auto, cpu, gpu")] = None,
+    devices: Annotated[int | None, typer.Option(help="Devices per node (DDP when > 1)")] = None,
+    precision: Annotated[str | None, typer.Option(help="auto, 32-true, bf16-mixed")] = None,
+    progress: Annotated[bool, typer.Option(help="Show progress bars")] = False,
+) -> None:
+    """Train and evaluate every fold (or --folds) for the paper's tables; write a report."""
+    from emoknn.train import make_config
+
+    config = make_config(
+        preset, encoder=encoder, max_epochs=epochs, batch_size=batch_size, learning_rate=lr,
+        max_seconds=max_seconds, seed=seed, num_workers=workers, accelerator=accelerator,
+        devices=devices, precision=precision, progress_bar=progress,
+    )  # fmt: skip
+    _run_crossval(corpus, kind, scheme, folds, tables, out, config)
+
+
+@app.command("report")
+def report_command(
+    run_dirs: Annotated[list[Path], typer.Argument(help="Cross-validation output folders")],
+    out: Annotated[Path | None, typer.Option(help="Where to write (default: the first)")] = None,
+) -> None:
+    """Merge cross-validation folders (e.g. folds run as separate jobs) into one report."""
+    import json
+
+    from emoknn.report import write_report
+
+    experiment = run_dirs[0] / "experiment.json"
+    meta = json.loads(experiment.read_text())["corpus"] if experiment.is_file() else {}
+    out = out or run_dirs[0]
+    report = write_report(run_dirs, out, meta)
+    results = json.loads((out / "results.json").read_text())
+    _print_summary(
+        results["summary"], f"{meta.get('corpus_name', 'merged')}: mean ± std over folds"
+    )
+    console.print(f"Report: {report}")
+
+
+@app.command("demo")
+def demo_command(
+    out: Annotated[Path, typer.Option(help="Output folder")] = Path("emoknn-demo"),
+    folds: Annotated[str, typer.Option(help="Folds of the synthetic corpus to run")] = "0,5",
+    epochs: Annotated[int | None, typer.Option(help="Epochs per model")] = None,
+) -> None:
+    """The main job, offline on CPU: synthetic corpus → CE vs CE+SCL vs + kNN → report."""
+    import time
+
+    from emoknn.corpora import generate_synthetic_corpus, is_synthetic_corpus
+    from emoknn.train import make_config
+
+    start = time.perf_counter()
+    corpus = out / "corpus"
+    if is_synthetic_corpus(corpus):
+        console.print(f"Reusing the synthetic corpus in {corpus}")
+    else:
+        console.print(f"Generating the synthetic corpus in {corpus} ...")
+        generate_synthetic_corpus(corpus)
+    config = make_config("tiny", max_epochs=epochs, progress_bar=False)
+    _run_crossval(corpus, "synthetic", "speaker", folds, "main", out / "crossval", config)
+    console.print(f"Demo finished in {time.perf_counter() - start:.0f} s.")
+
+
 def _quiet_third_party_noise() -> None:
     """Hide advertising and upstream deprecation chatter that says nothing about the user's run."""
     import logging

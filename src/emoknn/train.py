@@ -82,6 +82,7 @@ class TrainConfig:
     strategy: str = "auto"  # auto = ddp when devices × nodes > 1
     tensorboard: bool = False
     progress_bar: bool = True
+    preset_name: str = "custom"  # which preset these settings started from (for reports)
 
     def __post_init__(self) -> None:
         checks = [
@@ -103,17 +104,19 @@ class TrainConfig:
 
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
-    # A 2-layer hidden-64 encoder from random weights, for tests and CPU demos: it must learn its
-    # CNN too, and wants a faster optimiser than the paper's SGD at 1e-4.
+    # A 2-layer hidden-64 encoder from random weights, for tests and CPU demos; it wants a faster
+    # optimiser than the paper's SGD at 1e-4. Its random CNN stays frozen (random conv features):
+    # on the synthetic corpus that trained 2.6x faster on 2 CPU cores with the same validation UA
+    # (0.52 vs 0.43-0.58 after 8 epochs) and a smoother validation loss.
     "tiny": {
         "encoder": "tiny",
         "optimizer": "adamw",
-        "learning_rate": 3e-3,
+        "learning_rate": 1e-3,
         "batch_size": 16,
         "max_seconds": 3.0,
         "max_epochs": 12,
         "lr_patience": 3,
-        "freeze_feature_encoder": False,
+        "freeze_feature_encoder": True,
         "head_dropout": 0.0,
         "num_workers": 0,
         "preload_audio": True,
@@ -129,7 +132,8 @@ def make_config(preset: str = "paper", **overrides: Any) -> TrainConfig:
     unknown = set(overrides) - known
     if unknown:
         raise ConfigError(f"unknown training setting(s): {', '.join(sorted(unknown))}")
-    values = {**PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}}
+    values = {**PRESETS[preset], "preset_name": preset}
+    values.update({k: v for k, v in overrides.items() if v is not None})
     return TrainConfig(**values)
 
 
@@ -328,7 +332,8 @@ def train_fold(
         stored = json.loads(config_file.read_text())["train_config"]
         changed = {
             k for k, v in asdict(config).items()
-            if stored.get(k) != v and k not in ("max_epochs", "num_workers", "progress_bar")
+            if stored.get(k) != v
+            and k not in ("max_epochs", "num_workers", "progress_bar", "preset_name")
         }  # fmt: skip
         if changed:
             raise ConfigError(

@@ -1,0 +1,267 @@
+"""Speaker-independent cross-validation and the paper's ablations.
+
+For every selected fold and every training of the chosen tables:
+
+    train (CE + λ·SupCon on augmented views) → fit kNN (tune k, α, T on the validation speaker)
+    → evaluate the test speaker three ways: model alone (α = 0), kNN alone (α = 1), interpolated
+
+Each (training, fold) writes into `OUT/<training>/<fold>/`: the run (checkpoints, datastore,
+knn.json), `predictions.csv` (one row per test utterance: true label and the three predictions),
+`test_embeddings.npz`, and last `fold_result.json`, whose presence marks the fold as done: an
+interrupted cross-validation continues where it stopped (a half-trained fold resumes from its last
+checkpoint). Folds can run as separate jobs (`--folds 3,4`) and `emoknn report` merges them.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from emoknn import __version__
+from emoknn.corpora.utterance import Utterance, label_names
+from emoknn.errors import ConfigError, EmoknnError
+from emoknn.folds import Fold
+from emoknn.inference import embed_utterances, fit_run_knn, load_knn
+from emoknn.knn import knn_predict_probs
+from emoknn.metrics import unweighted_accuracy, weighted_accuracy
+from emoknn.train import TrainConfig, load_trained_model, train_fold, write_json_atomic
+
+INFERENCES = ("model", "knn", "interpolated")  # α = 0, α = 1, tuned α
+FOLD_RESULT_FILE = "fold_result.json"
+PREDICTIONS_FILE = "predictions.csv"
+
+
+@dataclass(frozen=True)
+class TrainingSpec:
+    """One model to train per fold: a name for folders, a label for tables, λ and augmentation."""
+
+    name: str
+    label: str
+    contrastive_weight: float
+    augment: str
+
+
+CE = TrainingSpec("ce", "CE", 0.0, "mixed")
+CE_SCL = TrainingSpec("scl", "CE+SCL", 0.1, "mixed")
+TABLES = ("main", "augment", "lambda")
+LAMBDA_SWEEP = (0.05, 0.2, 0.3, 0.5)
+
+
+def trainings_for(tables: Iterable[str]) -> list[TrainingSpec]:
+    """Trainings needed for the tables: `main` (Tables 1 and 3: CE, CE+SCL, each ± kNN),
+    `augment` (Table 2: SCL with each augmentation), `lambda` (SCL weight sweep).
+
+    CE-only models see the same augmented batches as CE+SCL ones (λ = 0 just drops the
+    contrastive term), so the comparison isolates the loss.
+    """
+    tables = list(tables)
+    unknown = set(tables) - set(TABLES)
+    if unknown:
+        raise ConfigError(f"unknown table(s) {sorted(unknown)}; expected some of {TABLES}")
+    specs = [CE, CE_SCL]
+    if "augment" in tables:
+        specs += [
+            TrainingSpec(f"scl-{name}", f"CE+SCL ({name})", 0.1, name)
+            for name in ("noise", "volume", "reverb", "pitch")
+        ]
+    if "lambda" in tables:
+        specs += [
+            TrainingSpec(f"scl-l{weight:g}", f"CE+SCL (λ={weight:g})", weight, "mixed")
+            for weight in LAMBDA_SWEEP
+        ]
+    return specs
+
+
+def variant_name(training_label: str, inference: str) -> str:
+    return {"model": training_label, "knn": f"{training_label} kNN only",
+            "interpolated": f"{training_label} + kNN"}[inference]  # fmt: skip
+
+
+def evaluate_test_speaker(
+    run_dir: Path, fold: Fold, max_seconds: float, device: str | None = None
+) -> dict[str, Any]:
+    """Predict the fold's test speaker three ways; write predictions.csv and embeddings."""
+    from emoknn.inference import best_device
+
+    device = device or best_device()
+    model = load_trained_model(run_dir / "checkpoints" / "best.ckpt", device=device)
+    store, tuning = load_knn(run_dir, model)
+    test = embed_utterances(model, fold.test, max_seconds, device=device)
+    probabilities = {
+        "model": test.probs,
+        "knn": knn_predict_probs(test.embeddings, test.probs, store, tuning.knn_only),
+        "interpolated": knn_predict_probs(test.embeddings, test.probs, store, tuning.interpolated),
+    }
+    predictions = {name: p.argmax(axis=1) for name, p in probabilities.items()}
+    labels = model.labels
+    with (run_dir / f".{PREDICTIONS_FILE}.tmp").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["id", "speaker", "label", *INFERENCES])
+        for row, utterance in enumerate(fold.test):
+            writer.writerow([utterance.id, utterance.speaker, utterance.label,
+                             *(labels[predictions[name][row]] for name in INFERENCES)])  # fmt: skip
+    os.replace(run_dir / f".{PREDICTIONS_FILE}.tmp", run_dir / PREDICTIONS_FILE)
+    np.savez(run_dir / "test_embeddings.npz", embeddings=test.embeddings, labels=test.labels,
+             label_names=np.array(labels))  # fmt: skip
+    settings = {"model": None, "knn": tuning.knn_only, "interpolated": tuning.interpolated}
+    scores = {}
+    for name in INFERENCES:
+        chosen = settings[name]
+        scores[name] = {
+            "wa": weighted_accuracy(test.labels, predictions[name]),
+            "ua": unweighted_accuracy(test.labels, predictions[name]),
+            "k": None if chosen is None else chosen.k,
+            "alpha": 0.0 if chosen is None else chosen.alpha,
+            "temperature": None if chosen is None else chosen.to_dict()["temperature"],
+        }
+    return scores
+
+
+def run_fold(
+    spec: TrainingSpec,
+    fold: Fold,
+    labels: list[str],
+    base_config: TrainConfig,
+    out_dir: Path,
+    extra_info: dict[str, Any],
+) -> dict[str, Any]:
+    """Train, fit kNN and evaluate one (training, fold); skip it if already finished."""
+    run_dir = out_dir / spec.name / fold.name
+    result_file = run_dir / FOLD_RESULT_FILE
+    if result_file.is_file():
+        return json.loads(result_file.read_text())
+    config = TrainConfig(**{**vars(base_config), "contrastive_weight": spec.contrastive_weight,
+                            "augment": spec.augment})  # fmt: skip
+    resume = (run_dir / "checkpoints" / "last.ckpt").is_file()
+    train_fold(config, fold.train, fold.val, labels, run_dir, resume=resume,
+               extra_info={**extra_info, "fold": fold.name, "test_speaker": fold.test_speaker,
+                           "val_speaker": fold.val_speaker, "training": spec.name})  # fmt: skip
+    fit_run_knn(run_dir, fold.train, fold.val, config.max_seconds)
+    scores = evaluate_test_speaker(run_dir, fold, config.max_seconds)
+    result = {
+        "training": spec.name,
+        "label": spec.label,
+        "contrastive_weight": spec.contrastive_weight,
+        "augment": spec.augment,
+        "fold": fold.name,
+        "test_speaker": fold.test_speaker,
+        "val_speaker": fold.val_speaker,
+        "num_train": len(fold.train),
+        "num_val": len(fold.val),
+        "num_test": len(fold.test),
+        "scores": scores,
+    }
+    write_json_atomic(result, result_file)
+    return result
+
+
+def crossval(
+    utterances: list[Utterance],
+    folds: list[Fold],
+    base_config: TrainConfig,
+    out_dir: str | os.PathLike,
+    tables: Iterable[str] = ("main",),
+    corpus_info: dict[str, Any] | None = None,
+    on_fold_done: Callable[[dict[str, Any]], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Run every (training, fold) not yet finished in `out_dir`; return all fold results."""
+    out_dir = Path(out_dir)
+    labels = label_names(utterances)
+    info = dict(corpus_info or {})
+    write_json_atomic(
+        {"corpus": info, "labels": labels, "tables": list(tables), "folds": [f.name for f in folds],
+         "train_config": vars(base_config), "emoknn_version": __version__},
+        out_dir / "experiment.json",
+    )  # fmt: skip
+    results = []
+    for fold in folds:
+        for spec in trainings_for(tables):
+            result = run_fold(spec, fold, labels, base_config, out_dir, info)
+            results.append(result)
+            if on_fold_done is not None:
+                on_fold_done(result)
+    return results
+
+
+def collect_fold_results(run_dirs: Iterable[str | os.PathLike]) -> list[dict[str, Any]]:
+    """Every fold_result.json under the given cross-validation folders (one level of training,
+    one of fold), each with `dir` set to its folder; duplicates of a (training, fold) are an error
+    unless identical."""
+    found: dict[tuple[str, str], dict[str, Any]] = {}
+    for run_dir in map(Path, run_dirs):
+        if not run_dir.is_dir():
+            raise EmoknnError(f"{run_dir}: not a folder")
+        files = sorted(run_dir.glob(f"*/*/{FOLD_RESULT_FILE}"))
+        if not files:
+            raise EmoknnError(f"{run_dir}: no finished folds (no */*/{FOLD_RESULT_FILE})")
+        for path in files:
+            result = json.loads(path.read_text())
+            key = (result["training"], result["fold"])
+            if key in found and found[key]["scores"] != result["scores"]:
+                raise EmoknnError(
+                    f"{path}: fold {key[1]} of {key[0]} is also in {found[key]['dir']} with other "
+                    "results; merge runs of the same settings only"
+                )
+            found[key] = {**result, "dir": str(path.parent)}
+    return [found[key] for key in sorted(found)]
+
+
+def result_records(fold_results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One record per (fold, variant), the rows of results.json."""
+    records = []
+    for result in fold_results:
+        for inference in INFERENCES:
+            score = result["scores"][inference]
+            records.append({
+                "variant": variant_name(result["label"], inference),
+                "training": result["training"],
+                "inference": inference,
+                "fold": result["fold"],
+                "test_speaker": result["test_speaker"],
+                "val_speaker": result["val_speaker"],
+                "num_test": result["num_test"],
+                **score,
+            })  # fmt: skip
+    return records
+
+
+def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean and standard deviation (over folds, sample std, ddof=1) of WA and UA per variant."""
+    by_variant: dict[str, list[dict[str, Any]]] = {}
+    for record in records:
+        by_variant.setdefault(record["variant"], []).append(record)
+    summary = []
+    for variant, rows in by_variant.items():
+        wa = np.array([r["wa"] for r in rows])
+        ua = np.array([r["ua"] for r in rows])
+        spread = lambda x: float(x.std(ddof=1)) if len(x) > 1 else 0.0  # noqa: E731
+        summary.append({
+            "variant": variant, "training": rows[0]["training"], "inference": rows[0]["inference"],
+            "folds": len(rows), "wa_mean": float(wa.mean()), "wa_std": spread(wa),
+            "ua_mean": float(ua.mean()), "ua_std": spread(ua),
+        })  # fmt: skip
+    return summary
+
+
+def write_results(fold_results: list[dict[str, Any]], out_dir: str | os.PathLike,
+                  meta: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+    """Write results.json (records per fold and variant, and the summary)."""
+    records = result_records(fold_results)
+    results = {
+        **meta,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "emoknn_version": __version__,
+        "records": records,
+        "summary": summarize(records),
+        "fold_dirs": {f"{r['training']}/{r['fold']}": r["dir"] for r in fold_results if "dir" in r},
+    }
+    write_json_atomic(results, Path(out_dir) / "results.json")
+    return results

@@ -1,0 +1,194 @@
+"""Reports of a cross-validation: results.json → report.md with tables and figures.
+
+Figures (matplotlib, PNG): a row-normalised confusion matrix per variant pooled over folds (like
+the paper's Figure 3) and a t-SNE of test embeddings of CE vs CE+SCL models on one fold (like its
+Figure 4; t-SNE with a fixed random_state, so the plot is the same on every run).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from emoknn.experiments import INFERENCES, PREDICTIONS_FILE, collect_fold_results, write_results
+from emoknn.metrics import confusion_matrix
+
+# The paper's results on IEMOCAP with wav2vec2-base, 10-fold speaker-independent CV: (WA, UA) %.
+PAPER_RESULTS: dict[str, tuple[float, float]] = {
+    "CE": (71.35, 71.84),
+    "CE + kNN": (71.85, 72.61),
+    "CE+SCL": (73.32, 74.45),
+    "CE+SCL + kNN": (74.13, 75.14),
+    "CE+SCL (noise)": (72.02, 73.23),
+    "CE+SCL (volume)": (72.72, 73.97),
+    "CE+SCL (reverb)": (72.64, 73.81),
+    "CE+SCL (pitch)": (72.75, 73.88),
+}
+SYNTHETIC_WARNING = (
+    "> **Synthetic data.** These results come from emoknn's generated corpus (a buzzing "
+    "source–filter voice whose prosody depends on the label). They show that the pipeline runs "
+    "and learns; they say nothing about emotion recognition on real speech, and they are not "
+    "comparable to the paper's IEMOCAP numbers, which are listed for reference only."
+)
+
+
+def _percent(mean: float, std: float) -> str:
+    return f"{100 * mean:.2f} ± {100 * std:.2f}"
+
+
+def _read_predictions(fold_dir: Path) -> list[dict[str, str]]:
+    with (fold_dir / PREDICTIONS_FILE).open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def plot_confusions(results: dict[str, Any], labels: list[str], figures: Path) -> dict[str, str]:
+    """One PNG per variant: row-normalised confusion matrix pooled over folds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    index = {label: i for i, label in enumerate(labels)}
+    pooled: dict[str, np.ndarray] = {}
+    variant_of = {(r["training"], r["inference"]): r["variant"] for r in results["records"]}
+    for key, fold_dir in results["fold_dirs"].items():
+        training = key.split("/")[0]
+        rows = _read_predictions(Path(fold_dir))
+        truth = [index[r["label"]] for r in rows]
+        for inference in INFERENCES:
+            variant = variant_of[(training, inference)]
+            matrix = confusion_matrix(truth, [index[r[inference]] for r in rows], len(labels))
+            pooled[variant] = pooled.get(variant, 0) + matrix
+    paths = {}
+    figures.mkdir(parents=True, exist_ok=True)
+    for variant, counts in pooled.items():
+        normalised = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+        figure, axes = plt.subplots(figsize=(4.2, 3.8))
+        image = axes.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
+        for i in range(len(labels)):
+            for j in range(len(labels)):
+                color = "white" if normalised[i, j] > 0.6 else "black"
+                axes.text(j, i, f"{normalised[i, j]:.2f}", ha="center", va="center", color=color)
+        axes.set_xticks(range(len(labels)), labels, rotation=30)
+        axes.set_yticks(range(len(labels)), labels)
+        axes.set_xlabel("predicted")
+        axes.set_ylabel("true")
+        axes.set_title(variant, fontsize=10)
+        figure.colorbar(image, ax=axes, fraction=0.046)
+        figure.tight_layout()
+        name = (
+            "confusion-" + "".join(c if c.isalnum() else "-" for c in variant).strip("-") + ".png"
+        )
+        figure.savefig(figures / name, dpi=120)
+        plt.close(figure)
+        paths[variant] = f"figures/{name}"
+    return paths
+
+
+def plot_tsne(results: dict[str, Any], figures: Path) -> str | None:
+    """t-SNE of the test embeddings of the CE and CE+SCL models on the first fold with both."""
+    import matplotlib
+    from sklearn.manifold import TSNE
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    dirs = results["fold_dirs"]
+    folds = sorted({key.split("/")[1] for key in dirs})
+    fold = next((f for f in folds if f"ce/{f}" in dirs and f"scl/{f}" in dirs), None)
+    if fold is None:
+        return None
+    figure, axes = plt.subplots(1, 2, figsize=(9, 4))
+    for axis, (training, title) in zip(axes, (("ce", "CE"), ("scl", "CE+SCL")), strict=True):
+        with np.load(Path(dirs[f"{training}/{fold}"]) / "test_embeddings.npz") as stored:
+            embeddings, labels = stored["embeddings"], stored["labels"]
+            names = stored["label_names"].tolist()
+        perplexity = float(min(30, max(2, len(embeddings) // 4)))
+        points = TSNE(2, perplexity=perplexity, init="pca", random_state=0).fit_transform(
+            embeddings
+        )
+        for class_id, name in enumerate(names):
+            chosen = labels == class_id
+            axis.scatter(points[chosen, 0], points[chosen, 1], s=12, label=name)
+        axis.set_title(f"{title} — test embeddings, {fold}", fontsize=10)
+        axis.set_xticks([])
+        axis.set_yticks([])
+    axes[1].legend(loc="best", fontsize=8)
+    figure.tight_layout()
+    figures.mkdir(parents=True, exist_ok=True)
+    figure.savefig(figures / "tsne-ce-vs-scl.png", dpi=120)
+    plt.close(figure)
+    return "figures/tsne-ce-vs-scl.png"
+
+
+def write_report(
+    run_dirs: list[str | os.PathLike], out_dir: str | os.PathLike, meta: dict[str, Any]
+) -> Path:
+    """Merge the finished folds under `run_dirs` into OUT/results.json and OUT/report.md."""
+    out_dir = Path(out_dir)
+    fold_results = collect_fold_results(run_dirs)
+    results = write_results(fold_results, out_dir, meta)
+    labels = list(meta.get("labels") or [])
+    if not labels:
+        labels = sorted({r["label"] for d in results["fold_dirs"].values()
+                         for r in _read_predictions(Path(d))})  # fmt: skip
+    figures = out_dir / "figures"
+    confusion_paths = plot_confusions(results, labels, figures)
+    tsne_path = plot_tsne(results, figures)
+
+    lines = [f"# emoknn cross-validation report — {meta.get('corpus_name', 'corpus')}", ""]
+    if meta.get("synthetic"):
+        lines += [SYNTHETIC_WARNING, ""]
+    folds = sorted({r["fold"] for r in results["records"]})
+    lines += [
+        f"- corpus: `{meta.get('corpus', '?')}` ({meta.get('num_utterances', '?')} utterances, "
+        f"classes: {', '.join(labels)})",
+        f"- folds evaluated: {len(folds)} ({', '.join(folds)}), speaker-independent: the test "
+        "speaker is unseen, the validation speaker picks the checkpoint and tunes k, α, T",
+        f"- preset: `{meta.get('preset', '?')}`, encoder: `{meta.get('encoder', '?')}`",
+        f"- created {results['created']} by emoknn {results['emoknn_version']}",
+        "",
+        "WA = accuracy over utterances; UA = mean of per-class recalls. Mean ± sample standard "
+        "deviation over folds, in %. *kNN only* is α = 1; *+ kNN* is the tuned interpolation.",
+        "",
+        "## Results",
+        "",
+        "| variant | folds | WA % | UA % | paper WA / UA (IEMOCAP) |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for row in results["summary"]:
+        paper = PAPER_RESULTS.get(row["variant"])
+        reference = f"{paper[0]:.2f} / {paper[1]:.2f}" if paper else "—"
+        lines.append(
+            f"| {row['variant']} | {row['folds']} | {_percent(row['wa_mean'], row['wa_std'])} | "
+            f"{_percent(row['ua_mean'], row['ua_std'])} | {reference} |"
+        )
+    lines += [
+        "", "## Per fold", "",
+        "| variant | fold | test / val speaker | WA % | UA % | k | α | T |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
+    ]  # fmt: skip
+    for record in results["records"]:
+        temperature = record["temperature"]
+        shown_t = "—" if temperature is None else (
+            "∞" if temperature == "inf" else f"{float(temperature):.3g}")  # fmt: skip
+        lines.append(
+            f"| {record['variant']} | {record['fold']} | {record['test_speaker']} / "
+            f"{record['val_speaker']} | {100 * record['wa']:.2f} | {100 * record['ua']:.2f} | "
+            f"{record['k'] if record['k'] is not None else '—'} | {record['alpha']:g} | {shown_t} |"
+        )
+    lines += ["", "## Confusion matrices (pooled over folds, rows normalised)", ""]
+    for variant, path in confusion_paths.items():
+        lines.append(f"![{variant}]({path})")
+    if tsne_path:
+        lines += ["", "## Test embeddings: CE vs CE+SCL (t-SNE)", "", f"![t-SNE]({tsne_path})"]
+    lines += ["", "Machine-readable results: `results.json` (one record per fold and variant).", ""]
+    report = out_dir / "report.md"
+    temporary = out_dir / ".report.md.tmp"
+    temporary.write_text("\n".join(lines), encoding="utf-8")
+    os.replace(temporary, report)
+    return report

@@ -1,0 +1,109 @@
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+import emoknn.experiments as experiments
+from emoknn.cli import app
+from emoknn.corpora import load_synthetic
+from emoknn.experiments import crossval, trainings_for
+from emoknn.folds import speaker_folds
+from emoknn.metrics import unweighted_accuracy, weighted_accuracy
+from emoknn.report import write_report
+from emoknn.train import make_config
+
+runner = CliRunner()
+VARIANTS = {"CE", "CE + kNN", "CE kNN only", "CE+SCL", "CE+SCL + kNN", "CE+SCL kNN only"}
+
+
+def tiny_config():
+    return make_config("tiny", max_epochs=1, max_seconds=1.0, batch_size=8, progress_bar=False)
+
+
+@pytest.fixture(scope="module")
+def two_fold_run(small_synthetic_corpus, tmp_path_factory):
+    out = tmp_path_factory.mktemp("crossval")
+    result = runner.invoke(app, [
+        "crossval", "--corpus", str(small_synthetic_corpus), "--out", str(out), "--folds", "0,2",
+        "--preset", "tiny", "--epochs", "1", "--max-seconds", "1.0", "--batch-size", "8",
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    return out, result.output
+
+
+def test_crossval_writes_results_and_report_with_every_variant(two_fold_run):
+    out, output = two_fold_run
+    results = json.loads((out / "results.json").read_text())
+    assert {r["variant"] for r in results["summary"]} == VARIANTS
+    assert len(results["records"]) == 2 * 6  # 2 folds × 6 variants
+    assert {r["fold"] for r in results["records"]} == {"fold00-Syn01F", "fold02-Syn02F"}
+    assert all(r["folds"] == 2 for r in results["summary"])
+    interpolated = [r for r in results["records"] if r["inference"] == "interpolated"]
+    assert all(1 <= r["k"] <= 32 and 0 < r["alpha"] < 1 for r in interpolated)
+    report = (out / "report.md").read_text()
+    assert "Synthetic data" in report and "73.32 / 74.45" in report
+    for variant in VARIANTS:
+        assert f"| {variant} |" in report
+    figures = sorted(p.name for p in (out / "figures").glob("*.png"))
+    assert len(figures) == 7 and "tsne-ce-vs-scl.png" in figures
+    assert all(f"figures/{name}" in report for name in figures)
+    assert "not emotional speech" in output and "Report:" in output
+
+
+def test_json_scores_equal_those_recomputed_from_saved_predictions(two_fold_run):
+    out, _ = two_fold_run
+    results = json.loads((out / "results.json").read_text())
+    for record in results["records"]:
+        fold_dir = results["fold_dirs"][f"{record['training']}/{record['fold']}"]
+        with open(f"{fold_dir}/predictions.csv", newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        truth = [row["label"] for row in rows]
+        predicted = [row[record["inference"]] for row in rows]
+        assert len(rows) == record["num_test"]
+        assert record["wa"] == pytest.approx(weighted_accuracy(truth, predicted))
+        assert record["ua"] == pytest.approx(unweighted_accuracy(truth, predicted))
+
+
+def test_resume_skips_finished_folds(small_synthetic_corpus, tmp_path, monkeypatch):
+    utterances = load_synthetic(small_synthetic_corpus)
+    folds = speaker_folds(utterances)
+    crossval(utterances, folds[:1], tiny_config(), tmp_path)
+    finished = {p: p.stat().st_mtime_ns for p in tmp_path.glob("*/*/fold_result.json")}
+    assert len(finished) == 2
+    trained = []
+    real_train_fold = experiments.train_fold
+    monkeypatch.setattr(
+        experiments, "train_fold", lambda *a, **k: trained.append(a[0]) or real_train_fold(*a, **k)
+    )
+    results = crossval(utterances, folds[:2], tiny_config(), tmp_path)
+    assert len(results) == 4 and len(trained) == 2  # only fold 1's two models were trained
+    assert {p: p.stat().st_mtime_ns for p in finished} == finished
+
+
+def test_report_merges_folds_run_as_separate_jobs(small_synthetic_corpus, tmp_path):
+    utterances = load_synthetic(small_synthetic_corpus)
+    folds = speaker_folds(utterances)
+    crossval(utterances, [folds[0]], tiny_config(), tmp_path / "job0")
+    crossval(utterances, [folds[3]], tiny_config(), tmp_path / "job3")
+    result = runner.invoke(app, ["report", str(tmp_path / "job0"), str(tmp_path / "job3"),
+                                 "--out", str(tmp_path / "merged")])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    merged = json.loads((tmp_path / "merged" / "results.json").read_text())
+    assert {r["fold"] for r in merged["records"]} == {"fold00-Syn01F", "fold03-Syn02M"}
+    assert (tmp_path / "merged" / "report.md").is_file()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(Exception, match="no finished folds"):
+        write_report([empty], tmp_path / "x", {})
+
+
+def test_tables_select_trainings():
+    assert [t.name for t in trainings_for(["main"])] == ["ce", "scl"]
+    names = [t.name for t in trainings_for(["main", "augment", "lambda"])]
+    assert names[:6] == ["ce", "scl", "scl-noise", "scl-volume", "scl-reverb", "scl-pitch"]
+    assert "scl-l0.5" in names
+    with pytest.raises(Exception, match="unknown table"):
+        trainings_for(["table9"])
