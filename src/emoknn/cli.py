@@ -187,6 +187,7 @@ def train_command(
     knn: Annotated[
         bool, typer.Option(help="Build the kNN datastore and tune k, α, T after")
     ] = True,
+    criterion: Annotated[str, typer.Option(help="Tune k, α, T for ua or wa")] = "ua",
 ) -> None:
     """Fine-tune on one speaker-independent fold with CE + SupCon on augmented views."""
     from emoknn.corpora import label_names, load_corpus
@@ -224,7 +225,7 @@ def train_command(
         f"best: {result.best_checkpoint}\nlast: {result.last_checkpoint}"
     )
     if knn:
-        _build_datastore(out, selected.train, selected.val, config.max_seconds, "ua", "exact")
+        _build_datastore(out, selected.train, selected.val, config.max_seconds, criterion, "exact")
 
 
 def _build_datastore(run_dir, train, val, max_seconds, criterion, index_type) -> None:
@@ -324,7 +325,7 @@ def _print_summary(summary: list[dict], title: str) -> None:
 
 
 def _run_crossval(corpus: Path, kind: str, scheme: str, folds: str | None, tables: str,
-                  out: Path, config) -> Path:  # fmt: skip
+                  out: Path, config, criterion: str = "ua") -> Path:  # fmt: skip
     """Cross-validate, print each finished fold and the summary, write the report."""
     import json
 
@@ -358,7 +359,8 @@ def _run_crossval(corpus: Path, kind: str, scheme: str, folds: str | None, table
             f"(+kNN {100 * interpolated['ua']:.1f})"
         )
 
-    crossval(utterances, chosen, config, out, table_names, meta, on_fold_done=done)
+    crossval(utterances, chosen, config, out, table_names, meta, on_fold_done=done,
+             criterion=criterion)  # fmt: skip
     report = write_report([out], out, meta)
     results = json.loads((out / "results.json").read_text())
     _print_summary(results["summary"], f"{meta['corpus_name']}: mean ± std over folds")
@@ -388,6 +390,7 @@ def crossval_command(
     devices: Annotated[int | None, typer.Option(help="Devices per node (DDP when > 1)")] = None,
     precision: Annotated[str | None, typer.Option(help="auto, 32-true, bf16-mixed")] = None,
     progress: Annotated[bool, typer.Option(help="Show progress bars")] = False,
+    criterion: Annotated[str, typer.Option(help="Tune k, α, T for ua or wa")] = "ua",
 ) -> None:
     """Train and evaluate every fold (or --folds) for the paper's tables; write a report."""
     from emoknn.train import make_config
@@ -397,7 +400,7 @@ def crossval_command(
         max_seconds=max_seconds, seed=seed, num_workers=workers, accelerator=accelerator,
         devices=devices, precision=precision, progress_bar=progress,
     )  # fmt: skip
-    _run_crossval(corpus, kind, scheme, folds, tables, out, config)
+    _run_crossval(corpus, kind, scheme, folds, tables, out, config, criterion)
 
 
 @app.command("report")

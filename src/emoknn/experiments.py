@@ -132,6 +132,7 @@ def run_fold(
     base_config: TrainConfig,
     out_dir: Path,
     extra_info: dict[str, Any],
+    criterion: str = "ua",
 ) -> dict[str, Any]:
     """Train, fit kNN and evaluate one (training, fold); skip it if already finished."""
     run_dir = out_dir / spec.name / fold.name
@@ -144,7 +145,7 @@ def run_fold(
     train_fold(config, fold.train, fold.val, labels, run_dir, resume=resume,
                extra_info={**extra_info, "fold": fold.name, "test_speaker": fold.test_speaker,
                            "val_speaker": fold.val_speaker, "training": spec.name})  # fmt: skip
-    fit_run_knn(run_dir, fold.train, fold.val, config.max_seconds)
+    fit_run_knn(run_dir, fold.train, fold.val, config.max_seconds, criterion)
     scores = evaluate_test_speaker(run_dir, fold, config.max_seconds)
     result = {
         "training": spec.name,
@@ -171,20 +172,22 @@ def crossval(
     tables: Iterable[str] = ("main",),
     corpus_info: dict[str, Any] | None = None,
     on_fold_done: Callable[[dict[str, Any]], None] | None = None,
+    criterion: str = "ua",
 ) -> list[dict[str, Any]]:
     """Run every (training, fold) not yet finished in `out_dir`; return all fold results."""
     out_dir = Path(out_dir)
     labels = label_names(utterances)
     info = dict(corpus_info or {})
     write_json_atomic(
-        {"corpus": info, "labels": labels, "tables": list(tables), "folds": [f.name for f in folds],
+        {"corpus": info, "labels": labels, "tables": list(tables), "criterion": criterion,
+         "folds": [f.name for f in folds],
          "train_config": vars(base_config), "emoknn_version": __version__},
         out_dir / "experiment.json",
     )  # fmt: skip
     results = []
     for fold in folds:
         for spec in trainings_for(tables):
-            result = run_fold(spec, fold, labels, base_config, out_dir, info)
+            result = run_fold(spec, fold, labels, base_config, out_dir, info, criterion)
             results.append(result)
             if on_fold_done is not None:
                 on_fold_done(result)
