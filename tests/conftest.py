@@ -29,3 +29,20 @@ def isolated_cache(tmp_path_factory):
         os.environ.pop("EMOKNN_CACHE", None)
     else:
         os.environ["EMOKNN_CACHE"] = previous
+
+
+@pytest.fixture(scope="session")
+def trained_run(small_synthetic_corpus, tmp_path_factory) -> Path:
+    """A tiny model trained 1 epoch on fold 0 (1 s crops), with its kNN stage fitted."""
+    from emoknn.corpora import label_names, load_synthetic
+    from emoknn.folds import speaker_folds
+    from emoknn.inference import fit_run_knn
+    from emoknn.train import make_config, train_fold
+
+    utterances = load_synthetic(small_synthetic_corpus)
+    fold = speaker_folds(utterances)[0]
+    run = tmp_path_factory.mktemp("trained_run")
+    config = make_config("tiny", max_epochs=1, max_seconds=1.0, batch_size=8, progress_bar=False)
+    train_fold(config, fold.train, fold.val, label_names(utterances), run)
+    fit_run_knn(run, fold.train, fold.val, config.max_seconds)
+    return run

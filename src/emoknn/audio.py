@@ -9,6 +9,7 @@ naming the file and what is wrong.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -127,3 +128,44 @@ def pad_to(samples: np.ndarray, length: int) -> np.ndarray:
     if samples.shape[0] >= length:
         return samples
     return np.pad(samples, (0, length - samples.shape[0]))
+
+
+def stream_audio(
+    path: str | os.PathLike, block_seconds: float = 30.0, sample_rate: int = SAMPLE_RATE
+) -> Iterator[np.ndarray]:
+    """Yield a file as consecutive mono float32 blocks at `sample_rate`, decoding and resampling
+    a block at a time (soxr's streaming resampler), so memory stays flat on hour-long files.
+
+    Raises AudioError as `load_audio` does (missing, undecodable, empty, non-finite).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise AudioError(f"{path}: file not found" if not path.exists() else f"{path}: not a file")
+    try:
+        info = sf.info(str(path))
+    except (sf.LibsndfileError, RuntimeError) as error:
+        raise AudioError(f"{path}: cannot decode audio ({error})") from error
+    if info.frames == 0:
+        raise AudioError(f"{path}: audio has no samples")
+    resampler = None
+    if info.samplerate != sample_rate:
+        resampler = soxr.ResampleStream(
+            info.samplerate, sample_rate, 1, dtype="float32", quality="HQ"
+        )
+    block_frames = max(1, round(block_seconds * info.samplerate))
+    try:
+        blocks = sf.blocks(str(path), blocksize=block_frames, dtype="float32", always_2d=True)
+        for block in blocks:
+            if not np.isfinite(block).all():
+                raise AudioError(f"{path}: audio contains NaN or infinite samples")
+            mono = block.mean(axis=1)
+            if resampler is not None:
+                mono = resampler.resample_chunk(mono)
+            if mono.size:
+                yield np.ascontiguousarray(mono, dtype=np.float32)
+        if resampler is not None:
+            tail = resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
+            if tail.size:
+                yield np.ascontiguousarray(tail, dtype=np.float32)
+    except (sf.LibsndfileError, RuntimeError) as error:
+        raise AudioError(f"{path}: cannot decode audio ({error})") from error

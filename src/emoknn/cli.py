@@ -34,7 +34,7 @@ augment_app = typer.Typer(help="Listen to the augmented views.", no_args_is_help
 app.add_typer(augment_app, name="augment")
 
 console = Console()
-error_console = Console(stderr=True)
+error_console = Console(stderr=True, soft_wrap=True)  # never break a path across lines
 
 
 @corpus_app.command("summarize")
@@ -446,6 +446,74 @@ def demo_command(
     config = make_config("tiny", max_epochs=epochs, progress_bar=False)
     _run_crossval(corpus, "synthetic", "speaker", folds, "main", out / "crossval", config)
     console.print(f"Demo finished in {time.perf_counter() - start:.0f} s.")
+
+
+@app.command("predict")
+def predict_command(
+    inputs: Annotated[list[Path], typer.Argument(help="Audio files or folders (recursive)")],
+    model: Annotated[Path, typer.Option(help="Trained run folder (or a .ckpt file)")],
+    output_format: Annotated[str, typer.Option("--format", help="table, json or csv")] = "table",
+    knn: Annotated[bool, typer.Option(help="Interpolate with the kNN model")] = True,
+    window: Annotated[float | None, typer.Option(help="Segment length (s) for long files")] = None,
+    hop: Annotated[float | None, typer.Option(help="Hop between segments (s)")] = None,
+    segmentation: Annotated[str, typer.Option(help="window or vad (energy)")] = "window",
+    batch_size: Annotated[int, typer.Option(help="Clips per forward pass")] = 16,
+    device: Annotated[str | None, typer.Option(help="cpu or cuda (default: best)")] = None,
+) -> None:
+    """Predict the emotion of your own recordings."""
+    import csv
+    import json
+    import sys
+
+    from rich.progress import Progress
+
+    from emoknn.predict import SEGMENTATIONS, EmotionRecognizer, find_audio_files
+
+    if output_format not in ("table", "json", "csv"):
+        raise EmoknnError(f"--format must be table, json or csv, got {output_format!r}")
+    if segmentation not in SEGMENTATIONS:
+        raise EmoknnError(f"--segmentation must be window or vad, got {segmentation!r}")
+    files, problems = find_audio_files(inputs)
+    for problem in problems:
+        error_console.print(f"[yellow]skipped:[/] {problem}", highlight=False)
+    recognizer = EmotionRecognizer.load(model, device=device, use_knn=knn)
+    predictions = []
+    with Progress(console=error_console, transient=True, disable=len(files) < 20) as progress:
+        task = progress.add_task("predicting", total=len(files))
+        for result in recognizer.predict_files(files, batch_size, window, hop, segmentation):
+            if isinstance(result, EmoknnError):
+                error_console.print(f"[yellow]skipped:[/] {result}", highlight=False)
+            else:
+                predictions.append(result)
+            progress.advance(task)
+    if not predictions:
+        raise EmoknnError("nothing could be predicted")
+    labels = recognizer.labels
+    if output_format == "json":
+        print(json.dumps([p.to_dict() for p in predictions], indent=2))
+    elif output_format == "csv":
+        writer = csv.writer(sys.stdout)
+        writer.writerow(["source", "start_s", "end_s", "label", *labels])
+        for p in predictions:
+            writer.writerow([p.source, 0.0, p.duration_s, p.label,
+                             *(f"{p.probabilities[label]:.4f}" for label in labels)])  # fmt: skip
+            for segment in p.segments:
+                writer.writerow([p.source, segment.start_s, segment.end_s, segment.label,
+                                 *(f"{segment.probabilities[x]:.4f}" for x in labels)])  # fmt: skip
+    else:
+        table = Table(title=f"emoknn — {'model + kNN' if knn else 'model only'} ({model})")
+        table.add_column("file")
+        table.add_column("seconds", justify="right")
+        table.add_column("emotion", style="bold")
+        for label in labels:
+            table.add_column(label, justify="right")
+        for p in predictions:
+            table.add_row(Path(p.source).name, f"{p.duration_s:.1f}", p.label,
+                          *(f"{p.probabilities[label]:.2f}" for label in labels))  # fmt: skip
+            for segment in p.segments:
+                table.add_row(f"  {segment.start_s:.1f}–{segment.end_s:.1f} s", "", segment.label,
+                              *(f"{segment.probabilities[x]:.2f}" for x in labels))  # fmt: skip
+        console.print(table)
 
 
 def _quiet_third_party_noise() -> None:

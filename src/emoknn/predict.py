@@ -1,0 +1,417 @@
+"""Emotion of one's own audio: `EmotionRecognizer.load(model_dir).predict(paths_or_arrays)`.
+
+    recognizer = EmotionRecognizer.load("runs/iemocap/scl/fold00-Ses01F")
+    for result in recognizer.predict(["call.wav", "meeting.flac"]):
+        print(result.source, result.label, result.probabilities)
+
+A model folder is a training run (`checkpoints/best.ckpt`, with `datastore.npz` and `knn.json`
+when the kNN stage was fitted). Each input gives the model's, the kNN model's and the interpolated
+class probabilities (`probabilities` is the interpolated one, or the model's without kNN).
+
+Inputs longer than the model's crop length (7.5 s for the paper preset) are split into segments,
+either fixed windows (`window_seconds`, `hop_seconds`) or energy-based voice activity
+(`segmentation="vad"`); each segment is predicted and the whole gets the duration-weighted mean.
+Files are read as a stream, so memory does not grow with the file's length.
+
+Batches are sorted by length so padding stays small; padding does not change a prediction, so
+a batch gives the same results as its items one at a time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from emoknn.audio import (
+    MIN_SAMPLES,
+    SAMPLE_RATE,
+    audio_duration,
+    load_audio,
+    prepare_samples,
+    stream_audio,
+)
+from emoknn.data import pad_batch
+from emoknn.errors import AudioError, ConfigError, EmoknnError
+from emoknn.inference import DATASTORE_FILE, KNN_SETTINGS_FILE, best_device, fingerprint_of
+from emoknn.knn import Datastore, KnnSettings, TuningResult, interpolate, knn_probs
+from emoknn.model import EmotionModel
+
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif", ".au", ".w64")
+SEGMENTATIONS = ("window", "vad")
+# A final window shorter than this is dropped (unless it is all there is): too little to judge.
+MIN_SEGMENT_SECONDS = 0.5
+
+
+@dataclass
+class Segment:
+    start_s: float
+    end_s: float
+    label: str
+    probabilities: dict[str, float]
+
+
+@dataclass
+class Prediction:
+    source: str
+    label: str
+    probabilities: dict[str, float]  # interpolated (or the model's when kNN is off)
+    model_probabilities: dict[str, float]
+    knn_probabilities: dict[str, float] | None
+    duration_s: float
+    segments: list[Segment] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+AudioInput = str | os.PathLike | np.ndarray | tuple[np.ndarray, int]
+
+
+class EmotionRecognizer:
+    """A trained model (and its kNN stage) ready to predict. See the module docstring."""
+
+    def __init__(
+        self,
+        model: EmotionModel,
+        store: Datastore | None = None,
+        knn_settings: KnnSettings | None = None,
+        max_seconds: float = 7.5,
+        device: str = "cpu",
+    ) -> None:
+        if (store is None) != (knn_settings is None):
+            raise ConfigError("give both a datastore and kNN settings, or neither")
+        self.model = model.eval().to(device)
+        self.store, self.knn_settings = store, knn_settings
+        self.max_seconds, self.device = max_seconds, device
+
+    @classmethod
+    def load(
+        cls, model_dir: str | os.PathLike, device: str | None = None, use_knn: bool = True
+    ) -> EmotionRecognizer:
+        """Load a run folder (or a .ckpt file, without kNN)."""
+        from emoknn.train import load_trained_model
+
+        model_dir = Path(model_dir)
+        device = device or best_device()
+        if model_dir.is_file() and model_dir.suffix == ".ckpt":
+            return cls(load_trained_model(model_dir, device), device=device)
+        checkpoint = model_dir / "checkpoints" / "best.ckpt"
+        if not model_dir.is_dir():
+            raise EmoknnError(f"{model_dir}: model folder not found")
+        if not checkpoint.is_file():
+            raise EmoknnError(
+                f"{model_dir}: not a trained model folder (expected checkpoints/best.ckpt, as "
+                "written by `emoknn train`)"
+            )
+        model = load_trained_model(checkpoint, device)
+        max_seconds = 7.5
+        config_file = model_dir / "train_config.json"
+        if config_file.is_file():
+            max_seconds = float(json.loads(config_file.read_text())["train_config"]["max_seconds"])
+        store = settings = None
+        if use_knn:
+            if not (model_dir / DATASTORE_FILE).is_file():
+                raise EmoknnError(
+                    f"{model_dir}: no kNN datastore; build it with `emoknn datastore build "
+                    f"{model_dir}`, or predict with the model alone (--no-knn / use_knn=False)"
+                )
+            store = Datastore.load(model_dir / DATASTORE_FILE, fingerprint_of(model))
+            settings = TuningResult.load(model_dir / KNN_SETTINGS_FILE).interpolated
+        return cls(model, store, settings, max_seconds, device)
+
+    @property
+    def labels(self) -> list[str]:
+        return self.model.labels
+
+    @torch.inference_mode()
+    def score(self, clips: Sequence[np.ndarray], batch_size: int = 16) -> dict[str, np.ndarray]:
+        """Probabilities of clips (each ≤ the crop length): model (N, C), knn, final."""
+        count = len(clips)
+        num_classes = len(self.labels)
+        model_probs = np.zeros((count, num_classes))
+        embeddings = np.zeros((count, self.model.hidden_size), dtype=np.float32)
+        order = np.argsort([len(c) for c in clips], kind="stable")  # similar lengths together
+        for start in range(0, count, batch_size):
+            rows = order[start : start + batch_size]
+            waveforms, lengths = pad_batch([clips[i] for i in rows])
+            output = self.model(waveforms.to(self.device), lengths.to(self.device))
+            model_probs[rows] = torch.softmax(output.logits.float(), dim=1).cpu().numpy()
+            embeddings[rows] = output.embeddings.float().cpu().numpy()
+        if self.store is None or count == 0:
+            return {"model": model_probs, "knn": None, "final": model_probs}
+        k = min(self.knn_settings.k, len(self.store))
+        distances, indices = self.store.search(embeddings, k)
+        p_knn = knn_probs(distances, self.store.labels[indices], num_classes,
+                          self.knn_settings.temperature)  # fmt: skip
+        return {"model": model_probs, "knn": p_knn,
+                "final": interpolate(p_knn, model_probs, self.knn_settings.alpha)}  # fmt: skip
+
+    def _as_dict(self, probabilities: np.ndarray) -> dict[str, float]:
+        return {label: float(p) for label, p in zip(self.labels, probabilities, strict=True)}
+
+    def predict(
+        self,
+        inputs: AudioInput | Sequence[AudioInput],
+        batch_size: int = 16,
+        window_seconds: float | None = None,
+        hop_seconds: float | None = None,
+        segmentation: str = "window",
+    ) -> list[Prediction]:
+        """Predict each input: a path, a 1-D 16 kHz array, or an `(array, sample_rate)` pair.
+
+        Raises AudioError for an input that cannot be used (use `predict_files` to skip those).
+        """
+        if isinstance(inputs, (str, os.PathLike, np.ndarray, tuple)):
+            inputs = [inputs]
+        results = self._predict(list(inputs), batch_size, window_seconds, hop_seconds,
+                                segmentation, skip_errors=False)  # fmt: skip
+        return results  # type: ignore[return-value]  # no errors without skip_errors
+
+    def predict_files(
+        self,
+        paths: Sequence[str | os.PathLike],
+        batch_size: int = 16,
+        window_seconds: float | None = None,
+        hop_seconds: float | None = None,
+        segmentation: str = "window",
+        chunk_size: int = 64,
+    ) -> Iterator[Prediction | EmoknnError]:
+        """Yield, in input order, a Prediction or the error that made a file unusable.
+
+        Files are read and scored `chunk_size` at a time, batched within each chunk.
+        """
+        for start in range(0, len(paths), chunk_size):
+            chunk = list(paths[start : start + chunk_size])
+            yield from self._predict(chunk, batch_size, window_seconds, hop_seconds, segmentation,
+                                     skip_errors=True)  # fmt: skip
+
+    def _predict(self, inputs: list, batch_size: int, window_seconds: float | None,
+                 hop_seconds: float | None, segmentation: str, skip_errors: bool
+                 ) -> list[Prediction | EmoknnError]:  # fmt: skip
+        window, hop = self._window(window_seconds, hop_seconds)
+        if segmentation not in SEGMENTATIONS:
+            raise ConfigError(f"segmentation must be one of {SEGMENTATIONS}, got {segmentation!r}")
+        short: list[tuple[int, str, np.ndarray]] = []
+        results: dict[int, Prediction | EmoknnError] = {}
+        for position, item in enumerate(inputs):
+            try:
+                source, samples, path = self._read_short(item, window)
+                if samples is not None:
+                    short.append((position, source, samples))
+                else:  # long: segments, streamed from the file or cut from the array
+                    blocks = stream_audio(path) if path is not None else iter([self._array(item)])
+                    results[position] = self._predict_long(source, blocks, window, hop,
+                                                           segmentation, batch_size)  # fmt: skip
+            except EmoknnError as error:
+                if not skip_errors:
+                    raise
+                results[position] = error
+        scores = self.score([s for _, _, s in short], batch_size)
+        for row, (position, source, samples) in enumerate(short):
+            knn = scores["knn"]
+            results[position] = Prediction(
+                source=source,
+                label=self.labels[int(scores["final"][row].argmax())],
+                probabilities=self._as_dict(scores["final"][row]),
+                model_probabilities=self._as_dict(scores["model"][row]),
+                knn_probabilities=None if knn is None else self._as_dict(knn[row]),
+                duration_s=len(samples) / SAMPLE_RATE,
+            )
+        return [results[i] for i in range(len(inputs))]
+
+    def _window(self, window_seconds: float | None, hop_seconds: float | None) -> tuple[int, int]:
+        window_seconds = window_seconds or self.max_seconds
+        hop_seconds = hop_seconds or window_seconds
+        if not 0.5 <= window_seconds <= 60:
+            raise ConfigError(f"window_seconds must lie in [0.5, 60], got {window_seconds}")
+        if not 0 < hop_seconds <= window_seconds:
+            raise ConfigError(f"hop_seconds must lie in (0, window_seconds], got {hop_seconds}")
+        return round(window_seconds * SAMPLE_RATE), round(hop_seconds * SAMPLE_RATE)
+
+    @staticmethod
+    def _array(item) -> np.ndarray:
+        if isinstance(item, tuple):
+            samples, rate = item
+            return prepare_samples(samples, int(rate))
+        return prepare_samples(item, SAMPLE_RATE)
+
+    def _read_short(self, item, window: int) -> tuple[str, np.ndarray | None, Path | None]:
+        """(source name, samples if the input fits one window else None, path if a file)."""
+        if isinstance(item, (str, os.PathLike)):
+            path = Path(item)
+            try:
+                duration = audio_duration(path)
+            except AudioError:
+                duration = 0.0  # let load_audio report the precise problem
+            if duration * SAMPLE_RATE > window:
+                return str(path), None, path
+            return str(path), load_audio(path), None
+        samples = self._array(item)
+        return "<array>", (samples if len(samples) <= window else None), None
+
+    def _predict_long(self, source: str, blocks: Iterable[np.ndarray], window: int, hop: int,
+                      segmentation: str, batch_size: int) -> Prediction:  # fmt: skip
+        cut = window_segments if segmentation == "window" else voice_segments
+        segments: list[Segment] = []
+        weighted = {"model": 0.0, "knn": 0.0, "final": 0.0}
+        total = 0.0
+        duration = 0.0
+        pending: list[tuple[int, np.ndarray]] = []
+
+        def flush() -> None:
+            nonlocal total
+            scores = self.score([s for _, s in pending], batch_size)
+            for row, (start, samples) in enumerate(pending):
+                seconds = len(samples) / SAMPLE_RATE
+                for name in weighted:
+                    if scores[name] is not None:
+                        weighted[name] = weighted[name] + seconds * scores[name][row]
+                total += seconds
+                segments.append(Segment(
+                    round(start / SAMPLE_RATE, 3), round(start / SAMPLE_RATE + seconds, 3),
+                    self.labels[int(scores["final"][row].argmax())],
+                    self._as_dict(scores["final"][row]),
+                ))  # fmt: skip
+            pending.clear()
+
+        def counted(blocks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+            nonlocal duration
+            for block in blocks:
+                duration += len(block) / SAMPLE_RATE
+                yield block
+
+        for start, samples in cut(counted(blocks), window, hop):
+            pending.append((start, samples))
+            if len(pending) == batch_size:
+                flush()
+        if pending:
+            flush()
+        if not segments:
+            raise AudioError(f"{source}: no speech found to predict (all segments were silent)")
+        final = weighted["final"] / total
+        return Prediction(
+            source=source,
+            label=self.labels[int(np.argmax(final))],
+            probabilities=self._as_dict(final),
+            model_probabilities=self._as_dict(weighted["model"] / total),
+            knn_probabilities=None
+            if self.store is None
+            else self._as_dict(weighted["knn"] / total),
+            duration_s=round(duration, 3),
+            segments=segments,
+        )
+
+
+def window_segments(blocks: Iterable[np.ndarray], window: int, hop: int
+                    ) -> Iterator[tuple[int, np.ndarray]]:  # fmt: skip
+    """Fixed windows `(start_sample, samples)` over a stream of blocks; holds one window at most.
+
+    The last window may be shorter; it is kept if at least MIN_SEGMENT_SECONDS long (or if it is
+    the only one).
+    """
+    buffer = np.zeros(0, dtype=np.float32)
+    offset = 0  # sample index of buffer[0]
+    emitted = False
+    for block in blocks:
+        buffer = np.concatenate([buffer, block])
+        while len(buffer) >= window:
+            yield offset, buffer[:window].copy()
+            emitted = True
+            buffer = buffer[hop:]
+            offset += hop
+    # The last full window ended at offset − hop + window; samples past it are not yet covered.
+    uncovered = len(buffer) - (window - hop) if emitted else len(buffer)
+    long_enough = len(buffer) >= max(MIN_SAMPLES, MIN_SEGMENT_SECONDS * SAMPLE_RATE)
+    only_one = not emitted and len(buffer) >= MIN_SAMPLES
+    if uncovered > 0 and (long_enough or only_one):
+        yield offset, buffer.copy()
+
+
+def voice_segments(
+    blocks: Iterable[np.ndarray],
+    window: int,
+    hop: int,
+    threshold_db: float = -45.0,
+    min_silence_seconds: float = 0.3,
+    min_speech_seconds: float = 0.3,
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Energy-based voice activity: runs of 30 ms frames above `threshold_db` dBFS (RMS), with
+    gaps shorter than `min_silence_seconds` bridged; speech longer than `window` is cut into
+    windows. `hop` is unused (segments do not overlap). Holds at most one segment in memory."""
+    frame = int(0.03 * SAMPLE_RATE)
+    max_gap = round(min_silence_seconds * SAMPLE_RATE / frame)
+    min_frames = max(1, round(min_speech_seconds * SAMPLE_RATE / frame))
+    threshold = 10 ** (threshold_db / 20)
+    carry = np.zeros(0, dtype=np.float32)
+    position = 0  # sample index of carry[0]
+    speech: list[np.ndarray] = []
+    speech_start = 0
+    silent_frames = 0
+    held_silence: list[np.ndarray] = []
+
+    def finish() -> Iterator[tuple[int, np.ndarray]]:
+        if len(speech) >= min_frames:
+            samples = np.concatenate(speech)
+            for start in range(0, len(samples), window):
+                piece = samples[start : start + window]
+                if len(piece) >= MIN_SAMPLES:
+                    yield speech_start + start, piece
+
+    for block in blocks:
+        carry = np.concatenate([carry, block])
+        usable = len(carry) // frame * frame
+        frames = carry[:usable].reshape(-1, frame)
+        loud = np.sqrt(np.mean(frames.astype(np.float64) ** 2, axis=1)) > threshold
+        for index, is_loud in enumerate(loud):
+            start = position + index * frame
+            if is_loud:
+                if not speech:
+                    speech_start = start
+                else:
+                    speech.extend(held_silence)
+                held_silence.clear()
+                silent_frames = 0
+                speech.append(frames[index])
+                if len(speech) * frame >= window:  # a full window of speech: emit now
+                    yield from finish()
+                    speech.clear()
+            elif speech:
+                silent_frames += 1
+                held_silence.append(frames[index])
+                if silent_frames > max_gap:
+                    yield from finish()
+                    speech.clear()
+                    held_silence.clear()
+        position += usable
+        carry = carry[usable:]
+    yield from finish()
+
+
+def find_audio_files(paths: Iterable[str | os.PathLike]) -> tuple[list[Path], list[str]]:
+    """Expand files and folders (recursively) into audio files; return (files, problems)."""
+    files: list[Path] = []
+    problems: list[str] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found = sorted(
+                p
+                for p in path.rglob("*")
+                if p.suffix.lower() in AUDIO_SUFFIXES and not p.name.startswith(".")
+            )
+            if not found:
+                problems.append(
+                    f"{path}: folder holds no audio files ({', '.join(AUDIO_SUFFIXES)})"
+                )
+            files.extend(found)
+        elif path.exists():
+            files.append(path)
+        else:
+            problems.append(f"{path}: file not found")
+    return files, problems
