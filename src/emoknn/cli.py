@@ -516,6 +516,22 @@ def predict_command(
         console.print(table)
 
 
+@app.command("serve")
+def serve_command(
+    model: Annotated[Path, typer.Option(help="Trained run folder")],
+    host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port")] = 8000,
+    knn: Annotated[bool, typer.Option(help="Interpolate with the kNN model")] = True,
+    max_upload_mb: Annotated[float, typer.Option(help="Largest upload accepted")] = 50.0,
+    max_seconds: Annotated[float, typer.Option(help="Longest audio accepted")] = 600.0,
+) -> None:
+    """Serve the model over HTTP, with a web page to upload or record audio."""
+    from emoknn.serve import serve
+
+    console.print(f"emoknn serving {model} on http://{host}:{port}/ (API docs: /docs)")
+    serve(str(model), host, port, knn, max_upload_mb, max_seconds)
+
+
 def _quiet_third_party_noise() -> None:
     """Hide advertising and upstream deprecation chatter that says nothing about the user's run."""
     import logging
