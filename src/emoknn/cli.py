@@ -33,7 +33,7 @@ app.add_typer(datastore_app, name="datastore")
 augment_app = typer.Typer(help="Listen to the augmented views.", no_args_is_help=True)
 app.add_typer(augment_app, name="augment")
 
-console = Console()
+console = Console(soft_wrap=True)  # long lines (paths) wrap in the terminal, not mid-path
 error_console = Console(stderr=True, soft_wrap=True)  # never break a path across lines
 
 
@@ -530,6 +530,33 @@ def serve_command(
 
     console.print(f"emoknn serving {model} on http://{host}:{port}/ (API docs: /docs)")
     serve(str(model), host, port, knn, max_upload_mb, max_seconds)
+
+
+@app.command("export")
+def export_command(
+    model: Annotated[Path, typer.Option(help="Trained run folder")],
+    export_format: Annotated[str, typer.Option("--format", help="onnx")] = "onnx",
+    out: Annotated[Path | None, typer.Option(help="Output folder (default: MODEL/onnx)")] = None,
+    quantize: Annotated[bool, typer.Option(help="Also write a dynamic int8 model")] = False,
+) -> None:
+    """Export encoder + head to ONNX (onnxruntime on CPU); the kNN stage is carried along."""
+    if export_format != "onnx":
+        raise EmoknnError(f"--format must be onnx, got {export_format!r}")
+    from emoknn.export import export_onnx
+
+    meta = export_onnx(model, out, quantize)
+    where = out or model / "onnx"
+    console.print(
+        f"Exported to {where / 'model.onnx'}: ONNX vs PyTorch max |Δ logit| = "
+        f"{meta['parity_max_abs_logit_difference']:.1e} on {meta['parity_clips']} clips"
+    )
+    if "int8" in meta:
+        q = meta["int8"]
+        console.print(
+            f"int8: {where / q['file']} ({q['size_mb']} MB vs {q['fp32_size_mb']} MB); "
+            f"same prediction on {100 * q['prediction_agreement']:.1f}% of {q['clips']} clips, "
+            f"max |Δ probability| {q['max_abs_probability_difference']:.3f}"
+        )
 
 
 def _quiet_third_party_noise() -> None:

@@ -192,7 +192,7 @@ class EmotionModel(nn.Module):
         with torch.set_grad_enabled(
             torch.is_grad_enabled() and not self.config.freeze_feature_encoder
         ):
-            if not self._per_item_features:
+            if not self._per_item_features or len(lengths) == 1:  # one item: nothing to pad
                 return feature_encoder(waveforms)
             items = [feature_encoder(waveforms[i : i + 1, : int(n)]) for i, n in enumerate(lengths)]
             num_frames = max(item.shape[-1] for item in items)

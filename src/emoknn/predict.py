@@ -130,11 +130,15 @@ class EmotionRecognizer:
         return self.model.labels
 
     @torch.inference_mode()
-    def score(self, clips: Sequence[np.ndarray], batch_size: int = 16) -> dict[str, np.ndarray]:
-        """Probabilities of clips (each ≤ the crop length): model (N, C), knn, final."""
+    def forward_clips(
+        self, clips: Sequence[np.ndarray], batch_size: int = 16
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Model probabilities (N, C) and embeddings (N, D) of clips, in length-sorted batches.
+
+        The one backend-specific step: `OnnxEmotionRecognizer` overrides it.
+        """
         count = len(clips)
-        num_classes = len(self.labels)
-        model_probs = np.zeros((count, num_classes))
+        model_probs = np.zeros((count, len(self.labels)))
         embeddings = np.zeros((count, self.model.hidden_size), dtype=np.float32)
         order = np.argsort([len(c) for c in clips], kind="stable")  # similar lengths together
         for start in range(0, count, batch_size):
@@ -143,11 +147,16 @@ class EmotionRecognizer:
             output = self.model(waveforms.to(self.device), lengths.to(self.device))
             model_probs[rows] = torch.softmax(output.logits.float(), dim=1).cpu().numpy()
             embeddings[rows] = output.embeddings.float().cpu().numpy()
-        if self.store is None or count == 0:
+        return model_probs, embeddings
+
+    def score(self, clips: Sequence[np.ndarray], batch_size: int = 16) -> dict[str, np.ndarray]:
+        """Probabilities of clips (each ≤ the crop length): model (N, C), knn, final."""
+        model_probs, embeddings = self.forward_clips(clips, batch_size)
+        if self.store is None or len(clips) == 0:
             return {"model": model_probs, "knn": None, "final": model_probs}
         k = min(self.knn_settings.k, len(self.store))
         distances, indices = self.store.search(embeddings, k)
-        p_knn = knn_probs(distances, self.store.labels[indices], num_classes,
+        p_knn = knn_probs(distances, self.store.labels[indices], len(self.labels),
                           self.knn_settings.temperature)  # fmt: skip
         return {"model": model_probs, "knn": p_knn,
                 "final": interpolate(p_knn, model_probs, self.knn_settings.alpha)}  # fmt: skip

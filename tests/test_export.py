@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from emoknn.cli import app
+from emoknn.corpora import load_synthetic
+from emoknn.errors import EmoknnError
+from emoknn.export import OnnxEmotionRecognizer, export_onnx
+from emoknn.predict import EmotionRecognizer
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def exported(trained_run, tmp_path_factory):
+    out = tmp_path_factory.mktemp("onnx")
+    meta = export_onnx(trained_run, out, quantize=True)
+    return out, meta
+
+
+def test_onnx_matches_pytorch_with_the_knn_step_on_top(
+    exported, trained_run, small_synthetic_corpus
+):
+    out, meta = exported
+    assert meta["parity_max_abs_logit_difference"] < 1e-4
+    clips = [u.path for u in load_synthetic(small_synthetic_corpus)[:8]]
+    torch_results = EmotionRecognizer.load(trained_run, device="cpu").predict(clips)
+    onnx_results = OnnxEmotionRecognizer.load(out).predict(clips)
+    for expected, got in zip(torch_results, onnx_results, strict=True):
+        assert got.knn_probabilities is not None
+        assert got.probabilities == pytest.approx(expected.probabilities, abs=1e-4)
+        assert got.model_probabilities == pytest.approx(expected.model_probabilities, abs=1e-4)
+        assert got.label == expected.label
+
+
+def test_int8_model_runs_and_its_difference_is_measured(exported, small_synthetic_corpus):
+    out, meta = exported
+    int8 = meta["int8"]
+    assert 0.0 <= int8["prediction_agreement"] <= 1.0 and int8["clips"] > 0
+    assert int8["size_mb"] < int8["fp32_size_mb"]
+    clip = load_synthetic(small_synthetic_corpus)[0].path
+    result = OnnxEmotionRecognizer.load(out, quantized=True).predict(clip)[0]
+    assert sum(result.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
+    stored = json.loads((out / "export.json").read_text())
+    assert stored["labels"] == ["angry", "happy", "neutral", "sad"]
+
+
+def test_export_errors(tmp_path, trained_run):
+    with pytest.raises(EmoknnError, match="not a trained model folder"):
+        export_onnx(tmp_path)
+    with pytest.raises(EmoknnError, match="not an emoknn ONNX export"):
+        OnnxEmotionRecognizer.load(tmp_path)
+    result = runner.invoke(app, ["export", "--model", str(trained_run), "--format", "tflite"])
+    assert result.exit_code != 0
+
+
+def test_export_cli(trained_run, tmp_path):
+    result = runner.invoke(app, ["export", "--model", str(trained_run), "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "ONNX vs PyTorch max |Δ logit|" in result.output
+    assert (tmp_path / "model.onnx").is_file() and not (tmp_path / "model.int8.onnx").exists()
+    with pytest.raises(EmoknnError, match="export with --quantize"):
+        OnnxEmotionRecognizer.load(tmp_path, quantized=True)
