@@ -18,7 +18,7 @@ Disjointness of train, validation and test speakers is checked for every fold, n
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from emoknn.corpora.utterance import Utterance
@@ -63,20 +63,26 @@ def speaker_folds(utterances: Sequence[Utterance], scheme: str = "speaker") -> l
             f"found {len(speakers)}: {speakers}"
         )
     session_of = _session_of_speakers(utterances)
-    folds = []
-    for index, test_speaker in enumerate(speakers):
-        val_speaker = _validation_speaker(test_speaker, speakers, session_of)
-        fold = Fold(
-            index=index,
-            test_speaker=test_speaker,
-            val_speaker=val_speaker,
-            train=[u for u in utterances if u.speaker not in (test_speaker, val_speaker)],
-            val=[u for u in utterances if u.speaker == val_speaker],
-            test=[u for u in utterances if u.speaker == test_speaker],
-        )
-        check_fold(fold)
-        folds.append(fold)
-    return folds
+    return [
+        _split(index, test_speaker, _validation_speaker(test_speaker, speakers, session_of),
+               utterances, lambda u: u.speaker)
+        for index, test_speaker in enumerate(speakers)
+    ]  # fmt: skip
+
+
+def _split(index: int, test_group: str, val_group: str, utterances: list[Utterance],
+           group_of: Callable[[Utterance], str | None]) -> Fold:  # fmt: skip
+    """The fold testing on `test_group` and validating on `val_group` (speakers or sessions)."""
+    fold = Fold(
+        index=index,
+        test_speaker=test_group,
+        val_speaker=val_group,
+        train=[u for u in utterances if group_of(u) not in (test_group, val_group)],
+        val=[u for u in utterances if group_of(u) == val_group],
+        test=[u for u in utterances if group_of(u) == test_group],
+    )
+    check_fold(fold)
+    return fold
 
 
 def _session_of_speakers(utterances: Sequence[Utterance]) -> dict[str, str | None]:
@@ -110,20 +116,11 @@ def _session_folds(utterances: list[Utterance]) -> list[Fold]:
     if len(sessions) < 3:
         raise FoldError(f"leave-one-session-out needs at least 3 sessions; found {sessions}")
     _session_of_speakers(utterances)  # a speaker spanning sessions would leak across splits
-    folds = []
-    for index, test_session in enumerate(sessions):
-        val_session = sessions[(index + 1) % len(sessions)]
-        fold = Fold(
-            index=index,
-            test_speaker=test_session,
-            val_speaker=val_session,
-            train=[u for u in utterances if u.session not in (test_session, val_session)],
-            val=[u for u in utterances if u.session == val_session],
-            test=[u for u in utterances if u.session == test_session],
-        )
-        check_fold(fold)
-        folds.append(fold)
-    return folds
+    return [
+        _split(index, test_session, sessions[(index + 1) % len(sessions)], utterances,
+               lambda u: u.session)
+        for index, test_session in enumerate(sessions)
+    ]  # fmt: skip
 
 
 def check_fold(fold: Fold) -> None:

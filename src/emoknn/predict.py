@@ -161,9 +161,6 @@ class EmotionRecognizer:
         return {"model": model_probs, "knn": p_knn,
                 "final": interpolate(p_knn, model_probs, self.knn_settings.alpha)}  # fmt: skip
 
-    def _as_dict(self, probabilities: np.ndarray) -> dict[str, float]:
-        return {label: float(p) for label, p in zip(self.labels, probabilities, strict=True)}
-
     def predict(
         self,
         inputs: AudioInput | Sequence[AudioInput],
@@ -203,36 +200,69 @@ class EmotionRecognizer:
     def _predict(self, inputs: list, batch_size: int, window_seconds: float | None,
                  hop_seconds: float | None, segmentation: str, skip_errors: bool
                  ) -> list[Prediction | EmoknnError]:  # fmt: skip
+        """Every input's clips (a short input is one clip; a long one, its streamed segments)
+        share one pool, scored in length-sorted batches whenever it fills: batching stays full
+        across inputs while memory stays bounded by the pool, however long the files."""
         window, hop = self._window(window_seconds, hop_seconds)
         if segmentation not in SEGMENTATIONS:
             raise ConfigError(f"segmentation must be one of {SEGMENTATIONS}, got {segmentation!r}")
-        short: list[tuple[int, str, np.ndarray]] = []
-        results: dict[int, Prediction | EmoknnError] = {}
-        for position, item in enumerate(inputs):
+        cut = window_segments if segmentation == "window" else voice_segments
+        pool_size = 8 * batch_size
+        pool: list[tuple[_Tally, int, np.ndarray]] = []
+
+        def flush() -> None:
+            live = [(tally, start, clip) for tally, start, clip in pool if not tally.failed]
+            scores = self.score([clip for _, _, clip in live], batch_size)
+            for row, (tally, start, clip) in enumerate(live):
+                tally.add(start, len(clip), {name: None if value is None else value[row]
+                                             for name, value in scores.items()})  # fmt: skip
+            pool.clear()
+
+        # Inputs in order of duration, so that each pool holds clips of similar length (little
+        # padding); results go back to input order at the end.
+        seconds = [self._header_seconds(item) for item in inputs]
+        order = np.argsort(seconds, kind="stable")
+        tallies: list[_Tally | EmoknnError | None] = [None] * len(inputs)
+        for position in order:
+            item = inputs[position]
+            tally = None
             try:
-                source, samples, path = self._read_short(item, window)
+                source, samples, path = self._read_short(item, window, seconds[position])
                 if samples is not None:
-                    short.append((position, source, samples))
+                    tally = _Tally(source, segmented=False, duration_s=len(samples) / SAMPLE_RATE)
+                    tallies[position] = tally
+                    pool.append((tally, 0, samples))
                 else:  # long: segments, streamed from the file or cut from the array
+                    tally = _Tally(source, segmented=True)
+                    tallies[position] = tally
                     blocks = stream_audio(path) if path is not None else iter([self._array(item)])
-                    results[position] = self._predict_long(source, blocks, window, hop,
-                                                           segmentation, batch_size)  # fmt: skip
+                    for start, clip in cut(tally.count(blocks), window, hop):
+                        pool.append((tally, start, clip))
+                        if len(pool) >= pool_size:
+                            flush()
+                if len(pool) >= pool_size:
+                    flush()
             except EmoknnError as error:
                 if not skip_errors:
                     raise
-                results[position] = error
-        scores = self.score([s for _, _, s in short], batch_size)
-        for row, (position, source, samples) in enumerate(short):
-            knn = scores["knn"]
-            results[position] = Prediction(
-                source=source,
-                label=self.labels[int(scores["final"][row].argmax())],
-                probabilities=self._as_dict(scores["final"][row]),
-                model_probabilities=self._as_dict(scores["model"][row]),
-                knn_probabilities=None if knn is None else self._as_dict(knn[row]),
-                duration_s=len(samples) / SAMPLE_RATE,
-            )
-        return [results[i] for i in range(len(inputs))]
+                if tally is None:
+                    tallies[position] = error
+                else:
+                    tally.failed = error
+        if pool:
+            flush()
+        results: list[Prediction | EmoknnError] = []
+        for tally in tallies:
+            if isinstance(tally, EmoknnError):
+                results.append(tally)
+                continue
+            try:
+                results.append(tally.prediction(self.labels, knn=self.store is not None))
+            except EmoknnError as error:
+                if not skip_errors:
+                    raise
+                results.append(error)
+        return results
 
     def _window(self, window_seconds: float | None, hop_seconds: float | None) -> tuple[int, int]:
         window_seconds = window_seconds or self.max_seconds
@@ -250,70 +280,82 @@ class EmotionRecognizer:
             return prepare_samples(samples, int(rate))
         return prepare_samples(item, SAMPLE_RATE)
 
-    def _read_short(self, item, window: int) -> tuple[str, np.ndarray | None, Path | None]:
+    @staticmethod
+    def _header_seconds(item) -> float:
+        """Duration from the file header (0 if unreadable: reading it later says why)."""
+        if isinstance(item, (str, os.PathLike)):
+            try:
+                return audio_duration(item)
+            except AudioError:
+                return 0.0
+        samples = item[0] if isinstance(item, tuple) else item
+        rate = item[1] if isinstance(item, tuple) else SAMPLE_RATE
+        return len(samples) / rate
+
+    def _read_short(
+        self, item, window: int, seconds: float
+    ) -> tuple[str, np.ndarray | None, Path | None]:
         """(source name, samples if the input fits one window else None, path if a file)."""
         if isinstance(item, (str, os.PathLike)):
             path = Path(item)
-            try:
-                duration = audio_duration(path)
-            except AudioError:
-                duration = 0.0  # let load_audio report the precise problem
-            if duration * SAMPLE_RATE > window:
+            if seconds * SAMPLE_RATE > window:
                 return str(path), None, path
             return str(path), load_audio(path), None
         samples = self._array(item)
         return "<array>", (samples if len(samples) <= window else None), None
 
-    def _predict_long(self, source: str, blocks: Iterable[np.ndarray], window: int, hop: int,
-                      segmentation: str, batch_size: int) -> Prediction:  # fmt: skip
-        cut = window_segments if segmentation == "window" else voice_segments
-        segments: list[Segment] = []
-        weighted = {"model": 0.0, "knn": 0.0, "final": 0.0}
-        total = 0.0
-        duration = 0.0
-        pending: list[tuple[int, np.ndarray]] = []
 
-        def flush() -> None:
-            nonlocal total
-            scores = self.score([s for _, s in pending], batch_size)
-            for row, (start, samples) in enumerate(pending):
-                seconds = len(samples) / SAMPLE_RATE
-                for name in weighted:
-                    if scores[name] is not None:
-                        weighted[name] = weighted[name] + seconds * scores[name][row]
-                total += seconds
-                segments.append(Segment(
-                    round(start / SAMPLE_RATE, 3), round(start / SAMPLE_RATE + seconds, 3),
-                    self.labels[int(scores["final"][row].argmax())],
-                    self._as_dict(scores["final"][row]),
-                ))  # fmt: skip
-            pending.clear()
+class _Tally:
+    """The running result of one input: its scored clips, summed by duration."""
 
-        def counted(blocks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
-            nonlocal duration
-            for block in blocks:
-                duration += len(block) / SAMPLE_RATE
-                yield block
+    def __init__(self, source: str, segmented: bool, duration_s: float = 0.0) -> None:
+        self.source, self.segmented, self.duration_s = source, segmented, duration_s
+        self.failed: EmoknnError | None = None
+        self.seconds = 0.0
+        self.sums: dict[str, np.ndarray | None] = {}
+        self.segments: list[tuple[int, int, np.ndarray]] = []  # start, length, final probs
 
-        for start, samples in cut(counted(blocks), window, hop):
-            pending.append((start, samples))
-            if len(pending) == batch_size:
-                flush()
-        if pending:
-            flush()
-        if not segments:
-            raise AudioError(f"{source}: no speech found to predict (all segments were silent)")
-        final = weighted["final"] / total
+    def count(self, blocks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        """Pass blocks through, adding up the input's duration."""
+        for block in blocks:
+            self.duration_s += len(block) / SAMPLE_RATE
+            yield block
+
+    def add(self, start: int, length: int, scores: dict[str, np.ndarray | None]) -> None:
+        seconds = length / SAMPLE_RATE
+        for name, value in scores.items():
+            if value is not None:
+                self.sums[name] = self.sums.get(name, 0.0) + seconds * value
+        self.seconds += seconds
+        if self.segmented:
+            self.segments.append((start, length, scores["final"]))
+
+    def prediction(self, labels: list[str], knn: bool) -> Prediction:
+        if self.failed is not None:
+            raise self.failed
+        if self.seconds == 0:
+            raise AudioError(f"{self.source}: no speech found to predict (all segments silent)")
+
+        def named(values: np.ndarray) -> dict[str, float]:
+            return {label: float(p) for label, p in zip(labels, values, strict=True)}
+
+        final = self.sums["final"] / self.seconds  # duration-weighted mean over segments
         return Prediction(
-            source=source,
-            label=self.labels[int(np.argmax(final))],
-            probabilities=self._as_dict(final),
-            model_probabilities=self._as_dict(weighted["model"] / total),
-            knn_probabilities=None
-            if self.store is None
-            else self._as_dict(weighted["knn"] / total),
-            duration_s=round(duration, 3),
-            segments=segments,
+            source=self.source,
+            label=labels[int(np.argmax(final))],
+            probabilities=named(final),
+            model_probabilities=named(self.sums["model"] / self.seconds),
+            knn_probabilities=named(self.sums["knn"] / self.seconds) if knn else None,
+            duration_s=round(self.duration_s, 3) if self.segmented else self.duration_s,
+            segments=[
+                Segment(
+                    round(start / SAMPLE_RATE, 3),
+                    round((start + length) / SAMPLE_RATE, 3),
+                    labels[int(np.argmax(p))],
+                    named(p),
+                )
+                for start, length, p in self.segments
+            ],
         )
 
 

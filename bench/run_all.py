@@ -1,0 +1,35 @@
+"""Every emoknn benchmark in one run, each printing its figures beside its baseline.
+
+python bench/run_all.py            # full (about 10 minutes on 2 CPU cores)
+python bench/run_all.py --quick    # smaller sizes, no base-size encoder (about 2 minutes)
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).parent
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    quick = args.quick
+    runs = [
+        ["predict_throughput.py"] + (["--sizes", "tiny", "--clips", "60", "--minutes", "10"]
+                                     if quick else []),
+        ["training_data.py"] + (["--skip-base", "--clips", "16"] if quick else []),
+        ["augment_throughput.py"] + (["--clips", "10"] if quick else []),
+        ["knn_tuning.py"] + (["--repeats", "1"] if quick else []),
+    ]  # fmt: skip
+    for script, *options in runs:
+        print(f"\n$ python bench/{script} {' '.join(options)}".rstrip(), flush=True)
+        subprocess.run([sys.executable, str(HERE / script), *options], check=True)
+
+
+if __name__ == "__main__":
+    main()
