@@ -87,3 +87,11 @@ def test_ddp_shards_are_disjoint_and_equal_in_length():
 def test_batch_size_must_be_positive():
     with pytest.raises(ValueError, match="batch_size must be ≥ 1"):
         BucketBatchSampler([1, 2], batch_size=0)
+
+
+def test_ddp_evaluation_shards_count_every_utterance_once():
+    lengths = list(range(1000, 1101))  # 101 utterances: 13 batches of 8, not divisible by 2
+    shards = [BucketBatchSampler(lengths, 8, shuffle=False, rank=r, world_size=2) for r in (0, 1)]
+    seen = [i for shard in shards for batch in shard for _, i in batch]
+    assert sorted(seen) == list(range(101))  # no repeats, nothing missing
+    assert [len(shard) for shard in shards] == [len(list(shard)) for shard in shards] == [7, 6]

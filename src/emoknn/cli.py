@@ -7,6 +7,7 @@ need them, so `emoknn --help` stays fast.
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from pathlib import Path
 from typing import Annotated
@@ -361,6 +362,8 @@ def _run_crossval(corpus: Path, kind: str, scheme: str, folds: str | None, table
 
     crossval(utterances, chosen, config, out, table_names, meta, on_fold_done=done,
              criterion=criterion)  # fmt: skip
+    if int(os.environ.get("LOCAL_RANK", "0")) or int(os.environ.get("NODE_RANK", "0")):
+        return out / "report.md"  # a DDP helper process: the first process reports
     report = write_report([out], out, meta)
     results = json.loads((out / "results.json").read_text())
     _print_summary(results["summary"], f"{meta['corpus_name']}: mean ± std over folds")

@@ -133,8 +133,11 @@ def run_fold(
     out_dir: Path,
     extra_info: dict[str, Any],
     criterion: str = "ua",
-) -> dict[str, Any]:
-    """Train, fit kNN and evaluate one (training, fold); skip it if already finished."""
+) -> dict[str, Any] | None:
+    """Train, fit kNN and evaluate one (training, fold); skip it if already finished.
+
+    Returns None in the non-first processes of a DDP run (they only help train).
+    """
     run_dir = out_dir / spec.name / fold.name
     result_file = run_dir / FOLD_RESULT_FILE
     if result_file.is_file():
@@ -142,9 +145,11 @@ def run_fold(
     config = TrainConfig(**{**vars(base_config), "contrastive_weight": spec.contrastive_weight,
                             "augment": spec.augment})  # fmt: skip
     resume = (run_dir / "checkpoints" / "last.ckpt").is_file()
-    train_fold(config, fold.train, fold.val, labels, run_dir, resume=resume,
+    trained = train_fold(config, fold.train, fold.val, labels, run_dir, resume=resume,
                extra_info={**extra_info, "fold": fold.name, "test_speaker": fold.test_speaker,
                            "val_speaker": fold.val_speaker, "training": spec.name})  # fmt: skip
+    if not trained.is_global_zero:
+        return None  # under DDP, the first process alone fits kNN, evaluates and writes
     fit_run_knn(run_dir, fold.train, fold.val, config.max_seconds, criterion)
     scores = evaluate_test_speaker(run_dir, fold, config.max_seconds)
     result = {
@@ -188,6 +193,8 @@ def crossval(
     for fold in folds:
         for spec in trainings_for(tables):
             result = run_fold(spec, fold, labels, base_config, out_dir, info, criterion)
+            if result is None:
+                continue
             results.append(result)
             if on_fold_done is not None:
                 on_fold_done(result)
