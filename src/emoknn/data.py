@@ -105,8 +105,8 @@ class BucketBatchSampler(Sampler[list[tuple[int, int]]]):
     Each epoch: shuffle the indices (seeded by seed and epoch), cut them into pools of
     `pool_batches` batches, sort each pool by length, cut it into batches, and shuffle the order
     of the batches. With `shuffle=False` the order is simply by length (evaluation).
-    Under DDP each process takes every `world_size`-th batch; for training the list is padded by
-    repeating batches so that all processes take the same number of steps.
+    Under DDP each process takes every `world_size`-th batch; the list is padded by repeating
+    batches so that all processes take the same number of steps.
 
     Yields lists of keys `(epoch, index)` for `TrainingViews` / `EvaluationAudio`.
     """
@@ -156,9 +156,11 @@ class BucketBatchSampler(Sampler[list[tuple[int, int]]]):
             batches.pop()
         if self.shuffle:
             batches = [batches[i] for i in rng.permutation(len(batches))]
-        if self.shuffle and self.world_size > 1 and batches:
-            # Training: every process must take the same number of steps (DDP synchronises each
-            # one), so repeat a few batches. Evaluation is not padded: no utterance counts twice.
+        if self.world_size > 1 and batches:
+            # Every process must take the same number of steps: DDP synchronises each training
+            # step, and validation metrics are reduced across processes at the end (a process
+            # with no batch would leave the others waiting). So a few batches repeat; in DDP
+            # validation, as with PyTorch's DistributedSampler, those few utterances count twice.
             while len(batches) % self.world_size:
                 batches.append(batches[len(batches) % len(batches)])
         return batches
@@ -170,9 +172,7 @@ class BucketBatchSampler(Sampler[list[tuple[int, int]]]):
     def __len__(self) -> int:
         count = len(self.lengths)
         batches = count // self.batch_size if self.drop_last else math.ceil(count / self.batch_size)
-        if self.shuffle:
-            return math.ceil(batches / self.world_size)
-        return len(range(self.rank, batches, self.world_size))
+        return math.ceil(batches / self.world_size)
 
 
 @dataclass
