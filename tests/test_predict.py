@@ -64,7 +64,7 @@ def long_file(tmp_path, clips, seconds=5.0):
 
 
 def test_long_file_is_split_into_windows_and_summarised(recognizer, clips, tmp_path, monkeypatch):
-    path, _ = long_file(tmp_path, clips, seconds=4.6)
+    path, samples = long_file(tmp_path, clips, seconds=4.6)
     # The long path streams the file: load_audio must not be used for it.
     monkeypatch.setattr(predict_module, "load_audio", lambda *_: pytest.fail("loaded whole file"))
     result = recognizer.predict(path)[0]
@@ -85,6 +85,9 @@ def test_long_file_is_split_into_windows_and_summarised(recognizer, clips, tmp_p
         / weights.sum()
     )
     np.testing.assert_allclose(list(result.probabilities.values()), expected, atol=1e-6)
+    from_array = recognizer.predict(samples)[0]  # a long array: the same windows
+    assert [s.start_s for s in from_array.segments] == [s.start_s for s in result.segments]
+    assert from_array.probabilities == pytest.approx(result.probabilities, abs=1e-5)
     overlapping = recognizer.predict(path, window_seconds=2.0, hop_seconds=1.0)[0]
     assert [s.start_s for s in overlapping.segments] == [0.0, 1.0, 2.0, 3.0]
     with pytest.raises(EmoknnError, match="hop_seconds must lie in"):

@@ -227,7 +227,7 @@ class EmotionRecognizer:
             item = inputs[position]
             tally = None
             try:
-                source, samples, path = self._read_short(item, window, seconds[position])
+                source, samples, blocks = self._open(item, window, seconds[position])
                 if samples is not None:
                     tally = _Tally(source, segmented=False, duration_s=len(samples) / SAMPLE_RATE)
                     tallies[position] = tally
@@ -235,7 +235,6 @@ class EmotionRecognizer:
                 else:  # long: segments, streamed from the file or cut from the array
                     tally = _Tally(source, segmented=True)
                     tallies[position] = tally
-                    blocks = stream_audio(path) if path is not None else iter([self._array(item)])
                     for start, clip in cut(tally.count(blocks), window, hop):
                         pool.append((tally, start, clip))
                         if len(pool) >= pool_size:
@@ -292,17 +291,19 @@ class EmotionRecognizer:
         rate = item[1] if isinstance(item, tuple) else SAMPLE_RATE
         return len(samples) / rate
 
-    def _read_short(
+    def _open(
         self, item, window: int, seconds: float
-    ) -> tuple[str, np.ndarray | None, Path | None]:
-        """(source name, samples if the input fits one window else None, path if a file)."""
+    ) -> tuple[str, np.ndarray | None, Iterator[np.ndarray] | None]:
+        """(source name, samples if the input fits one window, else its blocks as a stream)."""
         if isinstance(item, (str, os.PathLike)):
             path = Path(item)
             if seconds * SAMPLE_RATE > window:
-                return str(path), None, path
+                return str(path), None, stream_audio(path)
             return str(path), load_audio(path), None
         samples = self._array(item)
-        return "<array>", (samples if len(samples) <= window else None), None
+        if len(samples) <= window:
+            return "<array>", samples, None
+        return "<array>", None, iter([samples])
 
 
 class _Tally:
