@@ -254,15 +254,6 @@ def is_synthetic_corpus(root: str | os.PathLike) -> bool:
     return (Path(root) / MARKER_FILE).is_file()
 
 
-def synthetic_settings(root: str | os.PathLike) -> SyntheticSettings | None:
-    """The settings a synthetic corpus at `root` was generated with, or None if unreadable."""
-    try:
-        text = (Path(root) / MARKER_FILE).read_text(encoding="utf-8")
-        return SyntheticSettings(**json.loads(text[text.index("{") :])["settings"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
 def load_synthetic(root: str | os.PathLike) -> list[Utterance]:
     """Read a corpus written by `generate_synthetic_corpus`."""
     root = Path(root)
