@@ -133,3 +133,12 @@ def test_crops_and_padding():
     assert max_samples(7.5) == 120_000
     with pytest.raises(AudioError, match="max_seconds must be positive"):
         max_samples(0)
+
+
+@pytest.mark.skipif("MP3" not in sf.available_formats(), reason="libsndfile without MP3")
+def test_mp3(tmp_path):
+    path = tmp_path / "clip.mp3"
+    sf.write(path, tone(440.0, 1.0, 44100), 44100, format="MP3")
+    samples = load_audio(path)
+    assert abs(samples.shape[0] - 16000) < 1200  # MP3 frames pad the ends a little
+    assert dominant_frequency(samples, 16000) == pytest.approx(440.0, abs=3.0)
