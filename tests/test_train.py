@@ -152,3 +152,16 @@ def test_config_errors():
         paper.contrastive_weight,
         paper.temperature,
     ) == (12, 7.5, 1e-4, 20, 150, 0.1, 0.07)
+
+
+def test_tensorboard_without_the_package_is_a_clear_error(fold, tmp_path, monkeypatch):
+    import lightning.pytorch as pl
+
+    def missing(*args, **kwargs):
+        raise ModuleNotFoundError("Neither `tensorboard` nor `tensorboardX` is available.")
+
+    monkeypatch.setattr(pl.loggers, "TensorBoardLogger", missing)
+    with pytest.raises(EmoknnError, match="pip install tensorboard"):
+        train_fold(
+            quick_config(tensorboard=True), fold.train, fold.val, list(FOUR_CLASSES), tmp_path
+        )

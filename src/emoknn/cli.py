@@ -348,6 +348,10 @@ def _run_crossval(corpus: Path, kind: str, scheme: str, folds: str | None, table
         "encoder": config.encoder,
     }  # fmt: skip
     table_names = [t.strip() for t in tables.split(",") if t.strip()]
+    if not config.progress_bar:  # each fold prints its own line below; Lightning's add nothing
+        import logging
+
+        logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     console.print(
         f"Cross-validating {len(chosen)} fold(s) of {len(utterances)} utterances, tables: "
         f"{', '.join(table_names)} → {out}"

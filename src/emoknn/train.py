@@ -380,7 +380,10 @@ def train_fold(
     attempt = len(list((run_dir / "logs").glob("attempt*"))) if resume else 0
     loggers: list = [pl.loggers.CSVLogger(run_dir, name="logs", version=f"attempt{attempt}")]
     if config.tensorboard:
-        loggers.append(pl.loggers.TensorBoardLogger(run_dir, name="tensorboard", version=""))
+        try:
+            loggers.append(pl.loggers.TensorBoardLogger(run_dir, name="tensorboard", version=""))
+        except ModuleNotFoundError as error:
+            raise EmoknnError("--tensorboard needs TensorBoard: pip install tensorboard") from error
     strategy = config.strategy
     if strategy == "auto" and config.devices * config.num_nodes > 1:
         strategy = "ddp"
