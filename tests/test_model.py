@@ -67,3 +67,42 @@ def test_bad_shapes_are_rejected():
     model = EmotionModel(ModelConfig(encoder="tiny"))
     with pytest.raises(ValueError, match=r"expected waveforms \(B, T\) and lengths \(B,\)"):
         model(torch.zeros(16000), torch.tensor([16000]))
+
+
+def test_pretrained_encoder_from_a_local_folder(tmp_path, small_synthetic_corpus):
+    """The loading code users run (`from_pretrained`), on a small encoder saved to a folder."""
+    import shutil
+
+    from transformers import AutoConfig, AutoModel, Wav2Vec2FeatureExtractor
+
+    from emoknn.corpora import FOUR_CLASSES, load_synthetic
+    from emoknn.folds import speaker_folds
+    from emoknn.model import default_normalization
+    from emoknn.train import load_trained_model, make_config, train_fold
+
+    settings = tiny_encoder_config()
+    model_type = settings.pop("model_type")
+    folder = tmp_path / "my-encoder"
+    AutoModel.from_config(AutoConfig.for_model(model_type, **settings)).save_pretrained(folder)
+    Wav2Vec2FeatureExtractor(do_normalize=False).save_pretrained(folder)
+    assert default_normalization(str(folder)) is False  # follows the encoder's own extractor
+
+    fold = speaker_folds(load_synthetic(small_synthetic_corpus))[0]
+    config = make_config("tiny", encoder=str(folder), max_epochs=1, max_seconds=1.0,
+                         progress_bar=False)  # fmt: skip
+    result = train_fold(config, fold.train, fold.val, list(FOUR_CLASSES), tmp_path / "run")
+    shutil.rmtree(folder)  # the checkpoint alone rebuilds the model
+    model = load_trained_model(result.best_checkpoint)
+    assert model.config.normalize_waveforms is False
+    assert model.config.encoder == str(folder)
+
+
+def test_unreachable_encoder_name_gives_a_helpful_error(monkeypatch):
+    import huggingface_hub.constants
+
+    from emoknn.errors import EmoknnError
+
+    # As HF_HUB_OFFLINE=1 would (the variable is read at import, so set the constant itself).
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(EmoknnError, match="cannot load the encoder 'facebook/wav2vec2-base'"):
+        EmotionModel(ModelConfig(encoder="facebook/wav2vec2-base"))
