@@ -28,6 +28,7 @@ from scipy.signal import fftconvolve
 
 from emoknn.audio import SAMPLE_RATE, load_audio
 from emoknn.errors import AudioError, ConfigError
+from emoknn.files import atomic_path
 
 AUGMENTATION_NAMES = ("none", "noise", "volume", "reverb", "pitch", "mixed")
 
@@ -275,10 +276,9 @@ def simulated_rir_bank(
         room.add_microphone(rng.uniform(0.5, dims - 0.5))
         room.compute_rir()
         rirs.append(_prepare_rir(room.rir[0][0]))
-    cache_file.parent.mkdir(parents=True, exist_ok=True)
-    temporary = cache_file.with_suffix(f".{os.getpid()}.tmp.npz")
-    np.savez(temporary, **{f"rir{i}": rir for i, rir in enumerate(rirs)})
-    os.replace(temporary, cache_file)  # atomic: concurrent builders never see half a file
+    # Atomic: concurrent builders (loader workers) never read half a file.
+    with atomic_path(cache_file) as temporary, temporary.open("wb") as handle:
+        np.savez(handle, **{f"rir{i}": rir for i, rir in enumerate(rirs)})
     return rirs
 
 

@@ -28,11 +28,12 @@ import numpy as np
 from emoknn import __version__
 from emoknn.corpora.utterance import Utterance, label_names
 from emoknn.errors import ConfigError, EmoknnError
+from emoknn.files import atomic_path, write_json_atomic
 from emoknn.folds import Fold
 from emoknn.inference import embed_utterances, fit_run_knn, load_knn
 from emoknn.knn import knn_predict_probs
 from emoknn.metrics import unweighted_accuracy, weighted_accuracy
-from emoknn.train import TrainConfig, load_trained_model, train_fold, write_json_atomic
+from emoknn.train import TrainConfig, load_trained_model, train_fold
 
 INFERENCES = ("model", "knn", "interpolated")  # α = 0, α = 1, tuned α
 FOLD_RESULT_FILE = "fold_result.json"
@@ -102,13 +103,15 @@ def evaluate_test_speaker(
     }
     predictions = {name: p.argmax(axis=1) for name, p in probabilities.items()}
     labels = model.labels
-    with (run_dir / f".{PREDICTIONS_FILE}.tmp").open("w", newline="") as handle:
+    with (
+        atomic_path(run_dir / PREDICTIONS_FILE) as temporary,
+        temporary.open("w", newline="") as handle,
+    ):
         writer = csv.writer(handle)
         writer.writerow(["id", "speaker", "label", *INFERENCES])
         for row, utterance in enumerate(fold.test):
             writer.writerow([utterance.id, utterance.speaker, utterance.label,
                              *(labels[predictions[name][row]] for name in INFERENCES)])  # fmt: skip
-    os.replace(run_dir / f".{PREDICTIONS_FILE}.tmp", run_dir / PREDICTIONS_FILE)
     np.savez(run_dir / "test_embeddings.npz", embeddings=test.embeddings, labels=test.labels,
              label_names=np.array(labels))  # fmt: skip
     settings = {"model": None, "knn": tuning.knn_only, "interpolated": tuning.interpolated}

@@ -26,6 +26,7 @@ import faiss
 import numpy as np
 
 from emoknn.errors import ConfigError, EmoknnError
+from emoknn.files import atomic_path, write_json_atomic
 
 MAX_K = 32
 DEFAULT_ALPHAS = tuple(np.round(np.arange(0.05, 1.0, 0.05), 2).tolist())  # α ∈ (0, 1)
@@ -161,19 +162,17 @@ class Datastore:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write to `path` (.npz) atomically."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
-        np.savez(
-            temporary,
-            keys=self.keys,
-            labels=self.labels,
-            label_names=np.array(self.label_names),
-            ids=np.array(self.ids),
-            fingerprint=np.array(self.fingerprint),
-            index_type=np.array(self.index_type),
-        )
-        os.replace(temporary, path)
+        # A file handle, so that np.savez does not append .npz to the temporary name.
+        with atomic_path(path) as temporary, temporary.open("wb") as handle:
+            np.savez(
+                handle,
+                keys=self.keys,
+                labels=self.labels,
+                label_names=np.array(self.label_names),
+                ids=np.array(self.ids),
+                fingerprint=np.array(self.fingerprint),
+                index_type=np.array(self.index_type),
+            )
 
     @classmethod
     def load(cls, path: str | os.PathLike, expected_fingerprint: str | None = None) -> Datastore:
@@ -227,10 +226,7 @@ class TuningResult:
         return {"interpolated": self.interpolated.to_dict(), "knn_only": self.knn_only.to_dict()}
 
     def save(self, path: str | os.PathLike) -> None:
-        path = Path(path)
-        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        temporary.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        os.replace(temporary, path)
+        write_json_atomic(self.to_dict(), path)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> TuningResult:

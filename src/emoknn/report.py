@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from emoknn.experiments import INFERENCES, PREDICTIONS_FILE, collect_fold_results, write_results
+from emoknn.files import write_text_atomic
 from emoknn.metrics import confusion_matrix
 
 # The paper's results on IEMOCAP with wav2vec2-base, 10-fold speaker-independent CV: (WA, UA) %.
@@ -188,7 +189,5 @@ def write_report(
         lines += ["", "## Test embeddings: CE vs CE+SCL (t-SNE)", "", f"![t-SNE]({tsne_path})"]
     lines += ["", "Machine-readable results: `results.json` (one record per fold and variant).", ""]
     report = out_dir / "report.md"
-    temporary = out_dir / ".report.md.tmp"
-    temporary.write_text("\n".join(lines), encoding="utf-8")
-    os.replace(temporary, report)
+    write_text_atomic(report, "\n".join(lines))
     return report

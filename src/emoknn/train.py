@@ -43,6 +43,7 @@ from emoknn.data import (
     utterance_lengths,
 )
 from emoknn.errors import ConfigError, EmoknnError
+from emoknn.files import atomic_path, write_json_atomic
 from emoknn.losses import combined_loss
 from emoknn.model import EmotionModel, ModelConfig, default_normalization
 
@@ -277,18 +278,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     """Write each checkpoint to a temporary file in the same folder, then rename it into place."""
 
     def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        torch.save(checkpoint, temporary)
-        os.replace(temporary, path)
-
-
-def write_json_atomic(data: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
-    os.replace(temporary, path)
+        with atomic_path(path) as temporary:
+            torch.save(checkpoint, temporary)
 
 
 @dataclass
