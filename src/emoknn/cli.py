@@ -242,26 +242,6 @@ def _build_datastore(run_dir, train, val, max_seconds, criterion, index_type) ->
     )
 
 
-def _run_fold(run_dir: Path, corpus: Path | None):
-    """The fold a run was trained on, from its train_config.json."""
-    import json
-
-    from emoknn.corpora import load_corpus
-    from emoknn.folds import speaker_folds
-
-    config_file = run_dir / "train_config.json"
-    if not config_file.is_file():
-        raise EmoknnError(f"{run_dir}: not a training run (no train_config.json)")
-    info = json.loads(config_file.read_text())
-    if "fold" not in info:
-        raise EmoknnError(f"{config_file}: does not say which corpus and fold it was trained on")
-    utterances = load_corpus(corpus or Path(info["corpus"]), info.get("kind", "auto"))
-    folds = {f.name: f for f in speaker_folds(utterances, info.get("scheme", "speaker"))}
-    if info["fold"] not in folds:
-        raise EmoknnError(f"{run_dir}: fold {info['fold']} is not among the corpus's folds")
-    return folds[info["fold"]], info
-
-
 @datastore_app.command("build")
 def datastore_build(
     run: Annotated[Path, typer.Argument(help="A training run folder")],
@@ -272,9 +252,10 @@ def datastore_build(
     ] = "exact",
 ) -> None:
     """Embed the run's train + validation utterances and tune k, α, T on validation."""
-    fold, info = _run_fold(run, corpus)
-    _build_datastore(run, fold.train, fold.val, info["train_config"]["max_seconds"], criterion,
-                     index)  # fmt: skip
+    from emoknn.inference import fold_of_run, run_max_seconds
+
+    fold = fold_of_run(run, corpus)
+    _build_datastore(run, fold.train, fold.val, run_max_seconds(run), criterion, index)
 
 
 @datastore_app.command("add")
@@ -285,10 +266,9 @@ def datastore_add(
     manifest: Annotated[Path | None, typer.Option(help="CSV path,label,speaker to add")] = None,
 ) -> None:
     """Add your own labelled audio to a run's datastore, without retraining."""
-    import json
 
     from emoknn.corpora import Utterance, load_manifest
-    from emoknn.inference import DATASTORE_FILE, embed_utterances, fingerprint_of
+    from emoknn.inference import DATASTORE_FILE, embed_utterances, fingerprint_of, run_max_seconds
     from emoknn.knn import Datastore
     from emoknn.train import load_trained_model
 
@@ -303,8 +283,7 @@ def datastore_add(
     if unknown:
         raise EmoknnError(f"labels {unknown} are not among the model's classes {model.labels}")
     store = Datastore.load(run / DATASTORE_FILE, expected_fingerprint=fingerprint_of(model))
-    max_seconds = json.loads((run / "train_config.json").read_text())["train_config"]["max_seconds"]
-    embedded = embed_utterances(model, utterances, max_seconds)
+    embedded = embed_utterances(model, utterances, run_max_seconds(run))
     ids = [u.id if manifest is None else f"added/{u.id}" for u in utterances]
     store.add(embedded.embeddings, embedded.labels, ids)
     store.save(run / DATASTORE_FILE)

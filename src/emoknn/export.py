@@ -32,7 +32,13 @@ import numpy as np
 from scipy.special import softmax
 
 from emoknn.errors import ConfigError, EmoknnError
-from emoknn.inference import DATASTORE_FILE, KNN_SETTINGS_FILE, fingerprint_of
+from emoknn.inference import (
+    DATASTORE_FILE,
+    KNN_SETTINGS_FILE,
+    fingerprint_of,
+    fold_of_run,
+    run_max_seconds,
+)
 from emoknn.knn import Datastore, TuningResult
 from emoknn.predict import EmotionRecognizer
 
@@ -55,18 +61,11 @@ def _reference_clips(run_dir: Path, max_seconds: float, count: int = 24) -> list
     """Validation-speaker clips of the run's fold (for parity checks), else generated audio."""
     from emoknn.audio import center_crop, load_audio, max_samples
 
-    config_file = run_dir / "train_config.json"
     try:
-        info = json.loads(config_file.read_text())
-        from emoknn.corpora import load_corpus
-        from emoknn.folds import speaker_folds
-
-        utterances = load_corpus(info["corpus"], info.get("kind", "auto"))
-        fold = next(f for f in speaker_folds(utterances, info.get("scheme", "speaker"))
-                    if f.name == info["fold"])  # fmt: skip
-        chosen = fold.val[:: max(1, len(fold.val) // count)][:count]
+        val = fold_of_run(run_dir).val
+        chosen = val[:: max(1, len(val) // count)][:count]
         return [center_crop(load_audio(u.path), max_samples(max_seconds)) for u in chosen]
-    except (OSError, KeyError, StopIteration, ValueError, EmoknnError):
+    except EmoknnError:
         rng = np.random.default_rng(0)  # the corpus moved: a fixed set of noise-like clips
         return [(0.1 * rng.standard_normal(int(16000 * s))).astype(np.float32)
                 for s in np.linspace(0.5, max_seconds, count)]  # fmt: skip
@@ -88,10 +87,7 @@ def export_onnx(
     out_dir = Path(out_dir) if out_dir else model_dir / "onnx"
     out_dir.mkdir(parents=True, exist_ok=True)
     model = load_trained_model(checkpoint, device="cpu")
-    max_seconds = 7.5
-    if (model_dir / "train_config.json").is_file():
-        config = json.loads((model_dir / "train_config.json").read_text())
-        max_seconds = float(config["train_config"]["max_seconds"])
+    max_seconds = run_max_seconds(model_dir)
 
     class SingleUtterance(torch.nn.Module):
         def __init__(self, model):

@@ -9,6 +9,7 @@ A trained run folder holds, once `fit_knn` has run:
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,9 +18,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from emoknn.audio import SAMPLE_RATE, max_samples
+from emoknn.audio import DEFAULT_MAX_SECONDS, SAMPLE_RATE, max_samples
 from emoknn.corpora.utterance import Utterance
 from emoknn.data import BucketBatchSampler, EvaluationAudio, collate_evaluation, utterance_lengths
+from emoknn.errors import EmoknnError
+from emoknn.folds import Fold
 from emoknn.knn import Datastore, TuningResult, model_fingerprint, tune_knn
 from emoknn.model import EmotionModel
 
@@ -112,6 +115,39 @@ def load_knn(run_dir: str | os.PathLike, model: EmotionModel) -> tuple[Datastore
     run_dir = Path(run_dir)
     store = Datastore.load(run_dir / DATASTORE_FILE, expected_fingerprint=fingerprint_of(model))
     return store, TuningResult.load(run_dir / KNN_SETTINGS_FILE)
+
+
+def _run_config(run_dir: Path) -> dict:
+    from emoknn.train import RUN_CONFIG_FILE
+
+    config_file = run_dir / RUN_CONFIG_FILE
+    if not config_file.is_file():
+        raise EmoknnError(f"{run_dir}: not a training run (no {RUN_CONFIG_FILE})")
+    return json.loads(config_file.read_text())
+
+
+def run_max_seconds(run_dir: str | os.PathLike) -> float:
+    """The crop length a run was trained with (the default if the run folder does not say)."""
+    try:
+        return float(_run_config(Path(run_dir))["train_config"]["max_seconds"])
+    except EmoknnError:
+        return DEFAULT_MAX_SECONDS
+
+
+def fold_of_run(run_dir: str | os.PathLike, corpus: str | os.PathLike | None = None) -> Fold:
+    """The fold a run was trained on: its corpus (or `corpus`, if moved) split as it was then."""
+    from emoknn.corpora import load_corpus
+    from emoknn.folds import speaker_folds
+
+    run_dir = Path(run_dir)
+    info = _run_config(run_dir)
+    if "fold" not in info:
+        raise EmoknnError(f"{run_dir}: the run does not say which corpus and fold it trained on")
+    utterances = load_corpus(corpus or Path(info["corpus"]), info.get("kind", "auto"))
+    folds = {f.name: f for f in speaker_folds(utterances, info.get("scheme", "speaker"))}
+    if info["fold"] not in folds:
+        raise EmoknnError(f"{run_dir}: fold {info['fold']} is not among the corpus's folds")
+    return folds[info["fold"]]
 
 
 def best_device() -> str:

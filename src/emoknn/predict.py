@@ -19,7 +19,6 @@ a batch gives the same results as its items one at a time.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -38,7 +37,13 @@ from emoknn.audio import (
 )
 from emoknn.data import pad_batch
 from emoknn.errors import AudioError, ConfigError, EmoknnError
-from emoknn.inference import DATASTORE_FILE, KNN_SETTINGS_FILE, best_device, fingerprint_of
+from emoknn.inference import (
+    DATASTORE_FILE,
+    KNN_SETTINGS_FILE,
+    best_device,
+    fingerprint_of,
+    run_max_seconds,
+)
 from emoknn.knn import Datastore, KnnSettings, TuningResult, interpolate, knn_probs
 from emoknn.model import EmotionModel
 
@@ -110,10 +115,7 @@ class EmotionRecognizer:
                 "written by `emoknn train`)"
             )
         model = load_trained_model(checkpoint, device)
-        max_seconds = 7.5
-        config_file = model_dir / "train_config.json"
-        if config_file.is_file():
-            max_seconds = float(json.loads(config_file.read_text())["train_config"]["max_seconds"])
+        max_seconds = run_max_seconds(model_dir)
         store = settings = None
         if use_knn:
             if not (model_dir / DATASTORE_FILE).is_file():

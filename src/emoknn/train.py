@@ -48,6 +48,7 @@ from emoknn.losses import combined_loss
 from emoknn.model import EmotionModel, ModelConfig, default_normalization
 
 MONITORS = {"val_loss": "min", "val_ua": "max", "val_wa": "max"}
+RUN_CONFIG_FILE = "train_config.json"  # in every run folder: settings, labels, corpus and fold
 
 
 @dataclass
@@ -318,7 +319,7 @@ def train_fold(
     run_dir = Path(run_dir)
     checkpoint_dir = run_dir / "checkpoints"
     last_checkpoint = checkpoint_dir / "last.ckpt"
-    config_file = run_dir / "train_config.json"
+    config_file = run_dir / RUN_CONFIG_FILE
     if resume and config_file.is_file():
         stored = json.loads(config_file.read_text())["train_config"]
         changed = {
