@@ -329,13 +329,15 @@ def _first_best(primary: np.ndarray, secondary: np.ndarray) -> int:
     return int(candidates[0])
 
 
+def store_knn_probs(embeddings: np.ndarray, store: Datastore, settings: KnnSettings) -> np.ndarray:
+    """p_knn (Q, C) of queries against `store` with the k and T of `settings` (k is capped at the
+    datastore's size)."""
+    distances, indices = store.search(embeddings, min(settings.k, len(store)))
+    return knn_probs(distances, store.labels[indices], len(store.label_names), settings.temperature)
+
+
 def knn_predict_probs(
     embeddings: np.ndarray, model_probs: np.ndarray, store: Datastore, settings: KnnSettings
 ) -> np.ndarray:
     """Interpolated probabilities (Q, C) of queries against `store` with tuned `settings`."""
-    k = min(settings.k, len(store))
-    distances, indices = store.search(embeddings, k)
-    p_knn = knn_probs(
-        distances, store.labels[indices], len(store.label_names), settings.temperature
-    )
-    return interpolate(p_knn, model_probs, settings.alpha)
+    return interpolate(store_knn_probs(embeddings, store, settings), model_probs, settings.alpha)

@@ -44,7 +44,7 @@ from emoknn.inference import (
     fingerprint_of,
     run_max_seconds,
 )
-from emoknn.knn import Datastore, KnnSettings, TuningResult, interpolate, knn_probs
+from emoknn.knn import Datastore, KnnSettings, TuningResult, interpolate, store_knn_probs
 from emoknn.model import EmotionModel
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif", ".au", ".w64")
@@ -156,10 +156,7 @@ class EmotionRecognizer:
         model_probs, embeddings = self.forward_clips(clips, batch_size)
         if self.store is None or len(clips) == 0:
             return {"model": model_probs, "knn": None, "final": model_probs}
-        k = min(self.knn_settings.k, len(self.store))
-        distances, indices = self.store.search(embeddings, k)
-        p_knn = knn_probs(distances, self.store.labels[indices], len(self.labels),
-                          self.knn_settings.temperature)  # fmt: skip
+        p_knn = store_knn_probs(embeddings, self.store, self.knn_settings)
         return {"model": model_probs, "knn": p_knn,
                 "final": interpolate(p_knn, model_probs, self.knn_settings.alpha)}  # fmt: skip
 
