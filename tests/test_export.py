@@ -9,7 +9,7 @@ from emoknn.cli import app
 from emoknn.corpora import load_synthetic
 from emoknn.errors import EmoknnError
 from emoknn.export import OnnxEmotionRecognizer, export_onnx
-from emoknn.predict import EmotionRecognizer
+from emoknn.predict import EmotionRecognizer, load_recognizer
 
 runner = CliRunner()
 
@@ -64,3 +64,22 @@ def test_export_cli(trained_run, tmp_path):
     assert (tmp_path / "model.onnx").is_file() and not (tmp_path / "model.int8.onnx").exists()
     with pytest.raises(EmoknnError, match="export with --quantize"):
         OnnxEmotionRecognizer.load(tmp_path, quantized=True)
+
+
+def test_predict_and_serve_load_export_folders(exported, trained_run, small_synthetic_corpus):
+    out, _ = exported
+    assert isinstance(load_recognizer(out), OnnxEmotionRecognizer)
+    assert not isinstance(load_recognizer(trained_run, device="cpu"), OnnxEmotionRecognizer)
+    with pytest.raises(EmoknnError, match="int8 needs an ONNX export folder"):
+        load_recognizer(trained_run, device="cpu", int8=True)
+    with pytest.raises(EmoknnError, match="runs in fp32"):
+        load_recognizer(out, precision="bf16")
+    with pytest.raises(EmoknnError, match="runs on the CPU"):
+        load_recognizer(out, device="cuda")
+    clip = str(load_synthetic(small_synthetic_corpus)[0].path)
+    expected = OnnxEmotionRecognizer.load(out, quantized=True).predict(clip)[0]
+    result = runner.invoke(app, ["predict", clip, "--model", str(out), "--int8",
+                                 "--format", "json"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    got = json.loads(result.stdout)[0]
+    assert got["probabilities"] == pytest.approx(expected.probabilities, abs=1e-6)

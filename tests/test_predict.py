@@ -177,3 +177,17 @@ def test_cli_formats_and_exit_codes(trained_run, clips, tmp_path):
     result = runner.invoke(app, ["predict", str(clips[0]), "--model", str(trained_run),
                                  "--format", "xml"])  # fmt: skip
     assert result.exit_code != 0
+
+
+def test_bf16_precision_stays_close_to_fp32(trained_run, recognizer, clips):
+    fast = EmotionRecognizer.load(trained_run, device="cpu", precision="bf16")
+    exact = recognizer.predict(clips)
+    for expected, got in zip(exact, fast.predict(clips), strict=True):
+        assert sum(got.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
+        assert got.model_probabilities == pytest.approx(expected.model_probabilities, abs=0.02)
+        assert got.probabilities == pytest.approx(expected.probabilities, abs=0.05)
+    with pytest.raises(EmoknnError, match="precision must be one of"):
+        EmotionRecognizer.load(trained_run, device="cpu", precision="fp16")
+    result = runner.invoke(app, ["predict", str(clips[0]), "--model", str(trained_run),
+                                 "--precision", "int4"])  # fmt: skip
+    assert result.exit_code == 1 and "precision must be one of" in str(result.exception)

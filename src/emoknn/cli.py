@@ -437,7 +437,9 @@ def demo_command(
 @app.command("predict")
 def predict_command(
     inputs: Annotated[list[Path], typer.Argument(help="Audio files or folders (recursive)")],
-    model: Annotated[Path, typer.Option(help="Trained run folder (or a .ckpt file)")],
+    model: Annotated[
+        Path, typer.Option(help="Trained run folder, a .ckpt file, or an `emoknn export` folder")
+    ],
     output_format: Annotated[str, typer.Option("--format", help="table, json or csv")] = "table",
     knn: Annotated[bool, typer.Option(help="Interpolate with the kNN model")] = True,
     window: Annotated[float | None, typer.Option(help="Segment length (s) for long files")] = None,
@@ -445,6 +447,10 @@ def predict_command(
     segmentation: Annotated[str, typer.Option(help="window or vad (energy)")] = "window",
     batch_size: Annotated[int, typer.Option(help="Clips per forward pass")] = 16,
     device: Annotated[str | None, typer.Option(help="cpu or cuda (default: best)")] = None,
+    precision: Annotated[
+        str, typer.Option(help="fp32, or bf16: ~2.4x faster on CPUs with native bf16 and GPUs")
+    ] = "fp32",
+    int8: Annotated[bool, typer.Option(help="ONNX export folders: use the int8 model")] = False,
 ) -> None:
     """Predict the emotion of your own recordings."""
     import csv
@@ -453,7 +459,7 @@ def predict_command(
 
     from rich.progress import Progress
 
-    from emoknn.predict import SEGMENTATIONS, EmotionRecognizer, find_audio_files
+    from emoknn.predict import SEGMENTATIONS, find_audio_files, load_recognizer
 
     if output_format not in ("table", "json", "csv"):
         raise EmoknnError(f"--format must be table, json or csv, got {output_format!r}")
@@ -462,7 +468,7 @@ def predict_command(
     files, problems = find_audio_files(inputs)
     for problem in problems:
         error_console.print(f"[yellow]skipped:[/] {problem}", highlight=False)
-    recognizer = EmotionRecognizer.load(model, device=device, use_knn=knn)
+    recognizer = load_recognizer(model, device, knn, precision, int8)
     predictions = []
     with Progress(console=error_console, transient=True, disable=len(files) < 20) as progress:
         task = progress.add_task("predicting", total=len(files))
@@ -504,18 +510,20 @@ def predict_command(
 
 @app.command("serve")
 def serve_command(
-    model: Annotated[Path, typer.Option(help="Trained run folder")],
+    model: Annotated[Path, typer.Option(help="Trained run folder or `emoknn export` folder")],
     host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port")] = 8000,
     knn: Annotated[bool, typer.Option(help="Interpolate with the kNN model")] = True,
     max_upload_mb: Annotated[float, typer.Option(help="Largest upload accepted")] = 50.0,
     max_seconds: Annotated[float, typer.Option(help="Longest audio accepted")] = 600.0,
+    precision: Annotated[str, typer.Option(help="fp32 or bf16 (see `predict --help`)")] = "fp32",
+    int8: Annotated[bool, typer.Option(help="ONNX export folders: use the int8 model")] = False,
 ) -> None:
     """Serve the model over HTTP, with a web page to upload or record audio."""
     from emoknn.serve import serve
 
     console.print(f"emoknn serving {model} on http://{host}:{port}/ (API docs: /docs)")
-    serve(str(model), host, port, knn, max_upload_mb, max_seconds)
+    serve(str(model), host, port, knn, max_upload_mb, max_seconds, precision, int8)
 
 
 @app.command("export")

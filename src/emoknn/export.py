@@ -174,7 +174,7 @@ class OnnxEmotionRecognizer(EmotionRecognizer):
             raise ConfigError("give both a datastore and kNN settings, or neither")
         self.session, self._labels = session, list(labels)
         self.store, self.knn_settings = store, knn_settings
-        self.max_seconds, self.device = max_seconds, "cpu"
+        self.max_seconds, self.device, self.precision = max_seconds, "cpu", "fp32"
 
     @classmethod
     def load(cls, export_dir: str | os.PathLike, quantized: bool = False,  # type: ignore[override]

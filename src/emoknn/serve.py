@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from emoknn.errors import AudioError, ConfigError, EmoknnError
-from emoknn.predict import SEGMENTATIONS, EmotionRecognizer
+from emoknn.predict import SEGMENTATIONS, EmotionRecognizer, load_recognizer
 
 try:
     from fastapi import FastAPI, File, HTTPException, Query, Request, UploadFile
@@ -115,10 +115,11 @@ def create_app(
 
 
 def serve(model_dir: str, host: str = "127.0.0.1", port: int = 8000, use_knn: bool = True,
-          max_upload_mb: float = 50.0, max_seconds: float = 600.0) -> None:  # fmt: skip
-    """Load the model and run the service with uvicorn until interrupted."""
+          max_upload_mb: float = 50.0, max_seconds: float = 600.0, precision: str = "fp32",
+          int8: bool = False) -> None:  # fmt: skip
+    """Load the model (see `load_recognizer`) and run the service with uvicorn until interrupted."""
     import uvicorn
 
-    recognizer = EmotionRecognizer.load(model_dir, use_knn=use_knn)
+    recognizer = load_recognizer(model_dir, use_knn=use_knn, precision=precision, int8=int8)
     app = create_app(recognizer, max_upload_mb, max_seconds, model_name=Path(model_dir).name)
     uvicorn.run(app, host=host, port=port, log_level="info")
