@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -106,3 +107,21 @@ def test_unreachable_encoder_name_gives_a_helpful_error(monkeypatch):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(EmoknnError, match="cannot load the encoder 'facebook/wav2vec2-base'"):
         EmotionModel(ModelConfig(encoder="facebook/wav2vec2-base"))
+
+
+def test_waveform_normalisation_matches_the_feature_extractor_and_keeps_padding_zero():
+    from transformers import Wav2Vec2FeatureExtractor
+
+    from emoknn.data import pad_batch
+    from emoknn.model import normalize_waveforms
+
+    rng = np.random.default_rng(0)
+    clips = [(0.3 * rng.standard_normal(n) + 0.05).astype(np.float32) for n in (800, 3000, 1999)]
+    waveforms, lengths = pad_batch(clips)
+    mask = torch.arange(waveforms.shape[1])[None] < lengths[:, None]
+    ours = normalize_waveforms(waveforms, mask)
+    extractor = Wav2Vec2FeatureExtractor(do_normalize=True, return_attention_mask=True)
+    for row, clip in enumerate(clips):
+        expected = extractor(clip, sampling_rate=16000)["input_values"][0]
+        np.testing.assert_allclose(ours[row, : len(clip)].numpy(), expected, atol=1e-5)
+        assert torch.all(ours[row, len(clip) :] == 0)

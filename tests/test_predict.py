@@ -191,3 +191,19 @@ def test_bf16_precision_stays_close_to_fp32(trained_run, recognizer, clips):
     result = runner.invoke(app, ["predict", str(clips[0]), "--model", str(trained_run),
                                  "--precision", "int4"])  # fmt: skip
     assert result.exit_code == 1 and "precision must be one of" in str(result.exception)
+
+
+def test_pool_flushes_mid_file_give_the_same_result(recognizer, clips, tmp_path):
+    # 1 s windows: batch_size=1 makes the pool hold 8 windows, so this 9.7 s file (10 windows)
+    # and the short clips around it are scored across several flushes.
+    samples = np.concatenate([load_audio(p) for p in clips + clips])[: int(9.7 * 16000)]
+    path = tmp_path / "long.wav"
+    sf.write(path, samples, 16000)
+    inputs = [clips[0], path, clips[1]]
+    flushed = recognizer.predict(inputs, batch_size=1)
+    whole = recognizer.predict(inputs, batch_size=32)
+    for a, b in zip(flushed, whole, strict=True):
+        assert a.source == b.source
+        assert a.probabilities == pytest.approx(b.probabilities, abs=1e-5)
+        assert [s.start_s for s in a.segments] == [s.start_s for s in b.segments]
+    assert len(flushed[1].segments) == 10

@@ -236,7 +236,8 @@ class EmotionModel(nn.Module):
             stacked = torch.stack(layer_outputs, dim=0)  # (L, B, F, H)
             weights = torch.softmax(self.layer_weights, dim=0)  # (L,)
             frames = (weights[:, None, None, None] * stacked).sum(dim=0)  # (B, F, H)
-        return masked_mean(frames, frame_mask)
+        # Pooled in fp32 even under bf16 autocast: the embedding is what kNN compares.
+        return masked_mean(frames.float(), frame_mask)
 
     def _run_collecting_layers(
         self, hidden: torch.Tensor, frame_mask: torch.Tensor
@@ -272,9 +273,11 @@ def normalize_waveforms(waveforms: torch.Tensor, mask: torch.Tensor) -> torch.Te
     """Zero mean, unit variance over each row's real samples; padding stays exactly zero.
 
     x̂ = (x − μ) / sqrt(σ² + 1e-7), with μ, σ² over the masked samples (as HF feature extractors).
+    Written to touch the batch as few times as possible (where, sum, where, dot, multiply): with
+    the tiny encoder this step was 9 % of a prediction's forward time.
     """
-    weights = mask.to(waveforms.dtype)
-    count = weights.sum(dim=1, keepdim=True).clamp(min=1.0)
-    mean = (waveforms * weights).sum(dim=1, keepdim=True) / count
-    variance = (((waveforms - mean) * weights) ** 2).sum(dim=1, keepdim=True) / count
-    return (waveforms - mean) / torch.sqrt(variance + 1e-7) * weights
+    count = mask.sum(dim=1, keepdim=True).clamp(min=1)  # (B, 1)
+    mean = torch.where(mask, waveforms, 0.0).sum(dim=1, keepdim=True) / count
+    centered = torch.where(mask, waveforms - mean, 0.0)
+    variance = torch.linalg.vecdot(centered, centered)[:, None] / count  # Σ(x − μ)² / n
+    return centered * torch.rsqrt(variance + 1e-7)

@@ -49,9 +49,10 @@ from emoknn.model import EmotionModel
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif", ".au", ".w64")
 SEGMENTATIONS = ("window", "vad")
-# Compute precision of the PyTorch forward. bf16 runs convs and matmuls in bfloat16 under autocast
-# (norms, softmax and pooling stay fp32): about 2.4x faster on CPUs with native bf16 (AVX512-BF16
-# or AMX) and on GPUs, with probabilities within ~1e-3 of fp32; elsewhere it can be slower.
+# Compute precision of the PyTorch forward. bf16 runs the encoder under autocast (convs and matmuls
+# in bfloat16; the pooled embedding and the softmax in fp32): about 2.4x faster on CPUs with native
+# bf16 (AVX512-BF16 or AMX) and on GPUs, changing probabilities by ~1e-2 at most; on other CPUs it
+# can be slower. `bench/predict_throughput.py` measures both.
 PRECISIONS = ("fp32", "bf16")
 # A final window shorter than this is dropped (unless it is all there is): too little to judge.
 MIN_SEGMENT_SECONDS = 0.5
@@ -198,7 +199,7 @@ class EmotionRecognizer:
         window_seconds: float | None = None,
         hop_seconds: float | None = None,
         segmentation: str = "window",
-        chunk_size: int = 64,
+        chunk_size: int = 256,
     ) -> Iterator[Prediction | EmoknnError]:
         """Yield, in input order, a Prediction or the error that made a file unusable.
 
@@ -219,16 +220,29 @@ class EmotionRecognizer:
         if segmentation not in SEGMENTATIONS:
             raise ConfigError(f"segmentation must be one of {SEGMENTATIONS}, got {segmentation!r}")
         cut = window_segments if segmentation == "window" else voice_segments
-        pool_size = 8 * batch_size
+        # The pool holds up to 8 batches of full windows' worth of samples (61 MB of float32 for
+        # 7.5 s windows and batches of 16): many more clips when they are short, so that typical
+        # collections are sorted as a whole.
+        pool_budget = 8 * batch_size * window
         pool: list[tuple[_Tally, int, np.ndarray]] = []
+        pooled_samples = 0
 
         def flush() -> None:
+            nonlocal pooled_samples
             live = [(tally, start, clip) for tally, start, clip in pool if not tally.failed]
             scores = self.score([clip for _, _, clip in live], batch_size)
             for row, (tally, start, clip) in enumerate(live):
                 tally.add(start, len(clip), {name: None if value is None else value[row]
                                              for name, value in scores.items()})  # fmt: skip
             pool.clear()
+            pooled_samples = 0
+
+        def add(tally: _Tally, start: int, clip: np.ndarray) -> None:
+            nonlocal pooled_samples
+            pool.append((tally, start, clip))
+            pooled_samples += len(clip)
+            if pooled_samples >= pool_budget:
+                flush()
 
         # Inputs in order of duration, so that each pool holds clips of similar length (little
         # padding); results go back to input order at the end.
@@ -243,16 +257,12 @@ class EmotionRecognizer:
                 if samples is not None:
                     tally = _Tally(source, segmented=False, duration_s=len(samples) / SAMPLE_RATE)
                     tallies[position] = tally
-                    pool.append((tally, 0, samples))
+                    add(tally, 0, samples)
                 else:  # long: segments, streamed from the file or cut from the array
                     tally = _Tally(source, segmented=True)
                     tallies[position] = tally
                     for start, clip in cut(tally.count(blocks), window, hop):
-                        pool.append((tally, start, clip))
-                        if len(pool) >= pool_size:
-                            flush()
-                if len(pool) >= pool_size:
-                    flush()
+                        add(tally, start, clip)
             except EmoknnError as error:
                 if not skip_errors:
                     raise
