@@ -26,7 +26,7 @@ import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy.special import softmax
@@ -41,6 +41,11 @@ from emoknn.inference import (
 )
 from emoknn.knn import Datastore, TuningResult
 from emoknn.predict import EmotionRecognizer
+
+if TYPE_CHECKING:
+    import torch
+
+    from emoknn.model import EmotionModel
 
 EXPORT_META_FILE = "export.json"
 # ONNX must reproduce PyTorch this closely (max |Δ| of logits) or the export is refused.
@@ -57,6 +62,16 @@ def _load_onnxruntime():
     return onnxruntime
 
 
+def onnx_session(path: Path) -> Any:
+    """An onnxruntime CPU session whose worker threads sleep between runs rather than spin:
+    prediction shares the CPU with decoding, the kNN search and, in `serve`, the web server (no
+    throughput lost in `bench/predict_throughput.py`)."""
+    ort = _load_onnxruntime()
+    options = ort.SessionOptions()
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
 def _reference_clips(run_dir: Path, max_seconds: float, count: int = 24) -> list[np.ndarray]:
     """Validation-speaker clips of the run's fold (for parity checks), else generated audio."""
     from emoknn.audio import center_crop, load_audio, max_samples
@@ -71,23 +86,10 @@ def _reference_clips(run_dir: Path, max_seconds: float, count: int = 24) -> list
                 for s in np.linspace(0.5, max_seconds, count)]  # fmt: skip
 
 
-def export_onnx(
-    model_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None, quantize: bool = False
-) -> dict[str, Any]:
-    """Export a run's best model to ONNX (see the module docstring); return export.json's data."""
+def write_onnx(model: EmotionModel, path: Path) -> torch.nn.Module:
+    """Write `model` (an EmotionModel) as a one-utterance ONNX graph with a dynamic length:
+    waveform (1, T) → embedding (1, D), logits (1, C). Returns the exported wrapper module."""
     import torch
-
-    from emoknn.train import load_trained_model
-
-    ort = _load_onnxruntime()
-    model_dir = Path(model_dir)
-    checkpoint = model_dir / "checkpoints" / "best.ckpt"
-    if not checkpoint.is_file():
-        raise EmoknnError(f"{model_dir}: not a trained model folder (no checkpoints/best.ckpt)")
-    out_dir = Path(out_dir) if out_dir else model_dir / "onnx"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model = load_trained_model(checkpoint, device="cpu")
-    max_seconds = run_max_seconds(model_dir)
 
     class SingleUtterance(torch.nn.Module):
         def __init__(self, model):
@@ -99,22 +101,55 @@ def export_onnx(
             output = self.model(waveform, lengths)
             return output.embeddings, output.logits
 
-    wrapper = SingleUtterance(model).eval()
+    wrapper = SingleUtterance(model.eval()).eval()
     example = torch.zeros(1, 16000) + 0.01
     samples = torch.export.Dim("samples", min=400, max=16000 * 600)
-    onnx_path = out_dir / "model.onnx"
     # The exporter narrates its steps on stdout and logs about absent torchvision ops: keep the
     # user's terminal for what matters (failures still raise).
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     with contextlib.redirect_stdout(io.StringIO()):
         torch.onnx.export(
-            wrapper, (example,), str(onnx_path), input_names=["waveform"],
+            wrapper, (example,), str(path), input_names=["waveform"],
             output_names=["embedding", "logits"], dynamic_shapes={"waveform": {1: samples}},
             dynamo=True, verbose=False, external_data=False,  # one self-contained file
         )  # fmt: skip
+    return wrapper
+
+
+def write_int8(onnx_path: Path, quantized_path: Path) -> None:
+    """Dynamic int8 quantisation of the transformer's linear layers (MatMul/Gemm); the convs keep
+    float weights."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    try:
+        quantize_dynamic(str(onnx_path), str(quantized_path), weight_type=QuantType.QInt8,
+                         op_types_to_quantize=["MatMul", "Gemm"])  # fmt: skip
+    except (ValueError, RuntimeError) as error:
+        raise EmoknnError(f"int8 quantization of {onnx_path} failed: {error}") from error
+
+
+def export_onnx(
+    model_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None, quantize: bool = False
+) -> dict[str, Any]:
+    """Export a run's best model to ONNX (see the module docstring); return export.json's data."""
+    import torch
+
+    from emoknn.train import load_trained_model
+
+    _load_onnxruntime()  # before the slow export: a clear error if the extra is missing
+    model_dir = Path(model_dir)
+    checkpoint = model_dir / "checkpoints" / "best.ckpt"
+    if not checkpoint.is_file():
+        raise EmoknnError(f"{model_dir}: not a trained model folder (no checkpoints/best.ckpt)")
+    out_dir = Path(out_dir) if out_dir else model_dir / "onnx"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model = load_trained_model(checkpoint, device="cpu")
+    max_seconds = run_max_seconds(model_dir)
+    onnx_path = out_dir / "model.onnx"
+    wrapper = write_onnx(model, onnx_path)
 
     clips = _reference_clips(model_dir, max_seconds)
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    session = onnx_session(onnx_path)
     torch_logits, onnx_logits = [], []
     with torch.inference_mode():
         for clip in clips:
@@ -140,15 +175,9 @@ def export_onnx(
         "parity_clips": len(clips),
     }
     if quantize:
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-
         quantized_path = out_dir / "model.int8.onnx"
-        try:  # the transformer's linear layers; convs keep float weights
-            quantize_dynamic(str(onnx_path), str(quantized_path), weight_type=QuantType.QInt8,
-                             op_types_to_quantize=["MatMul", "Gemm"])  # fmt: skip
-        except (ValueError, RuntimeError) as error:
-            raise EmoknnError(f"int8 quantization of {onnx_path} failed: {error}") from error
-        quantized = ort.InferenceSession(str(quantized_path), providers=["CPUExecutionProvider"])
+        write_int8(onnx_path, quantized_path)
+        quantized = onnx_session(quantized_path)
         int8_logits = np.array([quantized.run(None, {"waveform": c[None]})[1][0] for c in clips])
         fp32 = np.array(onnx_logits)
         meta["int8"] = {
@@ -179,7 +208,6 @@ class OnnxEmotionRecognizer(EmotionRecognizer):
     @classmethod
     def load(cls, export_dir: str | os.PathLike, quantized: bool = False,  # type: ignore[override]
              use_knn: bool = True) -> OnnxEmotionRecognizer:  # fmt: skip
-        ort = _load_onnxruntime()
         export_dir = Path(export_dir)
         meta_file = export_dir / EXPORT_META_FILE
         if not meta_file.is_file():
@@ -189,7 +217,7 @@ class OnnxEmotionRecognizer(EmotionRecognizer):
         if not model_file.is_file():
             hint = " (export with --quantize)" if quantized else ""
             raise EmoknnError(f"{model_file}: not found{hint}")
-        session = ort.InferenceSession(str(model_file), providers=["CPUExecutionProvider"])
+        session = onnx_session(model_file)
         store = settings = None
         if use_knn:
             store = Datastore.load(export_dir / DATASTORE_FILE, meta["fingerprint"])
