@@ -4,13 +4,23 @@
 
 For each encoder size (random weights: speed does not depend on them), on the same clips with an
 IEMOCAP-like length spread (0.5–15 s, mean ≈ 4.5 s; clips over 7.5 s are cut into 7.5 s windows
-for every method alike):
+for every method alike), these run in interleaved rounds (every method once per round, in a
+rotating order, so that a slow spell of this shared machine hits all of them alike):
 
-- emoknn      `EmotionRecognizer.predict(paths)`: decoding, batching, model, kNN interpolation
-- raw encoder the bare HF encoder forward on the same windows, optimally length-sorted in batches,
-              audio already in memory — the limit
-- pipeline    `transformers.pipeline("audio-classification")` with a same-size
-              Wav2Vec2ForSequenceClassification, given the same windows (what users run today)
+- emoknn predict                 `EmotionRecognizer.predict(paths)`: decoding, batching, model,
+                                 kNN interpolation; PyTorch fp32 (the default)
+- emoknn predict, bf16           the same with `precision="bf16"` (autocast)
+- emoknn predict, ONNX fp32/int8 `OnnxEmotionRecognizer` on an `emoknn export` of the same model
+- raw encoder, sorted batches    the bare HF encoder forward on the same windows, optimally
+                                 length-sorted in batches, audio already in memory
+- raw encoder, one at a time     the same with no padding at all (faster for GroupNorm encoders
+                                 on a CPU); "the limit" is the faster of the two raw rows
+- pipeline, fp32 / bf16          `transformers.pipeline("audio-classification")` with a same-size
+                                 Wav2Vec2ForSequenceClassification, given the same windows (what
+                                 users run today), and the same with the model cast to bf16
+
+The bf16 and int8 rows also get their agreement with the fp32 predictions (same label, largest
+probability difference). With random weights this shows numerical drift, not accuracy.
 
 Then peak RSS of `emoknn predict` on a 60-minute file (in a subprocess), against the size of that
 file decoded whole.
@@ -26,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -35,11 +46,15 @@ import torch
 from emoknn.audio import load_audio
 from emoknn.corpora.synthetic import _make_speakers, synthesize_utterance
 from emoknn.data import pad_batch
+from emoknn.export import OnnxEmotionRecognizer, onnx_session, write_int8, write_onnx
 from emoknn.knn import Datastore, KnnSettings
 from emoknn.model import EmotionModel, ModelConfig, tiny_encoder_config
-from emoknn.predict import EmotionRecognizer, window_segments
+from emoknn.predict import EmotionRecognizer, Prediction, window_segments
 
 BASE_CONFIG = {"model_type": "wav2vec2"}  # transformers' Wav2Vec2Config defaults = wav2vec2-base
+OURS = "emoknn predict"
+RAW_BATCHED, RAW_SINGLE = "raw encoder, sorted batches", "raw encoder, one at a time"
+PIPELINE = "pipeline, fp32"
 
 
 def make_clips(folder: Path, count: int, seed: int = 0) -> list[Path]:
@@ -78,19 +93,34 @@ def build_recognizer(encoder_config: dict) -> EmotionRecognizer:
     return EmotionRecognizer(model, store, settings, max_seconds=7.5, device="cpu")
 
 
+def onnx_recognizers(recognizer: EmotionRecognizer, folder: Path) -> dict[str, EmotionRecognizer]:
+    """The same model exported as `emoknn export` does, in fp32 and int8, with the same kNN."""
+    fp32, int8 = folder / "model.onnx", folder / "model.int8.onnx"
+    write_onnx(recognizer.model, fp32)
+    write_int8(fp32, int8)
+    make = lambda path: OnnxEmotionRecognizer(  # noqa: E731
+        onnx_session(path),
+        recognizer.labels,
+        recognizer.store,
+        recognizer.knn_settings,
+        recognizer.max_seconds,
+    )
+    return {"emoknn predict, ONNX fp32": make(fp32), "emoknn predict, ONNX int8": make(int8)}
+
+
 @torch.inference_mode()
 def raw_encoder(encoder, windows: list[np.ndarray], batch_size: int) -> None:
     order = np.argsort([len(w) for w in windows])
+    group_norm = getattr(encoder.config, "feat_extract_norm", "layer") == "group"
     for start in range(0, len(windows), batch_size):
         rows = order[start : start + batch_size]
         waveforms, lengths = pad_batch([windows[i] for i in rows])
         mask = torch.arange(waveforms.shape[1])[None] < lengths[:, None]
-        group_norm = getattr(encoder.config, "feat_extract_norm", "layer") == "group"
         # As transformers documents: no attention mask for GroupNorm models, only zero padding.
-        encoder(waveforms, attention_mask=None if group_norm else mask.long())
+        encoder(waveforms, attention_mask=None if group_norm or len(rows) == 1 else mask.long())
 
 
-def hf_pipeline(encoder_config: dict):
+def hf_pipeline(encoder_config: dict, dtype: torch.dtype = torch.float32):
     from transformers import (
         AutoConfig,
         Wav2Vec2FeatureExtractor,
@@ -102,7 +132,7 @@ def hf_pipeline(encoder_config: dict):
     model_type = settings.pop("model_type")
     config = AutoConfig.for_model(model_type, num_labels=4, **settings)
     torch.manual_seed(0)
-    model = Wav2Vec2ForSequenceClassification(config).eval()
+    model = Wav2Vec2ForSequenceClassification(config).eval().to(dtype)
     extractor = Wav2Vec2FeatureExtractor(
         feature_size=1,
         sampling_rate=16000,
@@ -113,38 +143,102 @@ def hf_pipeline(encoder_config: dict):
     return pipeline("audio-classification", model=model, feature_extractor=extractor, device=-1)
 
 
-def median_seconds(run, repeats: int) -> float:
-    """Median wall time of `run()` after one full warm-up run (kernel set-up for every shape)."""
-    run()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+def interleaved_median_seconds(methods: dict[str, Callable], rounds: int) -> dict[str, float]:
+    """Median wall time of each method over `rounds` rounds, after one warm-up round (kernel
+    set-up for every shape). Each round runs every method once, starting one further along."""
+    names = list(methods)
+    for name in names:
+        methods[name]()
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for round_index in range(rounds):
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
+            start = time.perf_counter()
+            methods[name]()
+            times[name].append(time.perf_counter() - start)
+    return {name: float(np.median(values)) for name, values in times.items()}
 
 
-def throughput(size: str, paths: list[Path], batch_size: int, repeats: int) -> dict:
+def agreement(reference: list[Prediction], other: list[Prediction]) -> dict[str, float]:
+    """Share of inputs with the same label, and the largest difference of a final probability."""
+    same = [a.label == b.label for a, b in zip(reference, other, strict=True)]
+    difference = max(
+        abs(a.probabilities[label] - b.probabilities[label])
+        for a, b in zip(reference, other, strict=True)
+        for label in a.probabilities
+    )
+    return {"same_label": float(np.mean(same)), "max_probability_difference": float(difference)}
+
+
+def throughput(size: str, paths: list[Path], batch_size: int, rounds: int, folder: Path) -> dict:
     encoder_config = tiny_encoder_config() if size == "tiny" else BASE_CONFIG
     recognizer = build_recognizer(encoder_config)
     windows = windows_of(paths, 120000)
     audio_seconds = sum(len(w) for w in windows) / 16000
-    classify = hf_pipeline(encoder_config)
-    timings = {
-        "emoknn predict": median_seconds(lambda: recognizer.predict(paths, batch_size=batch_size),
-                                         repeats),
-        "raw encoder (sorted batches)": median_seconds(
-            lambda: raw_encoder(recognizer.model.encoder, windows, batch_size), repeats),
-        "transformers pipeline": median_seconds(lambda: classify(windows), repeats),
+    recognizers = {
+        OURS: recognizer,
+        "emoknn predict, bf16": EmotionRecognizer(
+            recognizer.model, recognizer.store, recognizer.knn_settings, recognizer.max_seconds,
+            precision="bf16"),
+        **onnx_recognizers(recognizer, folder),
     }  # fmt: skip
+    outputs: dict[str, list[Prediction]] = {}
+
+    def predict_with(name: str) -> Callable[[], None]:
+        def run() -> None:
+            outputs[name] = recognizers[name].predict(paths, batch_size=batch_size)
+
+        return run
+
+    classify = hf_pipeline(encoder_config)
+    classify_bf16 = hf_pipeline(encoder_config, torch.bfloat16)
+    encoder = recognizer.model.encoder
+    methods = {name: predict_with(name) for name in recognizers}
+    methods |= {
+        RAW_BATCHED: lambda: raw_encoder(encoder, windows, batch_size),
+        RAW_SINGLE: lambda: raw_encoder(encoder, windows, 1),
+        PIPELINE: lambda: classify(windows),
+        "pipeline, bf16": lambda: classify_bf16(windows),
+    }
+    timings = interleaved_median_seconds(methods, rounds)
     return {
         "size": size,
         "clips": len(paths),
         "windows": len(windows),
         "audio_seconds": audio_seconds,
         "timings": timings,
-        "repeats": repeats,
+        "rounds": rounds,
+        "agreement_with_fp32": {
+            name: agreement(outputs[OURS], outputs[name]) for name in recognizers if name != OURS
+        },
     }
+
+
+def print_throughput(result: dict) -> None:
+    seconds, clips, timings = result["audio_seconds"], result["clips"], result["timings"]
+    limit = min(timings[RAW_BATCHED], timings[RAW_SINGLE])
+    pipe = timings[PIPELINE]
+    print(
+        f"\n## {result['size']}: {clips} clips, {result['windows']} windows, {seconds:.0f} s of "
+        f"audio; median of {result['rounds']} interleaved rounds after a warm-up round"
+    )
+    print(f"{'method':>30}  {'utt/s':>7}  {'RTF':>7}  {'vs limit':>8}  {'vs pipeline':>11}")
+    for method, elapsed in timings.items():
+        print(
+            f"{method:>30}  {clips / elapsed:7.1f}  {elapsed / seconds:7.4f}  "
+            f"{limit / elapsed:7.2f}x  {pipe / elapsed:10.2f}x"
+        )
+    for name, agreed in result["agreement_with_fp32"].items():
+        print(
+            f"{name}: same label as fp32 on {100 * agreed['same_label']:.0f}% of clips, "
+            f"max |Δ probability| {agreed['max_probability_difference']:.4f}"
+        )
+    fastest = min((t, name) for name, t in timings.items() if name.startswith(OURS))[1]
+    print(
+        f"emoknn predict (fp32): {limit / timings[OURS]:.2f}x the raw-encoder limit (target ≥ "
+        f"0.9x), {pipe / timings[OURS]:.2f}x the fp32 pipeline (target ≥ 1.5x); fastest emoknn "
+        f"path ({fastest}): {pipe / timings[fastest]:.2f}x the fp32 pipeline"
+    )
 
 
 MEMORY_PROBE = """
@@ -159,7 +253,7 @@ from emoknn.model import EmotionModel, ModelConfig
 from emoknn.predict import EmotionRecognizer
 
 recognizer = EmotionRecognizer(EmotionModel(ModelConfig(encoder="tiny")), max_seconds=7.5)
-recognizer.predict(sys.argv[2])  # a 10-minute file first: a full pool, full batches
+recognizer.predict(sys.argv[2])  # a 20-minute file first: a full pool, full batches
 before = peak_mb()
 start = time.perf_counter()
 result = recognizer.predict(sys.argv[1])[0]
@@ -169,12 +263,13 @@ print(before, peak_mb(), len(result.segments), time.perf_counter() - start)
 
 def peak_rss_of_long_file(minutes: float, folder: Path) -> dict:
     """Peak RSS of predicting a `minutes`-long file in a fresh process, against the peak after a
-    10-minute file (long enough to fill the prediction pool: the same batches, only shorter)."""
+    20-minute file: long enough to fill the prediction pool (8 batches of 16 windows of 7.5 s =
+    16 minutes), so the long file runs the same batches, only more of them."""
     rng = np.random.default_rng(0)
     speaker = _make_speakers(1, rng)[0]
     chunk = synthesize_utterance(speaker, "neutral", 60.0, rng)
-    short, path = folder / "ten_minutes.wav", folder / "long.wav"
-    sf.write(short, np.tile(chunk, 10), 16000, subtype="PCM_16")
+    short, path = folder / "twenty_minutes.wav", folder / "long.wav"
+    sf.write(short, np.tile(chunk, 20), 16000, subtype="PCM_16")
     with sf.SoundFile(path, "w", 16000, 1, subtype="PCM_16") as handle:
         for _ in range(int(minutes)):
             handle.write(chunk)
@@ -184,7 +279,7 @@ def peak_rss_of_long_file(minutes: float, folder: Path) -> dict:
         "minutes": minutes,
         "file_mb": path.stat().st_size / 2**20,
         "decoded_whole_mb": minutes * 60 * 16000 * 4 / 2**20,
-        "rss_after_ten_minutes_mb": float(output[0]),
+        "rss_after_twenty_minutes_mb": float(output[0]),
         "rss_peak_mb": float(output[1]),
         "segments": int(output[2]),
         "seconds": float(output[3]),
@@ -197,8 +292,8 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=200)
     parser.add_argument("--base-clips", type=int, default=48)
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--repeats", type=int, default=5, help="timed runs (median), tiny")
-    parser.add_argument("--base-repeats", type=int, default=1, help="timed runs, base size")
+    parser.add_argument("--rounds", type=int, default=7, help="timed rounds (median), tiny")
+    parser.add_argument("--base-rounds", type=int, default=2, help="timed rounds, base size")
     parser.add_argument("--minutes", type=float, default=60.0)
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
@@ -212,30 +307,13 @@ def main() -> None:
         folder = Path(folder)
         all_paths = make_clips(folder, max(args.clips, args.base_clips))
         for size in [s for s in args.sizes.split(",") if s]:
-            paths = all_paths[: args.clips if size == "tiny" else args.base_clips]
-            result = throughput(
-                size, paths, args.batch_size, args.repeats if size == "tiny" else args.base_repeats
-            )
+            tiny = size == "tiny"
+            paths = all_paths[: args.clips if tiny else args.base_clips]
+            (folder / size).mkdir()
+            rounds = args.rounds if tiny else args.base_rounds
+            result = throughput(size, paths, args.batch_size, rounds, folder / size)
             figures["throughput"].append(result)
-            seconds = result["audio_seconds"]
-            print(
-                f"\n## {size}: {result['clips']} clips, {result['windows']} windows, "
-                f"{seconds:.0f} s of audio; median of {result['repeats']} timed run(s) after a "
-                "warm-up run"
-            )
-            print(f"{'method':>30}  {'utt/s':>7}  {'RTF':>7}  {'vs raw':>6}")
-            raw = result["timings"]["raw encoder (sorted batches)"]
-            for method, elapsed in result["timings"].items():
-                print(
-                    f"{method:>30}  {result['clips'] / elapsed:7.1f}  {elapsed / seconds:7.4f}  "
-                    f"{raw / elapsed:5.2f}x"
-                )
-            ours = result["timings"]["emoknn predict"]
-            pipe = result["timings"]["transformers pipeline"]
-            print(
-                f"emoknn: {raw / ours:.2f}x the raw encoder (target ≥ 0.9x), "
-                f"{pipe / ours:.2f}x the pipeline (target ≥ 1.5x)"
-            )
+            print_throughput(result)
         memory = peak_rss_of_long_file(args.minutes, folder)
         figures["memory"] = memory
         print(
@@ -245,7 +323,7 @@ def main() -> None:
         )
         print(
             f"peak RSS {memory['rss_peak_mb']:.0f} MB, against "
-            f"{memory['rss_after_ten_minutes_mb']:.0f} MB after a 10-minute file; "
+            f"{memory['rss_after_twenty_minutes_mb']:.0f} MB after a 20-minute file; "
             f"{memory['segments']} segments in {memory['seconds']:.0f} s"
         )
     if args.json:

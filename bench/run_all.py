@@ -19,9 +19,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     quick = args.quick
+    quick_predict = ["--sizes", "tiny", "--clips", "60", "--rounds", "3", "--minutes", "30"]
     runs = [
-        ["predict_throughput.py"] + (["--sizes", "tiny", "--clips", "60", "--minutes", "10"]
-                                     if quick else []),
+        ["predict_throughput.py"] + (quick_predict if quick else []),
         ["training_data.py"] + (["--skip-base", "--clips", "16"] if quick else []),
         ["augment_throughput.py"] + (["--clips", "10"] if quick else []),
         ["knn_tuning.py"] + (["--repeats", "1"] if quick else []),
