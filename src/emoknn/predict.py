@@ -5,8 +5,10 @@
         print(result.source, result.label, result.probabilities)
 
 A model folder is a training run (`checkpoints/best.ckpt`, with `datastore.npz` and `knn.json`
-when the kNN stage was fitted). Each input gives the model's, the kNN model's and the interpolated
-class probabilities (`probabilities` is the interpolated one, or the model's without kNN).
+when the kNN stage was fitted); `load_recognizer` also opens the folders `emoknn export` writes
+(ONNX Runtime, see emoknn.export). Each input gives the model's, the kNN model's and the
+interpolated class probabilities (`probabilities` is the interpolated one, or the model's without
+kNN).
 
 Inputs longer than the model's crop length (7.5 s for the paper preset) are split into segments,
 either fixed windows (`window_seconds`, `hop_seconds`) or energy-based voice activity
