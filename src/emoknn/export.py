@@ -121,11 +121,19 @@ def write_int8(onnx_path: Path, quantized_path: Path) -> None:
     float weights."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    class DropPreprocessingAdvice(logging.Filter):  # logged on the root logger at every call
+        def filter(self, record: logging.LogRecord) -> bool:
+            return "consider to run pre-processing" not in record.getMessage()
+
+    advice = DropPreprocessingAdvice()
+    logging.getLogger().addFilter(advice)
     try:
         quantize_dynamic(str(onnx_path), str(quantized_path), weight_type=QuantType.QInt8,
                          op_types_to_quantize=["MatMul", "Gemm"])  # fmt: skip
     except (ValueError, RuntimeError) as error:
         raise EmoknnError(f"int8 quantization of {onnx_path} failed: {error}") from error
+    finally:
+        logging.getLogger().removeFilter(advice)
 
 
 def export_onnx(
