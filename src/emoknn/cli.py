@@ -448,7 +448,7 @@ def predict_command(
     batch_size: Annotated[int, typer.Option(help="Clips per forward pass")] = 16,
     device: Annotated[str | None, typer.Option(help="cpu or cuda (default: best)")] = None,
     precision: Annotated[
-        str, typer.Option(help="fp32, or bf16: ~2.4x faster on CPUs with native bf16 and GPUs")
+        str, typer.Option(help="fp32, or bf16: faster where the hardware has bf16 (see README)")
     ] = "fp32",
     int8: Annotated[bool, typer.Option(help="ONNX export folders: use the int8 model")] = False,
 ) -> None:

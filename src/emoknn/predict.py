@@ -52,9 +52,9 @@ from emoknn.model import EmotionModel
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif", ".au", ".w64")
 SEGMENTATIONS = ("window", "vad")
 # Compute precision of the PyTorch forward. bf16 runs the encoder under autocast (convs and matmuls
-# in bfloat16; the pooled embedding and the softmax in fp32): about 2.4x faster on CPUs with native
-# bf16 (AVX512-BF16 or AMX) and on GPUs, changing probabilities by ~1e-2 at most; on other CPUs it
-# can be slower. `bench/predict_throughput.py` measures both.
+# in bfloat16; the pooled embedding and the softmax in fp32). `bench/predict_throughput.py`
+# measured it 2.4x faster at base size on a CPU with native bf16 (AVX512-BF16), with probabilities
+# within 0.03 of fp32; on CPUs without native bf16 it can be slower (GPUs: not measured yet).
 PRECISIONS = ("fp32", "bf16")
 # A final window shorter than this is dropped (unless it is all there is): too little to judge.
 MIN_SEGMENT_SECONDS = 0.5
