@@ -46,3 +46,20 @@ def trained_run(small_synthetic_corpus, tmp_path_factory) -> Path:
     train_fold(config, fold.train, fold.val, label_names(utterances), run)
     fit_run_knn(run, fold.train, fold.val, config.max_seconds)
     return run
+
+
+@pytest.fixture(scope="session")
+def whisper_base_dir() -> Path:
+    """The real openai/whisper-base in Hugging Face format (built by shared/tools/whisper-base).
+
+    Its folder comes from EMOKNN_WHISPER_BASE (default ~/.cache/emoknn-dev/whisper-base); tests
+    that use it are marked `pretrained` and skip when it is absent.
+    """
+    import os
+
+    folder = Path(
+        os.environ.get("EMOKNN_WHISPER_BASE", "~/.cache/emoknn-dev/whisper-base")
+    ).expanduser()
+    if not (folder / "config.json").is_file() or not (folder / "model.safetensors").is_file():
+        pytest.skip(f"no whisper-base at {folder} (build it with shared/tools/whisper-base)")
+    return folder
