@@ -84,7 +84,7 @@ def build_recognizer(encoder_config: dict) -> EmotionRecognizer:
     model = EmotionModel(ModelConfig(encoder="tiny", encoder_config=dict(encoder_config))).eval()
     rng = np.random.default_rng(0)  # a datastore of the size of IEMOCAP's training folds
     store = Datastore(
-        rng.standard_normal((4400, model.hidden_size)).astype(np.float32),
+        rng.standard_normal((4400, model.embedding_size)).astype(np.float32),
         rng.integers(0, 4, 4400),
         model.labels,
         [str(i) for i in range(4400)],

@@ -49,6 +49,99 @@ def test_padding_does_not_change_embeddings(family, norm, layer_weighting):
     assert batched.embeddings.shape == (3, 64) and batched.logits.shape == (3, 4)
 
 
+FAMILIES = [
+    ("wav2vec2", "layer"),
+    ("wav2vec2", "group"),
+    ("hubert", "group"),
+    ("wavlm", "layer"),
+    ("data2vec-audio", "layer"),
+]
+
+
+def padded_batch(lengths: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    lengths_tensor = torch.tensor(lengths)
+    waveforms = torch.randn(len(lengths), max(lengths)) * 0.1
+    for row, length in enumerate(lengths):
+        waveforms[row, length:] = 0
+    return waveforms, lengths_tensor
+
+
+@pytest.mark.parametrize(("family", "norm"), FAMILIES)
+def test_pooled_layers_equal_hugging_face_hidden_states_per_utterance(family, norm):
+    """Entry l of pooled_layers on a padded batch = the frame mean of HF's hidden_states[l] on
+    the utterance alone (entry 0 = transformer input, the last = last_hidden_state)."""
+    from emoknn.model import normalize_waveforms
+
+    torch.manual_seed(0)
+    model = EmotionModel(ModelConfig(encoder="tiny", encoder_config=encoder_config(family, norm)))
+    model.eval()
+    waveforms, lengths = padded_batch([16000, 9000, 4000])
+    with torch.no_grad():
+        pooled = model.pooled_layers(waveforms, lengths)
+        assert pooled.shape == (3, 3, 64) and pooled.dtype == torch.float32
+        for row, length in enumerate(lengths.tolist()):
+            clip = waveforms[row : row + 1, :length]
+            clip = normalize_waveforms(clip, torch.ones_like(clip, dtype=torch.bool))
+            reference = model.encoder(clip, output_hidden_states=True)
+            # transformers 5 gives stable-layer-norm models' last layer before the final norm as
+            # hidden_states[-1]; the contract's last entry is last_hidden_state (as transformers 4).
+            states = (*reference.hidden_states[:-1], reference.last_hidden_state)
+            assert len(states) == 3
+            expected = torch.stack([h[0].mean(dim=0) for h in states])
+            torch.testing.assert_close(pooled[row], expected, atol=2e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize(("family", "norm"), FAMILIES)
+def test_head_on_pooled_layers_equals_forward(family, norm):
+    torch.manual_seed(0)
+    for layer_weighting, projection_size in [(False, 0), (True, 0), (True, 16), (False, 16)]:
+        config = ModelConfig(
+            encoder="tiny", encoder_config=encoder_config(family, norm),
+            layer_weighting=layer_weighting, projection_size=projection_size,
+        )  # fmt: skip
+        model = EmotionModel(config).eval()
+        if model.layer_weights is not None:  # not the uniform start: a real weighting
+            model.layer_weights.data = torch.tensor([1.5, -0.5, 0.25])
+        waveforms, lengths = padded_batch([12000, 7000])
+        with torch.no_grad():
+            live = model(waveforms, lengths)
+            cached = model.head(model.pooled_layers(waveforms, lengths))
+        torch.testing.assert_close(cached.embeddings, live.embeddings, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(cached.logits, live.logits, atol=1e-5, rtol=1e-5)
+        assert live.embeddings.shape == (2, projection_size or 64)
+        assert model.embedding_size == (projection_size or 64)
+
+
+def test_layer_weighting_and_projection_keep_batches_equal_to_single_utterances():
+    torch.manual_seed(0)
+    config = ModelConfig(encoder="tiny", layer_weighting=True, projection_size=32,
+                         projection_dropout=0.2, head_dropout=0.2)  # fmt: skip
+    model = EmotionModel(config).eval()
+    model.layer_weights.data = torch.tensor([-1.0, 0.5, 2.0])
+    waveforms, lengths = padded_batch([16000, 5000, 11000])
+    with torch.no_grad():
+        batched = model(waveforms, lengths)
+        for row, length in enumerate(lengths.tolist()):
+            alone = model(waveforms[row : row + 1, :length], lengths[row : row + 1])
+            torch.testing.assert_close(alone.embeddings[0], batched.embeddings[row],
+                                       atol=2e-5, rtol=1e-4)  # fmt: skip
+            torch.testing.assert_close(alone.logits[0], batched.logits[row], atol=2e-5, rtol=1e-4)
+    assert batched.embeddings.shape == (3, 32)
+    assert model.layer_weights.shape == (3,)  # L + 1 = 3 entries for 2 layers
+
+
+def test_bad_head_settings_are_rejected():
+    from emoknn.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="projection_size must be ≥ 0"):
+        ModelConfig(encoder="tiny", projection_size=-1)
+    with pytest.raises(ConfigError, match="projection_dropout must lie in"):
+        ModelConfig(encoder="tiny", projection_dropout=1.0)
+    model = EmotionModel(ModelConfig(encoder="tiny", layer_weighting=True))
+    with pytest.raises(ValueError, match=r"expected pooled layers \(B, 3, 64\)"):
+        model.head(torch.zeros(2, 2, 64))
+
+
 def test_masked_mean_ignores_padding():
     frames = torch.tensor([[[1.0], [3.0], [100.0]]])
     assert masked_mean(frames, torch.tensor([[True, True, False]])).item() == 2.0

@@ -176,7 +176,7 @@ def export_onnx(
     meta: dict[str, Any] = {
         "labels": model.labels,
         "max_seconds": max_seconds,
-        "hidden_size": model.hidden_size,
+        "embedding_size": model.embedding_size,
         "fingerprint": fingerprint_of(model),
         "source": str(model_dir),
         "parity_max_abs_logit_difference": parity,

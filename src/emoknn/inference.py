@@ -60,7 +60,7 @@ def embed_utterances(
     loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_evaluation,
                         num_workers=num_workers)  # fmt: skip
     count = len(utterances)
-    embeddings = np.zeros((count, model.hidden_size), dtype=np.float32)
+    embeddings = np.zeros((count, model.embedding_size), dtype=np.float32)
     probs = np.zeros((count, len(model.labels)), dtype=np.float32)
     labels = np.full(count, -1, dtype=np.int64)
     for batch in loader:

@@ -1,17 +1,24 @@
-"""The model: a Hugging Face audio encoder, masked mean pooling, and a linear classifier.
+"""The model: a Hugging Face audio encoder, per-layer masked mean pooling, and a small head.
 
-    waveforms (B, T) ─encoder─▶ frames (B, F, H) ─masked mean─▶ embedding (B, H) ─▶ logits (B, C)
+    waveforms (B, T) ─encoder─▶ hidden states L+1 × (B, F, H) ─masked mean─▶ pooled (B, L+1, H)
+        ─head: layer choice or softmax layer weights─▶ (B, H) ─projection (optional)─▶
+        embedding (B, D) ─dropout, linear─▶ logits (B, C)
 
-The embedding is what SupCon pulls together and what the kNN datastore stores.
+    forward(waveforms, lengths) = head(pooled_layers(waveforms, lengths))
+
+The embedding is what SupCon pulls together and what the kNN datastore stores. `pooled_layers`
+is all the head ever needs, which is what lets a frozen encoder's outputs be computed once and
+cached (`emoknn.features`). An encoder backend is one method returning `(hidden_states,
+frame_mask)` with Hugging Face's `output_hidden_states` meaning (`EmotionModel.hidden_states`).
 
 Padding never changes an utterance's embedding: frames computed from padding are excluded from
 the mean, the transformer gets the frame attention mask, and for encoders whose first conv layer
 uses GroupNorm over time (wav2vec2-base, hubert-base: `feat_extract_norm="group"`, where zero
 padding would shift the normalisation statistics) the CNN feature encoder runs on each utterance
-at its own length. This is why `encode` drives the encoder's parts (feature_extractor,
-feature_projection, encoder) itself rather than calling its `forward`; the four families
-wav2vec2, HuBERT, WavLM and data2vec-audio share this structure. data2vec-audio encodes one
-utterance at a time (its stacked positional convs leak padding into real frames).
+at its own length. This is why `_wav2vec2_hidden_states` drives the encoder's parts
+(feature_extractor, feature_projection, encoder) itself rather than calling its `forward`; the four
+families wav2vec2, HuBERT, WavLM and data2vec-audio share this structure. data2vec-audio encodes
+one utterance at a time (its stacked positional convs leak padding into real frames).
 """
 
 from __future__ import annotations
@@ -68,11 +75,14 @@ class ModelConfig:
         encoder_config: the encoder's full config dict; when set (always, in a checkpoint), the
             encoder is built from it with no download and its weights come from the checkpoint.
         freeze_feature_encoder: keep the CNN feature encoder fixed (the usual fine-tuning choice).
-        layer_weighting: embed a learned softmax-weighted sum of every transformer layer's output
-            instead of the last hidden state.
+        layer_weighting: embed a learned softmax-weighted sum of all L + 1 hidden states (the
+            transformer's input and every layer's output) instead of the last hidden state.
         normalize_waveforms: zero-mean, unit-variance per utterance before the encoder (what the
             encoder's feature extractor does when its `do_normalize` is set).
         head_dropout: dropout on the embedding before the classifier.
+        projection_size: when > 0, a small MLP (Linear H→P, GELU, dropout, Linear P→P) maps the
+            pooled encoder output to the embedding (P wide); 0 = the embedding is the pooled H.
+        projection_dropout: dropout inside the projection MLP.
     """
 
     encoder: str = "facebook/wav2vec2-base"
@@ -82,6 +92,15 @@ class ModelConfig:
     layer_weighting: bool = False
     normalize_waveforms: bool = True
     head_dropout: float = 0.1
+    projection_size: int = 0
+    projection_dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.projection_size < 0:
+            raise ConfigError(f"projection_size must be ≥ 0, got {self.projection_size}")
+        for name in ("head_dropout", "projection_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ConfigError(f"{name} must lie in [0, 1), got {getattr(self, name)}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -89,7 +108,7 @@ class ModelConfig:
 
 @dataclass
 class ModelOutput:
-    embeddings: torch.Tensor  # (B, H) pooled utterance embeddings
+    embeddings: torch.Tensor  # (B, D) utterance embeddings (D = EmotionModel.embedding_size)
     logits: torch.Tensor  # (B, C)
 
 
@@ -109,7 +128,8 @@ def load_encoder(config: ModelConfig) -> nn.Module:
                 f"encoder model_type {model_type!r} is not supported; expected one of "
                 f"{', '.join(SUPPORTED_MODEL_TYPES)}"
             )
-        encoder_config = AutoConfig.for_model(model_type, **encoder_dict)
+        # LayerDrop off, as for pretrained encoders below.
+        encoder_config = AutoConfig.for_model(model_type, **{**encoder_dict, "layerdrop": 0.0})
         return AutoModel.from_config(encoder_config)
     try:
         # LayerDrop off: it would make DDP see unused parameters, and adds nothing to fine-tuning
@@ -145,7 +165,13 @@ def default_normalization(encoder_name: str) -> bool:
 
 
 class EmotionModel(nn.Module):
-    """Encoder + masked mean pooling + linear classifier (see the module docstring)."""
+    """Encoder + per-layer masked mean pooling + head (see the module docstring).
+
+    Attributes:
+        hidden_size: the encoder's width H.
+        num_layers: the encoder's transformer layers L (so L + 1 hidden-state entries).
+        embedding_size: width of the embeddings (the projection's output, else H).
+    """
 
     def __init__(self, config: ModelConfig, encoder: nn.Module | None = None) -> None:
         super().__init__()
@@ -159,12 +185,28 @@ class EmotionModel(nn.Module):
         config.encoder_config["model_type"] = self.encoder.config.model_type
         self.config = config
         self.hidden_size = int(self.encoder.config.hidden_size)
-        num_layers = int(self.encoder.config.num_hidden_layers)
+        self.num_layers = int(self.encoder.config.num_hidden_layers)
+        self.embedding_size = config.projection_size or self.hidden_size
+        # The head (`head`): layer weights → projection → dropout → classifier.
         self.layer_weights = (
-            nn.Parameter(torch.zeros(num_layers)) if config.layer_weighting else None
+            nn.Parameter(torch.zeros(self.num_layers + 1)) if config.layer_weighting else None
+        )  # softmax(0) = the plain mean of the L + 1 entries at the start
+        self.projection = (
+            nn.Sequential(
+                nn.Linear(self.hidden_size, config.projection_size),
+                nn.GELU(),
+                nn.Dropout(config.projection_dropout),
+                nn.Linear(config.projection_size, config.projection_size),
+            )
+            if config.projection_size
+            else None
         )
         self.dropout = nn.Dropout(config.head_dropout)
-        self.classifier = nn.Linear(self.hidden_size, len(config.labels))
+        self.classifier = nn.Linear(self.embedding_size, len(config.labels))
+        self._setup_wav2vec2()
+
+    def _setup_wav2vec2(self) -> None:
+        """Padding-invariance settings of the wav2vec2 family (see the module docstring)."""
         # data2vec-audio has no such field: its conv layers always use LayerNorm.
         norm = getattr(self.encoder.config, "feat_extract_norm", "layer")
         self._per_item_features = norm == "group"
@@ -174,7 +216,7 @@ class EmotionModel(nn.Module):
         self._per_item_encoder = self.encoder.config.model_type == "data2vec-audio"
         mask_parameters = inspect.signature(self.encoder._mask_hidden_states).parameters
         self._mask_takes_attention = "attention_mask" in mask_parameters
-        if config.freeze_feature_encoder:
+        if self.config.freeze_feature_encoder:
             for parameter in self.encoder.feature_extractor.parameters():
                 parameter.requires_grad = False
 
@@ -198,19 +240,44 @@ class EmotionModel(nn.Module):
             num_frames = max(item.shape[-1] for item in items)
             return torch.cat([F.pad(item, (0, num_frames - item.shape[-1])) for item in items])
 
-    def encode(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """Pooled utterance embeddings (B, H) of zero-padded waveforms (B, T) with lengths (B,)."""
+    def hidden_states(
+        self, waveforms: torch.Tensor, lengths: torch.Tensor, all_layers: bool = True
+    ) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+        """The encoder's hidden states of zero-padded waveforms (B, T) with lengths (B,).
+
+        Returns `(hidden_states, frame_mask)`: hidden_states is a tuple of L + 1 tensors
+        (B, F, H) with the meaning of Hugging Face's `output_hidden_states=True` on each single
+        utterance (entry 0 = the input to the first transformer layer, the last entry =
+        `last_hidden_state`, after the final layer norm where the encoder has one — transformers
+        5 reports the pre-norm output there for stable-layer-norm wav2vec2 models; transformers 4
+        and this method give last_hidden_state, what the unweighted model pools), or only
+        `(last_hidden_state,)` when `all_layers` is False; frame_mask (B, F) is True on frames
+        computed from real samples. Every encoder backend answers this one question.
+        """
         if waveforms.ndim != 2 or lengths.shape != waveforms.shape[:1]:
             raise ValueError(
                 f"expected waveforms (B, T) and lengths (B,), got {tuple(waveforms.shape)} and "
                 f"{tuple(lengths.shape)}"
             )
+        return self._wav2vec2_hidden_states(waveforms, lengths, all_layers)
+
+    def _wav2vec2_hidden_states(
+        self, waveforms: torch.Tensor, lengths: torch.Tensor, all_layers: bool
+    ) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+        """`hidden_states` for wav2vec2, HuBERT, WavLM and data2vec-audio."""
         if self._per_item_encoder and len(lengths) > 1:
             items = [
-                self.encode(waveforms[i : i + 1, : int(n)], lengths[i : i + 1])
+                self._wav2vec2_hidden_states(waveforms[i : i + 1, : int(n)], lengths[i : i + 1],
+                                             all_layers)
                 for i, n in enumerate(lengths)
-            ]
-            return torch.cat(items)  # (B, H)
+            ]  # fmt: skip
+            num_frames = max(mask.shape[1] for _, mask in items)
+            pad = lambda x: F.pad(x, (0, 0, 0, num_frames - x.shape[1]))  # noqa: E731 (B, F, H)
+            layers = tuple(
+                torch.cat([pad(states[i]) for states, _ in items]) for i in range(len(items[0][0]))
+            )
+            mask = torch.cat([F.pad(m, (0, num_frames - m.shape[1])) for _, m in items])
+            return layers, mask  # L + 1 × (B, F, H), (B, F)
         sample_mask = (
             torch.arange(waveforms.shape[1], device=waveforms.device)[None] < lengths[:, None]
         )
@@ -229,38 +296,81 @@ class EmotionModel(nn.Module):
                 hidden = self.encoder._mask_hidden_states(hidden, attention_mask=frame_mask)
             else:
                 hidden = self.encoder._mask_hidden_states(hidden)
-        if self.layer_weights is None:
-            frames = self.encoder.encoder(hidden, attention_mask=frame_mask).last_hidden_state
-        else:
-            layer_outputs = self._run_collecting_layers(hidden, frame_mask)  # L × (B, F, H)
-            stacked = torch.stack(layer_outputs, dim=0)  # (L, B, F, H)
-            weights = torch.softmax(self.layer_weights, dim=0)  # (L,)
-            frames = (weights[:, None, None, None] * stacked).sum(dim=0)  # (B, F, H)
-        # Pooled in fp32 even under bf16 autocast: the embedding is what kNN compares.
-        return masked_mean(frames.float(), frame_mask)
+        if not all_layers:
+            last = self.encoder.encoder(hidden, attention_mask=frame_mask).last_hidden_state
+            return (last,), frame_mask
+        return self._run_collecting_layers(hidden, frame_mask), frame_mask
 
     def _run_collecting_layers(
         self, hidden: torch.Tensor, frame_mask: torch.Tensor
-    ) -> list[torch.Tensor]:
-        """Run the transformer and return every layer's output (forward hooks: transformers ≥ 5
-        records `hidden_states` only in the top-level model's forward)."""
+    ) -> tuple[torch.Tensor, ...]:
+        """Run the transformer and return its L + 1 hidden states as Hugging Face defines them:
+        (input to layer 1, outputs of layers 1 … L − 1, last_hidden_state). Forward hooks, because
+        transformers ≥ 5 records `hidden_states` only in the top-level model's forward."""
+        layers = self.encoder.encoder.layers
         collected: list[torch.Tensor] = []
 
-        def keep(_module, _inputs, output):
+        def keep_input(_module, inputs):
+            collected.append(inputs[0])
+
+        def keep_output(_module, _inputs, output):
             collected.append(output[0] if isinstance(output, tuple) else output)
 
-        handles = [layer.register_forward_hook(keep) for layer in self.encoder.encoder.layers]
+        handles = [layers[0].register_forward_pre_hook(keep_input)]
+        handles += [layer.register_forward_hook(keep_output) for layer in layers[:-1]]
         try:
-            self.encoder.encoder(hidden, attention_mask=frame_mask)
+            last = self.encoder.encoder(hidden, attention_mask=frame_mask).last_hidden_state
         finally:
             for handle in handles:
                 handle.remove()
-        return collected
+        if len(collected) != self.num_layers:  # LayerDrop skipped a layer: the entries shift
+            raise ConfigError("the encoder skipped layers (LayerDrop); set its layerdrop to 0")
+        return (*collected, last)
+
+    def pooled_layers(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Masked mean over real frames of every hidden-state entry: (B, L + 1, H), fp32.
+
+        This is what the feature cache stores: the head (`head`) needs nothing else, because a
+        masked mean per layer followed by a weighted sum over layers equals the weighted sum
+        followed by the masked mean (both are linear).
+        """
+        hidden, frame_mask = self.hidden_states(waveforms, lengths)
+        # Pooled in fp32 even under bf16 autocast: the embedding is what kNN compares.
+        return torch.stack([masked_mean(h.float(), frame_mask) for h in hidden], dim=1)
+
+    def head(self, pooled_layers: torch.Tensor) -> ModelOutput:
+        """Embeddings and logits from pooled hidden states (B, L + 1, H).
+
+        Without layer weighting only the last entry is read, so (B, 1, H) will do.
+            x = Σ_l softmax(w)_l · pooled_l   (layer weighting), else pooled_L
+            embedding = projection(x)        (when configured), else x
+            logits = classifier(dropout(embedding))
+        """
+        if self.layer_weights is None:
+            x = pooled_layers[:, -1]  # (B, H)
+        else:
+            if pooled_layers.shape[1] != self.num_layers + 1:
+                raise ValueError(
+                    f"expected pooled layers (B, {self.num_layers + 1}, {self.hidden_size}), got "
+                    f"{tuple(pooled_layers.shape)}"
+                )
+            weights = torch.softmax(self.layer_weights, dim=0)  # (L + 1,)
+            x = (weights[None, :, None] * pooled_layers).sum(dim=1)  # (B, H)
+        embeddings = self.projection(x) if self.projection is not None else x  # (B, D)
+        logits = self.classifier(self.dropout(embeddings))  # (B, C)
+        return ModelOutput(embeddings=embeddings, logits=logits)
 
     def forward(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> ModelOutput:
-        embeddings = self.encode(waveforms, lengths)
-        logits = self.classifier(self.dropout(embeddings))
-        return ModelOutput(embeddings=embeddings, logits=logits)
+        """head(pooled_layers(waveforms, lengths)); without layer weighting the encoder keeps
+        only its last hidden state (the head reads nothing else)."""
+        if self.layer_weights is not None:
+            return self.head(self.pooled_layers(waveforms, lengths))
+        (last,), frame_mask = self.hidden_states(waveforms, lengths, all_layers=False)
+        return self.head(masked_mean(last.float(), frame_mask)[:, None])  # (B, 1, H)
+
+    def encode(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Utterance embeddings (B, D) of zero-padded waveforms (B, T) with lengths (B,)."""
+        return self.forward(waveforms, lengths).embeddings
 
 
 def masked_mean(frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -155,7 +155,7 @@ class EmotionRecognizer:
         """
         count = len(clips)
         model_probs = np.zeros((count, len(self.labels)))
-        embeddings = np.zeros((count, self.model.hidden_size), dtype=np.float32)
+        embeddings = np.zeros((count, self.model.embedding_size), dtype=np.float32)
         order = np.argsort([len(c) for c in clips], kind="stable")  # similar lengths together
         device_type = torch.device(self.device).type
         for start in range(0, count, batch_size):

@@ -74,6 +74,8 @@ class TrainConfig:
     freeze_feature_encoder: bool = True
     layer_weighting: bool = False
     head_dropout: float = 0.1
+    projection_size: int = 0  # > 0: an MLP maps the pooled output to a P-wide embedding
+    projection_dropout: float = 0.0
     seed: int = 0
     num_workers: int = 2
     preload_audio: bool = False
@@ -349,6 +351,8 @@ def train_fold(
         layer_weighting=config.layer_weighting,
         normalize_waveforms=default_normalization(config.encoder),
         head_dropout=config.head_dropout,
+        projection_size=config.projection_size,
+        projection_dropout=config.projection_dropout,
     )
     module = EmotionTrainingModule(model_config.to_dict(), asdict(config))
     data = FoldData(train, val, list(labels), config)
