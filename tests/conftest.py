@@ -43,7 +43,15 @@ def trained_run(small_synthetic_corpus, tmp_path_factory) -> Path:
     fold = speaker_folds(utterances)[0]
     run = tmp_path_factory.mktemp("trained_run")
     config = make_config("tiny", max_epochs=1, max_seconds=1.0, batch_size=8, progress_bar=False)
-    train_fold(config, fold.train, fold.val, label_names(utterances), run)
+    info = {
+        "corpus": str(small_synthetic_corpus),
+        "kind": "synthetic",
+        "scheme": "speaker",
+        "fold": fold.name,
+        "test_speaker": fold.test_speaker,
+        "val_speaker": fold.val_speaker,
+    }
+    train_fold(config, fold.train, fold.val, label_names(utterances), run, extra_info=info)
     fit_run_knn(run, fold.train, fold.val, config.max_seconds)
     return run
 

@@ -9,7 +9,7 @@ import torch
 from emoknn.corpora import load_synthetic
 from emoknn.errors import ConfigError, EmoknnError
 from emoknn.folds import speaker_folds
-from emoknn.inference import embed_utterances, fit_knn, load_knn, save_knn
+from emoknn.inference import embed_utterances, fit_knn
 from emoknn.knn import (
     DEFAULT_ALPHAS,
     Datastore,
@@ -22,6 +22,15 @@ from emoknn.knn import (
 )
 from emoknn.metrics import unweighted_accuracy, weighted_accuracy
 from emoknn.model import EmotionModel, ModelConfig
+from emoknn.model_folder import (
+    fingerprint_of,
+    load_datastore,
+    load_knn,
+    load_knn_settings,
+    save_datastore,
+    save_knn,
+    save_knn_settings,
+)
 
 
 def test_knn_probs_by_hand():
@@ -149,15 +158,16 @@ def test_alpha_zero_reproduces_the_model_exactly():
 
 def test_datastore_save_load_round_trip_and_fingerprint_check(tmp_path):
     store = random_store(n=50)
-    store.save(tmp_path / "store.npz")
-    loaded = Datastore.load(tmp_path / "store.npz", expected_fingerprint="fp")
+    store.fingerprint = "f" * 64
+    save_datastore(tmp_path, store)
+    loaded = load_datastore(tmp_path, fingerprint="f" * 64)
     np.testing.assert_array_equal(loaded.keys, store.keys)
     np.testing.assert_array_equal(loaded.labels, store.labels)
     assert loaded.ids == store.ids and loaded.label_names == store.label_names
     with pytest.raises(EmoknnError, match="built by a different model"):
-        Datastore.load(tmp_path / "store.npz", expected_fingerprint="another")
+        load_datastore(tmp_path, fingerprint="a" * 64)
     with pytest.raises(EmoknnError, match="datastore not found"):
-        Datastore.load(tmp_path / "missing.npz")
+        load_datastore(tmp_path / "missing")
     loaded.add(np.zeros((2, 32), dtype=np.float32), np.array([1, 2]), ["new1", "new2"])
     assert len(loaded) == 52 and loaded.search(np.zeros((1, 32)), 1)[1][0, 0] in (50, 51)
     with pytest.raises(ConfigError, match="ids already in the datastore"):
@@ -167,8 +177,8 @@ def test_datastore_save_load_round_trip_and_fingerprint_check(tmp_path):
     settings = TuningResult(
         KnnSettings(3, 0.4, np.inf, 0.5, "ua"), KnnSettings(7, 1.0, 2.0, 0.4, "ua")
     )
-    settings.save(tmp_path / "knn.json")
-    assert TuningResult.load(tmp_path / "knn.json") == settings
+    save_knn_settings(tmp_path, settings)
+    assert load_knn_settings(tmp_path) == settings
 
 
 def test_fit_knn_on_a_model_end_to_end(small_synthetic_corpus, tmp_path):
@@ -186,9 +196,9 @@ def test_fit_knn_on_a_model_end_to_end(small_synthetic_corpus, tmp_path):
     store, tuning = fit_knn(model, train, val)
     assert len(store) == len(fold.train) + len(fold.val)
     save_knn(tmp_path, store, tuning)
-    loaded_store, loaded_tuning = load_knn(tmp_path, model)
+    loaded_store, loaded_tuning = load_knn(tmp_path, fingerprint_of(model), model.labels)
     assert loaded_tuning == tuning and len(loaded_store) == len(store)
     torch.manual_seed(1)
     other = EmotionModel(ModelConfig(encoder="tiny"))
     with pytest.raises(EmoknnError, match="built by a different model"):
-        load_knn(tmp_path, other)
+        load_knn(tmp_path, fingerprint_of(other), other.labels)

@@ -172,7 +172,8 @@ def test_pretrained_encoder_from_a_local_folder(tmp_path, small_synthetic_corpus
     from emoknn.corpora import FOUR_CLASSES, load_synthetic
     from emoknn.folds import speaker_folds
     from emoknn.model import default_normalization
-    from emoknn.train import load_trained_model, make_config, train_fold
+    from emoknn.model_folder import load_model
+    from emoknn.train import make_config, train_fold
 
     settings = tiny_encoder_config()
     model_type = settings.pop("model_type")
@@ -185,8 +186,8 @@ def test_pretrained_encoder_from_a_local_folder(tmp_path, small_synthetic_corpus
     config = make_config("tiny", encoder=str(folder), max_epochs=1, max_seconds=1.0,
                          progress_bar=False)  # fmt: skip
     result = train_fold(config, fold.train, fold.val, list(FOUR_CLASSES), tmp_path / "run")
-    shutil.rmtree(folder)  # the checkpoint alone rebuilds the model
-    model = load_trained_model(result.best_checkpoint)
+    shutil.rmtree(folder)  # the model file alone rebuilds the model
+    model = load_model(result.run_dir)
     assert model.config.normalize_waveforms is False
     assert model.config.encoder == str(folder)
 

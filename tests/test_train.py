@@ -11,7 +11,8 @@ import torch
 from emoknn.corpora import FOUR_CLASSES, load_synthetic
 from emoknn.errors import ConfigError, EmoknnError
 from emoknn.folds import speaker_folds
-from emoknn.train import load_trained_model, make_config, read_metrics, train_fold
+from emoknn.model_folder import load_checkpoint_model, load_model
+from emoknn.train import make_config, read_metrics, train_fold
 
 warnings.filterwarnings("ignore", ".*does not have many workers.*")
 
@@ -56,21 +57,26 @@ def test_smoke_training_reduces_validation_loss(fold, tmp_path):
     assert stored["train_config"]["augment"] == "mixed" and stored["labels"] == list(FOUR_CLASSES)
 
 
-def test_checkpoint_rebuilds_the_model_alone(fold, tmp_path):
+def test_model_file_rebuilds_the_model_alone(fold, tmp_path):
     result = train_fold(
         quick_config(max_epochs=1), fold.train, fold.val, list(FOUR_CLASSES), tmp_path
     )
-    state = torch.load(result.best_checkpoint, weights_only=False)
+    state = torch.load(result.best_checkpoint, weights_only=True)  # tensors and plain data only
     model_config = state["hyper_parameters"]["model_config"]
     assert model_config["labels"] == list(FOUR_CLASSES)
     assert model_config["encoder_config"]["hidden_size"] == 64
-    model = load_trained_model(result.best_checkpoint)
+    model = load_model(tmp_path)
+    from_checkpoint, max_seconds = load_checkpoint_model(result.best_checkpoint)
+    assert max_seconds == 1.0
     waveforms = torch.randn(2, 8000) * 0.1
     lengths = torch.tensor([8000, 8000])
-    again = load_trained_model(result.best_checkpoint)
+    again = load_model(tmp_path)
     torch.testing.assert_close(model(waveforms, lengths).logits, again(waveforms, lengths).logits)
+    torch.testing.assert_close(
+        model(waveforms, lengths).logits, from_checkpoint(waveforms, lengths).logits
+    )
     with pytest.raises(EmoknnError, match="checkpoint not found"):
-        load_trained_model(tmp_path / "missing.ckpt")
+        load_checkpoint_model(tmp_path / "missing.ckpt")
 
 
 def test_resume_gives_the_same_weights_as_an_uninterrupted_run(fold, tmp_path):
@@ -93,8 +99,8 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(fold, tmp_path):
     )
     assert resumed.epochs == straight.epochs == 3
     assert len(validation_losses(tmp_path / "b")) == 3  # history of both attempts kept
-    weights_a = torch.load(straight.last_checkpoint, weights_only=False)["state_dict"]
-    weights_b = torch.load(resumed.last_checkpoint, weights_only=False)["state_dict"]
+    weights_a = torch.load(straight.last_checkpoint, weights_only=True)["state_dict"]
+    weights_b = torch.load(resumed.last_checkpoint, weights_only=True)["state_dict"]
     for name, value in weights_a.items():
         torch.testing.assert_close(weights_b[name], value, rtol=0, atol=1e-6, msg=name)
 

@@ -252,7 +252,7 @@ def datastore_build(
     ] = "exact",
 ) -> None:
     """Embed the run's train + validation utterances and tune k, α, T on validation."""
-    from emoknn.inference import fold_of_run, run_max_seconds
+    from emoknn.model_folder import fold_of_run, run_max_seconds
 
     fold = fold_of_run(run, corpus)
     _build_datastore(run, fold.train, fold.val, run_max_seconds(run), criterion, index)
@@ -268,9 +268,8 @@ def datastore_add(
     """Add your own labelled audio to a run's datastore, without retraining."""
 
     from emoknn.corpora import Utterance, load_manifest
-    from emoknn.inference import DATASTORE_FILE, embed_utterances, fingerprint_of, run_max_seconds
-    from emoknn.knn import Datastore
-    from emoknn.train import load_trained_model
+    from emoknn.inference import embed_utterances
+    from emoknn.model_folder import load_datastore, load_model, read_model_meta, save_datastore
 
     if manifest is not None:
         utterances = load_manifest(manifest)
@@ -278,15 +277,16 @@ def datastore_add(
         utterances = [Utterance(f"added/{p.resolve()}", p, label, "added") for p in audio]
     else:
         raise EmoknnError("give audio files with --label, or --manifest CSV")
-    model = load_trained_model(run / "checkpoints" / "best.ckpt")
-    unknown = sorted({u.label for u in utterances} - set(model.labels))
+    meta = read_model_meta(run)
+    unknown = sorted({u.label for u in utterances} - set(meta.labels))
     if unknown:
-        raise EmoknnError(f"labels {unknown} are not among the model's classes {model.labels}")
-    store = Datastore.load(run / DATASTORE_FILE, expected_fingerprint=fingerprint_of(model))
-    embedded = embed_utterances(model, utterances, run_max_seconds(run))
+        raise EmoknnError(f"labels {unknown} are not among the model's classes {meta.labels}")
+    store = load_datastore(run, meta.fingerprint, meta.labels)
+    model = load_model(run)
+    embedded = embed_utterances(model, utterances, meta.max_seconds)
     ids = [u.id if manifest is None else f"added/{u.id}" for u in utterances]
     store.add(embedded.embeddings, embedded.labels, ids)
-    store.save(run / DATASTORE_FILE)
+    save_datastore(run, store)
     console.print(f"Added {len(ids)} utterances; the datastore now holds {len(store)}.")
 
 
@@ -493,7 +493,9 @@ def predict_command(
                 writer.writerow([p.source, segment.start_s, segment.end_s, segment.label,
                                  *(f"{segment.probabilities[x]:.4f}" for x in labels)])  # fmt: skip
     else:
-        table = Table(title=f"emoknn — {'model + kNN' if knn else 'model only'} ({model})")
+        # What was used, not what was asked: a checkpoint (or --no-knn) has no kNN stage.
+        used_knn = recognizer.store is not None
+        table = Table(title=f"emoknn — {'model + kNN' if used_knn else 'model only'} ({model})")
         table.add_column("file")
         table.add_column("seconds", justify="right")
         table.add_column("emotion", style="bold")
@@ -506,6 +508,36 @@ def predict_command(
                 table.add_row(f"  {segment.start_s:.1f}–{segment.end_s:.1f} s", "", segment.label,
                               *(f"{segment.probabilities[x]:.2f}" for x in labels))  # fmt: skip
         console.print(table)
+
+
+@app.command("convert")
+def convert_command(
+    run: Annotated[Path, typer.Argument(help="A run folder from an earlier emoknn version")],
+    trust_pickle: Annotated[
+        bool,
+        typer.Option(
+            help="Unpickle the checkpoint if it needs it: runs any code the file holds; "
+            "only for files you made yourself"
+        ),
+    ] = False,
+) -> None:
+    """Write model.safetensors + model.json for a run folder that has only checkpoints/best.ckpt."""
+    from emoknn.model_folder import MODEL_FILE, convert_checkpoint, has_model
+
+    if has_model(run):
+        console.print(f"{run} already holds {MODEL_FILE}; nothing to convert.")
+        return
+    if trust_pickle:
+        error_console.print(
+            "[yellow]warning:[/] --trust-pickle unpickles the checkpoint, which runs any code it "
+            "carries; use it only on files you trust (made by you).",
+            highlight=False,
+        )
+    meta = convert_checkpoint(run, trust_pickle=trust_pickle)
+    console.print(
+        f"Wrote {run / MODEL_FILE} and model.json ({len(meta.labels)} classes, crop "
+        f"{meta.max_seconds:g} s); predict, serve and export now load that file."
+    )
 
 
 @app.command("serve")

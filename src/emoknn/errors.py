@@ -25,3 +25,7 @@ class FoldError(EmoknnError, ValueError):
 
 class ConfigError(EmoknnError, ValueError):
     """A parameter value is out of range or inconsistent with another."""
+
+
+class ModelFolderError(EmoknnError, ValueError):
+    """A file of a model folder is missing, incomplete, or not what emoknn wrote."""

@@ -30,10 +30,11 @@ from emoknn.corpora.utterance import Utterance, label_names
 from emoknn.errors import ConfigError, EmoknnError
 from emoknn.files import atomic_path, write_json_atomic
 from emoknn.folds import Fold
-from emoknn.inference import embed_utterances, fit_run_knn, load_knn
+from emoknn.inference import embed_utterances, fit_run_knn
 from emoknn.knn import knn_predict_probs
 from emoknn.metrics import unweighted_accuracy, weighted_accuracy
-from emoknn.train import TrainConfig, load_trained_model, train_fold
+from emoknn.model_folder import load_knn, load_model, read_model_meta
+from emoknn.train import TrainConfig, train_fold
 
 INFERENCES = ("model", "knn", "interpolated")  # α = 0, α = 1, tuned α
 FOLD_RESULT_FILE = "fold_result.json"
@@ -93,8 +94,9 @@ def evaluate_test_speaker(
     from emoknn.inference import best_device
 
     device = device or best_device()
-    model = load_trained_model(run_dir / "checkpoints" / "best.ckpt", device=device)
-    store, tuning = load_knn(run_dir, model)
+    meta = read_model_meta(run_dir)
+    model = load_model(run_dir, device=device)
+    store, tuning = load_knn(run_dir, meta.fingerprint, meta.labels)
     test = embed_utterances(model, fold.test, max_seconds, device=device)
     probabilities = {
         "model": test.probs,

@@ -12,64 +12,47 @@ writes `RUN_DIR/onnx/` (or `--out`):
     export.json         labels, crop length, the PyTorch model's fingerprint, and the measured
                         parity (ONNX vs PyTorch) and int8 accuracy difference
 
-`OnnxEmotionRecognizer.load(export_dir)` predicts like `EmotionRecognizer` (same segmentation,
-same kNN interpolation), running the ONNX model with onnxruntime on the CPU.
+`OnnxEmotionRecognizer.load(export_dir)` (in emoknn.predict, re-exported here) predicts like
+`EmotionRecognizer` (same segmentation, same kNN interpolation), running the ONNX model with
+onnxruntime on the CPU.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
-import json
 import logging
 import os
 import shutil
-from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy.special import softmax
 
-from emoknn.errors import ConfigError, EmoknnError
-from emoknn.inference import (
+from emoknn.errors import EmoknnError
+from emoknn.model_folder import (
     DATASTORE_FILE,
+    EXPORT_META_FILE,
+    INT8_ONNX_FILE,
     KNN_SETTINGS_FILE,
-    fingerprint_of,
+    ONNX_FILE,
     fold_of_run,
-    run_max_seconds,
+    load_knn,
+    load_model,
+    read_model_meta,
+    write_export_meta,
 )
-from emoknn.knn import Datastore, TuningResult
-from emoknn.predict import EmotionRecognizer
+from emoknn.predict import OnnxEmotionRecognizer, _load_onnxruntime, onnx_session
 
 if TYPE_CHECKING:
     import torch
 
     from emoknn.model import EmotionModel
 
-EXPORT_META_FILE = "export.json"
+__all__ = ["EXPORT_META_FILE", "OnnxEmotionRecognizer", "export_onnx", "write_int8", "write_onnx"]
 # ONNX must reproduce PyTorch this closely (max |Δ| of logits) or the export is refused.
 PARITY_TOLERANCE = 1e-3
-
-
-def _load_onnxruntime():
-    try:
-        import onnxruntime
-    except ImportError as error:
-        raise EmoknnError(
-            "ONNX export needs onnx and onnxruntime: pip install 'emoknn[export]'"
-        ) from error
-    return onnxruntime
-
-
-def onnx_session(path: Path) -> Any:
-    """An onnxruntime CPU session whose worker threads sleep between runs rather than spin:
-    prediction shares the CPU with decoding, the kNN search and, in `serve`, the web server (no
-    throughput lost in `bench/predict_throughput.py`)."""
-    ort = _load_onnxruntime()
-    options = ort.SessionOptions()
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def _reference_clips(run_dir: Path, max_seconds: float, count: int = 24) -> list[np.ndarray]:
@@ -139,21 +122,21 @@ def write_int8(onnx_path: Path, quantized_path: Path) -> None:
 def export_onnx(
     model_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None, quantize: bool = False
 ) -> dict[str, Any]:
-    """Export a run's best model to ONNX (see the module docstring); return export.json's data."""
+    """Export a run's model to ONNX (see the module docstring); return export.json's data."""
     import torch
-
-    from emoknn.train import load_trained_model
 
     _load_onnxruntime()  # before the slow export: a clear error if the extra is missing
     model_dir = Path(model_dir)
-    checkpoint = model_dir / "checkpoints" / "best.ckpt"
-    if not checkpoint.is_file():
-        raise EmoknnError(f"{model_dir}: not a trained model folder (no checkpoints/best.ckpt)")
+    # Everything is read and validated before anything is written.
+    model_meta = read_model_meta(model_dir)
+    model = load_model(model_dir, device="cpu")
+    max_seconds = model_meta.max_seconds
+    has_knn = (model_dir / DATASTORE_FILE).is_file()
+    if has_knn:
+        load_knn(model_dir, model_meta.fingerprint, model_meta.labels)
     out_dir = Path(out_dir) if out_dir else model_dir / "onnx"
     out_dir.mkdir(parents=True, exist_ok=True)
-    model = load_trained_model(checkpoint, device="cpu")
-    max_seconds = run_max_seconds(model_dir)
-    onnx_path = out_dir / "model.onnx"
+    onnx_path = out_dir / ONNX_FILE
     wrapper = write_onnx(model, onnx_path)
 
     clips = _reference_clips(model_dir, max_seconds)
@@ -170,20 +153,19 @@ def export_onnx(
             f"ONNX output differs from PyTorch by {parity:.2e} (> {PARITY_TOLERANCE})"
         )
 
-    for name in (DATASTORE_FILE, KNN_SETTINGS_FILE):
-        if (model_dir / name).is_file():
-            shutil.copy2(model_dir / name, out_dir / name)
+    for name in (DATASTORE_FILE, KNN_SETTINGS_FILE) if has_knn else ():
+        shutil.copy2(model_dir / name, out_dir / name)
     meta: dict[str, Any] = {
         "labels": model.labels,
         "max_seconds": max_seconds,
         "embedding_size": model.embedding_size,
-        "fingerprint": fingerprint_of(model),
+        "fingerprint": model_meta.fingerprint,
         "source": str(model_dir),
         "parity_max_abs_logit_difference": parity,
         "parity_clips": len(clips),
     }
     if quantize:
-        quantized_path = out_dir / "model.int8.onnx"
+        quantized_path = out_dir / INT8_ONNX_FILE
         write_int8(onnx_path, quantized_path)
         quantized = onnx_session(quantized_path)
         int8_logits = np.array([quantized.run(None, {"waveform": c[None]})[1][0] for c in clips])
@@ -198,54 +180,5 @@ def export_onnx(
             "fp32_size_mb": round(onnx_path.stat().st_size / 2**20, 2),
             "clips": len(clips),
         }
-    (out_dir / EXPORT_META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    write_export_meta(out_dir, meta)
     return meta
-
-
-class OnnxEmotionRecognizer(EmotionRecognizer):
-    """`EmotionRecognizer` running an exported ONNX model with onnxruntime (CPU)."""
-
-    def __init__(self, session, labels: list[str], store: Datastore | None,
-                 knn_settings, max_seconds: float) -> None:  # fmt: skip
-        if (store is None) != (knn_settings is None):
-            raise ConfigError("give both a datastore and kNN settings, or neither")
-        self.session, self._labels = session, list(labels)
-        self.store, self.knn_settings = store, knn_settings
-        self.max_seconds, self.device, self.precision = max_seconds, "cpu", "fp32"
-
-    @classmethod
-    def load(cls, export_dir: str | os.PathLike, quantized: bool = False,  # type: ignore[override]
-             use_knn: bool = True) -> OnnxEmotionRecognizer:  # fmt: skip
-        export_dir = Path(export_dir)
-        meta_file = export_dir / EXPORT_META_FILE
-        if not meta_file.is_file():
-            raise EmoknnError(f"{export_dir}: not an emoknn ONNX export (no {EXPORT_META_FILE})")
-        meta = json.loads(meta_file.read_text())
-        model_file = export_dir / ("model.int8.onnx" if quantized else "model.onnx")
-        if not model_file.is_file():
-            hint = " (export with --quantize)" if quantized else ""
-            raise EmoknnError(f"{model_file}: not found{hint}")
-        session = onnx_session(model_file)
-        store = settings = None
-        if use_knn:
-            store = Datastore.load(export_dir / DATASTORE_FILE, meta["fingerprint"])
-            settings = TuningResult.load(export_dir / KNN_SETTINGS_FILE).interpolated
-        return cls(session, meta["labels"], store, settings, meta["max_seconds"])
-
-    @property
-    def labels(self) -> list[str]:
-        return self._labels
-
-    def forward_clips(
-        self, clips: Sequence[np.ndarray], batch_size: int = 16
-    ) -> tuple[np.ndarray, np.ndarray]:
-        embeddings, probabilities = [], []
-        for clip in clips:
-            embedding, logits = self.session.run(None, {"waveform": clip[None].astype(np.float32)})
-            exponent = np.exp(logits[0] - logits[0].max())
-            probabilities.append(exponent / exponent.sum())
-            embeddings.append(embedding[0])
-        width = self.session.get_outputs()[0].shape[-1]
-        if not clips:
-            return np.zeros((0, len(self.labels))), np.zeros((0, width), dtype=np.float32)
-        return np.array(probabilities), np.array(embeddings, dtype=np.float32)

@@ -1,33 +1,25 @@
 """From a trained model to a fitted kNN stage: embeddings, datastore, tuned (k, α, T).
 
-A trained run folder holds, once `fit_knn` has run:
-
-    checkpoints/best.ckpt   the model (full config inside)
-    datastore.npz           train + validation embeddings and labels, with the model fingerprint
-    knn.json                tuned settings: interpolation (k, α, T) and kNN-only (k, T)
+`fit_run_knn` writes a run folder's `datastore.npz` (train + validation embeddings and labels,
+with the model fingerprint) and `knn.json` (interpolation (k, α, T) and kNN-only (k, T)), through
+`emoknn.model_folder`.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from emoknn.audio import DEFAULT_MAX_SECONDS, SAMPLE_RATE, max_samples
+from emoknn.audio import SAMPLE_RATE, max_samples
 from emoknn.corpora.utterance import Utterance
 from emoknn.data import BucketBatchSampler, EvaluationAudio, collate_evaluation, utterance_lengths
-from emoknn.errors import EmoknnError
-from emoknn.folds import Fold
-from emoknn.knn import Datastore, TuningResult, model_fingerprint, tune_knn
+from emoknn.knn import Datastore, TuningResult, tune_knn
 from emoknn.model import EmotionModel
-
-DATASTORE_FILE = "datastore.npz"
-KNN_SETTINGS_FILE = "knn.json"
+from emoknn.model_folder import fingerprint_of, load_model, save_knn
 
 
 @dataclass
@@ -73,10 +65,6 @@ def embed_utterances(
     return Embedded([u.id for u in utterances], embeddings, probs, labels)
 
 
-def fingerprint_of(model: EmotionModel) -> str:
-    return model_fingerprint(model.state_dict())
-
-
 def fit_knn(
     model: EmotionModel,
     train: Embedded,
@@ -104,52 +92,6 @@ def fit_knn(
     return full_store, tuning
 
 
-def save_knn(run_dir: str | os.PathLike, store: Datastore, tuning: TuningResult) -> None:
-    run_dir = Path(run_dir)
-    store.save(run_dir / DATASTORE_FILE)
-    tuning.save(run_dir / KNN_SETTINGS_FILE)
-
-
-def load_knn(run_dir: str | os.PathLike, model: EmotionModel) -> tuple[Datastore, TuningResult]:
-    """The datastore and settings of a run, checked against `model`'s fingerprint."""
-    run_dir = Path(run_dir)
-    store = Datastore.load(run_dir / DATASTORE_FILE, expected_fingerprint=fingerprint_of(model))
-    return store, TuningResult.load(run_dir / KNN_SETTINGS_FILE)
-
-
-def _run_config(run_dir: Path) -> dict:
-    from emoknn.train import RUN_CONFIG_FILE
-
-    config_file = run_dir / RUN_CONFIG_FILE
-    if not config_file.is_file():
-        raise EmoknnError(f"{run_dir}: not a training run (no {RUN_CONFIG_FILE})")
-    return json.loads(config_file.read_text())
-
-
-def run_max_seconds(run_dir: str | os.PathLike) -> float:
-    """The crop length a run was trained with (the default if the run folder does not say)."""
-    try:
-        return float(_run_config(Path(run_dir))["train_config"]["max_seconds"])
-    except EmoknnError:
-        return DEFAULT_MAX_SECONDS
-
-
-def fold_of_run(run_dir: str | os.PathLike, corpus: str | os.PathLike | None = None) -> Fold:
-    """The fold a run was trained on: its corpus (or `corpus`, if moved) split as it was then."""
-    from emoknn.corpora import load_corpus
-    from emoknn.folds import speaker_folds
-
-    run_dir = Path(run_dir)
-    info = _run_config(run_dir)
-    if "fold" not in info:
-        raise EmoknnError(f"{run_dir}: the run does not say which corpus and fold it trained on")
-    utterances = load_corpus(corpus or Path(info["corpus"]), info.get("kind", "auto"))
-    folds = {f.name: f for f in speaker_folds(utterances, info.get("scheme", "speaker"))}
-    if info["fold"] not in folds:
-        raise EmoknnError(f"{run_dir}: fold {info['fold']} is not among the corpus's folds")
-    return folds[info["fold"]]
-
-
 def best_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -163,11 +105,9 @@ def fit_run_knn(
     index_type: str = "exact",
     device: str | None = None,
 ) -> tuple[Datastore, TuningResult]:
-    """Fit and save the kNN stage of a trained run (its best checkpoint) for its fold."""
-    from emoknn.train import load_trained_model
-
+    """Fit and save the kNN stage of a trained run (its model file) for its fold."""
     device = device or best_device()
-    model = load_trained_model(Path(run_dir) / "checkpoints" / "best.ckpt", device=device)
+    model = load_model(run_dir, device=device)
     train_embedded = embed_utterances(model, train, max_seconds, device=device)
     val_embedded = embed_utterances(model, val, max_seconds, device=device)
     store, tuning = fit_knn(model, train_embedded, val_embedded, criterion, index_type)

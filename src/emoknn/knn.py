@@ -17,16 +17,12 @@ operations.
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import faiss
 import numpy as np
 
 from emoknn.errors import ConfigError, EmoknnError
-from emoknn.files import atomic_path, write_json_atomic
 
 MAX_K = 32
 DEFAULT_ALPHAS = tuple(np.round(np.arange(0.05, 1.0, 0.05), 2).tolist())  # α ∈ (0, 1)
@@ -160,42 +156,6 @@ class Datastore:
         self.ids += list(ids)
         self._index.add(keys)
 
-    def save(self, path: str | os.PathLike) -> None:
-        """Write to `path` (.npz) atomically."""
-        # A file handle, so that np.savez does not append .npz to the temporary name.
-        with atomic_path(path) as temporary, temporary.open("wb") as handle:
-            np.savez(
-                handle,
-                keys=self.keys,
-                labels=self.labels,
-                label_names=np.array(self.label_names),
-                ids=np.array(self.ids),
-                fingerprint=np.array(self.fingerprint),
-                index_type=np.array(self.index_type),
-            )
-
-    @classmethod
-    def load(cls, path: str | os.PathLike, expected_fingerprint: str | None = None) -> Datastore:
-        """Read a datastore; with `expected_fingerprint`, refuse one made by another model."""
-        path = Path(path)
-        if not path.is_file():
-            raise EmoknnError(f"{path}: datastore not found")
-        try:
-            with np.load(path, allow_pickle=False) as stored:
-                store = cls(
-                    stored["keys"], stored["labels"], stored["label_names"].tolist(),
-                    stored["ids"].tolist(), str(stored["fingerprint"]), str(stored["index_type"]),
-                )  # fmt: skip
-        except (OSError, KeyError, ValueError) as error:
-            raise EmoknnError(f"{path}: not an emoknn datastore ({error})") from error
-        if expected_fingerprint is not None and store.fingerprint != expected_fingerprint:
-            raise EmoknnError(
-                f"{path}: this datastore was built by a different model (fingerprint "
-                f"{store.fingerprint[:12]}…, the model is {expected_fingerprint[:12]}…); rebuild "
-                "it with `emoknn datastore build`"
-            )
-        return store
-
 
 @dataclass
 class KnnSettings:
@@ -224,16 +184,6 @@ class TuningResult:
 
     def to_dict(self) -> dict:
         return {"interpolated": self.interpolated.to_dict(), "knn_only": self.knn_only.to_dict()}
-
-    def save(self, path: str | os.PathLike) -> None:
-        write_json_atomic(self.to_dict(), path)
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> TuningResult:
-        data = json.loads(Path(path).read_text())
-        return cls(
-            KnnSettings.from_dict(data["interpolated"]), KnnSettings.from_dict(data["knn_only"])
-        )
 
 
 def _grid_scores(predictions: np.ndarray, labels: np.ndarray, num_classes: int) -> tuple:

@@ -4,11 +4,11 @@
     for result in recognizer.predict(["call.wav", "meeting.flac"]):
         print(result.source, result.label, result.probabilities)
 
-A model folder is a training run (`checkpoints/best.ckpt`, with `datastore.npz` and `knn.json`
-when the kNN stage was fitted); `load_recognizer` also opens the folders `emoknn export` writes
-(ONNX Runtime, see emoknn.export). Each input gives the model's, the kNN model's and the
-interpolated class probabilities (`probabilities` is the interpolated one, or the model's without
-kNN).
+A model folder is a training run (`model.safetensors` + `model.json`, with `datastore.npz` and
+`knn.json` when the kNN stage was fitted; see emoknn.model_folder) or a folder `emoknn export`
+wrote (ONNX Runtime, see emoknn.export); `EmotionRecognizer.load` and `load_recognizer` open
+both. Each input gives the model's, the kNN model's and the interpolated class probabilities
+(`probabilities` is the interpolated one, or the model's without kNN).
 
 Inputs longer than the model's crop length (7.5 s for the paper preset) are split into segments,
 either fixed windows (`window_seconds`, `hop_seconds`) or energy-based voice activity
@@ -25,6 +25,7 @@ import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,16 +39,19 @@ from emoknn.audio import (
     stream_audio,
 )
 from emoknn.data import pad_batch
-from emoknn.errors import AudioError, ConfigError, EmoknnError
-from emoknn.inference import (
-    DATASTORE_FILE,
-    KNN_SETTINGS_FILE,
-    best_device,
-    fingerprint_of,
-    run_max_seconds,
-)
-from emoknn.knn import Datastore, KnnSettings, TuningResult, interpolate, store_knn_probs
+from emoknn.errors import AudioError, ConfigError, EmoknnError, ModelFolderError
+from emoknn.inference import best_device
+from emoknn.knn import Datastore, KnnSettings, interpolate, store_knn_probs
 from emoknn.model import EmotionModel
+from emoknn.model_folder import (
+    is_export_folder,
+    load_checkpoint_model,
+    load_knn,
+    load_model,
+    onnx_model_file,
+    read_export_meta,
+    read_model_meta,
+)
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif", ".au", ".w64")
 SEGMENTATIONS = ("window", "vad")
@@ -113,33 +117,23 @@ class EmotionRecognizer:
         use_knn: bool = True,
         precision: str = "fp32",
     ) -> EmotionRecognizer:
-        """Load a run folder (or a .ckpt file, without kNN)."""
-        from emoknn.train import load_trained_model
-
+        """Load a model folder (see the module docstring; an export folder gives an
+        `OnnxEmotionRecognizer`), or a training checkpoint `.ckpt` (the model alone: a
+        checkpoint carries no kNN stage)."""
         model_dir = Path(model_dir)
+        if is_export_folder(model_dir):
+            return _load_export(model_dir, device, use_knn, precision, int8=False)
         device = device or best_device()
         if model_dir.is_file() and model_dir.suffix == ".ckpt":
-            return cls(load_trained_model(model_dir, device), device=device, precision=precision)
-        checkpoint = model_dir / "checkpoints" / "best.ckpt"
-        if not model_dir.is_dir():
-            raise EmoknnError(f"{model_dir}: model folder not found")
-        if not checkpoint.is_file():
-            raise EmoknnError(
-                f"{model_dir}: not a trained model folder (expected checkpoints/best.ckpt, as "
-                "written by `emoknn train`)"
-            )
-        model = load_trained_model(checkpoint, device)
-        max_seconds = run_max_seconds(model_dir)
+            model, max_seconds = load_checkpoint_model(model_dir, device)
+            return cls(model, max_seconds=max_seconds, device=device, precision=precision)
+        meta = read_model_meta(model_dir)
+        model = load_model(model_dir, device)
         store = settings = None
         if use_knn:
-            if not (model_dir / DATASTORE_FILE).is_file():
-                raise EmoknnError(
-                    f"{model_dir}: no kNN datastore; build it with `emoknn datastore build "
-                    f"{model_dir}`, or predict with the model alone (--no-knn / use_knn=False)"
-                )
-            store = Datastore.load(model_dir / DATASTORE_FILE, fingerprint_of(model))
-            settings = TuningResult.load(model_dir / KNN_SETTINGS_FILE).interpolated
-        return cls(model, store, settings, max_seconds, device, precision)
+            store, tuning = load_knn(model_dir, meta.fingerprint, meta.labels)
+            settings = tuning.interpolated
+        return cls(model, store, settings, meta.max_seconds, device, precision)
 
     @property
     def labels(self) -> list[str]:
@@ -339,24 +333,27 @@ def load_recognizer(
 ) -> EmotionRecognizer:
     """Whatever `model` names: a training run folder or a .ckpt file (PyTorch), or a folder
     written by `emoknn export` (ONNX Runtime on the CPU; `int8` picks its quantised model)."""
-    from emoknn.export import EXPORT_META_FILE, OnnxEmotionRecognizer
-
     path = Path(model)
-    if (path / EXPORT_META_FILE).is_file():
-        if precision != "fp32":
-            raise ConfigError(
-                f"{path} is an ONNX export, which runs in fp32 (or int8 with --int8); "
-                "--precision bf16 applies to PyTorch runs"
-            )
-        if device not in (None, "cpu"):
-            raise ConfigError(f"{path} is an ONNX export, which runs on the CPU, not {device!r}")
-        return OnnxEmotionRecognizer.load(path, quantized=int8, use_knn=use_knn)
+    if is_export_folder(path):
+        return _load_export(path, device, use_knn, precision, int8)
     if int8:
         raise ConfigError(
             f"{path}: int8 needs an ONNX export folder (write one with `emoknn export --model "
             f"{path} --quantize`, then predict with --model {path / 'onnx'} --int8)"
         )
     return EmotionRecognizer.load(path, device, use_knn, precision)
+
+
+def _load_export(path: Path, device: str | None, use_knn: bool, precision: str, int8: bool
+                 ) -> OnnxEmotionRecognizer:  # fmt: skip
+    if precision != "fp32":
+        raise ConfigError(
+            f"{path} is an ONNX export, which runs in fp32 (or int8 with --int8); "
+            "--precision bf16 applies to PyTorch runs"
+        )
+    if device not in (None, "cpu"):
+        raise ConfigError(f"{path} is an ONNX export, which runs on the CPU, not {device!r}")
+    return OnnxEmotionRecognizer.load(path, quantized=int8, use_knn=use_knn)
 
 
 class _Tally:
@@ -520,3 +517,88 @@ def find_audio_files(paths: Iterable[str | os.PathLike]) -> tuple[list[Path], li
         else:
             problems.append(f"{path}: file not found")
     return files, problems
+
+
+def _load_onnxruntime():
+    try:
+        import onnxruntime
+    except ImportError as error:
+        raise EmoknnError(
+            "ONNX models need onnx and onnxruntime: pip install 'emoknn[export]'"
+        ) from error
+    return onnxruntime
+
+
+def onnx_session(path: Path) -> Any:
+    """An onnxruntime CPU session whose worker threads sleep between runs rather than spin:
+    prediction shares the CPU with decoding, the kNN search and, in `serve`, the web server (no
+    throughput lost in `bench/predict_throughput.py`)."""
+    ort = _load_onnxruntime()
+    options = ort.SessionOptions()
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    try:
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as error:  # onnxruntime raises its own types for a bad model file
+        message = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+        raise ModelFolderError(f"{path}: not a usable ONNX model ({message})") from error
+
+
+class OnnxEmotionRecognizer(EmotionRecognizer):
+    """`EmotionRecognizer` running an exported ONNX model with onnxruntime (CPU)."""
+
+    def __init__(self, session, labels: list[str], store: Datastore | None,
+                 knn_settings, max_seconds: float) -> None:  # fmt: skip
+        if (store is None) != (knn_settings is None):
+            raise ConfigError("give both a datastore and kNN settings, or neither")
+        self.session, self._labels = session, list(labels)
+        self.store, self.knn_settings = store, knn_settings
+        self.max_seconds, self.device, self.precision = max_seconds, "cpu", "fp32"
+
+    @classmethod
+    def load(cls, export_dir: str | os.PathLike, quantized: bool = False,  # type: ignore[override]
+             use_knn: bool = True) -> OnnxEmotionRecognizer:  # fmt: skip
+        export_dir = Path(export_dir)
+        meta = read_export_meta(export_dir)
+        model_file = onnx_model_file(export_dir, quantized)
+        session = onnx_session(model_file)
+        _check_onnx_outputs(session, meta, model_file)
+        store = settings = None
+        if use_knn:
+            store, tuning = load_knn(export_dir, meta["fingerprint"], meta["labels"])
+            settings = tuning.interpolated
+        return cls(session, meta["labels"], store, settings, meta["max_seconds"])
+
+    @property
+    def labels(self) -> list[str]:
+        return self._labels
+
+    def forward_clips(
+        self, clips: Sequence[np.ndarray], batch_size: int = 16
+    ) -> tuple[np.ndarray, np.ndarray]:
+        embeddings, probabilities = [], []
+        for clip in clips:
+            embedding, logits = self.session.run(None, {"waveform": clip[None].astype(np.float32)})
+            exponent = np.exp(logits[0] - logits[0].max())
+            probabilities.append(exponent / exponent.sum())
+            embeddings.append(embedding[0])
+        width = self.session.get_outputs()[0].shape[-1]
+        if not clips:
+            return np.zeros((0, len(self.labels))), np.zeros((0, width), dtype=np.float32)
+        return np.array(probabilities), np.array(embeddings, dtype=np.float32)
+
+
+def _check_onnx_outputs(session, meta: dict, path: Path) -> None:
+    """The graph maps `waveform` to (embedding (1, D), logits (1, C)) as export.json says."""
+    inputs = [i.name for i in session.get_inputs()]
+    outputs = session.get_outputs()
+    if inputs != ["waveform"] or [o.name for o in outputs] != ["embedding", "logits"]:
+        raise ModelFolderError(
+            f"{path}: expected input waveform and outputs embedding, logits; got {inputs} and "
+            f"{[o.name for o in outputs]}"
+        )
+    width, classes = outputs[0].shape[-1], outputs[1].shape[-1]
+    if width != meta["embedding_size"] or classes != len(meta["labels"]):
+        raise ModelFolderError(
+            f"{path}: gives {width}-wide embeddings and {classes} classes; export.json says "
+            f"{meta['embedding_size']} and {len(meta['labels'])}"
+        )

@@ -10,14 +10,13 @@ Reproducibility: the model is initialised from `seed`; every epoch re-seeds torc
 (seed, epoch) and the data pipeline derives its generators from (seed, epoch, index), so a run
 resumed from its last checkpoint gives the same weights as an uninterrupted one.
 Checkpoints (`best.ckpt`, `last.ckpt`) are written to a temporary file and renamed into place, so
-an interruption never leaves a half-written checkpoint, and each holds the full model and training
-config, the label list and the encoder config: `load_trained_model` rebuilds the model from the
-file alone.
+an interruption never leaves a half-written checkpoint; they serve `--resume` and are read with
+`weights_only=True`. When training ends, the best checkpoint's model is written to the run folder
+as `model.safetensors` + `model.json` (`emoknn.model_folder`): the file every other command loads.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -43,12 +42,21 @@ from emoknn.data import (
     utterance_lengths,
 )
 from emoknn.errors import ConfigError, EmoknnError
-from emoknn.files import atomic_path, write_json_atomic
+from emoknn.files import atomic_path
 from emoknn.losses import combined_loss
 from emoknn.model import EmotionModel, ModelConfig, default_normalization
+from emoknn.model_folder import (
+    CHECKPOINT_DIR,
+    LAST_CHECKPOINT,
+    RUN_CONFIG_FILE,
+    ids_digest,
+    load_checkpoint_model,
+    read_run_config,
+    save_model,
+    write_run_config,
+)
 
 MONITORS = {"val_loss": "min", "val_ua": "max", "val_wa": "max"}
-RUN_CONFIG_FILE = "train_config.json"  # in every run folder: settings, labels, corpus and fold
 
 
 @dataclass
@@ -284,6 +292,11 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         with atomic_path(path) as temporary:
             torch.save(checkpoint, temporary)
 
+    def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict:
+        # Tensors and plain containers only, whatever the caller asks: a checkpoint in a folder
+        # someone shared must not be able to run code on --resume.
+        return super().load_checkpoint(path, map_location=map_location, weights_only=True)
+
 
 @dataclass
 class TrainResult:
@@ -319,11 +332,11 @@ def train_fold(
     (same config required) and ends as an uninterrupted run would have.
     """
     run_dir = Path(run_dir)
-    checkpoint_dir = run_dir / "checkpoints"
-    last_checkpoint = checkpoint_dir / "last.ckpt"
+    checkpoint_dir = run_dir / CHECKPOINT_DIR
+    last_checkpoint = checkpoint_dir / LAST_CHECKPOINT
     config_file = run_dir / RUN_CONFIG_FILE
     if resume and config_file.is_file():
-        stored = json.loads(config_file.read_text())["train_config"]
+        stored = read_run_config(run_dir)["train_config"]
         changed = {
             k for k, v in asdict(config).items()
             if stored.get(k) != v
@@ -356,9 +369,10 @@ def train_fold(
     )
     module = EmotionTrainingModule(model_config.to_dict(), asdict(config))
     data = FoldData(train, val, list(labels), config)
-    write_json_atomic(
-        {"train_config": asdict(config), "labels": list(labels), **(extra_info or {})}, config_file
-    )
+    # Which utterances trained the model, so that a datastore is never built from another split.
+    digests = {"train_ids_sha256": ids_digest([u.id for u in train]),
+               "val_ids_sha256": ids_digest([u.id for u in val])}  # fmt: skip
+    write_run_config(run_dir, asdict(config), labels, {**(extra_info or {}), **digests})
 
     mode = MONITORS[config.monitor]
     checkpoint_callback = pl.callbacks.ModelCheckpoint(
@@ -401,9 +415,12 @@ def train_fold(
         default_root_dir=run_dir,
     )
     ckpt_path = last_checkpoint if resume and last_checkpoint.exists() else None
-    trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
+    trainer.fit(module, datamodule=data, ckpt_path=ckpt_path, weights_only=True)
     best = Path(checkpoint_callback.best_model_path or last_checkpoint)
     score = checkpoint_callback.best_model_score
+    if trainer.is_global_zero:
+        model, max_seconds = load_checkpoint_model(best)
+        save_model(run_dir, model, max_seconds)
     return TrainResult(
         run_dir=run_dir,
         best_checkpoint=best,
@@ -425,26 +442,3 @@ def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, str]]:
         with path.open(newline="") as handle:
             rows.extend(csv.DictReader(handle))
     return rows
-
-
-def load_trained_model(checkpoint: str | os.PathLike, device: str = "cpu") -> EmotionModel:
-    """Rebuild the model from a training checkpoint alone (no download), in evaluation mode.
-
-    Checkpoints are pickles: load only files you trust (your own runs).
-    """
-    checkpoint = Path(checkpoint)
-    if not checkpoint.is_file():
-        raise EmoknnError(f"{checkpoint}: checkpoint not found")
-    try:
-        state = torch.load(checkpoint, map_location=device, weights_only=False)
-        model_config = ModelConfig(**state["hyper_parameters"]["model_config"])
-    except (OSError, RuntimeError, KeyError, TypeError, EOFError) as error:
-        raise EmoknnError(f"{checkpoint}: not an emoknn training checkpoint ({error})") from error
-    model = EmotionModel(model_config)
-    weights = {
-        k.removeprefix("model."): v
-        for k, v in state["state_dict"].items()
-        if k.startswith("model.")
-    }
-    model.load_state_dict(weights)
-    return model.eval().to(device)

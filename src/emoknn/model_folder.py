@@ -1,0 +1,713 @@
+"""The model folder: the one place that reads, writes and validates the files of a trained model.
+
+    model.safetensors   the EmotionModel's weights (state_dict). safetensors holds tensors only:
+                        loading it cannot run code.
+    model.json          format name and version, the ModelConfig (with the encoder's full config,
+                        so the model is rebuilt with no download), labels, the crop length
+                        `max_seconds`, and the fingerprint of the weights
+    train_config.json   training settings, labels, the corpus and fold trained on (training runs)
+    datastore.npz       kNN datastore: embeddings, labels, ids, fingerprint of the model (no pickle)
+    knn.json            tuned kNN settings: interpolation (k, α, T) and kNN only (k, T)
+    checkpoints/        Lightning checkpoints (best.ckpt, last.ckpt), for `train --resume` only;
+                        read with `torch.load(weights_only=True)`, which refuses anything but
+                        tensors and plain containers
+    export.json, model.onnx, model.int8.onnx   an `emoknn export` folder (with datastore, knn.json)
+
+Every reader checks what it reads (present, complete, the expected keys, types, shapes, ranges)
+and raises `ModelFolderError` with one line naming the file and what is wrong. Writers are atomic
+(`emoknn.files`): an interruption leaves the old file or the new one.
+
+Folders from emoknn versions before model.safetensors hold only `checkpoints/best.ckpt`, which
+was written as a full pickle. `convert_checkpoint` turns one into a model file, once: safely when
+the checkpoint holds only tensors and plain values, and by unpickling only when the caller says the
+file is trusted (`emoknn convert RUN --trust-pickle`). Loading never unpickles.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import zipfile
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from emoknn import __version__
+from emoknn.errors import EmoknnError, ModelFolderError
+from emoknn.files import atomic_path, write_json_atomic
+from emoknn.knn import Datastore, KnnSettings, TuningResult, model_fingerprint
+from emoknn.model import EmotionModel, ModelConfig
+
+MODEL_FILE = "model.safetensors"
+MODEL_META_FILE = "model.json"
+RUN_CONFIG_FILE = "train_config.json"
+DATASTORE_FILE = "datastore.npz"
+KNN_SETTINGS_FILE = "knn.json"
+EXPORT_META_FILE = "export.json"
+ONNX_FILE = "model.onnx"
+INT8_ONNX_FILE = "model.int8.onnx"
+CHECKPOINT_DIR = "checkpoints"
+BEST_CHECKPOINT = "best.ckpt"
+LAST_CHECKPOINT = "last.ckpt"
+
+MODEL_FORMAT = "emoknn-model"
+MODEL_FORMAT_VERSION = 1
+MAX_CROP_SECONDS = 600.0  # a crop longer than this is not a setting anyone trained with
+
+
+def fingerprint_of(model: torch.nn.Module) -> str:
+    """SHA-256 of a model's weights (see `emoknn.knn.model_fingerprint`)."""
+    return model_fingerprint(model.state_dict())
+
+
+# ── small validated readers ─────────────────────────────────────────────────────────────────────
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from `path`, or one line saying why not."""
+    if not path.is_file():
+        raise ModelFolderError(f"{path}: not found")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ModelFolderError(f"{path}: cannot be read ({error})") from error
+    if not text.strip():
+        raise ModelFolderError(f"{path}: the file is empty")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ModelFolderError(
+            f"{path}: not valid JSON ({error.msg} at line {error.lineno}; truncated?)"
+        ) from error
+    if not isinstance(data, dict):
+        raise ModelFolderError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _require(data: dict[str, Any], key: str, kind: type | tuple[type, ...], path: Path,
+             where: str = "") -> Any:  # fmt: skip
+    """data[key], which must exist and be of `kind` (bool is not accepted as a number)."""
+    name = f"{where}{key}"
+    if key not in data:
+        raise ModelFolderError(f"{path}: missing {name!r}")
+    value = data[key]
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    wrong_bool = isinstance(value, bool) and bool not in kinds
+    if wrong_bool or not isinstance(value, kinds):
+        expected = " or ".join(k.__name__ for k in kinds)
+        raise ModelFolderError(f"{path}: {name!r} must be {expected}, got {value!r:.60}")
+    return value
+
+
+def _labels(value: Any, path: Path, name: str = "labels") -> list[str]:
+    if (
+        not isinstance(value, list)
+        or len(value) < 2
+        or not all(isinstance(label, str) and label for label in value)
+        or len(set(value)) != len(value)
+    ):
+        raise ModelFolderError(
+            f"{path}: {name!r} must be a list of at least 2 distinct non-empty names, "
+            f"got {value!r:.80}"
+        )
+    return list(value)
+
+
+def _crop_seconds(value: Any, path: Path, name: str = "max_seconds") -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ModelFolderError(f"{path}: {name!r} must be a number of seconds, got {value!r:.60}")
+    if not 0.025 < value <= MAX_CROP_SECONDS:
+        raise ModelFolderError(
+            f"{path}: {name!r} must lie in (0.025, {MAX_CROP_SECONDS:g}] seconds, got {value}"
+        )
+    return float(value)
+
+
+def _fingerprint(value: Any, path: Path) -> str:
+    if not (isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef"
+                                                                 for c in value)):  # fmt: skip
+        raise ModelFolderError(f"{path}: 'fingerprint' must be 64 hex digits (SHA-256)")
+    return value
+
+
+# ── the model: model.safetensors + model.json ──────────────────────────────────────────────────
+
+
+@dataclass
+class ModelMeta:
+    """What model.json says: enough to rebuild the model and to use it as it was trained."""
+
+    model_config: dict[str, Any]  # ModelConfig.to_dict(), with the encoder's full config
+    labels: list[str]
+    max_seconds: float  # crop length the model was trained with; prediction windows default to it
+    fingerprint: str  # model_fingerprint of the weights in model.safetensors
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": MODEL_FORMAT,
+            "version": MODEL_FORMAT_VERSION,
+            "labels": self.labels,
+            "max_seconds": self.max_seconds,
+            "fingerprint": self.fingerprint,
+            "model_config": self.model_config,
+            "emoknn_version": __version__,
+        }
+
+
+def has_model(folder: str | os.PathLike) -> bool:
+    folder = Path(folder)
+    return (folder / MODEL_FILE).is_file() and (folder / MODEL_META_FILE).is_file()
+
+
+def _unshared_tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """CPU, contiguous tensors, none sharing memory with another (safetensors refuses shared
+    storage, e.g. tied weights; `load_state_dict` restores each copy)."""
+    seen: set[tuple[int, int]] = set()
+    tensors = {}
+    for name, tensor in state.items():
+        tensor = tensor.detach().cpu().contiguous()
+        key = (tensor.untyped_storage().data_ptr(), tensor.untyped_storage().nbytes())
+        if key in seen:
+            tensor = tensor.clone()
+        seen.add(key)
+        tensors[name] = tensor
+    return tensors
+
+
+def save_model(folder: str | os.PathLike, model: EmotionModel, max_seconds: float) -> ModelMeta:
+    """Write `model` to `folder` as model.safetensors + model.json (each atomically).
+
+    The weights are written first: a reader never finds a model.json that describes weights not
+    yet on disk (and `load_model` checks the fingerprint that ties the two together).
+    """
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    state = _unshared_tensors(model.state_dict())
+    meta = ModelMeta(
+        model_config=model.config.to_dict(),
+        labels=list(model.labels),
+        max_seconds=float(max_seconds),
+        fingerprint=model_fingerprint(state),
+    )
+    _crop_seconds(meta.max_seconds, folder / MODEL_META_FILE)
+    with atomic_path(folder / MODEL_FILE) as temporary:
+        save_file(state, str(temporary), metadata={"format": MODEL_FORMAT})
+    write_json_atomic(meta.to_dict(), folder / MODEL_META_FILE)
+    return meta
+
+
+def _missing_model_error(folder: Path) -> ModelFolderError:
+    """Why `folder` has no usable model file, and what to do about it."""
+    if not folder.exists():
+        return ModelFolderError(f"{folder}: model folder not found")
+    if not folder.is_dir():
+        return ModelFolderError(f"{folder}: not a model folder (expected a folder)")
+    if (folder / MODEL_FILE).is_file() and not (folder / MODEL_META_FILE).is_file():
+        return ModelFolderError(f"{folder / MODEL_META_FILE}: not found (it belongs with "
+                                f"{MODEL_FILE})")  # fmt: skip
+    if (folder / MODEL_META_FILE).is_file():
+        return ModelFolderError(f"{folder / MODEL_FILE}: not found (model.json describes it)")
+    checkpoints = folder / CHECKPOINT_DIR
+    if (checkpoints / BEST_CHECKPOINT).is_file():
+        return ModelFolderError(
+            f"{folder}: made by an earlier emoknn (a pickled checkpoints/{BEST_CHECKPOINT}, no "
+            f"{MODEL_FILE}); convert it once with `emoknn convert {folder}` (it unpickles the "
+            "checkpoint only with --trust-pickle: use that on your own files only)"
+        )
+    if (checkpoints / LAST_CHECKPOINT).is_file():
+        return ModelFolderError(
+            f"{folder}: training has not finished (no {MODEL_FILE} yet); continue it with "
+            "`emoknn train ... --resume`"
+        )
+    return ModelFolderError(
+        f"{folder}: not a trained model folder (no {MODEL_FILE}; `emoknn train` writes one)"
+    )
+
+
+def read_model_meta(folder: str | os.PathLike) -> ModelMeta:
+    """model.json of `folder`, validated (the weights are not read)."""
+    folder = Path(folder)
+    if not has_model(folder):
+        raise _missing_model_error(folder)
+    path = folder / MODEL_META_FILE
+    data = _read_json(path)
+    kind = data.get("format")
+    if kind != MODEL_FORMAT:
+        raise ModelFolderError(f"{path}: 'format' must be {MODEL_FORMAT!r}, got {kind!r:.60}")
+    version = _require(data, "version", int, path)
+    if version > MODEL_FORMAT_VERSION:
+        raise ModelFolderError(
+            f"{path}: model format version {version} is newer than this emoknn reads "
+            f"({MODEL_FORMAT_VERSION}); upgrade emoknn"
+        )
+    if version < 1:
+        raise ModelFolderError(f"{path}: 'version' must be ≥ 1, got {version}")
+    labels = _labels(data.get("labels"), path)
+    model_config = _require(data, "model_config", dict, path)
+    _check_model_config(model_config, labels, path)
+    return ModelMeta(
+        model_config=model_config,
+        labels=labels,
+        max_seconds=_crop_seconds(data.get("max_seconds"), path),
+        fingerprint=_fingerprint(data.get("fingerprint"), path),
+    )
+
+
+def _check_model_config(config: dict[str, Any], labels: list[str], path: Path) -> None:
+    """The ModelConfig dict: known fields only, each of its default's type, the encoder's full
+    config present (so that building the model never downloads anything)."""
+    known = {f.name: f for f in fields(ModelConfig)}
+    unknown = sorted(set(config) - set(known))
+    if unknown:
+        raise ModelFolderError(
+            f"{path}: model_config has unknown field(s) {', '.join(unknown)} (written by a newer "
+            "emoknn?)"
+        )
+    defaults = ModelConfig()
+    for name, value in config.items():
+        default = getattr(defaults, name)
+        if value is None or default is None or isinstance(default, (list, dict)):
+            continue
+        kind = float if isinstance(default, float) else type(default)
+        ok = isinstance(value, (int, float)) if kind is float else isinstance(value, kind)
+        if not ok or (isinstance(value, bool) and kind is not bool):
+            raise ModelFolderError(
+                f"{path}: model_config.{name} must be {kind.__name__}, got {value!r:.60}"
+            )
+    encoder_config = config.get("encoder_config")
+    if not isinstance(encoder_config, dict) or not isinstance(
+        encoder_config.get("model_type"), str
+    ):
+        raise ModelFolderError(
+            f"{path}: model_config.encoder_config must be the encoder's config (a JSON object "
+            "with model_type)"
+        )
+    if config.get("labels") != labels:
+        raise ModelFolderError(f"{path}: model_config.labels differ from 'labels'")
+
+
+def _build_model(model_config: dict[str, Any], path: Path) -> EmotionModel:
+    """An EmotionModel with random weights, of the architecture `model_config` describes."""
+    try:
+        config = ModelConfig(**model_config)
+        return EmotionModel(config)
+    except (EmoknnError, TypeError, ValueError, KeyError, AttributeError) as error:
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ModelFolderError(
+            f"{path}: cannot build the model it describes ({message})"
+        ) from error
+
+
+def _read_weights(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError, safe_open
+
+    if path.stat().st_size == 0:
+        raise ModelFolderError(f"{path}: the file is empty")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            return {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
+    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
+        raise ModelFolderError(
+            f"{path}: not a readable safetensors file ({str(error).splitlines()[0]}; truncated?)"
+        ) from error
+
+
+def _check_weights(weights: dict[str, torch.Tensor], expected: dict[str, torch.Tensor],
+                   path: Path) -> None:  # fmt: skip
+    """Same names, shapes and dtypes as the model expects, and finite values."""
+    missing = sorted(set(expected) - set(weights))
+    extra = sorted(set(weights) - set(expected))
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"missing {len(missing)} tensor(s), e.g. {missing[0]}")
+        if extra:
+            parts.append(f"{len(extra)} unexpected tensor(s), e.g. {extra[0]}")
+        raise ModelFolderError(f"{path}: does not match model.json ({'; '.join(parts)})")
+    for name, want in expected.items():
+        got = weights[name]
+        if got.shape != want.shape or got.dtype != want.dtype:
+            raise ModelFolderError(
+                f"{path}: tensor {name} is {got.dtype} {tuple(got.shape)}, the model needs "
+                f"{want.dtype} {tuple(want.shape)}"
+            )
+        if got.is_floating_point() and not torch.isfinite(got).all():
+            raise ModelFolderError(f"{path}: tensor {name} holds NaN or infinite values")
+
+
+def load_model(folder: str | os.PathLike, device: str | torch.device = "cpu") -> EmotionModel:
+    """The model of `folder` (model.json + model.safetensors), in evaluation mode on `device`.
+
+    Strict: the weights must match the architecture model.json describes name for name, shape for
+    shape and dtype for dtype, and their fingerprint must be the one model.json records.
+    """
+    folder = Path(folder)
+    meta = read_model_meta(folder)
+    path = folder / MODEL_FILE
+    weights = _read_weights(path)
+    model = _build_model(meta.model_config, folder / MODEL_META_FILE)
+    _check_weights(weights, model.state_dict(), path)
+    if model_fingerprint(weights) != meta.fingerprint:
+        raise ModelFolderError(
+            f"{path}: the weights are not the ones model.json describes (fingerprint differs); "
+            "the folder mixes files of two models"
+        )
+    model.load_state_dict(weights, strict=True)
+    return model.eval().to(device)
+
+
+# ── Lightning checkpoints (resume; converting folders of earlier versions) ─────────────────────
+
+
+def checkpoint_path(folder: str | os.PathLike, which: str = "last") -> Path:
+    """`folder/checkpoints/{best,last}.ckpt`."""
+    if which not in ("best", "last"):
+        raise ValueError(f"which must be 'best' or 'last', got {which!r}")
+    return Path(folder) / CHECKPOINT_DIR / (BEST_CHECKPOINT if which == "best" else LAST_CHECKPOINT)
+
+
+def read_checkpoint(path: str | os.PathLike, trust_pickle: bool = False) -> dict[str, Any]:
+    """A Lightning checkpoint's contents. With `weights_only=True` (the default here) torch's
+    unpickler builds tensors and plain containers only, so the file cannot run code; with
+    `trust_pickle` it is fully unpickled: only for files you made yourself."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFolderError(f"{path}: checkpoint not found")
+    if path.stat().st_size == 0:
+        raise ModelFolderError(f"{path}: the file is empty (interrupted while written?)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=not trust_pickle)
+    except Exception as error:  # torch raises many types for a bad file
+        message = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+        if "weights_only" in str(error) or "Unsupported global" in str(error):
+            raise ModelFolderError(
+                f"{path}: holds Python objects besides tensors, so it is not loaded (loading it "
+                "could run code). If you made this file yourself, convert it with `emoknn convert "
+                "RUN --trust-pickle`"
+            ) from error
+        raise ModelFolderError(f"{path}: not a readable checkpoint ({message})") from error
+    if not isinstance(state, dict):
+        raise ModelFolderError(f"{path}: not an emoknn training checkpoint")
+    return state
+
+
+def model_from_checkpoint(state: dict[str, Any], path: Path) -> tuple[EmotionModel, float]:
+    """(model, crop length) from a Lightning checkpoint's contents (see `read_checkpoint`)."""
+    hyper = state.get("hyper_parameters")
+    weights = state.get("state_dict")
+    if not isinstance(hyper, dict) or not isinstance(weights, dict):
+        raise ModelFolderError(f"{path}: not an emoknn training checkpoint (no hyper_parameters "
+                               "or state_dict)")  # fmt: skip
+    model_config = hyper.get("model_config")
+    train_config = hyper.get("train_config")
+    if not isinstance(model_config, dict) or not isinstance(train_config, dict):
+        raise ModelFolderError(f"{path}: not an emoknn training checkpoint (no model_config)")
+    labels = _labels(model_config.get("labels"), path, "model_config.labels")
+    _check_model_config(model_config, labels, path)
+    max_seconds = _crop_seconds(train_config.get("max_seconds"), path, "train_config.max_seconds")
+    model = _build_model(model_config, path)
+    tensors = {
+        name.removeprefix("model."): value
+        for name, value in weights.items()
+        if isinstance(name, str) and name.startswith("model.")
+    }
+    if not all(isinstance(value, torch.Tensor) for value in tensors.values()):
+        raise ModelFolderError(f"{path}: state_dict holds values that are not tensors")
+    _check_weights(tensors, model.state_dict(), path)
+    model.load_state_dict(tensors, strict=True)
+    return model.eval(), max_seconds
+
+
+def load_checkpoint_model(path: str | os.PathLike, device: str | torch.device = "cpu"
+                          ) -> tuple[EmotionModel, float]:  # fmt: skip
+    """(model in evaluation mode, crop length) of a Lightning checkpoint, read safely
+    (`weights_only=True`)."""
+    path = Path(path)
+    model, max_seconds = model_from_checkpoint(read_checkpoint(path), path)
+    return model.to(device), max_seconds
+
+
+def convert_checkpoint(folder: str | os.PathLike, trust_pickle: bool = False) -> ModelMeta:
+    """Write the model file of a run folder from an earlier emoknn (checkpoints/best.ckpt only).
+
+    Reads the checkpoint with `weights_only=True` when it can; a checkpoint that holds other
+    Python objects is unpickled only with `trust_pickle` (unpickling runs whatever code the file
+    carries: only for files you made yourself).
+    """
+    folder = Path(folder)
+    path = checkpoint_path(folder, "best")
+    if not path.is_file():
+        raise ModelFolderError(f"{folder}: nothing to convert (no {CHECKPOINT_DIR}/"
+                               f"{BEST_CHECKPOINT})")  # fmt: skip
+    model, max_seconds = model_from_checkpoint(read_checkpoint(path, trust_pickle), path)
+    return save_model(folder, model, max_seconds)
+
+
+# ── train_config.json ───────────────────────────────────────────────────────────────────────────
+
+RUN_INFO_STRINGS = ("corpus", "kind", "scheme", "fold", "test_speaker", "val_speaker", "training")
+
+
+def write_run_config(folder: str | os.PathLike, train_config: dict[str, Any], labels: list[str],
+                     info: dict[str, Any] | None = None) -> None:  # fmt: skip
+    """train_config.json: the training settings, the labels and `info` (corpus, fold, ...)."""
+    write_json_atomic(
+        {"train_config": train_config, "labels": list(labels), **(info or {})},
+        Path(folder) / RUN_CONFIG_FILE,
+    )
+
+
+def read_run_config(folder: str | os.PathLike) -> dict[str, Any]:
+    """train_config.json of a training run, validated."""
+    folder = Path(folder)
+    path = folder / RUN_CONFIG_FILE
+    if not path.is_file():
+        if not folder.is_dir():
+            raise ModelFolderError(f"{folder}: run folder not found")
+        raise ModelFolderError(f"{folder}: not a training run (no {RUN_CONFIG_FILE})")
+    data = _read_json(path)
+    train_config = _require(data, "train_config", dict, path)
+    _labels(data.get("labels"), path)
+    _crop_seconds(train_config.get("max_seconds"), path, "train_config.max_seconds")
+    for key in RUN_INFO_STRINGS:
+        if key in data:
+            _require(data, key, str, path)
+    for key in ("train_ids_sha256", "val_ids_sha256"):
+        if key in data:
+            _require(data, key, str, path)
+    return data
+
+
+def ids_digest(ids: list[str]) -> str:
+    """SHA-256 of a set of utterance ids (order-free): identifies which utterances a split held."""
+    return hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()
+
+
+def run_max_seconds(folder: str | os.PathLike) -> float:
+    """The crop length the model of `folder` was trained with (model.json)."""
+    return read_model_meta(folder).max_seconds
+
+
+def fold_of_run(folder: str | os.PathLike, corpus: str | os.PathLike | None = None):
+    """The fold a run was trained on: its corpus (or `corpus`, if moved) split as it was then.
+
+    Refuses a corpus whose split of that fold holds other utterances than the run trained on.
+    """
+    from emoknn.corpora import load_corpus
+    from emoknn.folds import speaker_folds
+
+    folder = Path(folder)
+    info = read_run_config(folder)
+    path = folder / RUN_CONFIG_FILE
+    if "fold" not in info or "corpus" not in info:
+        raise ModelFolderError(f"{path}: does not say which corpus and fold the run trained on")
+    utterances = load_corpus(corpus or Path(info["corpus"]), info.get("kind", "auto"))
+    folds = {f.name: f for f in speaker_folds(utterances, info.get("scheme", "speaker"))}
+    source = corpus or info["corpus"]
+    if info["fold"] not in folds:
+        raise ModelFolderError(
+            f"{source}: has no fold {info['fold']} (the fold {folder} trained on); is it the "
+            "corpus the run was trained on?"
+        )
+    fold = folds[info["fold"]]
+    expected = {"train_ids_sha256": fold.train, "val_ids_sha256": fold.val}
+    for key, split in expected.items():
+        if key in info and ids_digest([u.id for u in split]) != info[key]:
+            raise ModelFolderError(
+                f"{source}: fold {fold.name} holds other {key.split('_')[0]} utterances than "
+                f"{folder} was trained on; give the corpus it was trained on (--corpus)"
+            )
+    if sorted({u.label for u in utterances}) != sorted(info["labels"]):
+        raise ModelFolderError(f"{source}: its labels differ from those {folder} was trained on")
+    return fold
+
+
+# ── datastore.npz and knn.json ──────────────────────────────────────────────────────────────────
+
+
+def save_datastore(folder: str | os.PathLike, store: Datastore) -> None:
+    """datastore.npz, atomically (plain arrays: strings as unicode arrays, no pickled objects)."""
+    # A file handle, so that np.savez does not append .npz to the temporary name.
+    with atomic_path(Path(folder) / DATASTORE_FILE) as temporary, temporary.open("wb") as handle:
+        np.savez(
+            handle,
+            keys=store.keys,
+            labels=store.labels,
+            label_names=np.array(store.label_names),
+            ids=np.array(store.ids, dtype=str),
+            fingerprint=np.array(store.fingerprint),
+            index_type=np.array(store.index_type),
+        )
+
+
+def load_datastore(folder: str | os.PathLike, fingerprint: str | None = None,
+                   labels: list[str] | None = None) -> Datastore:  # fmt: skip
+    """datastore.npz of `folder`, validated; with `fingerprint` (and `labels`), refused unless
+    made by that model (with those classes)."""
+    path = Path(folder) / DATASTORE_FILE
+    if not path.is_file():
+        raise ModelFolderError(f"{path}: datastore not found")
+    if path.stat().st_size == 0:
+        raise ModelFolderError(f"{path}: the file is empty")
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            arrays = {name: stored[name] for name in stored.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as error:
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ModelFolderError(f"{path}: not a readable datastore ({message})") from error
+    required = ("keys", "labels", "label_names", "ids", "fingerprint", "index_type")
+    missing = [name for name in required if name not in arrays]
+    if missing:
+        raise ModelFolderError(f"{path}: not an emoknn datastore (missing {', '.join(missing)})")
+    keys, ids = arrays["keys"], arrays["ids"]
+    stored_labels, names = arrays["labels"], arrays["label_names"]
+    if keys.ndim != 2 or keys.dtype.kind != "f" or keys.shape[0] == 0 or keys.shape[1] == 0:
+        raise ModelFolderError(f"{path}: keys must be a non-empty float (N, D) array, got "
+                               f"{keys.dtype} {keys.shape}")  # fmt: skip
+    if not np.isfinite(keys).all():
+        raise ModelFolderError(f"{path}: keys hold NaN or infinite values")
+    count = keys.shape[0]
+    if stored_labels.shape != (count,) or stored_labels.dtype.kind not in "iu":
+        raise ModelFolderError(f"{path}: labels must be {count} integers, got "
+                               f"{stored_labels.dtype} {stored_labels.shape}")  # fmt: skip
+    if names.ndim != 1 or names.dtype.kind != "U":
+        raise ModelFolderError(f"{path}: label_names must be a list of names")
+    label_names = _labels(names.tolist(), path, "label_names")
+    if stored_labels.min() < 0 or stored_labels.max() >= len(label_names):
+        raise ModelFolderError(f"{path}: labels must lie in [0, {len(label_names)})")
+    if ids.shape != (count,) or ids.dtype.kind != "U":
+        raise ModelFolderError(f"{path}: ids must be {count} strings, got {ids.dtype} {ids.shape}")
+    id_list = ids.tolist()
+    if len(set(id_list)) != count:
+        raise ModelFolderError(f"{path}: ids repeat (each utterance may be stored once)")
+    scalars = {}
+    for name in ("fingerprint", "index_type"):
+        value = arrays[name]
+        if value.shape != () or value.dtype.kind != "U":
+            raise ModelFolderError(f"{path}: {name} must be a string")
+        scalars[name] = str(value)
+    if scalars["index_type"] not in ("exact", "hnsw"):
+        raise ModelFolderError(f"{path}: index_type must be exact or hnsw, got "
+                               f"{scalars['index_type']!r:.40}")  # fmt: skip
+    if fingerprint is not None and scalars["fingerprint"] != fingerprint:
+        raise ModelFolderError(
+            f"{path}: this datastore was built by a different model (fingerprint "
+            f"{scalars['fingerprint'][:12]}…, the model is {fingerprint[:12]}…); rebuild it with "
+            "`emoknn datastore build`"
+        )
+    if labels is not None and label_names != list(labels):
+        raise ModelFolderError(f"{path}: its classes {label_names} are not the model's {labels}")
+    return Datastore(keys, stored_labels, label_names, id_list, scalars["fingerprint"],
+                     scalars["index_type"])  # fmt: skip
+
+
+def save_knn_settings(folder: str | os.PathLike, tuning: TuningResult) -> None:
+    write_json_atomic(tuning.to_dict(), Path(folder) / KNN_SETTINGS_FILE)
+
+
+def _knn_settings(data: Any, path: Path, name: str) -> KnnSettings:
+    if not isinstance(data, dict):
+        raise ModelFolderError(f"{path}: {name!r} must be a JSON object")
+    where = f"{name}."
+    k = _require(data, "k", int, path, where)
+    alpha = _require(data, "alpha", (int, float), path, where)
+    temperature = _require(data, "temperature", (int, float, str), path, where)
+    score = _require(data, "score", (int, float), path, where)
+    criterion = _require(data, "criterion", str, path, where)
+    unknown = sorted(set(data) - {"k", "alpha", "temperature", "score", "criterion"})
+    if unknown:
+        raise ModelFolderError(f"{path}: {name} has unknown field(s) {', '.join(unknown)}")
+    if k < 1:
+        raise ModelFolderError(f"{path}: {name}.k must be ≥ 1, got {k}")
+    if not 0.0 <= alpha <= 1.0:
+        raise ModelFolderError(f"{path}: {name}.alpha must lie in [0, 1], got {alpha}")
+    if temperature == "inf":
+        temperature = math.inf
+    if isinstance(temperature, str) or not temperature > 0 or math.isnan(temperature):
+        raise ModelFolderError(
+            f'{path}: {name}.temperature must be > 0 or "inf", got {temperature!r:.40}'
+        )
+    if criterion not in ("ua", "wa"):
+        raise ModelFolderError(f"{path}: {name}.criterion must be ua or wa, got {criterion!r:.20}")
+    if not 0.0 <= score <= 1.0:
+        raise ModelFolderError(f"{path}: {name}.score must lie in [0, 1], got {score}")
+    return KnnSettings(k, float(alpha), float(temperature), float(score), criterion)
+
+
+def load_knn_settings(folder: str | os.PathLike) -> TuningResult:
+    """knn.json of `folder`, validated."""
+    path = Path(folder) / KNN_SETTINGS_FILE
+    data = _read_json(path)
+    return TuningResult(
+        _knn_settings(data.get("interpolated"), path, "interpolated"),
+        _knn_settings(data.get("knn_only"), path, "knn_only"),
+    )
+
+
+def save_knn(folder: str | os.PathLike, store: Datastore, tuning: TuningResult) -> None:
+    save_datastore(folder, store)
+    save_knn_settings(folder, tuning)
+
+
+def load_knn(folder: str | os.PathLike, fingerprint: str, labels: list[str]
+             ) -> tuple[Datastore, TuningResult]:  # fmt: skip
+    """The datastore and kNN settings of `folder`, checked against the model's fingerprint."""
+    folder = Path(folder)
+    if not (folder / DATASTORE_FILE).is_file():
+        raise ModelFolderError(
+            f"{folder}: no kNN datastore; build it with `emoknn datastore build {folder}`, or "
+            "predict with the model alone (--no-knn / use_knn=False)"
+        )
+    return load_datastore(folder, fingerprint, labels), load_knn_settings(folder)
+
+
+# ── export folders: export.json, model.onnx, model.int8.onnx ───────────────────────────────────
+
+
+def is_export_folder(path: str | os.PathLike) -> bool:
+    return (Path(path) / EXPORT_META_FILE).is_file()
+
+
+def write_export_meta(folder: str | os.PathLike, meta: dict[str, Any]) -> None:
+    write_json_atomic(meta, Path(folder) / EXPORT_META_FILE)
+
+
+def read_export_meta(folder: str | os.PathLike) -> dict[str, Any]:
+    """export.json of an `emoknn export` folder, validated."""
+    folder = Path(folder)
+    path = folder / EXPORT_META_FILE
+    if not path.is_file():
+        raise ModelFolderError(f"{folder}: not an emoknn ONNX export (no {EXPORT_META_FILE})")
+    data = _read_json(path)
+    _labels(data.get("labels"), path)
+    _crop_seconds(data.get("max_seconds"), path)
+    _fingerprint(data.get("fingerprint"), path)
+    if "embedding_size" not in data and "hidden_size" in data:  # written by emoknn ≤ 0.1
+        data["embedding_size"] = data.pop("hidden_size")
+    width = _require(data, "embedding_size", int, path)
+    if width < 1:
+        raise ModelFolderError(f"{path}: 'embedding_size' must be ≥ 1, got {width}")
+    if "int8" in data:
+        int8 = _require(data, "int8", dict, path)
+        name = _require(int8, "file", str, path, "int8.")
+        if name != INT8_ONNX_FILE:
+            raise ModelFolderError(f"{path}: int8.file must be {INT8_ONNX_FILE!r}")
+    return data
+
+
+def onnx_model_file(folder: str | os.PathLike, quantized: bool = False) -> Path:
+    """The ONNX model of an export folder (int8 with `quantized`), which must exist and be
+    non-empty; onnxruntime says what else is wrong with it when the session is made."""
+    path = Path(folder) / (INT8_ONNX_FILE if quantized else ONNX_FILE)
+    if not path.is_file():
+        hint = " (export with --quantize)" if quantized else ""
+        raise ModelFolderError(f"{path}: not found{hint}")
+    if path.stat().st_size == 0:
+        raise ModelFolderError(f"{path}: the file is empty")
+    return path
