@@ -16,7 +16,8 @@ from emoknn.report import write_report
 from emoknn.train import make_config
 
 runner = CliRunner()
-VARIANTS = {"CE", "CE + kNN", "CE kNN only", "CE+SCL", "CE+SCL + kNN", "CE+SCL kNN only"}
+VARIANTS = {"CE", "CE + kNN", "CE kNN only", "CE+SCL", "CE+SCL + kNN", "CE+SCL kNN only",
+            "Baseline (features + LR)"}  # fmt: skip
 
 
 def tiny_config():
@@ -38,7 +39,7 @@ def test_crossval_writes_results_and_report_with_every_variant(two_fold_run):
     out, output = two_fold_run
     results = json.loads((out / "results.json").read_text())
     assert {r["variant"] for r in results["summary"]} == VARIANTS
-    assert len(results["records"]) == 2 * 6  # 2 folds × 6 variants
+    assert len(results["records"]) == 2 * 7  # 2 folds × (6 variants + the baseline)
     assert {r["fold"] for r in results["records"]} == {"fold00-Syn01F", "fold02-Syn02F"}
     assert all(r["folds"] == 2 for r in results["summary"])
     interpolated = [r for r in results["records"] if r["inference"] == "interpolated"]
@@ -48,9 +49,40 @@ def test_crossval_writes_results_and_report_with_every_variant(two_fold_run):
     for variant in VARIANTS:
         assert f"| {variant} |" in report
     figures = sorted(p.name for p in (out / "figures").glob("*.png"))
-    assert len(figures) == 7 and "tsne-ce-vs-scl.png" in figures
+    assert len(figures) == 8 and "tsne-ce-vs-scl.png" in figures
     assert all(f"figures/{name}" in report for name in figures)
     assert "not emotional speech" in output and "Report:" in output
+    assert "Paired comparisons over folds" in report
+    printed = " ".join(output.split())  # rich wraps long lines
+    for comparison in results["comparisons"]:
+        assert comparison["sentence"] in report and comparison["sentence"] in printed
+
+
+def test_comparisons_are_paired_differences_of_the_records(two_fold_run):
+    out, _ = two_fold_run
+    results = json.loads((out / "results.json").read_text())
+    score = {(r["variant"], r["fold"]): r for r in results["records"]}
+    names = [c["name"] for c in results["comparisons"]]
+    assert names[:4] == ["CE+SCL vs CE", "CE + kNN vs CE", "CE+SCL + kNN vs CE+SCL",
+                         "CE+SCL + kNN vs CE"]  # fmt: skip
+    assert names[4].startswith("best learned variant (")
+    assert names[4].endswith("vs Baseline (features + LR)")
+    for comparison in results["comparisons"]:
+        assert comparison["folds"] == ["fold00-Syn01F", "fold02-Syn02F"]
+        for metric in ("ua", "wa"):
+            expected = [score[(comparison["a"], f)][metric] - score[(comparison["b"], f)][metric]
+                        for f in comparison["folds"]]  # fmt: skip
+            assert comparison[metric]["differences"] == pytest.approx(expected)
+            assert comparison[metric]["test"] == "sign"  # 2 folds: too few for Wilcoxon
+        assert "too few folds to tell (2;" in comparison["sentence"]
+
+
+def test_baseline_fold_is_recomputable_from_cached_features(two_fold_run):
+    out, _ = two_fold_run
+    result = json.loads((out / "baseline" / "fold00-Syn01F" / "fold_result.json").read_text())
+    assert result["training"] == "baseline" and set(result["scores"]) == {"model"}
+    assert result["c"] in (0.01, 0.1, 1.0, 10.0)
+    assert (out / "baseline" / "features.npz").is_file()
 
 
 def test_json_scores_equal_those_recomputed_from_saved_predictions(two_fold_run):
@@ -72,14 +104,14 @@ def test_resume_skips_finished_folds(small_synthetic_corpus, tmp_path, monkeypat
     folds = speaker_folds(utterances)
     crossval(utterances, folds[:1], tiny_config(), tmp_path)
     finished = {p: p.stat().st_mtime_ns for p in tmp_path.glob("*/*/fold_result.json")}
-    assert len(finished) == 2
+    assert len(finished) == 3  # CE, CE+SCL and the baseline
     trained = []
     real_train_fold = experiments.train_fold
     monkeypatch.setattr(
         experiments, "train_fold", lambda *a, **k: trained.append(a[0]) or real_train_fold(*a, **k)
     )
     results = crossval(utterances, folds[:2], tiny_config(), tmp_path)
-    assert len(results) == 4 and len(trained) == 2  # only fold 1's two models were trained
+    assert len(results) == 6 and len(trained) == 2  # only fold 1's two models were trained
     assert {p: p.stat().st_mtime_ns for p in finished} == finished
 
 

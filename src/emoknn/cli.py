@@ -304,6 +304,17 @@ def _print_summary(summary: list[dict], title: str) -> None:
     console.print(table)
 
 
+def _print_comparisons(comparisons: list[dict]) -> None:
+    """One sentence per paired comparison (how they are tested: emoknn.stats.METHOD_NOTE)."""
+    from emoknn.stats import METHOD_NOTE
+
+    if comparisons:
+        console.print("Paired comparisons over folds:")
+        for comparison in comparisons:
+            console.print(f"  - {comparison['sentence']}", highlight=False)
+        console.print(f"[dim]{METHOD_NOTE}[/]")
+
+
 def _run_crossval(corpus: Path, kind: str, scheme: str, folds: str | None, tables: str,
                   out: Path, config, criterion: str = "ua") -> Path:  # fmt: skip
     """Cross-validate, print each finished fold and the summary, write the report."""
@@ -337,11 +348,11 @@ def _run_crossval(corpus: Path, kind: str, scheme: str, folds: str | None, table
     )
 
     def done(result: dict) -> None:
-        model, interpolated = result["scores"]["model"], result["scores"]["interpolated"]
-        console.print(
-            f"  {result['fold']} {result['label']:<8} UA {100 * model['ua']:.1f} "
-            f"(+kNN {100 * interpolated['ua']:.1f})"
-        )
+        scores = result["scores"]
+        with_knn = (f" (+kNN {100 * scores['interpolated']['ua']:.1f})"
+                    if "interpolated" in scores else "")  # fmt: skip
+        model_ua = 100 * scores["model"]["ua"]
+        console.print(f"  {result['fold']} {result['label']:<8} UA {model_ua:.1f}{with_knn}")
 
     crossval(utterances, chosen, config, out, table_names, meta, on_fold_done=done,
              criterion=criterion)  # fmt: skip
@@ -350,6 +361,7 @@ def _run_crossval(corpus: Path, kind: str, scheme: str, folds: str | None, table
     report = write_report([out], out, meta)
     results = json.loads((out / "results.json").read_text())
     _print_summary(results["summary"], f"{meta['corpus_name']}: mean ± std over folds")
+    _print_comparisons(results["comparisons"])
     if synthetic:
         console.print(f"[yellow]{HONESTY_NOTE}[/]")
     console.print(f"Report: {report}\nResults: {out / 'results.json'}")
@@ -407,6 +419,7 @@ def report_command(
     _print_summary(
         results["summary"], f"{meta.get('corpus_name', 'merged')}: mean ± std over folds"
     )
+    _print_comparisons(results["comparisons"])
     console.print(f"Report: {report}")
 
 

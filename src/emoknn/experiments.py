@@ -10,6 +10,10 @@ knn.json), `predictions.csv` (one row per test utterance: true label and the thr
 `test_embeddings.npz`, and last `fold_result.json`, whose presence marks the fold as done: an
 interrupted cross-validation continues where it stopped (a half-trained fold resumes from its last
 checkpoint). Folds can run as separate jobs (`--folds 3,4`) and `emoknn report` merges them.
+
+Every fold also runs the classical baseline (`emoknn.baseline`) into `OUT/baseline/<fold>/`, the
+same way, so each table shows what hand-crafted features and a logistic regression reach on the
+same folds; and the results carry the paired comparisons of `emoknn.stats` (`paper_comparisons`).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from emoknn import __version__
+from emoknn import __version__, baseline
 from emoknn.corpora.utterance import Utterance, label_names
 from emoknn.errors import ConfigError, EmoknnError
 from emoknn.files import atomic_path, write_json_atomic
@@ -34,6 +38,7 @@ from emoknn.inference import embed_utterances, fit_run_knn
 from emoknn.knn import knn_predict_probs
 from emoknn.metrics import unweighted_accuracy, weighted_accuracy
 from emoknn.model_folder import load_knn, load_model, read_model_meta
+from emoknn.stats import Comparison, compare
 from emoknn.train import TrainConfig, train_fold
 
 INFERENCES = ("model", "knn", "interpolated")  # α = 0, α = 1, tuned α
@@ -174,6 +179,57 @@ def run_fold(
     return result
 
 
+def is_helper_process() -> bool:
+    """True in the non-first processes of a DDP run (Lightning sets these variables)."""
+    return bool(int(os.environ.get("LOCAL_RANK", "0")) or int(os.environ.get("NODE_RANK", "0")))
+
+
+def run_baseline_fold(fold: Fold, labels: list[str], out_dir: Path) -> dict[str, Any]:
+    """Fit and evaluate the classical baseline on one fold; skip it if already finished.
+
+    Features come from the cross-validation's cache (`OUT/baseline/features.npz`): computed once
+    per utterance, reused by every fold and every resumed run.
+    """
+    run_dir = out_dir / baseline.NAME / fold.name
+    result_file = run_dir / FOLD_RESULT_FILE
+    if result_file.is_file():
+        return json.loads(result_file.read_text())
+    features = baseline.cached_features(
+        [*fold.train, *fold.val, *fold.test], out_dir / baseline.NAME / "features.npz"
+    )
+    index = {label: i for i, label in enumerate(labels)}
+    x = lambda us: np.stack([features[u.id] for u in us])  # noqa: E731
+    y = lambda us: np.array([index[u.label] for u in us])  # noqa: E731
+    model = baseline.FeatureBaseline().fit(x(fold.train), y(fold.train), x(fold.val), y(fold.val))
+    truth, predicted = y(fold.test), model.predict(x(fold.test))
+    with (
+        atomic_path(run_dir / PREDICTIONS_FILE) as temporary,
+        temporary.open("w", newline="") as handle,
+    ):
+        writer = csv.writer(handle)
+        writer.writerow(["id", "speaker", "label", "model"])
+        for utterance, label_id in zip(fold.test, predicted, strict=True):
+            writer.writerow([utterance.id, utterance.speaker, utterance.label, labels[label_id]])
+    result = {
+        "training": baseline.NAME,
+        "label": baseline.LABEL,
+        "description": baseline.DESCRIPTION,
+        "c": model.c_,
+        "fold": fold.name,
+        "test_speaker": fold.test_speaker,
+        "val_speaker": fold.val_speaker,
+        "num_train": len(fold.train),
+        "num_val": len(fold.val),
+        "num_test": len(fold.test),
+        "scores": {"model": {
+            "wa": weighted_accuracy(truth, predicted), "ua": unweighted_accuracy(truth, predicted),
+            "k": None, "alpha": 0.0, "temperature": None,
+        }},
+    }  # fmt: skip
+    write_json_atomic(result, result_file)
+    return result
+
+
 def crossval(
     utterances: list[Utterance],
     folds: list[Fold],
@@ -183,8 +239,10 @@ def crossval(
     corpus_info: dict[str, Any] | None = None,
     on_fold_done: Callable[[dict[str, Any]], None] | None = None,
     criterion: str = "ua",
+    with_baseline: bool = True,
 ) -> list[dict[str, Any]]:
-    """Run every (training, fold) not yet finished in `out_dir`; return all fold results."""
+    """Run every (training, fold) not yet finished in `out_dir`, and the classical baseline on
+    each fold first (unless `with_baseline` is False); return all fold results."""
     out_dir = Path(out_dir)
     labels = label_names(utterances)
     info = dict(corpus_info or {})
@@ -196,6 +254,10 @@ def crossval(
     )  # fmt: skip
     results = []
     for fold in folds:
+        if with_baseline and not is_helper_process():
+            results.append(run_baseline_fold(fold, labels, out_dir))
+            if on_fold_done is not None:
+                on_fold_done(results[-1])
         for spec in trainings_for(tables):
             result = run_fold(spec, fold, labels, base_config, out_dir, info, criterion)
             if result is None:
@@ -233,7 +295,7 @@ def result_records(fold_results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One record per (fold, variant), the rows of results.json."""
     records = []
     for result in fold_results:
-        for inference in INFERENCES:
+        for inference in (i for i in INFERENCES if i in result["scores"]):  # baseline: model only
             score = result["scores"][inference]
             records.append({
                 "variant": variant_name(result["label"], inference),
@@ -266,9 +328,48 @@ def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return summary
 
 
+def paper_comparisons(records: list[dict[str, Any]]) -> list[Comparison]:
+    """The paper's comparisons that these records allow, each paired over the folds both sides
+    have: CE+SCL vs CE; + kNN vs the model alone (CE, CE+SCL); the whole method (CE+SCL + kNN) vs
+    CE; each augmentation vs mixed and each λ vs 0.1 (when those tables ran); and the best learned
+    variant (highest mean UA; chosen after seeing the results, so its p-value is optimistic) vs
+    the classical baseline. Differences are first minus second."""
+    scores: dict[str, dict[str, dict[str, float]]] = {}
+    variant_of: dict[tuple[str, str], str] = {}
+    for r in records:
+        scores.setdefault(r["variant"], {})[r["fold"]] = {"ua": r["ua"], "wa": r["wa"]}
+        variant_of[(r["training"], r["inference"])] = r["variant"]
+    pairs = [
+        (("scl", "model"), ("ce", "model")),
+        (("ce", "interpolated"), ("ce", "model")),
+        (("scl", "interpolated"), ("scl", "model")),
+        (("scl", "interpolated"), ("ce", "model")),
+    ]
+    trainings = sorted({r["training"] for r in records})
+    pairs += [((t, "model"), ("scl", "model")) for t in trainings
+              if t.startswith("scl-") and not t.startswith("scl-l")]  # fmt: skip
+    pairs += [((t, "model"), ("scl", "model")) for t in trainings if t.startswith("scl-l")]
+    learned = [v for (t, _), v in variant_of.items() if t != baseline.NAME]
+    if learned and (baseline.NAME, "model") in variant_of:
+        mean_ua = lambda v: float(np.mean([s["ua"] for s in scores[v].values()]))  # noqa: E731
+        best = max(learned, key=mean_ua)  # max keeps the first of ties
+        best_key = next(key for key, v in variant_of.items() if v == best)
+        pairs.append((best_key, (baseline.NAME, "model")))
+    comparisons = []
+    for a, b in pairs:
+        if a in variant_of and b in variant_of:
+            name = f"{variant_of[a]} vs {variant_of[b]}"
+            if b[0] == baseline.NAME:
+                name = f"best learned variant ({variant_of[a]}) vs {variant_of[b]}"
+            found = compare(name, variant_of[a], variant_of[b], scores)
+            if found is not None:
+                comparisons.append(found)
+    return comparisons
+
+
 def write_results(fold_results: list[dict[str, Any]], out_dir: str | os.PathLike,
                   meta: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
-    """Write results.json (records per fold and variant, and the summary)."""
+    """Write results.json (records per fold and variant, the summary, the paired comparisons)."""
     records = result_records(fold_results)
     results = {
         **meta,
@@ -276,6 +377,8 @@ def write_results(fold_results: list[dict[str, Any]], out_dir: str | os.PathLike
         "emoknn_version": __version__,
         "records": records,
         "summary": summarize(records),
+        "comparisons": [c.to_dict() for c in paper_comparisons(records)],
+        "baseline": baseline.DESCRIPTION,
         "fold_dirs": {f"{r['training']}/{r['fold']}": r["dir"] for r in fold_results if "dir" in r},
     }
     write_json_atomic(results, Path(out_dir) / "results.json")

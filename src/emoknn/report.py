@@ -14,9 +14,11 @@ from typing import Any
 
 import numpy as np
 
+from emoknn import baseline
 from emoknn.experiments import INFERENCES, PREDICTIONS_FILE, collect_fold_results, write_results
 from emoknn.files import write_text_atomic
 from emoknn.metrics import confusion_matrix
+from emoknn.stats import METHOD_NOTE, p_text, signed_points
 
 # The paper's results on IEMOCAP with wav2vec2-base, 10-fold speaker-independent CV: (WA, UA) %.
 PAPER_RESULTS: dict[str, tuple[float, float]] = {
@@ -60,7 +62,7 @@ def plot_confusions(results: dict[str, Any], labels: list[str], figures: Path) -
         training = key.split("/")[0]
         rows = _read_predictions(Path(fold_dir))
         truth = [index[r["label"]] for r in rows]
-        for inference in INFERENCES:
+        for inference in (i for i in INFERENCES if (training, i) in variant_of):
             variant = variant_of[(training, inference)]
             matrix = confusion_matrix(truth, [index[r[inference]] for r in rows], len(labels))
             pooled[variant] = pooled.get(variant, 0) + matrix
@@ -126,6 +128,52 @@ def plot_tsne(results: dict[str, Any], figures: Path) -> str | None:
     return "figures/tsne-ce-vs-scl.png"
 
 
+def _signed(fraction: float | None) -> str:
+    return "—" if fraction is None else signed_points(fraction, decimals=2)
+
+
+def comparison_lines(comparisons: list[dict[str, Any]]) -> list[str]:
+    """The report's section on paired comparisons: a summary table, the per-fold differences and
+    one sentence per comparison."""
+    if not comparisons:
+        return []
+    lines = [
+        "## Is each difference real? Paired comparisons over folds", "",
+        "Each comparison pairs the two variants fold by fold (difference = first − second, in "
+        f"points of %). {METHOD_NOTE}", "",
+        "| comparison | folds | test | ΔUA (95 % CI) | p (UA) | ΔWA (95 % CI) | p (WA) |",
+        "|---|---:|---|---:|---:|---:|---:|",
+    ]  # fmt: skip
+    for c in comparisons:
+        cells = []
+        for metric in ("ua", "wa"):
+            m = c[metric]
+            interval = ("" if m["ci_low"] is None
+                        else f" ({_signed(m['ci_low'])} to {_signed(m['ci_high'])})")  # fmt: skip
+            cells += [f"{_signed(m['mean'])}{interval}", p_text(m["p_value"])]
+        test = "Wilcoxon signed-rank" if c["ua"]["test"] == "wilcoxon" else "sign test"
+        lines.append(f"| {c['name']} | {len(c['folds'])} | {test} | " + " | ".join(cells) + " |")
+    lines += [""] + [f"- {c['sentence']}" for c in comparisons]
+    folds = sorted({f for c in comparisons for f in c["folds"]})
+    short = [f.split("-")[0] for f in folds]
+    lines += [
+        "", "Per-fold differences (first − second), UA / WA points:", "",
+        "| comparison | " + " | ".join(short) + " |",
+        "|---|" + "---:|" * len(folds),
+    ]  # fmt: skip
+    for c in comparisons:
+        by_fold = {f: i for i, f in enumerate(c["folds"])}
+        cells = [
+            f"{_signed(c['ua']['differences'][by_fold[f]])} / "
+            f"{_signed(c['wa']['differences'][by_fold[f]])}"
+            if f in by_fold
+            else "—"
+            for f in folds
+        ]
+        lines.append(f"| {c['name']} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
 def write_report(
     run_dirs: list[str | os.PathLike], out_dir: str | os.PathLike, meta: dict[str, Any]
 ) -> Path:
@@ -154,7 +202,8 @@ def write_report(
         f"- created {results['created']} by emoknn {results['emoknn_version']}",
         "",
         "WA = accuracy over utterances; UA = mean of per-class recalls. Mean ± sample standard "
-        "deviation over folds, in %. *kNN only* is α = 1; *+ kNN* is the tuned interpolation.",
+        "deviation over folds, in %. *kNN only* is α = 1; *+ kNN* is the tuned interpolation. "
+        f"*{baseline.LABEL}* is a classical baseline on the same folds: {baseline.DESCRIPTION}.",
         "",
         "## Results",
         "",
@@ -168,8 +217,9 @@ def write_report(
             f"| {row['variant']} | {row['folds']} | {_percent(row['wa_mean'], row['wa_std'])} | "
             f"{_percent(row['ua_mean'], row['ua_std'])} | {reference} |"
         )
+    lines += ["", *comparison_lines(results["comparisons"])]
     lines += [
-        "", "## Per fold", "",
+        "## Per fold", "",
         "| variant | fold | test / val speaker | WA % | UA % | k | α | T |",
         "|---|---|---|---:|---:|---:|---:|---:|",
     ]  # fmt: skip

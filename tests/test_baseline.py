@@ -1,0 +1,97 @@
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+import emoknn.baseline as baseline
+from emoknn.audio import load_audio
+from emoknn.corpora import load_synthetic
+from emoknn.experiments import paper_comparisons
+
+
+def test_features_are_finite_fixed_length_and_deterministic(small_synthetic_corpus):
+    utterances = load_synthetic(small_synthetic_corpus)[:3]
+    vectors = [baseline.utterance_features(load_audio(u.path)) for u in utterances]
+    assert {v.shape for v in vectors} == {vectors[0].shape} and vectors[0].ndim == 1
+    assert all(np.isfinite(v).all() for v in vectors)
+    again = baseline.utterance_features(load_audio(utterances[0].path))
+    np.testing.assert_array_equal(again, vectors[0])
+    short = baseline.utterance_features(np.sin(np.arange(400) / 5).astype(np.float32))  # 25 ms
+    assert short.shape == vectors[0].shape and np.isfinite(short).all()
+
+
+def test_feature_cache_is_reused_and_stale_rows_are_recomputed(
+    small_synthetic_corpus, tmp_path, monkeypatch
+):
+    utterances = load_synthetic(small_synthetic_corpus)[:4]
+    cache = tmp_path / "features.npz"
+    computed = []
+    real = baseline.utterance_features
+    monkeypatch.setattr(
+        baseline, "utterance_features", lambda w: computed.append(len(w)) or real(w)
+    )
+    first = baseline.cached_features(utterances, cache)
+    assert len(computed) == 4 and cache.is_file()
+    second = baseline.cached_features(utterances[:2], cache)
+    assert len(computed) == 4  # every row from the cache
+    np.testing.assert_array_equal(second[utterances[1].id], first[utterances[1].id])
+    stat = os.stat(utterances[0].path)
+    os.utime(utterances[0].path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    try:
+        baseline.cached_features(utterances, cache)
+    finally:
+        os.utime(utterances[0].path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert len(computed) == 5  # only the touched file was recomputed
+
+
+def test_classifier_picks_c_on_validation_and_learns():
+    rng = np.random.default_rng(0)
+    centers = rng.normal(0, 3, (4, 10))
+    make = lambda n: (  # noqa: E731
+        np.concatenate([centers[c] + rng.normal(0, 1, (n, 10)) for c in range(4)]),
+        np.repeat(np.arange(4), n),
+    )
+    (x_train, y_train), (x_val, y_val), (x_test, y_test) = make(20), make(10), make(10)
+    model = baseline.FeatureBaseline().fit(x_train, y_train, x_val, y_val)
+    assert model.c_ in baseline.C_GRID
+    assert (model.predict(x_test) == y_test).mean() > 0.9
+    with pytest.raises(RuntimeError, match="call fit"):
+        baseline.FeatureBaseline().predict(x_test)
+
+
+def _records(trainings: dict[str, float], folds: int = 8) -> list[dict]:
+    """Fake fold records: each training's model scores its offset above 0.6 on every fold."""
+    labels = {"ce": "CE", "scl": "CE+SCL", "baseline": "Baseline (features + LR)"}
+    records = []
+    for training, offset in trainings.items():
+        label = labels.get(training, training)
+        inferences = ("model",) if training == "baseline" else ("model", "knn", "interpolated")
+        for fold in range(folds):
+            for i, inference in enumerate(inferences):
+                variant = {"model": label, "knn": f"{label} kNN only",
+                           "interpolated": f"{label} + kNN"}[inference]  # fmt: skip
+                ua = 0.6 + offset + 0.01 * i + 0.001 * fold
+                records.append({"variant": variant, "training": training, "inference": inference,
+                                "fold": f"fold{fold:02d}", "ua": ua, "wa": ua})  # fmt: skip
+    return records
+
+
+def test_paper_comparisons_cover_every_table_that_ran():
+    records = _records({"baseline": 0.0, "ce": 0.02, "scl": 0.03, "scl-noise": 0.025,
+                        "scl-pitch": 0.03, "scl-l0.2": 0.01})  # fmt: skip
+    comparisons = paper_comparisons(records)
+    names = [c.name for c in comparisons]
+    assert names == [
+        "CE+SCL vs CE", "CE + kNN vs CE", "CE+SCL + kNN vs CE+SCL", "CE+SCL + kNN vs CE",
+        "scl-noise vs CE+SCL", "scl-pitch vs CE+SCL", "scl-l0.2 vs CE+SCL",
+        "best learned variant (CE+SCL + kNN) vs Baseline (features + LR)",
+    ]  # fmt: skip
+    first = comparisons[0]
+    assert first.ua.differences == pytest.approx([0.01] * 8)
+    assert first.ua.test == "wilcoxon" and first.ua.p_value == pytest.approx(2 / 2**8)
+    assert first.sentence.startswith("CE+SCL vs CE: +1.0 UA points (")
+    assert "no UA difference detectable (+0.0" in comparisons[5].sentence  # pitch = mixed
+    assert paper_comparisons(_records({"ce": 0.0})) != []  # CE + kNN vs CE alone
+    assert [c.name for c in paper_comparisons(_records({"baseline": 0.0}))] == []
