@@ -110,6 +110,7 @@ def test_conv_stem_frozen_by_default_and_spec_augment_only_when_asked():
     config = tiny_whisper_config()
     backbone = WhisperBackbone(whisper_encoder_from_config(config))
     assert not any(p.requires_grad for p in backbone.encoder.conv1.parameters())
+    assert not backbone.encoder.embed_positions.weight.requires_grad
     assert all(p.requires_grad for p in backbone.encoder.layers.parameters())
     waveform, lengths = torch.randn(2, 16000) * 0.1, torch.tensor([16000, 12000])
     backbone.train()
@@ -162,3 +163,214 @@ def test_a_folder_without_encoder_weights_is_refused(tmp_path):
               folder / "model.safetensors", metadata={"format": "pt"})  # fmt: skip
     with pytest.raises(EmoknnError, match="lacks Whisper encoder weights"):
         load_whisper_encoder(str(folder))
+
+
+# ---- Whisper wherever an encoder goes: EmotionModel, training, checkpoints, predict, serve, ONNX
+
+
+def save_tiny_whisper(folder, class_name: str = "WhisperForConditionalGeneration"):
+    """A tiny Whisper checkpoint with its feature extractor, as `save_pretrained` writes them."""
+    import transformers
+
+    config = transformers.WhisperConfig(
+        **{k: v for k, v in tiny_whisper_config().items() if k != "model_type"}
+    )
+    torch.manual_seed(0)
+    getattr(transformers, class_name)(config).save_pretrained(folder)
+    transformers.WhisperFeatureExtractor(feature_size=80).save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize(("layer_weighting", "projection_size"), [(False, 0), (True, 32)])
+def test_emotion_model_batch_equals_single(layer_weighting, projection_size):
+    from emoknn.model import EmotionModel, ModelConfig
+
+    torch.manual_seed(0)
+    model = EmotionModel(ModelConfig(
+        encoder="tiny", encoder_config=tiny_whisper_config(), normalize_waveforms=False,
+        layer_weighting=layer_weighting, projection_size=projection_size,
+    )).eval()  # fmt: skip
+    assert model.max_input_seconds == 30.0 and model.num_layers == 2
+    rng = np.random.default_rng(4)
+    lengths = torch.tensor([16000, 9000, 4000, 401])
+    waveforms = torch.zeros(4, 16000)
+    for row, length in enumerate(lengths):
+        waveforms[row, :length] = torch.from_numpy(speech_like(int(length), rng))
+    with torch.no_grad():
+        batched = model(waveforms, lengths)
+        pooled = model.pooled_layers(waveforms, lengths)
+        for row, length in enumerate(lengths):
+            alone = model(waveforms[row : row + 1, :length], lengths[row : row + 1])
+            torch.testing.assert_close(alone.embeddings[0], batched.embeddings[row], atol=1e-5,
+                                       rtol=0)  # fmt: skip
+            torch.testing.assert_close(alone.logits[0], batched.logits[row], atol=1e-5, rtol=0)
+    assert pooled.shape == (4, 3, 64)
+    torch.testing.assert_close(model.head(pooled).logits, batched.logits, atol=1e-5, rtol=0)
+
+
+@pytest.fixture(scope="module")
+def whisper_run(small_synthetic_corpus, tmp_path_factory):
+    """A tiny Whisper trained 1 epoch from a locally saved checkpoint folder, with its kNN stage;
+    the folder is deleted afterwards: everything later must rebuild from the run alone."""
+    import shutil
+
+    from emoknn.corpora import FOUR_CLASSES, load_synthetic
+    from emoknn.folds import speaker_folds
+    from emoknn.inference import fit_run_knn
+    from emoknn.model import default_normalization
+    from emoknn.train import make_config, train_fold
+
+    root = tmp_path_factory.mktemp("whisper")
+    folder = save_tiny_whisper(root / "tiny-whisper")
+    assert default_normalization(str(folder)) is False  # Whisper's extractor does not normalise
+    initial = load_whisper_encoder(str(folder)).state_dict()
+    fold = speaker_folds(load_synthetic(small_synthetic_corpus))[0]
+    config = make_config("tiny", encoder=str(folder), max_epochs=1, max_seconds=1.0,
+                         batch_size=8, progress_bar=False)  # fmt: skip
+    result = train_fold(config, fold.train, fold.val, list(FOUR_CLASSES), root / "run")
+    fit_run_knn(root / "run", fold.train, fold.val, config.max_seconds)
+    shutil.rmtree(folder)
+    return root / "run", result, fold, initial
+
+
+def test_training_changes_the_transformer_and_keeps_the_conv_stem(whisper_run):
+    from safetensors import safe_open
+
+    from emoknn.model_folder import MODEL_FILE, load_model, read_checkpoint
+
+    run, result, _, initial = whisper_run
+    trained = load_model(run)  # no download: the saved Whisper folder is gone
+    assert trained.config.encoder_config["model_type"] == "whisper"
+    assert trained.config.normalize_waveforms is False
+    with safe_open(run / MODEL_FILE, "pt") as weights:  # only the encoder half is kept
+        assert not any("decoder" in name for name in weights.keys())  # noqa: SIM118
+    checkpoint = read_checkpoint(result.best_checkpoint)["state_dict"]
+    assert checkpoint and not any("decoder" in name for name in checkpoint)
+    encoder = trained.encoder.encoder.state_dict()
+    assert set(encoder) == set(initial)
+    for name in ("conv1.weight", "conv2.bias", "embed_positions.weight"):  # frozen by default
+        assert torch.equal(encoder[name], initial[name]), name
+    assert not torch.equal(encoder["layers.1.fc1.weight"], initial["layers.1.fc1.weight"])
+
+
+def test_predict_batch_equals_single_and_windows_stay_within_30_s(whisper_run, tmp_path):
+    import soundfile as sf
+
+    from emoknn.errors import ConfigError
+    from emoknn.predict import EmotionRecognizer
+
+    run, _, fold, _ = whisper_run
+    recognizer = EmotionRecognizer.load(run, device="cpu")
+    paths = [u.path for u in fold.test[:6]]
+    together = recognizer.predict(paths, batch_size=6)
+    for path, batched in zip(paths, together, strict=True):
+        alone = recognizer.predict(path, batch_size=1)[0]
+        assert alone.knn_probabilities is not None
+        assert alone.probabilities == pytest.approx(batched.probabilities, abs=1e-5)
+    long_file = tmp_path / "long.wav"
+    sf.write(long_file, speech_like(16000 * 35, np.random.default_rng(5)), 16000)
+    with pytest.raises(ConfigError, match="at most 30 s"):
+        recognizer.predict(long_file, window_seconds=40)
+    recognizer.max_seconds = 45.0  # a crop longer than Whisper takes: windows shrink to 30 s
+    segments = recognizer.predict(long_file)[0].segments
+    assert [(s.start_s, s.end_s) for s in segments] == [(0.0, 30.0), (30.0, 35.0)]
+
+
+def test_serve_and_the_cli_predict_with_a_whisper_run(whisper_run):
+    import json
+
+    from fastapi.testclient import TestClient
+    from typer.testing import CliRunner
+
+    from emoknn.cli import app
+    from emoknn.predict import EmotionRecognizer
+    from emoknn.serve import create_app
+
+    run, _, fold, _ = whisper_run
+    recognizer = EmotionRecognizer.load(run, device="cpu")
+    clip = fold.test[0].path
+    expected = recognizer.predict(clip)[0]
+    client = TestClient(create_app(recognizer, model_name="tiny-whisper"))
+    response = client.post("/predict", files={"file": ("clip.wav", clip.read_bytes(), "audio/wav")})
+    assert response.status_code == 200, response.text
+    assert response.json()["probabilities"] == pytest.approx(expected.probabilities, abs=1e-6)
+    result = CliRunner().invoke(
+        app, ["predict", str(clip), "--model", str(run), "--format", "json"]
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)[0]["probabilities"] == pytest.approx(
+        expected.probabilities, abs=1e-6
+    )
+
+
+def test_onnx_export_takes_waveforms_and_matches_pytorch(whisper_run, tmp_path):
+    from emoknn.export import OnnxEmotionRecognizer, export_onnx
+    from emoknn.predict import EmotionRecognizer
+
+    run, _, fold, _ = whisper_run
+    meta = export_onnx(run, tmp_path, quantize=True)
+    assert meta["parity_max_abs_logit_difference"] < 1e-4  # the export refuses > 1e-3
+    assert meta["max_input_seconds"] == 30.0 and meta["int8"]["clips"] > 0
+    paths = [u.path for u in fold.test[:6]]
+    torch_results = EmotionRecognizer.load(run, device="cpu").predict(paths)
+    onnx_results = OnnxEmotionRecognizer.load(tmp_path).predict(paths)
+    for expected, got in zip(torch_results, onnx_results, strict=True):
+        assert got.probabilities == pytest.approx(expected.probabilities, abs=1e-4)
+    int8 = OnnxEmotionRecognizer.load(tmp_path, quantized=True)
+    assert int8.max_input_seconds == 30.0
+    assert len(int8.predict(paths)) == len(paths)
+
+
+def test_from_pretrained_of_a_whisper_model_folder(tmp_path):
+    """`--encoder DIR` with a saved WhisperModel: the encoder's weights, no decoder."""
+    from emoknn.model import EmotionModel, ModelConfig
+
+    folder = save_tiny_whisper(tmp_path / "whisper-model", "WhisperModel")
+    model = EmotionModel(ModelConfig(encoder=str(folder), normalize_waveforms=False))
+    assert not any("decoder" in name for name in model.state_dict())
+    from transformers import WhisperModel
+
+    reference = WhisperModel.from_pretrained(folder).encoder.state_dict()
+    for name, weight in model.encoder.encoder.state_dict().items():
+        assert torch.equal(weight, reference[name]), name
+
+
+@pytest.mark.pretrained
+def test_real_whisper_base_mel_parity_and_batch_equals_single(whisper_base_dir):
+    from transformers import WhisperFeatureExtractor
+
+    from emoknn.model import masked_mean
+
+    backbone = WhisperBackbone(load_whisper_encoder(str(whisper_base_dir))).eval()
+    extractor = WhisperFeatureExtractor.from_pretrained(whisper_base_dir)
+    rng = np.random.default_rng(6)
+    lengths = [8000, 24000, 56000, 120000]
+    clips = [speech_like(n, rng) for n in lengths]
+    for clip in clips:
+        expected = extractor(clip, sampling_rate=16000, padding="longest",
+                             return_tensors="np").input_features[0]  # fmt: skip
+        features, _ = backbone.front_end(torch.from_numpy(clip)[None], torch.tensor([len(clip)]))
+        np.testing.assert_allclose(features[0].numpy(), expected, atol=MEL_TOLERANCE, rtol=0)
+    batch = torch.zeros(len(clips), max(lengths))
+    for row, clip in enumerate(clips):
+        batch[row, : len(clip)] = torch.from_numpy(clip)
+    # Whisper-base's middle layers carry activations in the hundreds: float32 reordering between
+    # batch and single shows as up to ~2e-3 absolute there, so the check is relative to each
+    # layer's largest value (measured 1.9e-5), and absolute on the pooled last hidden state, the
+    # embedding (measured 6.7e-6).
+    worst_relative = worst_pooled = 0.0
+    with torch.no_grad():
+        hidden, _ = backbone(batch, torch.tensor(lengths))
+        for row, clip in enumerate(clips):
+            alone, mask = backbone(torch.from_numpy(clip)[None], torch.tensor([len(clip)]))
+            frames = mask.shape[1]
+            for ours, single in zip(hidden, alone, strict=True):
+                difference = float((ours[row, :frames] - single[0]).abs().max())
+                worst_relative = max(worst_relative, difference / float(single.abs().max()))
+            pooled = masked_mean(hidden[-1][row : row + 1, :frames], mask)
+            worst_pooled = max(
+                worst_pooled, float((pooled - masked_mean(alone[-1], mask)).abs().max())
+            )
+    print(f"whisper-base batch vs single: {worst_relative:.1e} relative (hidden states), "
+          f"{worst_pooled:.1e} absolute (pooled last hidden state)")  # fmt: skip
+    assert worst_relative < 1e-4 and worst_pooled < 1e-4

@@ -86,7 +86,11 @@ def write_onnx(model: EmotionModel, path: Path) -> torch.nn.Module:
 
     wrapper = SingleUtterance(model.eval()).eval()
     example = torch.zeros(1, 16000) + 0.01
-    samples = torch.export.Dim("samples", min=400, max=16000 * 600)
+    # Any length up to 10 minutes, or up to what the encoder takes at once (Whisper: 30 s; the
+    # graph slices its positional table to the frame count, so longer inputs cannot exist).
+    limit = model.max_input_seconds
+    longest = 16000 * 600 if limit is None else round(16000 * limit)
+    samples = torch.export.Dim("samples", min=400, max=longest)
     # The exporter narrates its steps on stdout and logs about absent torchvision ops: keep the
     # user's terminal for what matters (failures still raise).
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
@@ -159,6 +163,7 @@ def export_onnx(
         "labels": model.labels,
         "max_seconds": max_seconds,
         "embedding_size": model.embedding_size,
+        "max_input_seconds": model.max_input_seconds,
         "fingerprint": model_meta.fingerprint,
         "source": str(model_dir),
         "parity_max_abs_logit_difference": parity,

@@ -19,6 +19,11 @@ at its own length. This is why `_wav2vec2_hidden_states` drives the encoder's pa
 (feature_extractor, feature_projection, encoder) itself rather than calling its `forward`; the four
 families wav2vec2, HuBERT, WavLM and data2vec-audio share this structure. data2vec-audio encodes
 one utterance at a time (its stacked positional convs leak padding into real frames).
+
+Whisper's encoder (`openai/whisper-*`, `distil-whisper/*`) is the fifth backend: `self.encoder` is
+then an `emoknn.whisper.WhisperBackbone`, which computes log-mel features at each utterance's own
+length (never padded to 30 s) and runs the encoder's parts on real frames only; inputs are at most
+30 s (`max_input_seconds`), longer ones are cut into windows by `predict`.
 """
 
 from __future__ import annotations
@@ -32,8 +37,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from emoknn.errors import ConfigError, EmoknnError
+from emoknn.whisper import (
+    SAMPLE_RATE,
+    WhisperBackbone,
+    load_whisper_encoder,
+    whisper_encoder_from_config,
+)
 
-SUPPORTED_MODEL_TYPES = ("wav2vec2", "hubert", "wavlm", "data2vec-audio")
+SUPPORTED_MODEL_TYPES = ("wav2vec2", "hubert", "wavlm", "data2vec-audio", "whisper")
 
 
 def tiny_encoder_config() -> dict[str, Any]:
@@ -116,7 +127,9 @@ def load_encoder(config: ModelConfig) -> nn.Module:
     """Build the encoder: from `encoder_config` (checkpoints), the tiny config, or pretrained.
 
     Pretrained weights come from `from_pretrained(config.encoder)`: a hub name (needs network or a
-    filled Hugging Face cache) or a local directory holding config.json and the weights.
+    filled Hugging Face cache) or a local directory holding config.json and the weights. Whisper
+    checkpoints (`openai/whisper-*`, `distil-whisper/*`, any folder with a Whisper config) give
+    their `WhisperEncoder` only: the decoder is never built.
     """
     from transformers import AutoConfig, AutoModel
 
@@ -128,10 +141,14 @@ def load_encoder(config: ModelConfig) -> nn.Module:
                 f"encoder model_type {model_type!r} is not supported; expected one of "
                 f"{', '.join(SUPPORTED_MODEL_TYPES)}"
             )
+        if model_type == "whisper":
+            return whisper_encoder_from_config(encoder_dict)
         # LayerDrop off, as for pretrained encoders below.
         encoder_config = AutoConfig.for_model(model_type, **{**encoder_dict, "layerdrop": 0.0})
         return AutoModel.from_config(encoder_config)
     try:
+        if AutoConfig.from_pretrained(config.encoder).model_type == "whisper":
+            return load_whisper_encoder(config.encoder)
         # LayerDrop off: it would make DDP see unused parameters, and adds nothing to fine-tuning
         # with frozen-length batches.
         encoder = AutoModel.from_pretrained(config.encoder, layerdrop=0.0)
@@ -151,12 +168,18 @@ def load_encoder(config: ModelConfig) -> nn.Module:
 
 
 def default_normalization(encoder_name: str) -> bool:
-    """Whether the encoder's own feature extractor normalises waveforms (True if unknown)."""
+    """Whether the encoder's own feature extractor normalises waveforms (True if unknown).
+
+    Whisper's does not (`WhisperFeatureExtractor` has `do_normalize` only as a call option, off
+    by default): its log-mel features are normalised per utterance instead.
+    """
     if encoder_name == "tiny":
         return True
     try:
-        from transformers import AutoFeatureExtractor
+        from transformers import AutoConfig, AutoFeatureExtractor
 
+        if AutoConfig.from_pretrained(encoder_name).model_type == "whisper":
+            return False
         return bool(
             getattr(AutoFeatureExtractor.from_pretrained(encoder_name), "do_normalize", True)
         )
@@ -175,7 +198,12 @@ class EmotionModel(nn.Module):
 
     def __init__(self, config: ModelConfig, encoder: nn.Module | None = None) -> None:
         super().__init__()
-        self.encoder = encoder if encoder is not None else load_encoder(config)
+        encoder = encoder if encoder is not None else load_encoder(config)
+        self.is_whisper = encoder.config.model_type == "whisper"
+        if self.is_whisper and not isinstance(encoder, WhisperBackbone):
+            # The log-mel front end and an own-length runner around HF's WhisperEncoder.
+            encoder = WhisperBackbone(encoder, freeze_conv_stem=config.freeze_feature_encoder)
+        self.encoder = encoder
         # Store the encoder's full config so the model can be rebuilt with no download.
         encoder_dict = self.encoder.config.to_dict()
         keep = {"model_type", *self.encoder.config.to_diff_dict().keys()}
@@ -203,7 +231,19 @@ class EmotionModel(nn.Module):
         )
         self.dropout = nn.Dropout(config.head_dropout)
         self.classifier = nn.Linear(self.embedding_size, len(config.labels))
-        self._setup_wav2vec2()
+        if not self.is_whisper:
+            self._setup_wav2vec2()
+        # `from_pretrained` returns its model in eval mode, and Lightning keeps each submodule's
+        # mode: without this, fine-tuning would silently run with dropout and SpecAugment off.
+        self.train()
+
+    @property
+    def max_input_seconds(self) -> float | None:
+        """The longest input the encoder takes at once (Whisper: its positional table, 30 s for
+        OpenAI's checkpoints), or None when any length works; longer inputs are cut in windows."""
+        if self.is_whisper:
+            return self.encoder.max_samples / SAMPLE_RATE
+        return None
 
     def _setup_wav2vec2(self) -> None:
         """Padding-invariance settings of the wav2vec2 family (see the module docstring)."""
@@ -226,6 +266,8 @@ class EmotionModel(nn.Module):
 
     def frame_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
         """Number of encoder frames computed from real samples only (for sample lengths (B,))."""
+        if self.is_whisper:
+            return self.encoder.frame_lengths(lengths)
         return self.encoder._get_feat_extract_output_lengths(lengths).long()
 
     def _cnn_features(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -259,7 +301,20 @@ class EmotionModel(nn.Module):
                 f"expected waveforms (B, T) and lengths (B,), got {tuple(waveforms.shape)} and "
                 f"{tuple(lengths.shape)}"
             )
+        if self.is_whisper:
+            return self._whisper_hidden_states(waveforms, lengths, all_layers)
         return self._wav2vec2_hidden_states(waveforms, lengths, all_layers)
+
+    def _whisper_hidden_states(
+        self, waveforms: torch.Tensor, lengths: torch.Tensor, all_layers: bool
+    ) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+        """`hidden_states` for Whisper: `WhisperBackbone` (log-mel at each utterance's own
+        length, the encoder on real frames only; see emoknn.whisper)."""
+        if self.config.normalize_waveforms:  # off by default: Whisper's extractor does not
+            sample_mask = torch.arange(waveforms.shape[1], device=waveforms.device)[None]
+            waveforms = normalize_waveforms(waveforms, sample_mask < lengths[:, None])
+        hidden_states, frame_mask = self.encoder(waveforms, lengths)  # L + 1 × (B, F, H)
+        return (hidden_states if all_layers else hidden_states[-1:]), frame_mask
 
     def _wav2vec2_hidden_states(
         self, waveforms: torch.Tensor, lengths: torch.Tensor, all_layers: bool

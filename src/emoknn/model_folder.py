@@ -693,6 +693,12 @@ def read_export_meta(folder: str | os.PathLike) -> dict[str, Any]:
     width = _require(data, "embedding_size", int, path)
     if width < 1:
         raise ModelFolderError(f"{path}: 'embedding_size' must be ≥ 1, got {width}")
+    limit = data.get("max_input_seconds")  # the graph's longest input (Whisper), null if none
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, float))
+                              or not limit > 0):  # fmt: skip
+        raise ModelFolderError(
+            f"{path}: 'max_input_seconds' must be a positive number or null, got {limit!r:.60}"
+        )
     if "int8" in data:
         int8 = _require(data, "int8", dict, path)
         name = _require(int8, "file", str, path, "int8.")

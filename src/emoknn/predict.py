@@ -281,11 +281,23 @@ class EmotionRecognizer:
                 results.append(error)
         return results
 
+    @property
+    def max_input_seconds(self) -> float | None:
+        """The longest input the encoder takes at once (Whisper: 30 s), or None for no limit."""
+        return self.model.max_input_seconds
+
     def _window(self, window_seconds: float | None, hop_seconds: float | None) -> tuple[int, int]:
-        window_seconds = window_seconds or self.max_seconds
+        limit = self.max_input_seconds
+        if window_seconds is None:  # the crop length, within what the encoder takes
+            window_seconds = self.max_seconds if limit is None else min(self.max_seconds, limit)
         hop_seconds = hop_seconds or window_seconds
         if not 0.5 <= window_seconds <= 60:
             raise ConfigError(f"window_seconds must lie in [0.5, 60], got {window_seconds}")
+        if limit is not None and window_seconds > limit:
+            raise ConfigError(
+                f"window_seconds must be at most {limit:g} s for this model's encoder (the "
+                f"longest input it takes at once), got {window_seconds}"
+            )
         if not 0 < hop_seconds <= window_seconds:
             raise ConfigError(f"hop_seconds must lie in (0, window_seconds], got {hop_seconds}")
         return round(window_seconds * SAMPLE_RATE), round(hop_seconds * SAMPLE_RATE)
@@ -547,12 +559,19 @@ class OnnxEmotionRecognizer(EmotionRecognizer):
     """`EmotionRecognizer` running an exported ONNX model with onnxruntime (CPU)."""
 
     def __init__(self, session, labels: list[str], store: Datastore | None,
-                 knn_settings, max_seconds: float) -> None:  # fmt: skip
+                 knn_settings, max_seconds: float, max_input_seconds: float | None = None
+                 ) -> None:  # fmt: skip
         if (store is None) != (knn_settings is None):
             raise ConfigError("give both a datastore and kNN settings, or neither")
         self.session, self._labels = session, list(labels)
         self.store, self.knn_settings = store, knn_settings
         self.max_seconds, self.device, self.precision = max_seconds, "cpu", "fp32"
+        self._max_input_seconds = max_input_seconds
+
+    @property
+    def max_input_seconds(self) -> float | None:
+        """The longest input the exported graph takes (Whisper: 30 s), or None for no limit."""
+        return self._max_input_seconds
 
     @classmethod
     def load(cls, export_dir: str | os.PathLike, quantized: bool = False,  # type: ignore[override]
@@ -566,7 +585,8 @@ class OnnxEmotionRecognizer(EmotionRecognizer):
         if use_knn:
             store, tuning = load_knn(export_dir, meta["fingerprint"], meta["labels"])
             settings = tuning.interpolated
-        return cls(session, meta["labels"], store, settings, meta["max_seconds"])
+        return cls(session, meta["labels"], store, settings, meta["max_seconds"],
+                   meta.get("max_input_seconds"))  # fmt: skip
 
     @property
     def labels(self) -> list[str]:

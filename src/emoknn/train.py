@@ -368,6 +368,12 @@ def train_fold(
         projection_dropout=config.projection_dropout,
     )
     module = EmotionTrainingModule(model_config.to_dict(), asdict(config))
+    limit = module.model.max_input_seconds
+    if limit is not None and config.max_seconds > limit:
+        raise ConfigError(
+            f"max_seconds {config.max_seconds:g} is longer than the encoder takes at once "
+            f"({limit:g} s for {config.encoder}); crop to at most {limit:g} s"
+        )
     data = FoldData(train, val, list(labels), config)
     # Which utterances trained the model, so that a datastore is never built from another split.
     digests = {"train_ids_sha256": ids_digest([u.id for u in train]),

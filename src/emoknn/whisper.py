@@ -163,6 +163,9 @@ class WhisperBackbone(nn.Module):
         self.config = encoder.config
         self.front_end = LogMelFrontEnd(int(encoder.config.num_mel_bins))
         self.freeze_conv_stem = freeze_conv_stem
+        # Whisper's positions are fixed sinusoids: WhisperEncoder.__init__ freezes them, but
+        # `from_pretrained` (transformers 5) hands them back trainable.
+        encoder.embed_positions.requires_grad_(False)
         if freeze_conv_stem:  # as freeze_feature_encoder does for wav2vec2's CNN
             for parameter in (*encoder.conv1.parameters(), *encoder.conv2.parameters()):
                 parameter.requires_grad = False
@@ -255,7 +258,7 @@ def whisper_encoder_from_config(encoder_config: dict[str, Any]) -> nn.Module:
 
     settings = {k: v for k, v in encoder_config.items() if k != "model_type"}
     try:
-        config = WhisperConfig(**settings, encoder_layerdrop=0.0)
+        config = WhisperConfig(**{**settings, "encoder_layerdrop": 0.0})
     except (TypeError, ValueError) as error:
         raise ConfigError(f"invalid Whisper encoder config: {error}") from error
     return WhisperEncoder(config)
