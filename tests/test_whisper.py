@@ -374,3 +374,13 @@ def test_real_whisper_base_mel_parity_and_batch_equals_single(whisper_base_dir):
     print(f"whisper-base batch vs single: {worst_relative:.1e} relative (hidden states), "
           f"{worst_pooled:.1e} absolute (pooled last hidden state)")  # fmt: skip
     assert worst_relative < 1e-4 and worst_pooled < 1e-4
+
+
+def test_whisper_benchmark_warms_up_on_a_few_items_then_times_every_round():
+    import whisper_throughput  # bench/ is on pytest's pythonpath
+
+    calls: list[tuple[str, int]] = []
+    methods = {name: (lambda items, name=name: calls.append((name, len(items)))) for name in "ab"}
+    times = whisper_throughput.interleaved(methods, list(range(10)), rounds=2, warmup_items=3)
+    assert sorted(calls) == [("a", 3), ("a", 10), ("a", 10), ("b", 3), ("b", 10), ("b", 10)]
+    assert all(len(values) == 2 for values in times.values())
