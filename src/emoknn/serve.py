@@ -2,34 +2,110 @@
 
     GET  /          a page to upload or record audio and see the emotion (bars, and a timeline
                     for long audio)
-    GET  /health    {"status": "ok", "labels": [...], "knn": true, ...}
+    GET  /health    {"status": "ok", "labels": [...], "knn": true, "limits": {...}}
     POST /predict   multipart upload (field "file") → the Prediction as JSON
                     query: segmentation=window|vad, window_seconds, hop_seconds
     GET  /docs      the OpenAPI schema, browsable
 
-Limits (413 when exceeded): upload size (`max_upload_mb`) and audio duration (`max_seconds`).
-Audio that cannot be decoded, is empty or too short gives 422 with the reason. Predictions run
-one at a time (a lock), in FastAPI's thread pool, so the event loop stays responsive.
+Limits, each stated in `/health` (what one request can cost the server):
+- request body ≤ `max_upload_mb` (413): a declared Content-Length over it is refused before any
+  byte is read, and a body sent without one (chunked) is cut off as soon as it passes the limit,
+  so no more than the limit is ever received or stored;
+- audio ≤ `max_seconds` long (413), read from the file header before decoding;
+- ≤ `max_segments` segments (model forward passes) per request, and windows of 0.5–30 s (422):
+  with a hop of 1 ms a 600 s upload would otherwise mean 600,000 windows.
+Audio that cannot be decoded, is empty or too short gives 422 with the reason. Error messages name
+the upload by the client's file name only, never a server path. Predictions run one at a time (a
+lock), in FastAPI's thread pool, so the event loop stays responsive.
 """
 
 from __future__ import annotations
 
+import math
+import re
+import socket
 import tempfile
 import threading
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
 
-from emoknn.errors import AudioError, ConfigError, EmoknnError
+from emoknn.audio import MIN_SAMPLES, SAMPLE_RATE, decoder_reason
+from emoknn.checks import check_int, check_number
+from emoknn.errors import ConfigError, EmoknnError
 from emoknn.predict import SEGMENTATIONS, EmotionRecognizer, load_recognizer
 
 try:
-    from fastapi import FastAPI, File, HTTPException, Query, Request, UploadFile
-    from fastapi.responses import HTMLResponse
+    from fastapi import FastAPI, File, HTTPException, Query, UploadFile
+    from fastapi.responses import HTMLResponse, JSONResponse
 except ImportError as error:  # pragma: no cover - exercised only without the extra installed
     raise EmoknnError("the HTTP service needs FastAPI: pip install 'emoknn[serve]'") from error
 
 READ_CHUNK = 1 << 20
+MAX_WINDOW_SECONDS = 30.0  # per-forward cost grows with the window (attention is quadratic)
+MIN_WINDOW_SECONDS = 0.5
+# The suffix of the client's file name is kept for the decoder's sake only when it is plain.
+PLAIN_SUFFIX = re.compile(r"\.[A-Za-z0-9]{1,8}")
+
+
+class UploadLimit:
+    """ASGI middleware: no request body over `max_bytes` is read.
+
+    A declared Content-Length over the limit gets 413 before the application runs. A body without
+    one (chunked transfer), or longer than declared, is counted as it arrives and cut off with 413
+    at the first chunk that passes the limit: the application (and the multipart parser that
+    spools uploads to disk) never receives more than `max_bytes`.
+    """
+
+    def __init__(self, app: Any, max_bytes: int, limit_text: str) -> None:
+        self.app, self.max_bytes, self.limit_text = app, max_bytes, limit_text
+
+    def _too_large(self, size_text: str) -> HTTPException:
+        return HTTPException(413, f"upload is {size_text}; the limit is {self.limit_text}")
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            error = self._too_large(f"{int(declared) / 2**20:.1f} MB")
+            await JSONResponse({"detail": error.detail}, 413)(scope, receive, send)
+            return
+        received = 0
+        started = False
+
+        async def limited_receive() -> dict:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    # FastAPI turns an HTTPException raised while reading the body into this
+                    # response; Starlette closes (and so deletes) the partial upload.
+                    raise self._too_large("over the limit")
+            return message
+
+        async def tracking_send(message: dict) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except HTTPException as error:
+            if error.status_code != 413 or started:
+                raise
+            await JSONResponse({"detail": error.detail}, 413)(scope, receive, send)
+
+
+def count_windows(num_samples: int, window: int, hop: int) -> int:
+    """How many segments `window_segments` cuts `num_samples` into (an upper bound by at most one,
+    for the short last window it may drop): 1 if it fits one window, else
+    1 + ceil((num_samples − window) / hop)."""
+    if num_samples <= window:
+        return 1
+    return 1 + math.ceil((num_samples - window) / hop)
 
 
 def create_app(
@@ -37,10 +113,14 @@ def create_app(
     max_upload_mb: float = 50.0,
     max_seconds: float = 600.0,
     model_name: str = "model",
+    max_segments: int = 256,
 ) -> FastAPI:
     """The FastAPI application serving `recognizer` (see the module docstring)."""
     import soundfile as sf
 
+    check_number(max_upload_mb, "max_upload_mb", 0.0, strict_minimum=True)
+    check_number(max_seconds, "max_seconds", 0.0, strict_minimum=True)
+    check_int(max_segments, "max_segments", 1)
     app = FastAPI(
         title="emoknn",
         description="Speech emotion recognition (SupCon fine-tuning + kNN inference).",
@@ -48,7 +128,15 @@ def create_app(
     )
     lock = threading.Lock()
     max_bytes = int(max_upload_mb * 1024 * 1024)
+    app.add_middleware(UploadLimit, max_bytes=max_bytes, limit_text=f"{max_upload_mb:g} MB")
     page = resources.files("emoknn.web").joinpath("index.html").read_text(encoding="utf-8")
+    limits = {
+        "max_upload_mb": max_upload_mb,
+        "max_seconds": max_seconds,
+        "max_segments": max_segments,
+        "window_seconds": [MIN_WINDOW_SECONDS, MAX_WINDOW_SECONDS],
+        "default_window_seconds": recognizer.max_seconds,
+    }
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def index() -> str:
@@ -61,65 +149,102 @@ def create_app(
             "model": model_name,
             "labels": recognizer.labels,
             "knn": recognizer.store is not None,
-            "max_upload_mb": max_upload_mb,
+            "max_upload_mb": max_upload_mb,  # kept at the top level for earlier clients
             "max_seconds": max_seconds,
+            "limits": limits,
         }
 
     @app.post("/predict")
     def predict(
-        request: Request,
         file: Annotated[UploadFile, File(description="An audio file (wav, flac, ogg, mp3, ...)")],
         segmentation: Annotated[str, Query(description="window or vad, for long audio")] = "window",
-        window_seconds: Annotated[float | None, Query(gt=0)] = None,
+        window_seconds: Annotated[
+            float | None, Query(ge=MIN_WINDOW_SECONDS, le=MAX_WINDOW_SECONDS)
+        ] = None,
         hop_seconds: Annotated[float | None, Query(gt=0)] = None,
     ) -> dict[str, Any]:
-        declared = int(request.headers.get("content-length") or 0)
-        if declared > max_bytes + 64 * 1024:  # multipart framing adds a little
-            raise HTTPException(413, f"upload is {declared / 2**20:.1f} MB; the limit is "
-                                     f"{max_upload_mb:g} MB")  # fmt: skip
         if segmentation not in SEGMENTATIONS:
-            raise HTTPException(422, f"segmentation must be one of {SEGMENTATIONS}")
-        name = Path(file.filename or "upload").name
-        suffix = Path(name).suffix.lower() or ".audio"
+            raise HTTPException(422, f"segmentation must be one of {', '.join(SEGMENTATIONS)}")
+        window = window_seconds if window_seconds is not None else recognizer.max_seconds
+        if hop_seconds is not None and hop_seconds > window:
+            raise HTTPException(422, f"hop_seconds must be ≤ window_seconds ({window:g} s)")
+        name = Path(file.filename or "upload").name or "upload"
+        suffix = Path(name).suffix
+        suffix = suffix.lower() if PLAIN_SUFFIX.fullmatch(suffix) else ".audio"
         with tempfile.TemporaryDirectory(prefix="emoknn-") as folder:
             path = Path(folder) / f"upload{suffix}"
+
+            def client_message(error: Exception) -> str:
+                """The error in the client's terms: its file name, never a server path."""
+                return str(error).replace(str(path), name).replace(folder, "")
+
             size = 0
             with path.open("wb") as handle:
                 while chunk := file.file.read(READ_CHUNK):
                     size += len(chunk)
-                    if size > max_bytes:
-                        raise HTTPException(
-                            413, f"upload exceeds the limit of {max_upload_mb:g} MB"
-                        )
+                    if size > max_bytes:  # UploadLimit stops the body first; this is a backstop
+                        raise HTTPException(413, f"{name}: the limit is {max_upload_mb:g} MB")
                     handle.write(chunk)
             if size == 0:
                 raise HTTPException(422, f"{name}: the upload is empty")
             try:
-                duration = sf.info(str(path)).duration
+                info = sf.info(str(path))
             except (sf.LibsndfileError, RuntimeError) as error:
-                raise HTTPException(422, f"{name}: cannot decode audio ({error})") from error
-            if duration > max_seconds:
-                raise HTTPException(413, f"{name}: audio is {duration:.1f} s long; the limit is "
-                                         f"{max_seconds:g} s")  # fmt: skip
+                reason = client_message(RuntimeError(decoder_reason(error)))
+                raise HTTPException(422, f"{name}: cannot decode audio ({reason})") from error
+            if info.duration > max_seconds:
+                raise HTTPException(413, f"{name}: audio is {info.duration:.1f} s long; the "
+                                         f"limit is {max_seconds:g} s")  # fmt: skip
+            if segmentation == "window":  # known before any work; VAD is bounded as it runs
+                hop = hop_seconds if hop_seconds is not None else window
+                samples = max(MIN_SAMPLES, math.ceil(info.duration * SAMPLE_RATE))
+                needed = count_windows(samples, round(window * SAMPLE_RATE),
+                                       max(1, round(hop * SAMPLE_RATE)))  # fmt: skip
+                if needed > max_segments:
+                    raise HTTPException(
+                        422,
+                        f"{name}: {info.duration:.1f} s in {window:g} s windows every {hop:g} s "
+                        f"is {needed} segments; the limit is {max_segments} per request (use a "
+                        "larger hop_seconds)",
+                    )
             try:
                 with lock:
                     result = recognizer.predict(path, window_seconds=window_seconds,
-                                                hop_seconds=hop_seconds,
-                                                segmentation=segmentation)[0]  # fmt: skip
-            except (AudioError, ConfigError) as error:
-                raise HTTPException(422, str(error).replace(str(path), name)) from error
+                                                hop_seconds=hop_seconds, segmentation=segmentation,
+                                                max_segments=max_segments)[0]  # fmt: skip
+            except EmoknnError as error:
+                raise HTTPException(422, client_message(error)) from error
         result.source = name
         return result.to_dict()
 
     return app
 
 
+def check_listen_address(host: str, port: int) -> None:
+    """Fail at once, before the model loads, when `host:port` cannot be listened on."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as error:
+        raise ConfigError(f"--host {host!r}: not an address of this machine ({error})") from None
+    family, kind, protocol, _, address = infos[0]
+    with socket.socket(family, kind, protocol) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+        try:
+            probe.bind(address)
+        except OSError as error:
+            raise ConfigError(
+                f"cannot listen on {host}:{port} ({error.strerror or error}); choose another "
+                "--port or --host"
+            ) from None
+
+
 def serve(model_dir: str, host: str = "127.0.0.1", port: int = 8000, use_knn: bool = True,
           max_upload_mb: float = 50.0, max_seconds: float = 600.0, precision: str = "fp32",
-          int8: bool = False) -> None:  # fmt: skip
+          int8: bool = False, max_segments: int = 256) -> None:  # fmt: skip
     """Load the model (see `load_recognizer`) and run the service with uvicorn until interrupted."""
     import uvicorn
 
     recognizer = load_recognizer(model_dir, use_knn=use_knn, precision=precision, int8=int8)
-    app = create_app(recognizer, max_upload_mb, max_seconds, model_name=Path(model_dir).name)
+    app = create_app(recognizer, max_upload_mb, max_seconds, model_name=Path(model_dir).name,
+                     max_segments=max_segments)  # fmt: skip
     uvicorn.run(app, host=host, port=port, log_level="info")
