@@ -21,6 +21,7 @@ a batch gives the same results as its items one at a time.
 
 from __future__ import annotations
 
+import numbers
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -38,6 +39,7 @@ from emoknn.audio import (
     prepare_samples,
     stream_audio,
 )
+from emoknn.checks import check_choice, check_device, check_int, check_number
 from emoknn.data import pad_batch
 from emoknn.errors import AudioError, ConfigError, EmoknnError, ModelFolderError
 from emoknn.inference import best_device
@@ -62,6 +64,12 @@ SEGMENTATIONS = ("window", "vad")
 PRECISIONS = ("fp32", "bf16")
 # A final window shorter than this is dropped (unless it is all there is): too little to judge.
 MIN_SEGMENT_SECONDS = 0.5
+# Level below which a clip holds no speech: the loudest 30 ms frame's RMS, after removing the
+# frame's mean (so a constant offset counts as silence), under -45 dBFS. The VAD uses the same.
+NO_SPEECH_DBFS = -45.0
+LEVEL_FLOOR_DBFS = -120.0  # digital silence is reported as this, not -inf (JSON has no -inf)
+LEVEL_FRAME_SAMPLES = int(0.03 * SAMPLE_RATE)
+MAX_WINDOW_SECONDS = 60.0  # longest segment scored in one forward pass
 
 
 @dataclass
@@ -70,6 +78,7 @@ class Segment:
     end_s: float
     label: str
     probabilities: dict[str, float]
+    no_speech: bool = False  # the segment is below NO_SPEECH_DBFS: its label means nothing
 
 
 @dataclass
@@ -81,6 +90,12 @@ class Prediction:
     knn_probabilities: dict[str, float] | None
     duration_s: float
     segments: list[Segment] = field(default_factory=list)
+    # True when no part of the input is louder than NO_SPEECH_DBFS (silence, a constant signal,
+    # faint noise): the model still gives probabilities, but there is no speech to judge, so
+    # `label` should not be read as an emotion. Probabilities of the whole average its speech
+    # segments only, when it has any.
+    no_speech: bool = False
+    level_dbfs: float = LEVEL_FLOOR_DBFS  # loudest 30 ms frame (RMS, mean removed), dBFS
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -121,6 +136,8 @@ class EmotionRecognizer:
         `OnnxEmotionRecognizer`), or a training checkpoint `.ckpt` (the model alone: a
         checkpoint carries no kNN stage)."""
         model_dir = Path(model_dir)
+        check_choice(precision, "precision", PRECISIONS)
+        check_device(device)  # before loading: a missing GPU is not the model file's fault
         if is_export_folder(model_dir):
             return _load_export(model_dir, device, use_knn, precision, int8=False)
         device = device or best_device()
@@ -163,6 +180,7 @@ class EmotionRecognizer:
 
     def score(self, clips: Sequence[np.ndarray], batch_size: int = 16) -> dict[str, np.ndarray]:
         """Probabilities of clips (each ≤ the crop length): model (N, C), knn, final."""
+        check_int(batch_size, "batch_size", 1)
         model_probs, embeddings = self.forward_clips(clips, batch_size)
         if self.store is None or len(clips) == 0:
             return {"model": model_probs, "knn": None, "final": model_probs}
@@ -177,15 +195,17 @@ class EmotionRecognizer:
         window_seconds: float | None = None,
         hop_seconds: float | None = None,
         segmentation: str = "window",
+        max_segments: int | None = None,
     ) -> list[Prediction]:
-        """Predict each input: a path, a 1-D 16 kHz array, or an `(array, sample_rate)` pair.
+        """Predict each input: a path, a 1-D 16 kHz array, or an `(array, sample_rate)` pair
+        (or a list of those). `max_segments` bounds the segments scored per input.
 
-        Raises AudioError for an input that cannot be used (use `predict_files` to skip those).
+        Raises AudioError for an input that cannot be used (use `predict_files` to skip those),
+        ConfigError for a bad setting.
         """
-        if isinstance(inputs, (str, os.PathLike, np.ndarray, tuple)):
-            inputs = [inputs]
-        results = self._predict(list(inputs), batch_size, window_seconds, hop_seconds,
-                                segmentation, skip_errors=False)  # fmt: skip
+        results = self._predict(_as_input_list(inputs), batch_size, window_seconds, hop_seconds,
+                                segmentation, skip_errors=False,
+                                max_segments=max_segments)  # fmt: skip
         return results  # type: ignore[return-value]  # no errors without skip_errors
 
     def predict_files(
@@ -196,25 +216,38 @@ class EmotionRecognizer:
         hop_seconds: float | None = None,
         segmentation: str = "window",
         chunk_size: int = 256,
+        max_segments: int | None = None,
     ) -> Iterator[Prediction | EmoknnError]:
         """Yield, in input order, a Prediction or the error that made a file unusable.
 
         Files are read and scored `chunk_size` at a time, batched within each chunk.
         """
+        paths = _as_input_list(paths)
+        check_int(chunk_size, "chunk_size", 1)
+        self._check_settings(batch_size, window_seconds, hop_seconds, segmentation, max_segments)
         for start in range(0, len(paths), chunk_size):
             chunk = list(paths[start : start + chunk_size])
             yield from self._predict(chunk, batch_size, window_seconds, hop_seconds, segmentation,
-                                     skip_errors=True)  # fmt: skip
+                                     skip_errors=True, max_segments=max_segments)  # fmt: skip
+
+    def _check_settings(self, batch_size: int, window_seconds: float | None,
+                        hop_seconds: float | None, segmentation: str, max_segments: int | None
+                        ) -> tuple[int, int]:  # fmt: skip
+        """Validate the prediction settings; return (window, hop) in samples."""
+        check_int(batch_size, "batch_size", 1)
+        check_choice(segmentation, "segmentation", SEGMENTATIONS)
+        if max_segments is not None:
+            check_int(max_segments, "max_segments", 1)
+        return self._window(window_seconds, hop_seconds)
 
     def _predict(self, inputs: list, batch_size: int, window_seconds: float | None,
-                 hop_seconds: float | None, segmentation: str, skip_errors: bool
-                 ) -> list[Prediction | EmoknnError]:  # fmt: skip
+                 hop_seconds: float | None, segmentation: str, skip_errors: bool,
+                 max_segments: int | None = None) -> list[Prediction | EmoknnError]:  # fmt: skip
         """Every input's clips (a short input is one clip; a long one, its streamed segments)
         share one pool, scored in length-sorted batches whenever it fills: batching stays full
         across inputs while memory stays bounded by the pool, however long the files."""
-        window, hop = self._window(window_seconds, hop_seconds)
-        if segmentation not in SEGMENTATIONS:
-            raise ConfigError(f"segmentation must be one of {SEGMENTATIONS}, got {segmentation!r}")
+        window, hop = self._check_settings(batch_size, window_seconds, hop_seconds, segmentation,
+                                           max_segments)  # fmt: skip
         cut = window_segments if segmentation == "window" else voice_segments
         # The pool holds up to 8 batches of full windows' worth of samples (61 MB of float32 for
         # 7.5 s windows and batches of 16): many more clips when they are short, so that typical
@@ -229,24 +262,44 @@ class EmotionRecognizer:
             scores = self.score([clip for _, _, clip in live], batch_size)
             for row, (tally, start, clip) in enumerate(live):
                 tally.add(start, len(clip), {name: None if value is None else value[row]
-                                             for name, value in scores.items()})  # fmt: skip
+                                             for name, value in scores.items()},
+                          speech_level_dbfs(clip))  # fmt: skip
             pool.clear()
             pooled_samples = 0
 
         def add(tally: _Tally, start: int, clip: np.ndarray) -> None:
             nonlocal pooled_samples
+            tally.clips += 1
+            if max_segments is not None and tally.clips > max_segments:
+                # Raised before the extra clip is scored: the work per input stays bounded.
+                raise ConfigError(
+                    f"{tally.source}: needs more than {max_segments} segments with a "
+                    f"{window / SAMPLE_RATE:g} s window and a {hop / SAMPLE_RATE:g} s hop; use a "
+                    "larger hop or a shorter input"
+                )
             pool.append((tally, start, clip))
             pooled_samples += len(clip)
             if pooled_samples >= pool_budget:
                 flush()
 
         # Inputs in order of duration, so that each pool holds clips of similar length (little
-        # padding); results go back to input order at the end.
-        seconds = [self._header_seconds(item) for item in inputs]
-        order = np.argsort(seconds, kind="stable")
+        # padding); results go back to input order at the end. An input that is not audio at all
+        # (a wrong type, a bad array) fails here, alone.
         tallies: list[_Tally | EmoknnError | None] = [None] * len(inputs)
+        checked: list = [None] * len(inputs)
+        for position, item in enumerate(inputs):
+            try:
+                checked[position] = _check_input(item)
+            except EmoknnError as error:
+                if not skip_errors:
+                    raise
+                tallies[position] = error
+        seconds = [0.0 if item is None else self._header_seconds(item) for item in checked]
+        order = np.argsort(seconds, kind="stable")
         for position in order:
-            item = inputs[position]
+            item = checked[position]
+            if item is None:
+                continue
             tally = None
             try:
                 source, samples, blocks = self._open(item, window, seconds[position])
@@ -290,50 +343,82 @@ class EmotionRecognizer:
         limit = self.max_input_seconds
         if window_seconds is None:  # the crop length, within what the encoder takes
             window_seconds = self.max_seconds if limit is None else min(self.max_seconds, limit)
-        hop_seconds = hop_seconds or window_seconds
-        if not 0.5 <= window_seconds <= 60:
-            raise ConfigError(f"window_seconds must lie in [0.5, 60], got {window_seconds}")
+        window_seconds = check_number(window_seconds, "window_seconds", 0.5, MAX_WINDOW_SECONDS)
         if limit is not None and window_seconds > limit:
             raise ConfigError(
                 f"window_seconds must be at most {limit:g} s for this model's encoder (the "
-                f"longest input it takes at once), got {window_seconds}"
+                f"longest input it takes at once), got {window_seconds}",
+                setting="window_seconds",
             )
-        if not 0 < hop_seconds <= window_seconds:
-            raise ConfigError(f"hop_seconds must lie in (0, window_seconds], got {hop_seconds}")
-        return round(window_seconds * SAMPLE_RATE), round(hop_seconds * SAMPLE_RATE)
+        if hop_seconds is None:
+            hop_seconds = window_seconds
+        hop_seconds = check_number(hop_seconds, "hop_seconds", 0.0, window_seconds,
+                                   strict_minimum=True)  # fmt: skip
+        return round(window_seconds * SAMPLE_RATE), max(1, round(hop_seconds * SAMPLE_RATE))
 
     @staticmethod
-    def _array(item) -> np.ndarray:
-        if isinstance(item, tuple):
-            samples, rate = item
-            return prepare_samples(samples, int(rate))
-        return prepare_samples(item, SAMPLE_RATE)
-
-    @staticmethod
-    def _header_seconds(item) -> float:
+    def _header_seconds(item: Path | tuple[str, np.ndarray]) -> float:
         """Duration from the file header (0 if unreadable: reading it later says why)."""
-        if isinstance(item, (str, os.PathLike)):
+        if isinstance(item, Path):
             try:
                 return audio_duration(item)
             except AudioError:
                 return 0.0
-        samples = item[0] if isinstance(item, tuple) else item
-        rate = item[1] if isinstance(item, tuple) else SAMPLE_RATE
-        return len(samples) / rate
+        return len(item[1]) / SAMPLE_RATE
 
     def _open(
-        self, item, window: int, seconds: float
+        self, item: Path | tuple[str, np.ndarray], window: int, seconds: float
     ) -> tuple[str, np.ndarray | None, Iterator[np.ndarray] | None]:
         """(source name, samples if the input fits one window, else its blocks as a stream)."""
-        if isinstance(item, (str, os.PathLike)):
-            path = Path(item)
+        if isinstance(item, Path):
             if seconds * SAMPLE_RATE > window:
-                return str(path), None, stream_audio(path)
-            return str(path), load_audio(path), None
-        samples = self._array(item)
+                return str(item), None, stream_audio(item)
+            return str(item), load_audio(item), None
+        source, samples = item
         if len(samples) <= window:
-            return "<array>", samples, None
-        return "<array>", None, iter([samples])
+            return source, samples, None
+        return source, None, iter([samples])
+
+
+def _is_one_input(item: object) -> bool:
+    """A path, an array, or an `(array, sample_rate)` pair (not a pair of paths)."""
+    if isinstance(item, (str, os.PathLike, np.ndarray, np.generic)):
+        return True
+    return (
+        isinstance(item, tuple)
+        and len(item) == 2
+        and not isinstance(item[0], (str, os.PathLike))
+        and isinstance(item[1], numbers.Number)
+    )
+
+
+def _as_input_list(inputs: object) -> list:
+    """`inputs` as a list of single inputs (one input becomes a list of one)."""
+    if _is_one_input(inputs):
+        return [inputs]
+    if isinstance(inputs, (bytes, dict)) or not isinstance(inputs, Iterable):
+        raise AudioError(
+            "expected a path, a 1-D array of 16 kHz samples, an (array, sample_rate) pair, or a "
+            f"list of those; got {type(inputs).__name__}"
+        )
+    return list(inputs)
+
+
+def _check_input(item: object) -> Path | tuple[str, np.ndarray]:
+    """One input as a Path, or as ("<array>", checked mono 16 kHz samples)."""
+    if isinstance(item, (str, os.PathLike)):
+        return Path(item)
+    if isinstance(item, np.generic):
+        raise AudioError(f"<array>: got a numpy scalar ({item!r}); expected a 1-D array of samples")
+    if isinstance(item, np.ndarray):
+        return "<array>", prepare_samples(item, SAMPLE_RATE)
+    if _is_one_input(item):
+        samples, rate = item  # type: ignore[misc]
+        return "<array>", prepare_samples(samples, rate)
+    raise AudioError(
+        "expected a path, a 1-D array of 16 kHz samples or an (array, sample_rate) pair; got "
+        f"{type(item).__name__}" + (f" of length {len(item)}" if isinstance(item, tuple) else "")
+    )
 
 
 def load_recognizer(
@@ -374,9 +459,13 @@ class _Tally:
     def __init__(self, source: str, segmented: bool, duration_s: float = 0.0) -> None:
         self.source, self.segmented, self.duration_s = source, segmented, duration_s
         self.failed: EmoknnError | None = None
-        self.seconds = 0.0
-        self.sums: dict[str, np.ndarray | None] = {}
-        self.segments: list[tuple[int, int, np.ndarray]] = []  # start, length, final probs
+        self.clips = 0  # segments produced so far (scored or waiting in the pool)
+        self.level_dbfs = LEVEL_FLOOR_DBFS
+        # Duration-weighted sums of each kind of probabilities, over every clip and over the
+        # clips with speech: the whole is the mean over its speech when it has any.
+        self.seconds = {"all": 0.0, "speech": 0.0}
+        self.sums: dict[str, dict[str, np.ndarray]] = {"all": {}, "speech": {}}
+        self.segments: list[tuple[int, int, np.ndarray, bool]] = []  # start, length, final, silent
 
     def count(self, blocks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
         """Pass blocks through, adding up the input's duration."""
@@ -384,31 +473,37 @@ class _Tally:
             self.duration_s += len(block) / SAMPLE_RATE
             yield block
 
-    def add(self, start: int, length: int, scores: dict[str, np.ndarray | None]) -> None:
+    def add(self, start: int, length: int, scores: dict[str, np.ndarray | None],
+            level_dbfs: float) -> None:  # fmt: skip
         seconds = length / SAMPLE_RATE
-        for name, value in scores.items():
-            if value is not None:
-                self.sums[name] = self.sums.get(name, 0.0) + seconds * value
-        self.seconds += seconds
+        silent = level_dbfs < NO_SPEECH_DBFS
+        self.level_dbfs = max(self.level_dbfs, level_dbfs)
+        for group in ("all",) if silent else ("all", "speech"):
+            for name, value in scores.items():
+                if value is not None:
+                    self.sums[group][name] = self.sums[group].get(name, 0.0) + seconds * value
+            self.seconds[group] += seconds
         if self.segmented:
-            self.segments.append((start, length, scores["final"]))
+            self.segments.append((start, length, scores["final"], silent))
 
     def prediction(self, labels: list[str], knn: bool) -> Prediction:
         if self.failed is not None:
             raise self.failed
-        if self.seconds == 0:
+        if self.seconds["all"] == 0:
             raise AudioError(f"{self.source}: no speech found to predict (all segments silent)")
 
         def named(values: np.ndarray) -> dict[str, float]:
             return {label: float(p) for label, p in zip(labels, values, strict=True)}
 
-        final = self.sums["final"] / self.seconds  # duration-weighted mean over segments
+        group = "speech" if self.seconds["speech"] > 0 else "all"
+        sums, seconds = self.sums[group], self.seconds[group]
+        final = sums["final"] / seconds  # duration-weighted mean over segments
         return Prediction(
             source=self.source,
             label=labels[int(np.argmax(final))],
             probabilities=named(final),
-            model_probabilities=named(self.sums["model"] / self.seconds),
-            knn_probabilities=named(self.sums["knn"] / self.seconds) if knn else None,
+            model_probabilities=named(sums["model"] / seconds),
+            knn_probabilities=named(sums["knn"] / seconds) if knn else None,
             duration_s=round(self.duration_s, 3) if self.segmented else self.duration_s,
             segments=[
                 Segment(
@@ -416,10 +511,33 @@ class _Tally:
                     round((start + length) / SAMPLE_RATE, 3),
                     labels[int(np.argmax(p))],
                     named(p),
+                    no_speech=silent,
                 )
-                for start, length, p in self.segments
+                for start, length, p, silent in self.segments
             ],
+            no_speech=self.seconds["speech"] == 0,
+            level_dbfs=round(self.level_dbfs, 1),
         )
+
+
+def frame_levels_dbfs(samples: np.ndarray, frame: int = LEVEL_FRAME_SAMPLES) -> np.ndarray:
+    """Level of each whole frame: 20·log10(RMS of the frame minus its mean), floored at -120.
+
+    Removing each frame's mean makes a constant (DC) signal silent, as it sounds.
+    """
+    usable = len(samples) // frame * frame
+    frames = samples[:usable].reshape(-1, frame).astype(np.float64)  # (F, frame)
+    ac = frames - frames.mean(axis=1, keepdims=True)
+    rms = np.sqrt(np.mean(ac**2, axis=1))
+    return np.maximum(20 * np.log10(np.maximum(rms, 1e-12)), LEVEL_FLOOR_DBFS)
+
+
+def speech_level_dbfs(samples: np.ndarray) -> float:
+    """The loudest frame's level (dBFS); a clip shorter than one frame is one frame."""
+    frame = min(LEVEL_FRAME_SAMPLES, len(samples))
+    if frame == 0:
+        return LEVEL_FLOOR_DBFS
+    return float(frame_levels_dbfs(samples, frame).max())
 
 
 def window_segments(blocks: Iterable[np.ndarray], window: int, hop: int
@@ -451,17 +569,17 @@ def voice_segments(
     blocks: Iterable[np.ndarray],
     window: int,
     hop: int,
-    threshold_db: float = -45.0,
+    threshold_db: float = NO_SPEECH_DBFS,
     min_silence_seconds: float = 0.3,
     min_speech_seconds: float = 0.3,
 ) -> Iterator[tuple[int, np.ndarray]]:
-    """Energy-based voice activity: runs of 30 ms frames above `threshold_db` dBFS (RMS), with
-    gaps shorter than `min_silence_seconds` bridged; speech longer than `window` is cut into
-    windows. `hop` is unused (segments do not overlap). Holds at most one segment in memory."""
-    frame = int(0.03 * SAMPLE_RATE)
+    """Energy-based voice activity: runs of 30 ms frames above `threshold_db` dBFS (RMS of the
+    frame minus its mean, `frame_levels_dbfs`), with gaps shorter than `min_silence_seconds`
+    bridged; speech longer than `window` is cut into windows. `hop` is unused (segments do not
+    overlap). Holds at most one segment in memory."""
+    frame = LEVEL_FRAME_SAMPLES
     max_gap = round(min_silence_seconds * SAMPLE_RATE / frame)
     min_frames = max(1, round(min_speech_seconds * SAMPLE_RATE / frame))
-    threshold = 10 ** (threshold_db / 20)
     carry = np.zeros(0, dtype=np.float32)
     position = 0  # sample index of carry[0]
     speech: list[np.ndarray] = []
@@ -481,7 +599,7 @@ def voice_segments(
         carry = np.concatenate([carry, block])
         usable = len(carry) // frame * frame
         frames = carry[:usable].reshape(-1, frame)
-        loud = np.sqrt(np.mean(frames.astype(np.float64) ** 2, axis=1)) > threshold
+        loud = frame_levels_dbfs(carry[:usable], frame) > threshold_db
         for index, is_loud in enumerate(loud):
             start = position + index * frame
             if is_loud:
