@@ -8,6 +8,7 @@ naming the file and what is wrong.
 
 from __future__ import annotations
 
+import numbers
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,8 +34,11 @@ def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> np.nd
 
     Raises:
         AudioError: the file is missing, not audio, corrupt or truncated, has no samples, is
-            shorter than 25 ms after resampling, or holds NaN/inf samples.
+            shorter than 25 ms after resampling, or holds NaN/inf samples; `path` is not a path.
     """
+    if not isinstance(path, (str, os.PathLike)):
+        raise AudioError(f"expected an audio file path, got {type(path).__name__}")
+    _check_rate(sample_rate, str(path), "sample_rate")
     path = Path(path)
     if not path.exists():
         raise AudioError(f"{path}: file not found")
@@ -43,9 +47,34 @@ def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> np.nd
     try:
         samples, file_rate = sf.read(str(path), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as error:
-        # soundfile's own message says what libsndfile saw ("Format not recognised", ...).
-        raise AudioError(f"{path}: cannot decode audio ({error})") from error
+        raise AudioError(f"{path}: cannot decode audio ({decoder_reason(error)})") from error
     return prepare_samples(samples, file_rate, sample_rate, source=str(path))
+
+
+# PCM integer dtypes → (offset, scale): float = (pcm − offset) / scale. Wider integers (int64,
+# uint16, ...) are not a PCM format a decoder produces: refused rather than guessed.
+PCM_SCALE = {
+    np.dtype(np.int8): (0.0, 128.0),
+    np.dtype(np.int16): (0.0, 32768.0),
+    np.dtype(np.int32): (0.0, 2147483648.0),
+    np.dtype(np.uint8): (128.0, 128.0),
+}
+
+
+def _check_rate(rate: object, source: str, name: str) -> int:
+    """A sample rate: a positive whole number of Hz (16000, or 44100.0)."""
+    whole = (
+        isinstance(rate, numbers.Real) and not isinstance(rate, bool) and float(rate).is_integer()
+    )
+    if not whole or rate <= 0:
+        raise AudioError(f"{source}: {name} must be a positive whole number of Hz, got {rate!r}")
+    return int(rate)
+
+
+def decoder_reason(error: Exception) -> str:
+    """What the decoder saw ("Format not recognised", ...), without the path it was given: the
+    caller names the file (a server names the client's file, never its own temporary path)."""
+    return getattr(error, "error_string", None) or str(error)
 
 
 def prepare_samples(
@@ -58,7 +87,14 @@ def prepare_samples(
 
     This is `load_audio` without the file: the prediction API uses it for arrays users pass in.
     """
-    samples = np.asarray(samples)
+    input_rate = _check_rate(input_rate, source, "input_rate")
+    sample_rate = _check_rate(sample_rate, source, "sample_rate")
+    if isinstance(samples, np.generic) or np.ndim(samples) == 0:
+        raise AudioError(f"{source}: got a scalar; expected an array of samples of shape (T,)")
+    try:
+        samples = np.asarray(samples)
+    except ValueError as error:  # ragged nested lists
+        raise AudioError(f"{source}: not an array of samples ({error})") from None
     if samples.ndim == 1:
         samples = samples[:, None]
     if samples.ndim != 2:
@@ -67,17 +103,24 @@ def prepare_samples(
         )
     if samples.shape[0] == 0 or samples.shape[1] == 0:
         raise AudioError(f"{source}: audio has no samples")
-    if np.issubdtype(samples.dtype, np.integer):
-        # PCM integers: full scale of the dtype maps to ±1.0 (int16 32767 -> 0.99997).
-        samples = samples.astype(np.float32) / float(-np.iinfo(samples.dtype).min)
-    elif not np.issubdtype(samples.dtype, np.floating):
-        raise AudioError(f"{source}: expected numeric samples, got dtype {samples.dtype}")
+    if samples.shape[1] > samples.shape[0]:
+        raise AudioError(
+            f"{source}: shape {samples.shape} has more channels than samples; expected "
+            "(T, channels) — for a channels-first array pass array.T"
+        )
+    if samples.dtype in PCM_SCALE:
+        # PCM integers: full scale maps to ±1.0 (int16 32767 -> 0.99997; uint8 is offset by 128).
+        offset, scale = PCM_SCALE[samples.dtype]
+        samples = (samples.astype(np.float32) - offset) / scale
+    elif samples.dtype == np.bool_ or not np.issubdtype(samples.dtype, np.floating):
+        raise AudioError(
+            f"{source}: samples of dtype {samples.dtype} are not audio; expected floats in "
+            "[-1, 1], or int8/int16/int32/uint8 PCM"
+        )
     if not np.isfinite(samples).all():
         raise AudioError(f"{source}: audio contains NaN or infinite samples")
     mono = samples.astype(np.float32).mean(axis=1)  # (T, C) -> (T,)
     if input_rate != sample_rate:
-        if input_rate <= 0:
-            raise AudioError(f"{source}: invalid sample rate {input_rate}")
         mono = soxr.resample(mono, input_rate, sample_rate, quality="HQ").astype(np.float32)
     if mono.shape[0] < MIN_SAMPLES * sample_rate // SAMPLE_RATE:
         duration_ms = 1000 * mono.shape[0] / sample_rate
@@ -93,7 +136,7 @@ def audio_duration(path: str | os.PathLike) -> float:
     try:
         return float(sf.info(str(path)).duration)
     except (sf.LibsndfileError, RuntimeError) as error:
-        raise AudioError(f"{path}: cannot read audio header ({error})") from error
+        raise AudioError(f"{path}: cannot read audio header ({decoder_reason(error)})") from error
 
 
 def max_samples(max_seconds: float, sample_rate: int = SAMPLE_RATE) -> int:
@@ -144,7 +187,7 @@ def stream_audio(
     try:
         info = sf.info(str(path))
     except (sf.LibsndfileError, RuntimeError) as error:
-        raise AudioError(f"{path}: cannot decode audio ({error})") from error
+        raise AudioError(f"{path}: cannot decode audio ({decoder_reason(error)})") from error
     if info.frames == 0:
         raise AudioError(f"{path}: audio has no samples")
     resampler = None
@@ -168,4 +211,4 @@ def stream_audio(
             if tail.size:
                 yield np.ascontiguousarray(tail, dtype=np.float32)
     except (sf.LibsndfileError, RuntimeError) as error:
-        raise AudioError(f"{path}: cannot decode audio ({error})") from error
+        raise AudioError(f"{path}: cannot decode audio ({decoder_reason(error)})") from error

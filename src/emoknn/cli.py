@@ -1,8 +1,12 @@
 """The `emoknn` command line: a thin layer over the public API.
 
 Errors a user can fix (`EmoknnError`) print as one line on stderr and exit with status 1; usage
-mistakes exit with 2 (typer). Heavy imports (torch, transformers) happen inside the commands that
-need them, so `emoknn --help` stays fast.
+mistakes exit with 2 (typer). Every option is checked (`emoknn.checks`) before a command does any
+work, and messages name the option as typed (`--workers`). Heavy imports (torch, transformers)
+happen inside the commands that need them, so `emoknn --help` stays fast.
+
+Console output never interprets rich markup or emoji codes: file and folder names, labels and
+error messages are user text and are printed exactly as they are (`take[`, `[bold]x.wav`).
 """
 
 from __future__ import annotations
@@ -15,8 +19,10 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
-from emoknn.errors import EmoknnError
+from emoknn.checks import check_choice, check_int, check_number, check_port
+from emoknn.errors import ConfigError, EmoknnError
 
 app = typer.Typer(
     name="emoknn",
@@ -34,8 +40,79 @@ app.add_typer(datastore_app, name="datastore")
 augment_app = typer.Typer(help="Listen to the augmented views.", no_args_is_help=True)
 app.add_typer(augment_app, name="augment")
 
-console = Console(soft_wrap=True)  # long lines (paths) wrap in the terminal, not mid-path
-error_console = Console(stderr=True, soft_wrap=True)  # never break a path across lines
+# soft_wrap: long lines (paths) wrap in the terminal, never mid-path. markup and emoji off: what
+# is printed is user text (names of files, folders, labels; messages quoting them); styles are
+# given explicitly (`style=`, `Text.assemble`), never by [tags] inside strings.
+console = Console(soft_wrap=True, markup=False, emoji=False, highlight=False)
+error_console = Console(stderr=True, soft_wrap=True, markup=False, emoji=False, highlight=False)
+
+
+def _skipped(message: str) -> None:
+    error_console.print(Text.assemble(("skipped:", "yellow"), " ", message))
+
+
+# Training settings whose option is not `--` + the setting's name with dashes.
+SETTING_OPTIONS = {
+    "contrastive_weight": "--lambda",
+    "max_epochs": "--epochs",
+    "learning_rate": "--lr",
+    "early_stopping_patience": "--early-stopping",
+    "num_workers": "--workers",
+    "progress_bar": "--progress",
+}
+
+
+def _option_of(setting: str) -> str:
+    return SETTING_OPTIONS.get(setting, "--" + setting.replace("_", "-"))
+
+
+def _train_config(preset: str, **overrides):
+    """`make_config`, checked against this machine; errors name the command-line option."""
+    from emoknn.train import PRESETS, check_hardware, make_config
+
+    check_choice(preset, "--preset", PRESETS)
+    try:
+        config = make_config(preset, **overrides)
+        check_hardware(config)
+    except ConfigError as error:
+        if error.setting is None:
+            raise
+        raise error.renamed(_option_of(error.setting)) from None
+    return config
+
+
+def _check_encoder(config) -> None:
+    """A pretrained encoder is found (local folder, HF cache or reachable Hub) before any work."""
+    from emoknn.hub import check_encoder_source
+
+    check_encoder_source(config.encoder)
+
+
+def _check_output_folder(path: Path, option: str) -> None:
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{option} {path}: exists and is not a folder", setting=option)
+
+
+def _check_folder(path: Path | None, option: str) -> None:
+    if path is not None and not path.is_dir():
+        what = "not a folder" if path.exists() else "folder not found"
+        raise ConfigError(f"{option} {path}: {what}", setting=option)
+
+
+def _load_folds(corpus: Path, kind: str, scheme: str, folds: str | None):
+    """The corpus's utterances and the selected folds, every option checked first."""
+    from emoknn.corpora import CORPUS_KINDS, load_corpus
+    from emoknn.folds import SCHEMES, select_folds, speaker_folds
+    from emoknn.train import check_trainable
+
+    check_choice(kind, "--kind", CORPUS_KINDS)
+    check_choice(scheme, "--scheme", SCHEMES)
+    utterances = load_corpus(corpus, kind)
+    chosen = select_folds(speaker_folds(utterances, scheme), folds)
+    labels = sorted({u.label for u in utterances})
+    for fold in chosen:
+        check_trainable(fold.train, labels)
+    return utterances, chosen
 
 
 @corpus_app.command("summarize")
@@ -50,12 +127,19 @@ def corpus_summarize(
 ) -> None:
     """Counts per class, speaker and session, and the total duration."""
     from emoknn.audio import audio_duration
-    from emoknn.corpora import HONESTY_NOTE, is_synthetic_corpus, label_names, load_corpus
+    from emoknn.corpora import (
+        CORPUS_KINDS,
+        HONESTY_NOTE,
+        is_synthetic_corpus,
+        label_names,
+        load_corpus,
+    )
 
+    check_choice(kind, "--kind", CORPUS_KINDS)
     utterances = load_corpus(path, kind, skip_missing=skip_missing)
     labels = label_names(utterances)
     if path.is_dir() and is_synthetic_corpus(path):
-        console.print(f"[yellow]{HONESTY_NOTE}[/]")
+        console.print(HONESTY_NOTE, style="yellow")
 
     per_label = Counter(u.label for u in utterances)
     per_speaker_label = Counter((u.speaker, u.label) for u in utterances)
@@ -105,17 +189,18 @@ def corpus_synth(
     max_seconds: Annotated[float, typer.Option(help="Longest utterance")] = 3.0,
 ) -> None:
     """Generate the synthetic corpus (NOT emotional speech: it exercises the pipeline offline)."""
-    from emoknn.corpora import HONESTY_NOTE, generate_synthetic_corpus, is_synthetic_corpus
+    from emoknn.corpora import HONESTY_NOTE, generate_synthetic_corpus
 
-    if out_dir.exists() and any(out_dir.iterdir()) and not is_synthetic_corpus(out_dir):
-        raise EmoknnError(
-            f"{out_dir}: folder exists and is not empty; choose a new folder so nothing is "
-            "overwritten"
-        )
+    check_int(seed, "--seed", 0, 2**32 - 1)
+    check_int(sessions, "--sessions", 1)
+    check_int(per_class, "--per-class", 1)
+    check_number(min_seconds, "--min-seconds", 0.1)
+    check_number(max_seconds, "--max-seconds", min_seconds)
+    # generate_synthetic_corpus refuses a non-empty folder: nothing is overwritten or left stale.
     utterances = generate_synthetic_corpus(
         out_dir, seed, sessions, per_class, min_seconds=min_seconds, max_seconds=max_seconds
     )
-    console.print(f"[yellow]{HONESTY_NOTE}[/]")
+    console.print(HONESTY_NOTE, style="yellow")
     console.print(
         f"Wrote {len(utterances)} utterances of {len({u.speaker for u in utterances})} speakers "
         f"to {out_dir} (manifest: {out_dir / 'manifest.csv'})"
@@ -138,11 +223,16 @@ def augment_preview(
     from emoknn.audio import SAMPLE_RATE, load_audio
     from emoknn.augment import AUGMENTATION_NAMES, make_augmentation
 
+    check_int(seed, "--seed", 0, 2**32 - 1)
+    _check_folder(rir_dir, "--rir-dir")
+    _check_output_folder(out_dir, "OUT_DIR")
     samples = load_audio(audio)
+    augmentations = {name: make_augmentation(name, rir_dir=rir_dir)
+                     for name in AUGMENTATION_NAMES[1:]}  # fmt: skip
     out_dir.mkdir(parents=True, exist_ok=True)
     sf.write(out_dir / f"{audio.stem}.original.wav", samples, SAMPLE_RATE)
-    for name in AUGMENTATION_NAMES[1:]:
-        augmented = make_augmentation(name, rir_dir=rir_dir)(samples, np.random.default_rng(seed))
+    for name, augmentation in augmentations.items():
+        augmented = augmentation(samples, np.random.default_rng(seed))
         path = out_dir / f"{audio.stem}.{name}.wav"
         sf.write(path, augmented, SAMPLE_RATE)
         console.print(f"{name:>7}: {path}")
@@ -191,11 +281,15 @@ def train_command(
     criterion: Annotated[str, typer.Option(help="Tune k, α, T for ua or wa")] = "ua",
 ) -> None:
     """Fine-tune on one speaker-independent fold with CE + SupCon on augmented views."""
-    from emoknn.corpora import label_names, load_corpus
-    from emoknn.folds import select_folds, speaker_folds
-    from emoknn.train import make_config, train_fold
+    from emoknn.corpora import label_names
+    from emoknn.knn import CRITERIA
+    from emoknn.train import train_fold
 
-    config = make_config(
+    check_choice(criterion, "--criterion", CRITERIA)
+    _check_folder(Path(rir_dir) if rir_dir is not None else None, "--rir-dir")
+    if out is not None:
+        _check_output_folder(out, "--out")
+    config = _train_config(
         preset, encoder=encoder, augment=augment, rir_dir=rir_dir,
         contrastive_weight=contrastive_weight, temperature=temperature, max_epochs=epochs,
         batch_size=batch_size, learning_rate=lr, optimizer=optimizer, max_seconds=max_seconds,
@@ -204,14 +298,15 @@ def train_command(
         accelerator=accelerator, devices=devices, num_nodes=num_nodes, precision=precision,
         tensorboard=tensorboard, progress_bar=progress,
     )  # fmt: skip
-    utterances = load_corpus(corpus, kind)
-    chosen = select_folds(speaker_folds(utterances, scheme), fold)
+    utterances, chosen = _load_folds(corpus, kind, scheme, fold)
     if len(chosen) != 1:
         raise EmoknnError(f"--fold must name one fold, got {fold!r} ({len(chosen)} folds)")
     selected = chosen[0]
     if out is None:
         name = f"{preset}-{config.augment}-l{config.contrastive_weight:g}-s{config.seed}"
         out = Path("runs") / corpus.stem / name / selected.name
+        _check_output_folder(out, "--out")
+    _check_encoder(config)
     result = train_fold(
         config, selected.train, selected.val, label_names(utterances), out, resume=resume,
         extra_info={"corpus": str(corpus.resolve()), "kind": kind, "scheme": scheme,
@@ -252,7 +347,12 @@ def datastore_build(
     ] = "exact",
 ) -> None:
     """Embed the run's train + validation utterances and tune k, α, T on validation."""
+    from emoknn.knn import CRITERIA, INDEX_TYPES
     from emoknn.model_folder import fold_of_run, run_max_seconds
+
+    check_choice(criterion, "--criterion", CRITERIA)
+    check_choice(index, "--index", INDEX_TYPES)
+    _check_folder(run, "RUN")
 
     fold = fold_of_run(run, corpus)
     _build_datastore(run, fold.train, fold.val, run_max_seconds(run), criterion, index)
@@ -271,12 +371,19 @@ def datastore_add(
     from emoknn.inference import embed_utterances
     from emoknn.model_folder import load_datastore, load_model, read_model_meta, save_datastore
 
+    _check_folder(run, "RUN")
+    if manifest is not None and (audio or label):
+        raise ConfigError("give either audio files with --label, or --manifest CSV, not both")
     if manifest is not None:
         utterances = load_manifest(manifest)
-    elif audio and label:
+    elif audio and label is not None and label.strip():
+        missing = [str(p) for p in audio if not p.is_file()]
+        if missing:
+            raise EmoknnError(f"{missing[0]}: file not found" + (
+                f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))  # fmt: skip
         utterances = [Utterance(f"added/{p.resolve()}", p, label, "added") for p in audio]
     else:
-        raise EmoknnError("give audio files with --label, or --manifest CSV")
+        raise EmoknnError("give audio files with a non-empty --label, or --manifest CSV")
     meta = read_model_meta(run)
     unknown = sorted({u.label for u in utterances} - set(meta.labels))
     if unknown:
@@ -312,7 +419,7 @@ def _print_comparisons(comparisons: list[dict]) -> None:
         console.print("Paired comparisons over folds:")
         for comparison in comparisons:
             console.print(f"  - {comparison['sentence']}", highlight=False)
-        console.print(f"[dim]{METHOD_NOTE}[/]")
+        console.print(METHOD_NOTE, style="dim")
 
 
 def _run_crossval(corpus: Path, kind: str, scheme: str, folds: str | None, tables: str,
@@ -320,16 +427,27 @@ def _run_crossval(corpus: Path, kind: str, scheme: str, folds: str | None, table
     """Cross-validate, print each finished fold and the summary, write the report."""
     import json
 
-    from emoknn.corpora import HONESTY_NOTE, is_synthetic_corpus, label_names, load_corpus
-    from emoknn.experiments import crossval
-    from emoknn.folds import select_folds, speaker_folds
+    from emoknn.corpora import HONESTY_NOTE, is_synthetic_corpus, label_names
+    from emoknn.experiments import crossval, trainings_for
+    from emoknn.knn import CRITERIA
     from emoknn.report import write_report
 
-    utterances = load_corpus(corpus, kind)
-    chosen = select_folds(speaker_folds(utterances, scheme), folds)
+    check_choice(criterion, "--criterion", CRITERIA)
+    table_names = [t.strip() for t in tables.split(",") if t.strip()]
+    if not table_names:
+        raise ConfigError(
+            f"--tables must name one or more of main, augment, lambda; got {tables!r}"
+        )
+    try:
+        trainings_for(table_names)
+    except ConfigError as error:
+        raise ConfigError(f"--tables {tables!r}: {error}") from None
+    _check_output_folder(out, "--out")
+    utterances, chosen = _load_folds(corpus, kind, scheme, folds)
+    _check_encoder(config)
     synthetic = corpus.is_dir() and is_synthetic_corpus(corpus)
     if synthetic:
-        console.print(f"[yellow]{HONESTY_NOTE}[/]")
+        console.print(HONESTY_NOTE, style="yellow")
     meta = {
         "corpus": str(corpus.resolve()), "kind": kind,
         "corpus_name": corpus.resolve().name + (" (synthetic)" if synthetic else ""),
@@ -337,7 +455,6 @@ def _run_crossval(corpus: Path, kind: str, scheme: str, folds: str | None, table
         "labels": label_names(utterances), "preset": config.preset_name,
         "encoder": config.encoder,
     }  # fmt: skip
-    table_names = [t.strip() for t in tables.split(",") if t.strip()]
     if not config.progress_bar:  # each fold prints its own line below; Lightning's add nothing
         import logging
 
@@ -363,7 +480,7 @@ def _run_crossval(corpus: Path, kind: str, scheme: str, folds: str | None, table
     _print_summary(results["summary"], f"{meta['corpus_name']}: mean ± std over folds")
     _print_comparisons(results["comparisons"])
     if synthetic:
-        console.print(f"[yellow]{HONESTY_NOTE}[/]")
+        console.print(HONESTY_NOTE, style="yellow")
     console.print(f"Report: {report}\nResults: {out / 'results.json'}")
     return report
 
@@ -391,9 +508,7 @@ def crossval_command(
     criterion: Annotated[str, typer.Option(help="Tune k, α, T for ua or wa")] = "ua",
 ) -> None:
     """Train and evaluate every fold (or --folds) for the paper's tables; write a report."""
-    from emoknn.train import make_config
-
-    config = make_config(
+    config = _train_config(
         preset, encoder=encoder, max_epochs=epochs, batch_size=batch_size, learning_rate=lr,
         max_seconds=max_seconds, seed=seed, num_workers=workers, accelerator=accelerator,
         devices=devices, precision=precision, progress_bar=progress,
@@ -411,6 +526,10 @@ def report_command(
 
     from emoknn.report import write_report
 
+    for run_dir in run_dirs:
+        _check_folder(run_dir, "RUN_DIRS")
+    if out is not None:
+        _check_output_folder(out, "--out")
     experiment = run_dirs[0] / "experiment.json"
     meta = json.loads(experiment.read_text())["corpus"] if experiment.is_file() else {}
     out = out or run_dirs[0]
@@ -433,16 +552,16 @@ def demo_command(
     import time
 
     from emoknn.corpora import generate_synthetic_corpus, is_synthetic_corpus
-    from emoknn.train import make_config
 
     start = time.perf_counter()
+    _check_output_folder(out, "--out")
+    config = _train_config("tiny", max_epochs=epochs, progress_bar=False)
     corpus = out / "corpus"
     if is_synthetic_corpus(corpus):
         console.print(f"Reusing the synthetic corpus in {corpus}")
     else:
         console.print(f"Generating the synthetic corpus in {corpus} ...")
         generate_synthetic_corpus(corpus)
-    config = make_config("tiny", max_epochs=epochs, progress_bar=False)
     _run_crossval(corpus, "synthetic", "speaker", folds, "main", out / "crossval", config)
     console.print(f"Demo finished in {time.perf_counter() - start:.0f} s.")
 
@@ -472,22 +591,34 @@ def predict_command(
 
     from rich.progress import Progress
 
-    from emoknn.predict import SEGMENTATIONS, find_audio_files, load_recognizer
+    from emoknn.checks import check_device
+    from emoknn.predict import (
+        MAX_WINDOW_SECONDS,
+        PRECISIONS,
+        SEGMENTATIONS,
+        find_audio_files,
+        load_recognizer,
+    )
 
-    if output_format not in ("table", "json", "csv"):
-        raise EmoknnError(f"--format must be table, json or csv, got {output_format!r}")
-    if segmentation not in SEGMENTATIONS:
-        raise EmoknnError(f"--segmentation must be window or vad, got {segmentation!r}")
+    check_choice(output_format, "--format", ("table", "json", "csv"))
+    check_choice(segmentation, "--segmentation", SEGMENTATIONS)
+    check_int(batch_size, "--batch-size", 1)
+    check_choice(precision, "--precision", PRECISIONS)
+    check_device(device, "--device")
+    if window is not None:
+        check_number(window, "--window", 0.5, MAX_WINDOW_SECONDS)
+    if hop is not None:
+        check_number(hop, "--hop", 0.0, window, strict_minimum=True)
     files, problems = find_audio_files(inputs)
     for problem in problems:
-        error_console.print(f"[yellow]skipped:[/] {problem}", highlight=False)
+        _skipped(problem)
     recognizer = load_recognizer(model, device, knn, precision, int8)
     predictions = []
     with Progress(console=error_console, transient=True, disable=len(files) < 20) as progress:
         task = progress.add_task("predicting", total=len(files))
         for result in recognizer.predict_files(files, batch_size, window, hop, segmentation):
             if isinstance(result, EmoknnError):
-                error_console.print(f"[yellow]skipped:[/] {result}", highlight=False)
+                _skipped(str(result))
             else:
                 predictions.append(result)
             progress.advance(task)
@@ -498,12 +629,13 @@ def predict_command(
         print(json.dumps([p.to_dict() for p in predictions], indent=2))
     elif output_format == "csv":
         writer = csv.writer(sys.stdout)
-        writer.writerow(["source", "start_s", "end_s", "label", *labels])
+        writer.writerow(["source", "start_s", "end_s", "label", "no_speech", *labels])
         for p in predictions:
-            writer.writerow([p.source, 0.0, p.duration_s, p.label,
+            writer.writerow([p.source, 0.0, p.duration_s, p.label, int(p.no_speech),
                              *(f"{p.probabilities[label]:.4f}" for label in labels)])  # fmt: skip
             for segment in p.segments:
                 writer.writerow([p.source, segment.start_s, segment.end_s, segment.label,
+                                 int(segment.no_speech),
                                  *(f"{segment.probabilities[x]:.4f}" for x in labels)])  # fmt: skip
     else:
         # What was used, not what was asked: a checkpoint (or --no-knn) has no kNN stage.
@@ -515,12 +647,21 @@ def predict_command(
         for label in labels:
             table.add_column(label, justify="right")
         for p in predictions:
-            table.add_row(Path(p.source).name, f"{p.duration_s:.1f}", p.label,
+            # No speech: say so instead of an emotion; the model's probabilities stay visible.
+            emotion = "no speech" if p.no_speech else p.label
+            table.add_row(Path(p.source).name, f"{p.duration_s:.1f}", emotion,
                           *(f"{p.probabilities[label]:.2f}" for label in labels))  # fmt: skip
             for segment in p.segments:
-                table.add_row(f"  {segment.start_s:.1f}–{segment.end_s:.1f} s", "", segment.label,
+                table.add_row(f"  {segment.start_s:.1f}–{segment.end_s:.1f} s", "",
+                              "no speech" if segment.no_speech else segment.label,
                               *(f"{segment.probabilities[x]:.2f}" for x in labels))  # fmt: skip
         console.print(table)
+        if any(p.no_speech for p in predictions):
+            error_console.print(
+                "no speech: no 30 ms frame is louder than -45 dBFS (silence, a constant signal or "
+                "faint noise); the probabilities of such inputs say nothing about emotion",
+                style="yellow",
+            )
 
 
 @app.command("convert")
@@ -542,9 +683,11 @@ def convert_command(
         return
     if trust_pickle:
         error_console.print(
-            "[yellow]warning:[/] --trust-pickle unpickles the checkpoint, which runs any code it "
-            "carries; use it only on files you trust (made by you).",
-            highlight=False,
+            Text.assemble(
+                ("warning:", "yellow"),
+                " --trust-pickle unpickles the checkpoint, which runs any code it carries; use it "
+                "only on files you trust (made by you).",
+            )
         )
     meta = convert_checkpoint(run, trust_pickle=trust_pickle)
     console.print(
@@ -561,14 +704,25 @@ def serve_command(
     knn: Annotated[bool, typer.Option(help="Interpolate with the kNN model")] = True,
     max_upload_mb: Annotated[float, typer.Option(help="Largest upload accepted")] = 50.0,
     max_seconds: Annotated[float, typer.Option(help="Longest audio accepted")] = 600.0,
+    max_segments: Annotated[
+        int, typer.Option(help="Most segments (model forward passes) one request may need")
+    ] = 256,
     precision: Annotated[str, typer.Option(help="fp32 or bf16 (see `predict --help`)")] = "fp32",
     int8: Annotated[bool, typer.Option(help="ONNX export folders: use the int8 model")] = False,
 ) -> None:
     """Serve the model over HTTP, with a web page to upload or record audio."""
-    from emoknn.serve import serve
+    from emoknn.predict import PRECISIONS
+    from emoknn.serve import check_listen_address, serve
 
+    check_port(port, "--port")
+    check_number(max_upload_mb, "--max-upload-mb", 0.0, strict_minimum=True)
+    check_number(max_seconds, "--max-seconds", 0.0, strict_minimum=True)
+    check_int(max_segments, "--max-segments", 1)
+    check_choice(precision, "--precision", PRECISIONS)
+    check_listen_address(host, port)  # before loading the model: a busy port fails at once
     console.print(f"emoknn serving {model} on http://{host}:{port}/ (API docs: /docs)")
-    serve(str(model), host, port, knn, max_upload_mb, max_seconds, precision, int8)
+    serve(str(model), host, port, knn, max_upload_mb, max_seconds, precision, int8,
+          max_segments=max_segments)  # fmt: skip
 
 
 @app.command("export")
@@ -579,8 +733,10 @@ def export_command(
     quantize: Annotated[bool, typer.Option(help="Also write a dynamic int8 model")] = False,
 ) -> None:
     """Export encoder + head to ONNX (onnxruntime on CPU); the kNN stage is carried along."""
-    if export_format != "onnx":
-        raise EmoknnError(f"--format must be onnx, got {export_format!r}")
+    check_choice(export_format, "--format", ("onnx",))
+    _check_folder(model, "--model")
+    if out is not None:
+        _check_export_out(model, out)
     from emoknn.export import export_onnx
 
     meta = export_onnx(model, out, quantize)
@@ -595,6 +751,24 @@ def export_command(
             f"int8: {where / q['file']} ({q['size_mb']} MB vs {q['fp32_size_mb']} MB); "
             f"same prediction on {100 * q['prediction_agreement']:.1f}% of {q['clips']} clips, "
             f"max |Δ probability| {q['max_abs_probability_difference']:.3f}"
+        )
+
+
+def _check_export_out(model: Path, out: Path) -> None:
+    """`export --out` may be a new or empty folder, or an earlier export: never the run itself,
+    another run, or a folder of other files (the export writes datastore.npz, knn.json, ...)."""
+    from emoknn.export import EXPORT_META_FILE
+
+    _check_output_folder(out, "--out")
+    if out.resolve() == model.resolve():
+        raise ConfigError(
+            f"--out {out} is the run folder itself; export into a folder of its own (default: "
+            f"{model / 'onnx'})"
+        )
+    if out.is_dir() and any(out.iterdir()) and not (out / EXPORT_META_FILE).is_file():
+        raise ConfigError(
+            f"--out {out}: folder exists, is not empty and holds no earlier export; choose a new "
+            "folder so nothing is overwritten"
         )
 
 
@@ -619,7 +793,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, prog_name="emoknn")
     except EmoknnError as error:
-        error_console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        error_console.print(Text.assemble(("error:", "bold red"), " ", str(error)))
         raise SystemExit(1) from None
     except KeyboardInterrupt:
         error_console.print("interrupted")

@@ -24,7 +24,23 @@ class FoldError(EmoknnError, ValueError):
 
 
 class ConfigError(EmoknnError, ValueError):
-    """A parameter value is out of range or inconsistent with another."""
+    """A parameter value is out of range or inconsistent with another.
+
+    `setting` names the parameter when the message starts with it (the checks in `emoknn.checks`
+    do this), so the command line can name its own option instead (`--workers`, not
+    `num_workers`).
+    """
+
+    def __init__(self, message: str, setting: str | None = None) -> None:
+        super().__init__(message)
+        self.setting = setting
+
+    def renamed(self, name: str) -> ConfigError:
+        """The same error with its leading setting name replaced by `name`."""
+        message = str(self)
+        if self.setting and message.startswith(self.setting):
+            message = name + message[len(self.setting) :]
+        return ConfigError(message, setting=name)
 
 
 class ModelFolderError(EmoknnError, ValueError):

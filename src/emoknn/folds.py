@@ -18,6 +18,7 @@ Disjointness of train, validation and test speakers is checked for every fold, n
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -52,7 +53,18 @@ def speaker_folds(utterances: Sequence[Utterance], scheme: str = "speaker") -> l
     """
     if scheme not in SCHEMES:
         raise FoldError(f"unknown fold scheme {scheme!r}; expected one of {', '.join(SCHEMES)}")
+    if isinstance(utterances, (str, bytes, os.PathLike)):
+        raise FoldError(
+            f"expected a list of Utterance, got the path {utterances!r}; load the corpus first "
+            "(emoknn.corpora.load_corpus)"
+        )
     utterances = list(utterances)
+    stranger = next((u for u in utterances if not isinstance(u, Utterance)), None)
+    if stranger is not None:
+        raise FoldError(
+            f"expected Utterance items (from the emoknn.corpora loaders), got "
+            f"{type(stranger).__name__}: {stranger!r:.80}"
+        )
     if scheme == "session":
         return _session_folds(utterances)
 
@@ -138,23 +150,30 @@ def check_fold(fold: Fold) -> None:
 
 def select_folds(folds: list[Fold], selection: str | None) -> list[Fold]:
     """Pick folds by a comma list of indices, ranges and test speakers: `"0,3-5,Ses01F"`."""
-    if not selection:
+    if selection is None:
         return folds
+    if not isinstance(selection, str):
+        raise FoldError(f"folds must be a string such as '0,3-5,Ses01F', got {selection!r}")
     chosen: list[Fold] = []
     by_speaker = {f.test_speaker: f for f in folds}
-    for part in (p.strip() for p in selection.split(",") if p.strip()):
+    parts = [p.strip() for p in selection.split(",") if p.strip()]
+    if not parts:
+        raise FoldError(f"folds {selection!r} names no fold; e.g. 0,3-5 or a test speaker")
+    for part in parts:
         if part in by_speaker:
             chosen.append(by_speaker[part])
             continue
         try:
             low, _, high = part.partition("-")
-            indices = range(int(low), int(high or low) + 1)
+            first, last = int(low), int(high or low)
         except ValueError:
             raise FoldError(
                 f"fold {part!r} is neither a fold index nor a test speaker; "
                 f"folds are 0..{len(folds) - 1} ({', '.join(by_speaker)})"
             ) from None
-        for i in indices:
+        if last < first:
+            raise FoldError(f"fold range {part!r} runs backwards; write {last}-{first}")
+        for i in range(first, last + 1):
             if not 0 <= i < len(folds):
                 raise FoldError(f"fold index {i} out of range 0..{len(folds) - 1}")
             chosen.append(folds[i])

@@ -24,6 +24,9 @@ import numpy as np
 
 from emoknn.errors import ConfigError, EmoknnError
 
+INDEX_TYPES = ("exact", "hnsw")  # exact search, or approximate HNSW for large stores
+CRITERIA = ("ua", "wa")  # what k, α, T are tuned to maximise on the validation speaker
+
 MAX_K = 32
 DEFAULT_ALPHAS = tuple(np.round(np.arange(0.05, 1.0, 0.05), 2).tolist())  # α ∈ (0, 1)
 # T is searched relative to the typical nearest-neighbour distance (embedding scales differ
@@ -108,7 +111,7 @@ class Datastore:
                 f"datastore needs keys (N, D), labels (N,) and N ids; got {keys.shape}, "
                 f"{labels.shape}, {len(ids)}"
             )
-        if index_type not in ("exact", "hnsw"):
+        if index_type not in INDEX_TYPES:
             raise ConfigError(f"index_type must be 'exact' or 'hnsw', got {index_type!r}")
         if not np.isfinite(keys).all():
             raise ConfigError("datastore keys contain NaN or infinite values")
@@ -214,7 +217,7 @@ def tune_knn(
     for every k at once, and every α is scored on top. Ties go to the first in grid order
     (T ascending, k ascending, α ascending), so the choice is deterministic.
     """
-    if criterion not in ("ua", "wa"):
+    if criterion not in CRITERIA:
         raise ConfigError(f"criterion must be 'ua' or 'wa', got {criterion!r}")
     if query_ids is not None:
         overlap = set(query_ids) & set(store.ids)

@@ -146,12 +146,15 @@ def load_encoder(config: ModelConfig) -> nn.Module:
         # LayerDrop off, as for pretrained encoders below.
         encoder_config = AutoConfig.for_model(model_type, **{**encoder_dict, "layerdrop": 0.0})
         return AutoModel.from_config(encoder_config)
+    from emoknn.hub import pretrained_kwargs
+
+    source = pretrained_kwargs(config.encoder)  # fails in seconds on a bad path or no network
     try:
-        if AutoConfig.from_pretrained(config.encoder).model_type == "whisper":
+        if AutoConfig.from_pretrained(config.encoder, **source).model_type == "whisper":
             return load_whisper_encoder(config.encoder)
         # LayerDrop off: it would make DDP see unused parameters, and adds nothing to fine-tuning
         # with frozen-length batches.
-        encoder = AutoModel.from_pretrained(config.encoder, layerdrop=0.0)
+        encoder = AutoModel.from_pretrained(config.encoder, layerdrop=0.0, **source)
     except (OSError, ValueError) as error:
         raise EmoknnError(
             f"cannot load the encoder {config.encoder!r}: {str(error).splitlines()[0]}\n"
@@ -175,14 +178,16 @@ def default_normalization(encoder_name: str) -> bool:
     """
     if encoder_name == "tiny":
         return True
+    from emoknn.hub import pretrained_kwargs
+
+    source = pretrained_kwargs(encoder_name)  # fails in seconds on a bad path or no network
     try:
         from transformers import AutoConfig, AutoFeatureExtractor
 
-        if AutoConfig.from_pretrained(encoder_name).model_type == "whisper":
+        if AutoConfig.from_pretrained(encoder_name, **source).model_type == "whisper":
             return False
-        return bool(
-            getattr(AutoFeatureExtractor.from_pretrained(encoder_name), "do_normalize", True)
-        )
+        extractor = AutoFeatureExtractor.from_pretrained(encoder_name, **source)
+        return bool(getattr(extractor, "do_normalize", True))
     except (OSError, ValueError):
         return True
 

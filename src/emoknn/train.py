@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader
 
 from emoknn.audio import SAMPLE_RATE, max_samples
 from emoknn.augment import AUGMENTATION_NAMES, make_augmentation
+from emoknn.checks import ACCELERATORS, check_accelerator, check_choice, check_int, check_number
 from emoknn.corpora.utterance import Utterance
 from emoknn.data import (
     Batch,
@@ -57,6 +58,8 @@ from emoknn.model_folder import (
 )
 
 MONITORS = {"val_loss": "min", "val_ua": "max", "val_wa": "max"}
+# Lightning precisions, or auto = bf16-mixed on a GPU that supports it, else 32-true.
+PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true")
 
 
 @dataclass
@@ -97,21 +100,48 @@ class TrainConfig:
     preset_name: str = "custom"  # which preset these settings started from (for reports)
 
     def __post_init__(self) -> None:
-        checks = [
-            (self.augment in AUGMENTATION_NAMES, f"augment must be one of {AUGMENTATION_NAMES}"),
-            (0.0 <= self.contrastive_weight <= 1.0, "contrastive_weight (λ) must lie in [0, 1]"),
-            (self.temperature > 0, "temperature must be > 0"),
-            (self.optimizer in ("sgd", "adamw"), "optimizer must be sgd or adamw"),
-            (self.learning_rate > 0, "learning_rate must be > 0"),
-            (self.batch_size >= 2, "batch_size must be ≥ 2"),
-            (self.max_seconds > 0.025, "max_seconds must exceed 0.025"),
-            (self.max_epochs >= 1, "max_epochs must be ≥ 1"),
-            (self.monitor in MONITORS, f"monitor must be one of {list(MONITORS)}"),
-            (self.devices >= 1 and self.num_nodes >= 1, "devices and num_nodes must be ≥ 1"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(f"{message}; got {self!r}")
+        # One line naming the setting on the first bad value (never a dump of the whole config).
+        if not isinstance(self.encoder, str) or not self.encoder.strip():
+            raise ConfigError(
+                f"encoder must be a Hugging Face hub name or a local folder, got {self.encoder!r}",
+                setting="encoder",
+            )
+        check_choice(self.augment, "augment", AUGMENTATION_NAMES)
+        check_number(self.contrastive_weight, "contrastive_weight", 0.0, 1.0)
+        check_number(self.temperature, "temperature", 0.0, strict_minimum=True)
+        check_choice(self.optimizer, "optimizer", ("sgd", "adamw"))
+        check_number(self.learning_rate, "learning_rate", 0.0, strict_minimum=True)
+        check_number(self.momentum, "momentum", 0.0, 1.0)
+        check_number(self.weight_decay, "weight_decay", 0.0)
+        check_int(self.batch_size, "batch_size", 2)
+        check_number(self.max_seconds, "max_seconds", 0.025, strict_minimum=True)
+        check_int(self.max_epochs, "max_epochs", 1)
+        check_int(self.lr_patience, "lr_patience", 0)
+        check_number(self.lr_factor, "lr_factor", 0.0, 1.0, strict_minimum=True)
+        if self.early_stopping_patience is not None:
+            check_int(self.early_stopping_patience, "early_stopping_patience", 0)
+        check_choice(self.monitor, "monitor", MONITORS)
+        check_number(self.head_dropout, "head_dropout", 0.0, 0.99)
+        check_int(self.seed, "seed", 0, 2**32 - 1)
+        check_int(self.num_workers, "num_workers", 0)
+        check_choice(self.precision, "precision", PRECISIONS)
+        check_choice(self.accelerator, "accelerator", ACCELERATORS)
+        check_int(self.devices, "devices", 1)
+        check_int(self.num_nodes, "num_nodes", 1)
+
+
+def check_hardware(config: TrainConfig) -> None:
+    """Refuse settings this machine cannot run (a GPU it lacks, fp16 on a CPU) before any work."""
+    check_accelerator(config.accelerator, config.devices)
+    on_cpu = config.accelerator == "cpu" or (
+        config.accelerator == "auto" and not torch.cuda.is_available()
+    )
+    if on_cpu and config.precision.startswith("16-"):
+        raise ConfigError(
+            f"precision {config.precision!r} needs a CUDA GPU (fp16 is not supported on the CPU); "
+            "use 32-true or bf16-mixed",
+            setting="precision",
+        )
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -317,6 +347,21 @@ def _resolve_precision(config: TrainConfig) -> str:
     return "32-true"
 
 
+def check_trainable(train: list[Utterance], labels: list[str]) -> None:
+    """A classifier needs at least two classes, and training data for at least two of them."""
+    if len(labels) < 2:
+        raise ConfigError(
+            f"the corpus has {len(labels)} class ({', '.join(labels) or 'none'}); emotion "
+            "recognition needs at least 2 labels"
+        )
+    present = sorted({u.label for u in train})
+    if len(present) < 2:
+        raise ConfigError(
+            f"the training split holds only {len(present)} class ({', '.join(present) or 'none'}); "
+            "a classifier needs at least 2"
+        )
+
+
 def train_fold(
     config: TrainConfig,
     train: list[Utterance],
@@ -331,6 +376,8 @@ def train_fold(
     With `resume=True` and a `checkpoints/last.ckpt` in `run_dir`, training continues from it
     (same config required) and ends as an uninterrupted run would have.
     """
+    check_hardware(config)
+    check_trainable(train, labels)
     run_dir = Path(run_dir)
     checkpoint_dir = run_dir / CHECKPOINT_DIR
     last_checkpoint = checkpoint_dir / LAST_CHECKPOINT

@@ -10,7 +10,6 @@ load_corpus(path, kind="auto")                  any of the above by name or dete
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from emoknn.corpora.filenames import FOUR_CLASS_LABELS, load_cremad, load_emodb, load_ravdess
 from emoknn.corpora.iemocap import IEMOCAP_FOUR_CLASS_MAP, load_iemocap
@@ -21,7 +20,7 @@ from emoknn.corpora.synthetic import (
     is_synthetic_corpus,
     load_synthetic,
 )
-from emoknn.corpora.utterance import FOUR_CLASSES, Utterance, apply_label_map, label_names
+from emoknn.corpora.utterance import FOUR_CLASSES, Utterance, apply_label_map, as_path, label_names
 from emoknn.errors import CorpusError
 
 CORPUS_KINDS = ("auto", "iemocap", "manifest", "synthetic", "ravdess", "cremad", "emodb")
@@ -29,7 +28,7 @@ CORPUS_KINDS = ("auto", "iemocap", "manifest", "synthetic", "ravdess", "cremad",
 
 def detect_corpus_kind(path: str | os.PathLike) -> str:
     """Guess a corpus kind from what is at `path` (a CSV file, or a folder's layout)."""
-    path = Path(path)
+    path = as_path(path, "corpus path")
     if path.is_file() and path.suffix.lower() == ".csv":
         return "manifest"
     if not path.is_dir():
@@ -50,7 +49,7 @@ def load_corpus(
     path: str | os.PathLike, kind: str = "auto", skip_missing: bool = False
 ) -> list[Utterance]:
     """Load a corpus by kind; `auto` detects IEMOCAP, synthetic and manifest corpora."""
-    path = Path(path)
+    path = as_path(path, "corpus path")
     if kind not in CORPUS_KINDS:
         raise CorpusError(
             f"unknown corpus kind {kind!r}; expected one of {', '.join(CORPUS_KINDS)}"

@@ -11,9 +11,8 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Mapping
-from pathlib import Path
 
-from emoknn.corpora.utterance import Utterance, apply_label_map, check_unique_ids
+from emoknn.corpora.utterance import Utterance, apply_label_map, as_path, check_unique_ids
 from emoknn.errors import CorpusError
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
@@ -88,7 +87,7 @@ def _load_by_filename(
     parse: Callable[[str], tuple[str, str] | None],
     label_map: Mapping[str, str | None] | None,
 ) -> list[Utterance]:
-    root = Path(root)
+    root = as_path(root, f"{corpus} root")
     if not root.is_dir():
         raise CorpusError(f"{root}: {corpus} root is not a directory")
     utterances = []

@@ -17,7 +17,7 @@ import os
 import re
 from pathlib import Path
 
-from emoknn.corpora.utterance import Utterance, check_unique_ids, require_files
+from emoknn.corpora.utterance import Utterance, as_path, check_unique_ids, require_files
 from emoknn.errors import CorpusError
 
 # Native IEMOCAP codes → the paper's 4 classes. Codes absent here (fru, sur, fea, dis, oth, xxx)
@@ -56,7 +56,7 @@ def load_iemocap(
     Raises:
         CorpusError: no Session folders or evaluation files, or wavs missing.
     """
-    root = Path(root)
+    root = as_path(root, "IEMOCAP root")
     label_map = IEMOCAP_FOUR_CLASS_MAP if label_map is None else label_map
     if not root.is_dir():
         raise CorpusError(f"{root}: IEMOCAP root is not a directory")

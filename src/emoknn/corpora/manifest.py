@@ -14,7 +14,7 @@ import csv
 import os
 from pathlib import Path
 
-from emoknn.corpora.utterance import Utterance, check_unique_ids, require_files
+from emoknn.corpora.utterance import Utterance, as_path, check_unique_ids, require_files
 from emoknn.errors import CorpusError
 
 REQUIRED_COLUMNS = ("path", "label", "speaker")
@@ -27,7 +27,7 @@ def load_manifest(csv_path: str | os.PathLike, skip_missing: bool = False) -> li
         CorpusError: the file is missing, lacks a required column, has an empty field on some row,
             or names audio files that do not exist (unless `skip_missing`).
     """
-    csv_path = Path(csv_path)
+    csv_path = as_path(csv_path, "manifest")
     if not csv_path.is_file():
         raise CorpusError(f"{csv_path}: manifest file not found")
     base = csv_path.parent
@@ -64,7 +64,7 @@ def load_manifest(csv_path: str | os.PathLike, skip_missing: bool = False) -> li
 
 def write_manifest(utterances: list[Utterance], csv_path: str | os.PathLike) -> None:
     """Write utterances as a manifest with paths relative to the CSV's folder where possible."""
-    csv_path = Path(csv_path)
+    csv_path = as_path(csv_path, "manifest")
     base = csv_path.parent.resolve()
     with csv_path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -26,7 +27,7 @@ import soundfile as sf
 
 from emoknn.audio import SAMPLE_RATE
 from emoknn.corpora.manifest import load_manifest, write_manifest
-from emoknn.corpora.utterance import FOUR_CLASSES, Utterance
+from emoknn.corpora.utterance import FOUR_CLASSES, Utterance, as_path
 from emoknn.errors import ConfigError, CorpusError
 
 MARKER_FILE = "SYNTHETIC_CORPUS.txt"
@@ -222,16 +223,36 @@ def generate_synthetic_corpus(
             f"need 0.1 ≤ min_seconds ≤ max_seconds, got min_seconds={min_seconds}, "
             f"max_seconds={max_seconds}"
         )
-    out_dir = Path(out_dir)
-    rng = np.random.default_rng(seed)
-    speakers = _make_speakers(num_sessions, rng)
+    out_dir = as_path(out_dir, "synthetic corpus folder")
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        what = "a synthetic corpus" if is_synthetic_corpus(out_dir) else "not a synthetic corpus"
+        raise CorpusError(
+            f"{out_dir}: folder exists and is not empty ({what}); choose a new folder, or delete "
+            "this one first, so nothing is overwritten or left stale"
+        )
+    # Written beside, then renamed into place: an interrupted run leaves no half corpus.
+    staging = out_dir.parent / f".{out_dir.name}.{os.getpid()}.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        _write_synthetic_corpus(staging, settings)
+        if out_dir.exists():
+            out_dir.rmdir()  # empty (checked above)
+        os.replace(staging, out_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return load_synthetic(out_dir)
+
+
+def _write_synthetic_corpus(out_dir: Path, settings: SyntheticSettings) -> None:
+    rng = np.random.default_rng(settings.seed)
+    speakers = _make_speakers(settings.num_sessions, rng)
     utterances = []
     for speaker in speakers:
         (out_dir / "wav" / speaker.id).mkdir(parents=True, exist_ok=True)
         for label in FOUR_CLASSES:
-            for index in range(utterances_per_class):
+            for index in range(settings.utterances_per_class):
                 utterance_id = f"{speaker.id}_{label}_{index:03d}"
-                duration = float(rng.uniform(min_seconds, max_seconds))
+                duration = float(rng.uniform(settings.min_seconds, settings.max_seconds))
                 samples = synthesize_utterance(speaker, label, duration, rng)
                 path = out_dir / "wav" / speaker.id / f"{utterance_id}.wav"
                 sf.write(str(path), samples, SAMPLE_RATE, subtype="PCM_16")
@@ -247,7 +268,6 @@ def generate_synthetic_corpus(
     (out_dir / MARKER_FILE).write_text(
         HONESTY_NOTE + "\n\n" + json.dumps(description, indent=2) + "\n", encoding="utf-8"
     )
-    return load_synthetic(out_dir)
 
 
 def is_synthetic_corpus(root: str | os.PathLike) -> bool:
@@ -256,7 +276,7 @@ def is_synthetic_corpus(root: str | os.PathLike) -> bool:
 
 def load_synthetic(root: str | os.PathLike) -> list[Utterance]:
     """Read a corpus written by `generate_synthetic_corpus`."""
-    root = Path(root)
+    root = as_path(root, "synthetic corpus root")
     if not is_synthetic_corpus(root):
         raise CorpusError(
             f"{root}: not a synthetic corpus (no {MARKER_FILE}); create one with "

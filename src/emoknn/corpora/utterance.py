@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -31,6 +32,27 @@ class Utterance:
     label: str
     speaker: str
     session: str | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.path, str):  # a str path is accepted and kept as a Path
+            object.__setattr__(self, "path", Path(self.path))
+        if not isinstance(self.path, Path):
+            raise CorpusError(f"utterance {self.id!r}: path must be a path, got {self.path!r}")
+        for name in ("id", "label", "speaker"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value.strip():
+                raise CorpusError(f"utterance {self.id!r}: {name} must be a non-empty string, "
+                                  f"got {value!r}")  # fmt: skip
+        if self.session is not None and not isinstance(self.session, str):
+            raise CorpusError(f"utterance {self.id!r}: session must be a string or None, got "
+                              f"{self.session!r}")  # fmt: skip
+
+
+def as_path(value: object, what: str) -> Path:
+    """`value` as a Path, or CorpusError when it is not a path at all (None, a number, ...)."""
+    if not isinstance(value, (str, os.PathLike)) or not str(value).strip():
+        raise CorpusError(f"{what} must be a path, got {value!r}")
+    return Path(value)
 
 
 def label_names(utterances: Iterable[Utterance]) -> list[str]:
