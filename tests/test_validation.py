@@ -4,6 +4,7 @@ rich output of user text, silence, encoders that cannot be found."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -99,6 +100,8 @@ TRAIN_CASES = [
     (["--rir-dir", "/nonexistent/rirs"], "--rir-dir /nonexistent/rirs: folder not found"),
     (["--encoder", "./no/such/encoder"], "the encoder './no/such/encoder': folder not found"),
 ]
+if not {"MASTER_ADDR", "NODE_RANK", "SLURM_JOB_ID", "TORCHELASTIC_RUN_ID"} & set(os.environ):
+    TRAIN_CASES.append((["--num-nodes", "2"], "--num-nodes 2 needs a multi-node launch"))
 if NO_GPU:
     TRAIN_CASES += [
         (["--accelerator", "gpu"], "--accelerator 'gpu': no CUDA GPU is available"),

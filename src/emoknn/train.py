@@ -136,6 +136,14 @@ def check_hardware(config: TrainConfig) -> None:
     on_cpu = config.accelerator == "cpu" or (
         config.accelerator == "auto" and not torch.cuda.is_available()
     )
+    cluster = {"MASTER_ADDR", "NODE_RANK", "SLURM_JOB_ID", "TORCHELASTIC_RUN_ID"} & set(os.environ)
+    if config.num_nodes > 1 and not cluster:
+        # Lightning would wait forever for the other nodes to join.
+        raise ConfigError(
+            f"num_nodes {config.num_nodes} needs a multi-node launch (SLURM, or torchrun with "
+            "MASTER_ADDR and NODE_RANK set on every node); on one machine use devices",
+            setting="num_nodes",
+        )
     if on_cpu and config.precision.startswith("16-"):
         raise ConfigError(
             f"precision {config.precision!r} needs a CUDA GPU (fp16 is not supported on the CPU); "

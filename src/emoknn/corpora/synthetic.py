@@ -224,7 +224,9 @@ def generate_synthetic_corpus(
             f"max_seconds={max_seconds}"
         )
     out_dir = as_path(out_dir, "synthetic corpus folder")
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+    if out_dir.exists() and not out_dir.is_dir():
+        raise CorpusError(f"{out_dir}: is a file; expected a new or empty folder")
+    if out_dir.exists() and any(out_dir.iterdir()):
         what = "a synthetic corpus" if is_synthetic_corpus(out_dir) else "not a synthetic corpus"
         raise CorpusError(
             f"{out_dir}: folder exists and is not empty ({what}); choose a new folder, or delete "
