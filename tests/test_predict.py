@@ -168,7 +168,7 @@ def test_cli_formats_and_exit_codes(trained_run, clips, tmp_path):
                                  "--format", "csv", "--no-knn"])  # fmt: skip
     assert result.exit_code == 0
     lines = result.stdout.strip().splitlines()
-    assert lines[0] == "source,start_s,end_s,label,angry,happy,neutral,sad"
+    assert lines[0] == "source,start_s,end_s,label,angry,happy,neutral,sad,no_speech"
     assert len(lines) == 1 + 12  # one speaker's 12 clips
     result = runner.invoke(app, ["predict", str(clips[0]), "--model", str(trained_run)])
     assert result.exit_code == 0 and "model + kNN" in result.stdout

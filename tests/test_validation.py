@@ -406,6 +406,16 @@ def test_predict_settings_are_checked(recognizer, settings, message):
         list(recognizer.predict_files(["x.wav"], **settings))
 
 
+def test_model_must_be_a_path():
+    from emoknn.predict import load_recognizer
+
+    for bad in (None, 123, ""):
+        with pytest.raises(ConfigError, match="model must be the path of a model folder"):
+            EmotionRecognizer.load(bad)
+        with pytest.raises(ConfigError, match="model must be the path of a model folder"):
+            load_recognizer(bad)
+
+
 def test_score_checks_batch_size(recognizer):
     with pytest.raises(ConfigError, match="batch_size must be an integer ≥ 1"):
         recognizer.score([tone()], batch_size=0)
@@ -508,7 +518,7 @@ def test_cli_says_no_speech_in_every_format(trained_run, tmp_path, capsys):
     assert json.loads(out)[0]["no_speech"] is True
     code, out, _ = run_main([*base, "--format", "csv"], capsys)
     header, row = out.splitlines()[:2]
-    assert header.split(",")[4] == "no_speech" and row.split(",")[4] == "1"
+    assert header.split(",")[-1] == "no_speech" and row.split(",")[-1] == "1"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -629,14 +629,16 @@ def predict_command(
         print(json.dumps([p.to_dict() for p in predictions], indent=2))
     elif output_format == "csv":
         writer = csv.writer(sys.stdout)
-        writer.writerow(["source", "start_s", "end_s", "label", "no_speech", *labels])
+        # no_speech last: the columns earlier versions wrote keep their places.
+        writer.writerow(["source", "start_s", "end_s", "label", *labels, "no_speech"])
         for p in predictions:
-            writer.writerow([p.source, 0.0, p.duration_s, p.label, int(p.no_speech),
-                             *(f"{p.probabilities[label]:.4f}" for label in labels)])  # fmt: skip
+            writer.writerow([p.source, 0.0, p.duration_s, p.label,
+                             *(f"{p.probabilities[label]:.4f}" for label in labels),
+                             int(p.no_speech)])  # fmt: skip
             for segment in p.segments:
                 writer.writerow([p.source, segment.start_s, segment.end_s, segment.label,
-                                 int(segment.no_speech),
-                                 *(f"{segment.probabilities[x]:.4f}" for x in labels)])  # fmt: skip
+                                 *(f"{segment.probabilities[x]:.4f}" for x in labels),
+                                 int(segment.no_speech)])  # fmt: skip
     else:
         # What was used, not what was asked: a checkpoint (or --no-knn) has no kNN stage.
         used_knn = recognizer.store is not None

@@ -135,7 +135,7 @@ class EmotionRecognizer:
         """Load a model folder (see the module docstring; an export folder gives an
         `OnnxEmotionRecognizer`), or a training checkpoint `.ckpt` (the model alone: a
         checkpoint carries no kNN stage)."""
-        model_dir = Path(model_dir)
+        model_dir = _model_path(model_dir)
         check_choice(precision, "precision", PRECISIONS)
         check_device(device)  # before loading: a missing GPU is not the model file's fault
         if is_export_folder(model_dir):
@@ -430,7 +430,7 @@ def load_recognizer(
 ) -> EmotionRecognizer:
     """Whatever `model` names: a training run folder or a .ckpt file (PyTorch), or a folder
     written by `emoknn export` (ONNX Runtime on the CPU; `int8` picks its quantised model)."""
-    path = Path(model)
+    path = _model_path(model)
     if is_export_folder(path):
         return _load_export(path, device, use_knn, precision, int8)
     if int8:
@@ -439,6 +439,12 @@ def load_recognizer(
             f"{path} --quantize`, then predict with --model {path / 'onnx'} --int8)"
         )
     return EmotionRecognizer.load(path, device, use_knn, precision)
+
+
+def _model_path(model: object) -> Path:
+    if not isinstance(model, (str, os.PathLike)) or not str(model).strip():
+        raise ConfigError(f"model must be the path of a model folder, got {model!r}")
+    return Path(model)
 
 
 def _load_export(path: Path, device: str | None, use_knn: bool, precision: str, int8: bool
@@ -694,7 +700,7 @@ class OnnxEmotionRecognizer(EmotionRecognizer):
     @classmethod
     def load(cls, export_dir: str | os.PathLike, quantized: bool = False,  # type: ignore[override]
              use_knn: bool = True) -> OnnxEmotionRecognizer:  # fmt: skip
-        export_dir = Path(export_dir)
+        export_dir = _model_path(export_dir)
         meta = read_export_meta(export_dir)
         model_file = onnx_model_file(export_dir, quantized)
         session = onnx_session(model_file)

@@ -185,6 +185,7 @@ def create_app(
                     if size > max_bytes:  # UploadLimit stops the body first; this is a backstop
                         raise HTTPException(413, f"{name}: the limit is {max_upload_mb:g} MB")
                     handle.write(chunk)
+            file.file.close()  # the parser's spooled copy goes now, not at the end of the request
             if size == 0:
                 raise HTTPException(422, f"{name}: the upload is empty")
             try:
