@@ -11,6 +11,7 @@ error messages are user text and are printed exactly as they are (`take[`, `[bol
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections import Counter
 from pathlib import Path
@@ -287,6 +288,8 @@ def train_command(
 
     check_choice(criterion, "--criterion", CRITERIA)
     _check_folder(Path(rir_dir) if rir_dir is not None else None, "--rir-dir")
+    if tensorboard and importlib.util.find_spec("tensorboard") is None:
+        raise ConfigError("--tensorboard needs TensorBoard: pip install tensorboard")
     if out is not None:
         _check_output_folder(out, "--out")
     config = _train_config(

@@ -26,9 +26,10 @@ import numpy as np
 import soundfile as sf
 
 from emoknn.audio import SAMPLE_RATE
+from emoknn.checks import check_int, check_number
 from emoknn.corpora.manifest import load_manifest, write_manifest
 from emoknn.corpora.utterance import FOUR_CLASSES, Utterance, as_path
-from emoknn.errors import ConfigError, CorpusError
+from emoknn.errors import CorpusError
 
 MARKER_FILE = "SYNTHETIC_CORPUS.txt"
 MANIFEST_FILE = "manifest.csv"
@@ -213,16 +214,12 @@ def generate_synthetic_corpus(
     `SYNTHETIC_CORPUS.txt` with the settings and a note that the data is not emotional speech.
     With the defaults: 5 sessions × 2 speakers × 4 classes × 10 = 400 clips of 1–3 s.
     """
+    check_int(seed, "seed", 0, 2**32 - 1)
+    check_int(num_sessions, "num_sessions", 1)
+    check_int(utterances_per_class, "utterances_per_class", 1)
+    check_number(min_seconds, "min_seconds", 0.1)
+    check_number(max_seconds, "max_seconds", min_seconds)
     settings = SyntheticSettings(seed, num_sessions, utterances_per_class, min_seconds, max_seconds)
-    if num_sessions < 1:
-        raise ConfigError(f"num_sessions must be ≥ 1, got {num_sessions}")
-    if utterances_per_class < 1:
-        raise ConfigError(f"utterances_per_class must be ≥ 1, got {utterances_per_class}")
-    if not 0.1 <= min_seconds <= max_seconds:
-        raise ConfigError(
-            f"need 0.1 ≤ min_seconds ≤ max_seconds, got min_seconds={min_seconds}, "
-            f"max_seconds={max_seconds}"
-        )
     out_dir = as_path(out_dir, "synthetic corpus folder")
     if out_dir.exists() and not out_dir.is_dir():
         raise CorpusError(f"{out_dir}: is a file; expected a new or empty folder")
