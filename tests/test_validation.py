@@ -3,6 +3,7 @@ rich output of user text, silence, encoders that cannot be found."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 from pathlib import Path
@@ -102,6 +103,8 @@ TRAIN_CASES = [
 ]
 if not {"MASTER_ADDR", "NODE_RANK", "SLURM_JOB_ID", "TORCHELASTIC_RUN_ID"} & set(os.environ):
     TRAIN_CASES.append((["--num-nodes", "2"], "--num-nodes 2 needs a multi-node launch"))
+if importlib.util.find_spec("tensorboard") is None:
+    TRAIN_CASES.append((["--tensorboard"], "--tensorboard needs TensorBoard"))
 if NO_GPU:
     TRAIN_CASES += [
         (["--accelerator", "gpu"], "--accelerator 'gpu': no CUDA GPU is available"),
