@@ -75,9 +75,13 @@ def test_full_30_s_input_equals_hugging_face_encoder_hidden_states():
     with torch.no_grad():
         expected = encoder(features, output_hidden_states=True).hidden_states
         hidden, mask = backbone(torch.from_numpy(clip)[None], torch.tensor([480000]))
+        (last,), _ = backbone(
+            torch.from_numpy(clip)[None], torch.tensor([480000]), all_layers=False
+        )
     assert len(hidden) == len(expected) == 3 and mask.shape == (1, 1500) and mask.all()
     for ours, theirs in zip(hidden, expected, strict=True):
         torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=0)  # mel differences, propagated
+    assert torch.equal(last, hidden[-1])
 
 
 def test_a_batch_gives_every_utterance_what_it_gets_alone():

@@ -318,8 +318,7 @@ class EmotionModel(nn.Module):
         if self.config.normalize_waveforms:  # off by default: Whisper's extractor does not
             sample_mask = torch.arange(waveforms.shape[1], device=waveforms.device)[None]
             waveforms = normalize_waveforms(waveforms, sample_mask < lengths[:, None])
-        hidden_states, frame_mask = self.encoder(waveforms, lengths)  # L + 1 × (B, F, H)
-        return (hidden_states if all_layers else hidden_states[-1:]), frame_mask
+        return self.encoder(waveforms, lengths, all_layers)  # L + 1 (or 1) × (B, F, H), (B, F)
 
     def _wav2vec2_hidden_states(
         self, waveforms: torch.Tensor, lengths: torch.Tensor, all_layers: bool

@@ -154,7 +154,9 @@ class WhisperBackbone(nn.Module):
     `forward(waveforms, lengths)` returns `(hidden_states, frame_mask)`: hidden_states is a tuple
     of L + 1 tensors (B, F, H) with Hugging Face `output_hidden_states=True` semantics (entry 0 is
     the input to the first layer: conv stem + positional embeddings; the last is the last hidden
-    state, after the final LayerNorm); frame_mask (B, F) is True on frames computed from real audio.
+    state, after the final LayerNorm), or `(last_hidden_state,)` with `all_layers=False` (nothing
+    else is kept: 32 layers of whisper-large-v3 would hold GBs); frame_mask (B, F) is True on
+    frames computed from real audio.
     """
 
     def __init__(self, encoder: nn.Module, freeze_conv_stem: bool = True) -> None:
@@ -181,7 +183,7 @@ class WhisperBackbone(nn.Module):
         return encoder_frame_counts(mel_frame_counts(lengths))
 
     def forward(
-        self, waveforms: torch.Tensor, lengths: torch.Tensor
+        self, waveforms: torch.Tensor, lengths: torch.Tensor, all_layers: bool = True
     ) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
         if waveforms.shape[1] > self.max_samples:
             raise ValueError(
@@ -215,9 +217,11 @@ class WhisperBackbone(nn.Module):
         states = [hidden]
         for layer in encoder.layers:
             hidden = layer(hidden, attention_mask)
-            states.append(hidden)
-        states[-1] = encoder.layer_norm(hidden)
-        return tuple(states), frame_mask
+            if all_layers:
+                states.append(hidden)
+        last = encoder.layer_norm(hidden)
+        hidden_states = (*states[:-1], last) if all_layers else (last,)
+        return hidden_states, frame_mask
 
     def _spec_augment(self, features: torch.Tensor, mel_mask: torch.Tensor) -> torch.Tensor:
         """SpecAugment as `WhisperModel._mask_input_features` does it, when the config asks
