@@ -603,3 +603,22 @@ def test_consoles_print_markup_literally(capsys):
     captured = capsys.readouterr()
     assert captured.out.strip() == "[bold]x.wav :smile: take["
     assert captured.err.strip() == "[/red] gone"
+
+
+def test_numeric_api_errors_are_emoknn_errors():
+    """Shape and range errors of the losses, kNN and batching are EmoknnError (and ValueError)."""
+    from emoknn.data import BucketBatchSampler
+    from emoknn.knn import interpolate, knn_probs
+    from emoknn.losses import supcon_loss
+
+    bad_calls = [
+        lambda: knn_probs(np.ones((2, 3)), np.zeros((2, 2), int), 2, 1.0),
+        lambda: knn_probs(np.ones((2, 3)), np.zeros((2, 3), int), 2, 0.0),
+        lambda: interpolate(np.ones((1, 2)) / 2, np.ones((1, 2)) / 2, 1.5),
+        lambda: supcon_loss(torch.ones(4, 8), torch.tensor([0, 1, 0])),
+        lambda: supcon_loss(torch.ones(4, 8), torch.tensor([0, 1, 0, 1]), temperature=0),
+        lambda: BucketBatchSampler([1, 2, 3], 0),
+    ]
+    for call in bad_calls:
+        with pytest.raises(ConfigError):
+            call()

@@ -20,6 +20,7 @@ from torch.utils.data import Dataset, Sampler
 from emoknn.audio import audio_duration, center_crop, load_audio, random_crop
 from emoknn.augment import Augmentation
 from emoknn.corpora.utterance import Utterance
+from emoknn.errors import ConfigError
 
 
 class AudioCache:
@@ -123,7 +124,7 @@ class BucketBatchSampler(Sampler[list[tuple[int, int]]]):
         world_size: int = 1,
     ) -> None:
         if batch_size < 1:
-            raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
+            raise ConfigError(f"batch_size must be ≥ 1, got {batch_size}")
         self.lengths = np.asarray(lengths)
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
         self.pool_batches, self.drop_last = pool_batches, drop_last

@@ -51,14 +51,14 @@ def knn_probs(
     distances = np.asarray(distances, dtype=np.float64)
     neighbor_labels = np.asarray(neighbor_labels)
     if distances.ndim != 2 or distances.shape != neighbor_labels.shape:
-        raise ValueError(
+        raise ConfigError(
             f"distances and neighbor_labels must both be (Q, k), got {distances.shape} and "
             f"{neighbor_labels.shape}"
         )
     if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
+        raise ConfigError(f"temperature must be > 0, got {temperature}")
     if neighbor_labels.size and (neighbor_labels.min() < 0 or neighbor_labels.max() >= num_classes):
-        raise ValueError(f"neighbor_labels must lie in [0, {num_classes}), got values outside")
+        raise ConfigError(f"neighbor_labels must lie in [0, {num_classes}), got values outside")
     if np.isinf(temperature):
         weights = np.ones_like(distances)
     else:
@@ -73,7 +73,7 @@ def knn_probs(
 def interpolate(p_knn: np.ndarray, p_model: np.ndarray, alpha: float) -> np.ndarray:
     """p = α·p_knn + (1 − α)·p_model."""
     if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
+        raise ConfigError(f"alpha must lie in [0, 1], got {alpha}")
     return alpha * np.asarray(p_knn) + (1.0 - alpha) * np.asarray(p_model)
 
 

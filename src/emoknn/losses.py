@@ -10,6 +10,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from emoknn.errors import ConfigError
+
 
 def supcon_loss(
     embeddings: torch.Tensor, labels: torch.Tensor, temperature: float = 0.07
@@ -35,13 +37,13 @@ def supcon_loss(
         Scalar tensor.
     """
     if embeddings.ndim != 2:
-        raise ValueError(f"embeddings must be (B, D), got shape {tuple(embeddings.shape)}")
+        raise ConfigError(f"embeddings must be (B, D), got shape {tuple(embeddings.shape)}")
     if labels.ndim != 1 or labels.shape[0] != embeddings.shape[0]:
-        raise ValueError(
+        raise ConfigError(
             f"labels must be (B,) with B = {embeddings.shape[0]}, got shape {tuple(labels.shape)}"
         )
     if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
+        raise ConfigError(f"temperature must be > 0, got {temperature}")
 
     x = F.normalize(embeddings.float(), dim=1)  # (B, D), unit rows
     similarities = x @ x.T / temperature  # (B, B): x_i·x_a / τ
@@ -81,7 +83,7 @@ def combined_loss(
     `contrastive_labels`, so that SupCon sees the global batch.
     """
     if not 0.0 <= contrastive_weight <= 1.0:
-        raise ValueError(f"contrastive_weight λ must lie in [0, 1], got {contrastive_weight}")
+        raise ConfigError(f"contrastive_weight λ must lie in [0, 1], got {contrastive_weight}")
     cross_entropy = F.cross_entropy(logits.float(), labels)
     if contrastive_weight == 0.0:
         contrastive = torch.zeros((), device=logits.device)

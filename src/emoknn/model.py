@@ -302,7 +302,7 @@ class EmotionModel(nn.Module):
         computed from real samples. Every encoder backend answers this one question.
         """
         if waveforms.ndim != 2 or lengths.shape != waveforms.shape[:1]:
-            raise ValueError(
+            raise ConfigError(
                 f"expected waveforms (B, T) and lengths (B,), got {tuple(waveforms.shape)} and "
                 f"{tuple(lengths.shape)}"
             )
@@ -409,7 +409,7 @@ class EmotionModel(nn.Module):
             x = pooled_layers[:, -1]  # (B, H)
         else:
             if pooled_layers.shape[1] != self.num_layers + 1:
-                raise ValueError(
+                raise ConfigError(
                     f"expected pooled layers (B, {self.num_layers + 1}, {self.hidden_size}), got "
                     f"{tuple(pooled_layers.shape)}"
                 )

@@ -186,7 +186,7 @@ class WhisperBackbone(nn.Module):
         self, waveforms: torch.Tensor, lengths: torch.Tensor, all_layers: bool = True
     ) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
         if waveforms.shape[1] > self.max_samples:
-            raise ValueError(
+            raise ConfigError(
                 f"Whisper encodes at most {self.max_samples} samples "
                 f"({self.max_samples / SAMPLE_RATE:g} s) at once, got {waveforms.shape[1]}: cut "
                 "longer inputs into windows"
