@@ -91,7 +91,7 @@ def test_paper_comparisons_cover_every_table_that_ran():
     first = comparisons[0]
     assert first.ua.differences == pytest.approx([0.01] * 8)
     assert first.ua.test == "wilcoxon" and first.ua.p_value == pytest.approx(2 / 2**8)
-    assert first.sentence.startswith("CE+SCL vs CE: +1.0 UA points (")
-    assert "no UA difference detectable (+0.0" in comparisons[5].sentence  # pitch = mixed
+    assert first.sentence.startswith("CE+SCL vs CE: +1.0 UA (= WA) points (")
+    assert "no UA (= WA) difference detectable (+0.0" in comparisons[5].sentence  # pitch = mixed
     assert paper_comparisons(_records({"ce": 0.0})) != []  # CE + kNN vs CE alone
     assert [c.name for c in paper_comparisons(_records({"baseline": 0.0}))] == []

@@ -91,6 +91,9 @@ def test_test_choice_and_sentences():
     sentence = describe("CE+SCL vs CE", ua, wa)
     assert sentence.startswith("CE+SCL vs CE: +2.0 UA points (95 % CI +1.5 to +2.5, p = 0.002)")
     assert "no WA difference detectable (+0.0" in sentence and sentence.endswith("over 10 folds.")
+    same = describe("CE+SCL vs CE", ua, ua)
+    assert same.startswith("CE+SCL vs CE: +2.0 UA (= WA) points (95 % CI +1.5 to +2.5, p = 0.002)")
+    assert same.endswith("), over 10 folds.") and "; " not in same
     few = paired_test(better[:2], worse[:2])
     assert few.test == "sign" and not few.significant
     assert "too few folds to tell (2;" in describe("x vs y", few, few)
@@ -106,3 +109,12 @@ def test_compare_pairs_by_fold_name():
     assert comparison.ua.differences == pytest.approx([i / 100 for i in range(1, 8)])
     assert comparison.to_dict()["ua"]["test"] == "wilcoxon"
     assert compare("A vs C", "A", "C", scores) is None
+
+
+def test_bad_shapes_are_config_errors():
+    from emoknn.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="one length"):
+        paired_test(np.array([0.7, 0.8]), np.array([0.7]))
+    with pytest.raises(ConfigError, match="non-empty"):
+        mean_confidence_interval(np.array([]))

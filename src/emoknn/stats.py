@@ -27,6 +27,8 @@ from typing import Any
 import numpy as np
 from scipy.stats import t as student_t
 
+from emoknn.errors import ConfigError
+
 WILCOXON_MIN_FOLDS = 6  # below this, 2 / 2^n ≥ 0.0625: no test can reach p < 0.05
 SIGNIFICANCE = 0.05
 CONFIDENCE = 0.95
@@ -44,7 +46,7 @@ def mean_confidence_interval(
     """(mean, low, high): d̄ ± t_{(1+c)/2, n−1} · s / √n; with one value, low = high = nan."""
     d = np.asarray(differences, dtype=np.float64)
     if d.ndim != 1 or len(d) == 0:
-        raise ValueError(f"expected a non-empty 1-D array of differences, got shape {d.shape}")
+        raise ConfigError(f"expected a non-empty 1-D array of differences, got shape {d.shape}")
     mean = float(d.mean())
     if len(d) < 2:
         return mean, math.nan, math.nan
@@ -139,7 +141,7 @@ def paired_test(a: np.ndarray, b: np.ndarray) -> PairedResult:
     """Compare paired per-fold scores a_i and b_i (same folds, same order): d_i = a_i − b_i."""
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if a.shape != b.shape or a.ndim != 1 or len(a) == 0:
-        raise ValueError(
+        raise ConfigError(
             f"paired scores must be two 1-D arrays of one length, got {a.shape} and {b.shape}"
         )
     d = a - b
@@ -194,6 +196,9 @@ def describe(name: str, ua: PairedResult, wa: PairedResult) -> str:
             f"{WILCOXON_MIN_FOLDS} to reach p < 0.05) — mean difference "
             f"{signed_points(ua.mean)} UA, {signed_points(wa.mean)} WA points."
         )
+    if np.allclose(ua.differences, wa.differences, rtol=0, atol=1e-12):
+        # balanced test sets (every class equally often) make UA and WA equal: say it once
+        return f"{name}: {_clause('UA (= WA)', ua)}, over {n} folds."
     return f"{name}: {_clause('UA', ua)}; {_clause('WA', wa)}, over {n} folds."
 
 
