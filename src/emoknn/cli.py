@@ -246,7 +246,9 @@ def train_command(
     out: Annotated[Path | None, typer.Option(help="Run folder (default runs/<corpus>/...)")] = None,
     kind: Annotated[str, typer.Option(help="Corpus kind, or auto")] = "auto",
     scheme: Annotated[str, typer.Option(help="Folds: speaker (LOSO) or session")] = "speaker",
-    preset: Annotated[str, typer.Option(help="paper (wav2vec2-base) or tiny (CPU demo)")] = "paper",
+    preset: Annotated[
+        str, typer.Option(help="paper (wav2vec2-base), tiny (CPU demo) or frozen (head only)")
+    ] = "paper",
     encoder: Annotated[str | None, typer.Option(help="HF hub name or local dir")] = None,
     augment: Annotated[
         str | None, typer.Option(help="none|noise|volume|reverb|pitch|mixed")
@@ -265,6 +267,17 @@ def train_command(
     early_stopping: Annotated[int | None, typer.Option(help="Stop after N bad epochs")] = None,
     layer_weighting: Annotated[bool | None, typer.Option(help="Weighted sum of layers")] = None,
     freeze_feature_encoder: Annotated[bool | None, typer.Option(help="Freeze the CNN")] = None,
+    freeze_encoder: Annotated[
+        bool | None,
+        typer.Option(help="Train only the head, on cached encoder features (frozen preset: on)"),
+    ] = None,
+    feature_cache: Annotated[
+        Path | None,
+        typer.Option(help="Feature cache folder (default: emoknn-features beside --out)"),
+    ] = None,
+    cache_views: Annotated[
+        int | None, typer.Option(help="Augmented views cached per utterance (frozen encoder)")
+    ] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed")] = None,
     workers: Annotated[int | None, typer.Option(help="Data loader worker processes")] = None,
     accelerator: Annotated[str | None, typer.Option(help="auto, cpu, gpu")] = None,
@@ -299,7 +312,9 @@ def train_command(
         monitor=monitor, early_stopping_patience=early_stopping, layer_weighting=layer_weighting,
         freeze_feature_encoder=freeze_feature_encoder, seed=seed, num_workers=workers,
         accelerator=accelerator, devices=devices, num_nodes=num_nodes, precision=precision,
-        tensorboard=tensorboard, progress_bar=progress,
+        tensorboard=tensorboard, progress_bar=progress, freeze_encoder=freeze_encoder,
+        feature_cache=None if feature_cache is None else str(feature_cache),
+        cache_views=cache_views,
     )  # fmt: skip
     utterances, chosen = _load_folds(corpus, kind, scheme, fold)
     if len(chosen) != 1:
@@ -310,18 +325,30 @@ def train_command(
         out = Path("runs") / corpus.stem / name / selected.name
         _check_output_folder(out, "--out")
     _check_encoder(config)
-    result = train_fold(
-        config, selected.train, selected.val, label_names(utterances), out, resume=resume,
-        extra_info={"corpus": str(corpus.resolve()), "kind": kind, "scheme": scheme,
-                    "fold": selected.name, "test_speaker": selected.test_speaker,
-                    "val_speaker": selected.val_speaker},
-    )  # fmt: skip
+    extra_info = {"corpus": str(corpus.resolve()), "kind": kind, "scheme": scheme,
+                  "fold": selected.name, "test_speaker": selected.test_speaker,
+                  "val_speaker": selected.val_speaker}  # fmt: skip
+    labels = label_names(utterances)
+    if config.freeze_encoder:
+        from emoknn.frozen import train_frozen_fold
+
+        result = train_frozen_fold(
+            config, selected.train, selected.val, labels, out, resume=resume,
+            extra_info=extra_info, log=console.print,
+        )  # fmt: skip
+    else:
+        result = train_fold(config, selected.train, selected.val, labels, out, resume=resume,
+                            extra_info=extra_info)  # fmt: skip
     if not result.is_global_zero:
         return
+    files = (
+        f"model: {result.best_checkpoint}"  # a frozen run's result is its model file
+        if config.freeze_encoder
+        else f"best: {result.best_checkpoint}\nlast: {result.last_checkpoint}"
+    )
     console.print(
         f"Trained {selected.name} ({result.epochs} epochs). Best {config.monitor} = "
-        f"{result.best_score if result.best_score is not None else float('nan'):.4f}\n"
-        f"best: {result.best_checkpoint}\nlast: {result.last_checkpoint}"
+        f"{result.best_score if result.best_score is not None else float('nan'):.4f}\n{files}"
     )
     if knn:
         _build_datastore(out, selected.train, selected.val, config.max_seconds, criterion, "exact")
@@ -475,7 +502,7 @@ def _run_crossval(corpus: Path, kind: str, scheme: str, folds: str | None, table
         console.print(f"  {result['fold']} {result['label']:<8} UA {model_ua:.1f}{with_knn}")
 
     crossval(utterances, chosen, config, out, table_names, meta, on_fold_done=done,
-             criterion=criterion)  # fmt: skip
+             criterion=criterion, log=console.print)  # fmt: skip
     if int(os.environ.get("LOCAL_RANK", "0")) or int(os.environ.get("NODE_RANK", "0")):
         return out / "report.md"  # a DDP helper process: the first process reports
     report = write_report([out], out, meta)
@@ -496,12 +523,25 @@ def crossval_command(
     tables: Annotated[str, typer.Option(help="main, augment, lambda (comma list)")] = "main",
     kind: Annotated[str, typer.Option(help="Corpus kind, or auto")] = "auto",
     scheme: Annotated[str, typer.Option(help="Folds: speaker (LOSO) or session")] = "speaker",
-    preset: Annotated[str, typer.Option(help="paper (wav2vec2-base) or tiny (CPU demo)")] = "paper",
+    preset: Annotated[
+        str, typer.Option(help="paper (wav2vec2-base), tiny (CPU demo) or frozen (head only)")
+    ] = "paper",
     encoder: Annotated[str | None, typer.Option(help="HF hub name or local dir")] = None,
     epochs: Annotated[int | None, typer.Option(help="Maximum epochs")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Originals per batch")] = None,
     lr: Annotated[float | None, typer.Option(help="Learning rate")] = None,
     max_seconds: Annotated[float | None, typer.Option(help="Crop length in seconds")] = None,
+    freeze_encoder: Annotated[
+        bool | None,
+        typer.Option(help="Train only the head, on cached encoder features (frozen preset: on)"),
+    ] = None,
+    feature_cache: Annotated[
+        Path | None,
+        typer.Option(help="Feature cache folder (default: emoknn-features beside --out)"),
+    ] = None,
+    cache_views: Annotated[
+        int | None, typer.Option(help="Augmented views cached per utterance (frozen encoder)")
+    ] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed")] = None,
     workers: Annotated[int | None, typer.Option(help="Data loader worker processes")] = None,
     accelerator: Annotated[str | None, typer.Option(help="auto, cpu, gpu")] = None,
@@ -515,6 +555,8 @@ def crossval_command(
         preset, encoder=encoder, max_epochs=epochs, batch_size=batch_size, learning_rate=lr,
         max_seconds=max_seconds, seed=seed, num_workers=workers, accelerator=accelerator,
         devices=devices, precision=precision, progress_bar=progress,
+        freeze_encoder=freeze_encoder, cache_views=cache_views,
+        feature_cache=None if feature_cache is None else str(feature_cache),
     )  # fmt: skip
     _run_crossval(corpus, kind, scheme, folds, tables, out, config, criterion)
 

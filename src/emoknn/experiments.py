@@ -21,6 +21,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -32,12 +33,14 @@ import numpy as np
 from emoknn import __version__, baseline
 from emoknn.corpora.utterance import Utterance, label_names
 from emoknn.errors import ConfigError, EmoknnError
+from emoknn.features import FeatureCache, default_cache_dir
 from emoknn.files import atomic_path, write_json_atomic
 from emoknn.folds import Fold
-from emoknn.inference import embed_utterances, fit_run_knn
-from emoknn.knn import knn_predict_probs
+from emoknn.frozen import build_frozen_model, train_frozen_fold, view_spec
+from emoknn.inference import Embedded, embed_pooled, embed_utterances, fit_knn, fit_run_knn
+from emoknn.knn import Datastore, TuningResult, knn_predict_probs
 from emoknn.metrics import unweighted_accuracy, weighted_accuracy
-from emoknn.model_folder import load_knn, load_model, read_model_meta
+from emoknn.model_folder import has_model, load_knn, load_model, read_model_meta, save_knn
 from emoknn.stats import Comparison, compare
 from emoknn.train import TrainConfig, train_fold
 
@@ -103,13 +106,25 @@ def evaluate_test_speaker(
     model = load_model(run_dir, device=device)
     store, tuning = load_knn(run_dir, meta.fingerprint, meta.labels)
     test = embed_utterances(model, fold.test, max_seconds, device=device)
+    return score_test_speaker(run_dir, fold, model.labels, store, tuning, test)
+
+
+def score_test_speaker(
+    run_dir: Path,
+    fold: Fold,
+    labels: list[str],
+    store: Datastore,
+    tuning: TuningResult,
+    test: Embedded,
+) -> dict[str, Any]:
+    """Scores of the test speaker's embedded utterances three ways; write predictions.csv and
+    test_embeddings.npz."""
     probabilities = {
         "model": test.probs,
         "knn": knn_predict_probs(test.embeddings, test.probs, store, tuning.knn_only),
         "interpolated": knn_predict_probs(test.embeddings, test.probs, store, tuning.interpolated),
     }
     predictions = {name: p.argmax(axis=1) for name, p in probabilities.items()}
-    labels = model.labels
     with (
         atomic_path(run_dir / PREDICTIONS_FILE) as temporary,
         temporary.open("w", newline="") as handle,
@@ -135,6 +150,14 @@ def evaluate_test_speaker(
     return scores
 
 
+@dataclass
+class FrozenContext:
+    """What every frozen run of a cross-validation shares: one encoder and one feature cache."""
+
+    cache: FeatureCache
+    encoder: Any  # torch.nn.Module
+
+
 def run_fold(
     spec: TrainingSpec,
     fold: Fold,
@@ -143,10 +166,13 @@ def run_fold(
     out_dir: Path,
     extra_info: dict[str, Any],
     criterion: str = "ua",
+    frozen: FrozenContext | None = None,
 ) -> dict[str, Any] | None:
     """Train, fit kNN and evaluate one (training, fold); skip it if already finished.
 
-    Returns None in the non-first processes of a DDP run (they only help train).
+    Returns None in the non-first processes of a DDP run (they only help train). A frozen-encoder
+    config trains the head on cached features and takes every embedding from the cache
+    (`frozen`, made by `prepare_frozen`).
     """
     run_dir = out_dir / spec.name / fold.name
     result_file = run_dir / FOLD_RESULT_FILE
@@ -154,14 +180,20 @@ def run_fold(
         return json.loads(result_file.read_text())
     config = TrainConfig(**{**vars(base_config), "contrastive_weight": spec.contrastive_weight,
                             "augment": spec.augment})  # fmt: skip
-    resume = (run_dir / "checkpoints" / "last.ckpt").is_file()
-    trained = train_fold(config, fold.train, fold.val, labels, run_dir, resume=resume,
-               extra_info={**extra_info, "fold": fold.name, "test_speaker": fold.test_speaker,
-                           "val_speaker": fold.val_speaker, "training": spec.name})  # fmt: skip
-    if not trained.is_global_zero:
-        return None  # under DDP, the first process alone fits kNN, evaluates and writes
-    fit_run_knn(run_dir, fold.train, fold.val, config.max_seconds, criterion)
-    scores = evaluate_test_speaker(run_dir, fold, config.max_seconds)
+    info = {**extra_info, "fold": fold.name, "test_speaker": fold.test_speaker,
+            "val_speaker": fold.val_speaker, "training": spec.name}  # fmt: skip
+    if config.freeze_encoder:
+        if frozen is None:
+            raise ConfigError("a frozen-encoder cross-validation needs prepare_frozen's context")
+        scores = _frozen_fold(config, fold, labels, run_dir, info, criterion, frozen)
+    else:
+        resume = (run_dir / "checkpoints" / "last.ckpt").is_file()
+        trained = train_fold(config, fold.train, fold.val, labels, run_dir, resume=resume,
+                             extra_info=info)  # fmt: skip
+        if not trained.is_global_zero:
+            return None  # under DDP, the first process alone fits kNN, evaluates and writes
+        fit_run_knn(run_dir, fold.train, fold.val, config.max_seconds, criterion)
+        scores = evaluate_test_speaker(run_dir, fold, config.max_seconds)
     result = {
         "training": spec.name,
         "label": spec.label,
@@ -177,6 +209,83 @@ def run_fold(
     }
     write_json_atomic(result, result_file)
     return result
+
+
+def _frozen_fold(
+    config: TrainConfig,
+    fold: Fold,
+    labels: list[str],
+    run_dir: Path,
+    info: dict[str, Any],
+    criterion: str,
+    frozen: FrozenContext,
+) -> dict[str, Any]:
+    """The frozen path of `run_fold`: the model stays in memory, every embedding is the head on
+    cached features (equal to the live encoder's to float rounding)."""
+    cache = frozen.cache
+    resume = has_model(run_dir)
+    trained = train_frozen_fold(config, fold.train, fold.val, labels, run_dir, resume=resume,
+                                extra_info=info, cache=cache, encoder=frozen.encoder)  # fmt: skip
+    model = trained.model
+    assert model is not None
+    train = embed_pooled(model, fold.train, cache.originals(fold.train))
+    val = embed_pooled(model, fold.val, cache.originals(fold.val))
+    store, tuning = fit_knn(model, train, val, criterion)
+    save_knn(run_dir, store, tuning)
+    test = embed_pooled(model, fold.test, cache.originals(fold.test))
+    return score_test_speaker(run_dir, fold, labels, store, tuning, test)
+
+
+def prepare_frozen(
+    folds: list[Fold],
+    labels: list[str],
+    base_config: TrainConfig,
+    tables: Iterable[str],
+    out_dir: Path,
+    log: Callable[[str], None] | None = None,
+) -> tuple[TrainConfig, FrozenContext]:
+    """Load the encoder once and fill the feature cache for every fold and training at once:
+    originals of every utterance, K views of every training utterance for each augmentation the
+    tables use. Returns the config with the cache folder resolved, and the shared context."""
+    root = Path(base_config.feature_cache or default_cache_dir(out_dir)).resolve()
+    config = TrainConfig(**{**vars(base_config), "feature_cache": str(root)})
+    model = build_frozen_model(config, labels)
+    cache = FeatureCache(root, model, config.max_seconds)
+    everyone = list({u.id: u for f in folds for u in f.train + f.val + f.test}.values())
+    trained_on = list({u.id: u for f in folds for u in f.train}.values())
+    augmentations = sorted({spec.augment for spec in trainings_for(tables)})
+    specs = [view_spec(TrainConfig(**{**vars(config), "augment": name})) for name in augmentations]
+    total = len(everyone) + len(trained_on) * config.cache_views * len(specs)
+    say = log or (lambda message: None)
+    say(f"Feature cache: {cache.folder} (originals of {len(everyone)} utterances, "
+        f"{config.cache_views} views of {len(trained_on)} for {', '.join(augmentations)}: "
+        f"{total} entries)")  # fmt: skip
+    start = time.perf_counter()
+    computed = cache.fill(everyone, None, progress=_progress_printer(log, "originals")).computed
+    for name, spec in zip(augmentations, specs, strict=True):
+        progress = _progress_printer(log, f"{name} views")
+        computed += cache.fill(trained_on, spec, originals=False, progress=progress).computed
+    seconds = time.perf_counter() - start
+    say(f"Feature cache: {computed} of {total} entries computed in {seconds:.0f} s; "
+        f"{cache.size_bytes() / 2**20:.1f} MB on disk")  # fmt: skip
+    return config, FrozenContext(cache, model.encoder)
+
+
+def _progress_printer(
+    log: Callable[[str], None] | None, what: str
+) -> Callable[[int, int], None] | None:
+    """Report a fill at most every 10 % (and at its end)."""
+    if log is None:
+        return None
+    reported = [-1]
+
+    def progress(done: int, total: int) -> None:
+        tenth = 10 * done // total
+        if tenth > reported[0]:
+            reported[0] = tenth
+            log(f"  {what}: {done}/{total}")
+
+    return progress
 
 
 def is_helper_process() -> bool:
@@ -240,12 +349,20 @@ def crossval(
     on_fold_done: Callable[[dict[str, Any]], None] | None = None,
     criterion: str = "ua",
     with_baseline: bool = True,
+    log: Callable[[str], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Run every (training, fold) not yet finished in `out_dir`, and the classical baseline on
-    each fold first (unless `with_baseline` is False); return all fold results."""
+    each fold first (unless `with_baseline` is False); return all fold results.
+
+    With a frozen-encoder config, one feature-cache fill serves every fold and training (`log`
+    hears where the cache is, its progress and size)."""
     out_dir = Path(out_dir)
     labels = label_names(utterances)
     info = dict(corpus_info or {})
+    trainings = trainings_for(tables)  # checks the table names before anything is written
+    frozen = None
+    if base_config.freeze_encoder and not is_helper_process():
+        base_config, frozen = prepare_frozen(folds, labels, base_config, tables, out_dir, log)
     write_json_atomic(
         {"corpus": info, "labels": labels, "tables": list(tables), "criterion": criterion,
          "folds": [f.name for f in folds],
@@ -258,8 +375,8 @@ def crossval(
             results.append(run_baseline_fold(fold, labels, out_dir))
             if on_fold_done is not None:
                 on_fold_done(results[-1])
-        for spec in trainings_for(tables):
-            result = run_fold(spec, fold, labels, base_config, out_dir, info, criterion)
+        for spec in trainings:
+            result = run_fold(spec, fold, labels, base_config, out_dir, info, criterion, frozen)
             if result is None:
                 continue
             results.append(result)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -17,9 +18,11 @@ from torch.utils.data import DataLoader
 from emoknn.audio import SAMPLE_RATE, max_samples
 from emoknn.corpora.utterance import Utterance
 from emoknn.data import BucketBatchSampler, EvaluationAudio, collate_evaluation, utterance_lengths
+from emoknn.errors import ModelFolderError
+from emoknn.features import FeatureCache
 from emoknn.knn import Datastore, TuningResult, tune_knn
 from emoknn.model import EmotionModel
-from emoknn.model_folder import fingerprint_of, load_model, save_knn
+from emoknn.model_folder import fingerprint_of, load_model, read_run_config, save_knn
 
 
 @dataclass
@@ -65,6 +68,25 @@ def embed_utterances(
     return Embedded([u.id for u in utterances], embeddings, probs, labels)
 
 
+@torch.inference_mode()
+def embed_pooled(
+    model: EmotionModel, utterances: list[Utterance], pooled: np.ndarray | torch.Tensor
+) -> Embedded:
+    """`embed_utterances` from pooled encoder features (N, L + 1, H) (a frozen encoder's cache):
+    the model's head alone, in evaluation mode."""
+    model = model.eval()
+    label_to_id = {label: i for i, label in enumerate(model.labels)}
+    known = {u.label for u in utterances} <= set(label_to_id)
+    output = model.head(torch.as_tensor(pooled, dtype=torch.float32))
+    labels = [label_to_id[u.label] if known else -1 for u in utterances]
+    return Embedded(
+        [u.id for u in utterances],
+        output.embeddings.float().numpy(),
+        torch.softmax(output.logits.float(), dim=1).numpy(),
+        np.array(labels, dtype=np.int64),
+    )
+
+
 def fit_knn(
     model: EmotionModel,
     train: Embedded,
@@ -92,6 +114,17 @@ def fit_knn(
     return full_store, tuning
 
 
+def feature_cache_of(run_dir: str | os.PathLike) -> Path | None:
+    """The feature cache folder of a frozen-encoder run; None for a fine-tuned one."""
+    try:
+        config = read_run_config(run_dir)["train_config"]
+    except ModelFolderError:
+        return None
+    if not config.get("freeze_encoder") or not config.get("feature_cache"):
+        return None
+    return Path(config["feature_cache"])
+
+
 def best_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -108,8 +141,14 @@ def fit_run_knn(
     """Fit and save the kNN stage of a trained run (its model file) for its fold."""
     device = device or best_device()
     model = load_model(run_dir, device=device)
-    train_embedded = embed_utterances(model, train, max_seconds, device=device)
-    val_embedded = embed_utterances(model, val, max_seconds, device=device)
+    cache_root = feature_cache_of(run_dir)
+    if cache_root is not None:  # a frozen encoder: its cached features give the same embeddings
+        cache = FeatureCache(cache_root, model.cpu(), max_seconds)
+        train_embedded = embed_pooled(model, train, cache.originals(train))
+        val_embedded = embed_pooled(model, val, cache.originals(val))
+    else:
+        train_embedded = embed_utterances(model, train, max_seconds, device=device)
+        val_embedded = embed_utterances(model, val, max_seconds, device=device)
     store, tuning = fit_knn(model, train_embedded, val_embedded, criterion, index_type)
     save_knn(run_dir, store, tuning)
     return store, tuning

@@ -94,6 +94,9 @@ class ModelConfig:
         projection_size: when > 0, a small MLP (Linear H→P, GELU, dropout, Linear P→P) maps the
             pooled encoder output to the embedding (P wide); 0 = the embedding is the pooled H.
         projection_dropout: dropout inside the projection MLP.
+        normalize_layers: standardise each pooled hidden state (zero mean, unit variance over its
+            H values, no learned scale) before the layers are weighted, so that layers whose
+            activations are large do not dominate the weighted sum.
     """
 
     encoder: str = "facebook/wav2vec2-base"
@@ -105,6 +108,7 @@ class ModelConfig:
     head_dropout: float = 0.1
     projection_size: int = 0
     projection_dropout: float = 0.0
+    normalize_layers: bool = False
 
     def __post_init__(self) -> None:
         if self.projection_size < 0:
@@ -401,10 +405,13 @@ class EmotionModel(nn.Module):
         """Embeddings and logits from pooled hidden states (B, L + 1, H).
 
         Without layer weighting only the last entry is read, so (B, 1, H) will do.
+            pooled_l ← layer_norm(pooled_l)    (normalize_layers)
             x = Σ_l softmax(w)_l · pooled_l   (layer weighting), else pooled_L
             embedding = projection(x)        (when configured), else x
             logits = classifier(dropout(embedding))
         """
+        if self.config.normalize_layers:  # (x − mean) / sqrt(var + 1e-5) over H, per layer
+            pooled_layers = F.layer_norm(pooled_layers, (pooled_layers.shape[-1],))
         if self.layer_weights is None:
             x = pooled_layers[:, -1]  # (B, H)
         else:

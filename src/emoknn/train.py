@@ -1,5 +1,9 @@
 """Fine-tuning: CE + SupCon on originals and their augmented views, with PyTorch Lightning.
 
+(With the encoder frozen — `--preset frozen`, `--freeze-encoder` — only the head trains, on cached
+encoder features, in a plain torch loop: `emoknn.frozen.train_frozen_fold`. This module holds the
+settings both loops share: `TrainConfig`, the presets, the run folder checks.)
+
 The loop itself is `EmotionTrainingModule.training_step`: encode the 2N rows of a batch
 (N originals, then their N views), then L = (1 − λ)·CE + λ·SupCon over all 2N
 (`emoknn.losses.combined_loss`). Validation runs on the un-augmented, centre-cropped utterances of
@@ -87,6 +91,12 @@ class TrainConfig:
     head_dropout: float = 0.1
     projection_size: int = 0  # > 0: an MLP maps the pooled output to a P-wide embedding
     projection_dropout: float = 0.0
+    normalize_layers: bool = False  # standardise each layer's pooled output before weighting
+    # Frozen encoder (emoknn.frozen): train only the head, on encoder outputs computed once per
+    # (utterance, view) and cached on disk.
+    freeze_encoder: bool = False
+    cache_views: int = 4  # K augmented views per training utterance in the feature cache
+    feature_cache: str | None = None  # its folder; None = `emoknn-features` beside the output
     seed: int = 0
     num_workers: int = 2
     preload_audio: bool = False
@@ -128,6 +138,7 @@ class TrainConfig:
         check_choice(self.accelerator, "accelerator", ACCELERATORS)
         check_int(self.devices, "devices", 1)
         check_int(self.num_nodes, "num_nodes", 1)
+        check_int(self.cache_views, "cache_views", 1)
 
 
 def check_hardware(config: TrainConfig) -> None:
@@ -170,6 +181,23 @@ PRESETS: dict[str, dict[str, Any]] = {
         "head_dropout": 0.0,
         "num_workers": 0,
         "preload_audio": True,
+    },
+    # The encoder frozen, its outputs cached; only the head trains (emoknn.frozen). How these
+    # settings were chosen: README, "No GPU? Use a frozen encoder".
+    "frozen": {
+        "freeze_encoder": True,
+        "optimizer": "adamw",
+        "learning_rate": 1e-3,
+        "weight_decay": 1e-2,
+        "batch_size": 64,
+        "max_epochs": 100,
+        "lr_patience": 5,
+        "early_stopping_patience": 15,
+        "layer_weighting": True,
+        "projection_size": 256,
+        "projection_dropout": 0.1,
+        "head_dropout": 0.2,
+        "num_workers": 0,
     },
 }
 
@@ -370,25 +398,8 @@ def check_trainable(train: list[Utterance], labels: list[str]) -> None:
         )
 
 
-def train_fold(
-    config: TrainConfig,
-    train: list[Utterance],
-    val: list[Utterance],
-    labels: list[str],
-    run_dir: str | os.PathLike,
-    resume: bool = False,
-    extra_info: dict[str, Any] | None = None,
-) -> TrainResult:
-    """Train one model on `train`, validating on `val`; checkpoints and logs go to `run_dir`.
-
-    With `resume=True` and a `checkpoints/last.ckpt` in `run_dir`, training continues from it
-    (same config required) and ends as an uninterrupted run would have.
-    """
-    check_hardware(config)
-    check_trainable(train, labels)
-    run_dir = Path(run_dir)
-    checkpoint_dir = run_dir / CHECKPOINT_DIR
-    last_checkpoint = checkpoint_dir / LAST_CHECKPOINT
+def check_run_dir(config: TrainConfig, run_dir: Path, resume: bool, last_checkpoint: Path) -> None:
+    """Refuse to resume with other settings, or to train over a finished run without resume."""
     config_file = run_dir / RUN_CONFIG_FILE
     if resume and config_file.is_file():
         stored = read_run_config(run_dir)["train_config"]
@@ -407,12 +418,17 @@ def train_fold(
             f"{run_dir}: already holds a training run; pass --resume to continue it, or choose "
             "another output folder"
         )
-    unknown = sorted({u.label for u in train + val} - set(labels))
+
+
+def check_labels(utterances: list[Utterance], labels: list[str]) -> None:
+    unknown = sorted({u.label for u in utterances} - set(labels))
     if unknown:
         raise ConfigError(f"labels {unknown} occur in the data but not in the label list {labels}")
 
-    torch.manual_seed(config.seed)  # classifier initialisation
-    model_config = ModelConfig(
+
+def model_config_for(config: TrainConfig, labels: list[str]) -> ModelConfig:
+    """The model a training config describes."""
+    return ModelConfig(
         encoder=config.encoder,
         labels=list(labels),
         freeze_feature_encoder=config.freeze_feature_encoder,
@@ -421,7 +437,45 @@ def train_fold(
         head_dropout=config.head_dropout,
         projection_size=config.projection_size,
         projection_dropout=config.projection_dropout,
+        normalize_layers=config.normalize_layers,
     )
+
+
+def split_digests(train: list[Utterance], val: list[Utterance]) -> dict[str, str]:
+    """Which utterances trained the model, so that a datastore is never built from another split."""
+    return {"train_ids_sha256": ids_digest([u.id for u in train]),
+            "val_ids_sha256": ids_digest([u.id for u in val])}  # fmt: skip
+
+
+def train_fold(
+    config: TrainConfig,
+    train: list[Utterance],
+    val: list[Utterance],
+    labels: list[str],
+    run_dir: str | os.PathLike,
+    resume: bool = False,
+    extra_info: dict[str, Any] | None = None,
+) -> TrainResult:
+    """Train one model on `train`, validating on `val`; checkpoints and logs go to `run_dir`.
+
+    With `resume=True` and a `checkpoints/last.ckpt` in `run_dir`, training continues from it
+    (same config required) and ends as an uninterrupted run would have.
+    """
+    check_hardware(config)
+    check_trainable(train, labels)
+    if config.freeze_encoder:
+        raise ConfigError(
+            "freeze_encoder: the head trains on cached features with "
+            "emoknn.frozen.train_frozen_fold (emoknn train and crossval choose it for you)"
+        )
+    run_dir = Path(run_dir)
+    checkpoint_dir = run_dir / CHECKPOINT_DIR
+    last_checkpoint = checkpoint_dir / LAST_CHECKPOINT
+    check_run_dir(config, run_dir, resume, last_checkpoint)
+    check_labels(train + val, labels)
+
+    torch.manual_seed(config.seed)  # classifier initialisation
+    model_config = model_config_for(config, labels)
     module = EmotionTrainingModule(model_config.to_dict(), asdict(config))
     limit = module.model.max_input_seconds
     if limit is not None and config.max_seconds > limit:
@@ -430,10 +484,8 @@ def train_fold(
             f"({limit:g} s for {config.encoder}); crop to at most {limit:g} s"
         )
     data = FoldData(train, val, list(labels), config)
-    # Which utterances trained the model, so that a datastore is never built from another split.
-    digests = {"train_ids_sha256": ids_digest([u.id for u in train]),
-               "val_ids_sha256": ids_digest([u.id for u in val])}  # fmt: skip
-    write_run_config(run_dir, asdict(config), labels, {**(extra_info or {}), **digests})
+    write_run_config(run_dir, asdict(config), labels,
+                     {**(extra_info or {}), **split_digests(train, val)})  # fmt: skip
 
     mode = MONITORS[config.monitor]
     checkpoint_callback = pl.callbacks.ModelCheckpoint(

@@ -1,0 +1,361 @@
+"""The feature cache of a frozen encoder: every layer's pooled output, computed once per view.
+
+With the encoder frozen, the model's head needs only `EmotionModel.pooled_layers` of each
+utterance, (L + 1, H): the masked mean over real frames of every hidden state. A weighted sum of
+layers followed by the mean equals the mean followed by the weighted sum, so the head's
+layer-weighted embedding is exact on these features. They are computed once for the original (the
+centred crop evaluation uses) and for K augmented views of each utterance, and stored on disk:
+
+    CACHE/                             default: `emoknn-features` beside the output folder
+      <encoder key>/                   one folder per encoder weights + crop length + normalisation
+        encoder.json                   what that key covers, for people reading the folder
+        shard-<time>-<pid>-<n>.npz     keys (N,) entry keys; features (N, L + 1, H)
+
+An entry key is a hash of everything else that changes a value: the audio file (resolved path,
+size, modification time), and for a view the utterance id, seed, view index and the augmentation
+(its name and parameters, and the room impulse responses it draws from). View k of an utterance
+is `augmentation(random_crop(audio), rng)` with `rng = default_rng([seed, hash(utterance id), k])`,
+the same whatever else is filled alongside. A changed file, setting or encoder gives new keys, so a
+stale entry is never read; entries of a fill are written in shards of a few hundred, each written
+to a temporary file and renamed, so an interrupted fill keeps what it finished and the next one
+computes only what is missing. Originals are stored in float32 (so cached and live embeddings
+agree to float rounding); views, which only training reads, in float16 (relative error ≤ 2^-11)
+unless a value would overflow it.
+
+    cache = FeatureCache(root, model, max_seconds=7.5)
+    cache.fill(utterances, augmentation, seed=0, views=4)        # computes only what is missing
+    originals = cache.originals(utterances)                     # (N, L + 1, H) float32
+    views = cache.views(utterances, augmentation, seed=0, views=4)  # (K, N, L + 1, H) float16
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from emoknn.audio import SAMPLE_RATE, center_crop, load_audio, max_samples, random_crop
+from emoknn.augment import Augmentation, Mixed, Reverberate
+from emoknn.corpora.utterance import Utterance
+from emoknn.data import pad_batch
+from emoknn.errors import AudioError, EmoknnError
+from emoknn.files import atomic_path, write_json_atomic
+from emoknn.knn import model_fingerprint
+from emoknn.model import EmotionModel
+
+FORMAT_VERSION = 1  # bump when what a key means changes (the pooling, the crop, the views' seeding)
+CACHE_FOLDER_NAME = "emoknn-features"
+SHARD_ENTRIES = 256  # entries per shard file: what an interruption can lose at most
+FLOAT16_MAX = float(np.finfo(np.float16).max)
+
+
+def default_cache_dir(out_dir: str | os.PathLike) -> Path:
+    """`emoknn-features` beside the output folder: runs in the same parent folder share it."""
+    return Path(out_dir).resolve().parent / CACHE_FOLDER_NAME
+
+
+def _digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def augmentation_identity(augmentation: Augmentation) -> str:
+    """Name and parameters of an augmentation, and a digest of the room impulse responses it
+    draws from (a changed RIR folder changes the views)."""
+    rirs = []
+    parts = augmentation.augmentations if isinstance(augmentation, Mixed) else [augmentation]
+    for part in parts:
+        if isinstance(part, Reverberate):
+            digest = hashlib.sha256()
+            for rir in part.rirs:
+                digest.update(np.ascontiguousarray(rir).tobytes())
+            rirs.append(digest.hexdigest())
+    return f"{augmentation!r} rirs={rirs}"
+
+
+def utterance_seed(utterance_id: str) -> int:
+    """A stable 64-bit integer from an utterance id (Python's hash() changes between runs)."""
+    return int.from_bytes(hashlib.sha256(utterance_id.encode()).digest()[:8], "little")
+
+
+def _audio_identity(utterance: Utterance) -> dict[str, Any]:
+    path = Path(utterance.path).resolve()
+    try:
+        stat = path.stat()
+    except OSError as error:
+        raise AudioError(
+            f"{utterance.path}: cannot read the audio file ({error.strerror})"
+        ) from error
+    return {"path": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+@dataclass(frozen=True)
+class ViewSpec:
+    """Which augmented views: K views of `augmentation`, seeded from `seed`."""
+
+    augmentation: Augmentation
+    seed: int
+    views: int
+
+    def identity(self) -> str:
+        return augmentation_identity(self.augmentation)
+
+
+@dataclass
+class FillStats:
+    """What one `fill` did."""
+
+    entries: int  # entries asked for
+    computed: int  # of them, computed now (the rest were already cached)
+    seconds: float
+    audio_seconds: float  # of audio encoded now
+
+
+class FeatureCache:
+    """Pooled per-layer encoder outputs of utterances and their views, on disk (module doc)."""
+
+    def __init__(self, root: str | os.PathLike, model: EmotionModel, max_seconds: float) -> None:
+        self.root = Path(root)
+        self.model = model
+        self.max_length = max_samples(max_seconds)
+        self.shape = (model.num_layers + 1, model.hidden_size)
+        encoder = {
+            "format": FORMAT_VERSION,
+            "encoder": model.config.encoder,
+            "encoder_config": model.config.encoder_config,
+            "weights_sha256": model_fingerprint(model.encoder.state_dict()),
+            "normalize_waveforms": model.config.normalize_waveforms,
+            "crop_samples": self.max_length,
+            "shape": list(self.shape),
+        }
+        self.folder = self.root / _digest(encoder)[:20]
+        self._encoder_info = encoder
+        self._index: dict[str, tuple[Path, int]] = {}  # entry key → (shard, row)
+        self._loaded: dict[Path, np.ndarray] = {}  # shard → its features, once read
+        self._scanned: set[Path] = set()
+
+    # ---- keys -------------------------------------------------------------------------------
+
+    def original_keys(self, utterances: Sequence[Utterance]) -> list[str]:
+        return [_digest({"audio": _audio_identity(u), "view": None})[:32] for u in utterances]
+
+    def view_keys(self, utterances: Sequence[Utterance], spec: ViewSpec) -> list[list[str]]:
+        """keys[k][i]: view k of utterance i."""
+        identity = spec.identity()
+        audio = [_audio_identity(u) for u in utterances]
+        keys = []
+        for k in range(spec.views):
+            views = [
+                {"utterance": u.id, "seed": spec.seed, "index": k, "augmentation": identity}
+                for u in utterances
+            ]
+            keys.append(
+                [_digest({"audio": a, "view": v})[:32] for a, v in zip(audio, views, strict=True)]
+            )
+        return keys
+
+    # ---- reading ------------------------------------------------------------------------------
+
+    def _scan(self) -> None:
+        """Index the shards on disk not yet indexed (their keys only; features on demand)."""
+        if not self.folder.is_dir():
+            return
+        for shard in sorted(self.folder.glob("shard-*.npz")):
+            if shard in self._scanned:
+                continue
+            self._scanned.add(shard)
+            try:
+                with np.load(shard, allow_pickle=False) as stored:
+                    keys = stored["keys"]
+            except (OSError, KeyError, ValueError, EOFError):
+                continue  # unreadable (damaged outside emoknn): its entries count as missing
+            for row, key in enumerate(keys.tolist()):
+                self._index.setdefault(key, (shard, row))
+
+    def _features_of(self, shard: Path) -> np.ndarray:
+        features = self._loaded.get(shard)
+        if features is None:
+            with np.load(shard, allow_pickle=False) as stored:
+                features = stored["features"]
+            if features.shape[1:] != self.shape:
+                raise EmoknnError(
+                    f"{shard}: features of shape {features.shape[1:]}, expected {self.shape}; "
+                    f"delete the cache folder {self.folder}"
+                )
+            self._loaded[shard] = features
+        return features
+
+    def missing(self, keys: Sequence[str]) -> list[str]:
+        self._scan()
+        return [key for key in keys if key not in self._index]
+
+    def gather(self, keys: Sequence[str], dtype: np.dtype | type = np.float32) -> np.ndarray:
+        """Cached entries (len(keys), L + 1, H); every key must be cached."""
+        self._scan()
+        out = np.empty((len(keys), *self.shape), dtype=dtype)
+        for row, key in enumerate(keys):
+            location = self._index.get(key)
+            if location is None:
+                raise EmoknnError(
+                    f"feature cache {self.folder}: entry {key} is missing; fill first"
+                )
+            shard, shard_row = location
+            out[row] = self._features_of(shard)[shard_row]
+        return out
+
+    def originals(self, utterances: Sequence[Utterance]) -> np.ndarray:
+        """(N, L + 1, H) float32 features of the originals (centred crops); filled if missing."""
+        self.fill(utterances, None)
+        return self.gather(self.original_keys(utterances))
+
+    def views(self, utterances: Sequence[Utterance], spec: ViewSpec) -> np.ndarray:
+        """(K, N, L + 1, H) float16 features of the augmented views; filled if missing."""
+        self.fill(utterances, spec, originals=False)
+        return np.stack(
+            [self.gather(keys, np.float16) for keys in self.view_keys(utterances, spec)]
+        )
+
+    def size_bytes(self) -> int:
+        """Bytes on disk of this encoder's folder."""
+        if not self.folder.is_dir():
+            return 0
+        return sum(path.stat().st_size for path in self.folder.iterdir() if path.is_file())
+
+    def num_entries(self) -> int:
+        self._scan()
+        return len(self._index)
+
+    # ---- filling ------------------------------------------------------------------------------
+
+    def fill(
+        self,
+        utterances: Sequence[Utterance],
+        spec: ViewSpec | None,
+        originals: bool = True,
+        batch_size: int = 8,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> FillStats:
+        """Compute and store every entry of `utterances` not yet cached: the originals (unless
+        `originals` is False) and, with a `spec`, its K views. `progress(done, total)` is called
+        after each batch."""
+        start = time.perf_counter()
+        wanted: list[tuple[Utterance, str, int | None]] = []  # (utterance, key, view or None)
+        if originals:
+            keys = self.original_keys(utterances)
+            wanted += [(u, key, None) for u, key in zip(utterances, keys, strict=True)]
+        if spec is not None:
+            for view, keys in enumerate(self.view_keys(utterances, spec)):
+                wanted += [(u, key, view) for u, key in zip(utterances, keys, strict=True)]
+        missing = set(self.missing([key for _, key, _ in wanted]))
+        todo: dict[str, tuple[Utterance, list[tuple[str, int | None]]]] = {}
+        for utterance, key, view in wanted:
+            if key in missing:
+                todo.setdefault(utterance.id, (utterance, []))[1].append((key, view))
+                missing.discard(key)  # the same utterance listed twice: compute it once
+        jobs = list(todo.values())
+        total = sum(len(entries) for _, entries in jobs)
+        if total == 0:
+            return FillStats(len(wanted), 0, time.perf_counter() - start, 0.0)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        info_file = self.folder / "encoder.json"
+        if not info_file.is_file():
+            write_json_atomic(self._encoder_info, info_file)
+
+        augmentation = spec.augmentation if spec is not None else None
+        seed = spec.seed if spec is not None else 0
+        model = self.model
+        was_training = model.training
+        model.eval()
+        # Originals and views go to separate shards: originals float32, views float16.
+        pending: dict[bool, tuple[list[str], list[np.ndarray]]] = {True: ([], []), False: ([], [])}
+        done = 0
+        audio_samples = 0
+        try:
+            batches = _clip_batches(jobs, self.max_length, augmentation, seed, batch_size)
+            for clips in _prefetched(batches):
+                waveforms, lengths = pad_batch([clip for _, _, clip in clips])
+                with torch.inference_mode():
+                    pooled = model.pooled_layers(waveforms, lengths).numpy()  # (B, L + 1, H)
+                for row, (key, is_view, _) in enumerate(clips):
+                    pending[is_view][0].append(key)
+                    pending[is_view][1].append(pooled[row])
+                done += len(clips)
+                audio_samples += int(lengths.sum())
+                for is_view, (keys, rows) in pending.items():
+                    if len(keys) >= SHARD_ENTRIES:
+                        self._write_shard(keys, rows, is_view)
+                        pending[is_view] = ([], [])
+                if progress is not None:
+                    progress(done, total)
+            for is_view, (keys, rows) in pending.items():
+                if keys:
+                    self._write_shard(keys, rows, is_view)
+        finally:
+            model.train(was_training)
+        seconds = time.perf_counter() - start
+        return FillStats(len(wanted), total, seconds, audio_samples / SAMPLE_RATE)
+
+    def _write_shard(self, keys: list[str], rows: list[np.ndarray], views: bool) -> None:
+        stacked = np.stack(rows)  # (N, L + 1, H) float32
+        # float16 halves the size of the views (training's inputs), where every value fits it.
+        if views and np.abs(stacked).max() < FLOAT16_MAX:
+            stacked = stacked.astype(np.float16)
+        path = self.folder / f"shard-{time.time_ns()}-{os.getpid()}.npz"
+        with atomic_path(path) as temporary, temporary.open("wb") as handle:
+            np.savez(handle, keys=np.array(keys, dtype="U32"), features=stacked)
+        self._scanned.add(path)
+        self._loaded[path] = stacked
+        for row, key in enumerate(keys):
+            self._index.setdefault(key, (path, row))
+
+
+def _clip_batches(
+    jobs: list[tuple[Utterance, list[tuple[str, int | None]]]],
+    max_length: int,
+    augmentation: Augmentation | None,
+    seed: int,
+    batch_size: int,
+) -> Iterator[list[tuple[str, bool, np.ndarray]]]:
+    """Batches of (entry key, is a view, clip), utterances in order of length so batches pad
+    little. Durations come from the file headers; each file is decoded once for all its entries."""
+    from emoknn.audio import audio_duration
+
+    order = sorted(range(len(jobs)), key=lambda i: audio_duration(jobs[i][0].path))
+    batch: list[tuple[str, bool, np.ndarray]] = []
+    for index in order:
+        utterance, entries = jobs[index]
+        samples = load_audio(utterance.path)
+        for key, view in entries:
+            if view is None:
+                clip = center_crop(samples, max_length)
+            else:
+                assert augmentation is not None
+                rng = np.random.default_rng([seed, utterance_seed(utterance.id), view])
+                clip = augmentation(random_crop(samples, max_length, rng), rng)
+            batch.append((key, view is not None, clip))
+            if len(batch) == batch_size:
+                yield batch
+                batch = []
+    if batch:
+        yield batch
+
+
+def _prefetched(batches: Iterator[Any]) -> Iterator[Any]:
+    """Prepare the next batch (decoding, augmentation: numpy, mostly outside the GIL) in a
+    thread while the encoder runs on this one."""
+    with ThreadPoolExecutor(max_workers=1) as executor:
+        future = executor.submit(next, batches, None)
+        while True:
+            batch = future.result()
+            if batch is None:
+                return
+            future = executor.submit(next, batches, None)
+            yield batch

@@ -1,0 +1,304 @@
+"""Frozen-encoder training: the head alone, on cached encoder features, in seconds on a CPU.
+
+With `--preset frozen` (or `--freeze-encoder` with any preset) the encoder's weights never change,
+so its pooled per-layer outputs are computed once per (utterance, view) and cached on disk
+(`emoknn.features`); every epoch, fold, λ and τ afterwards costs only the head. The loop
+(`fit_head`), for epoch e:
+
+    rng = default_rng([seed, e]); torch seeded from (seed, e)      (dropout)
+    each training utterance i gets one of its K cached views, v_i ~ uniform{0..K−1} from rng
+    for each mini-batch B of originals, in an order shuffled by rng:
+        rows = [pooled originals of B; pooled view v_i of each i in B]     (2|B|, L+1, H)
+        output = model.head(rows)                                   embeddings, logits
+        L = (1 − λ)·CE + λ·SupCon over the 2|B| rows               (emoknn.losses.combined_loss)
+    validation on the validation speaker's originals: CE loss, UA, WA
+    ReduceLROnPlateau on the validation loss; early stopping on `monitor`
+
+The same loss code as fine-tuning, and the same run folder: the best epoch's head is saved with the
+encoder as a full `EmotionModel` (model.safetensors + model.json, train_config.json,
+logs/attempt0/metrics.csv; no Lightning checkpoints: nothing to resume), so `fit_knn`,
+`crossval`, reports, `predict`, `serve`, `export` and `datastore add` work on a frozen run as on
+any other; at prediction time the encoder runs live, and the cached originals give the same
+embeddings (float32, to float rounding; see `emoknn.features`).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from emoknn.augment import make_augmentation
+from emoknn.corpora.utterance import Utterance
+from emoknn.errors import ConfigError
+from emoknn.features import FeatureCache, ViewSpec, default_cache_dir
+from emoknn.files import atomic_path
+from emoknn.losses import combined_loss
+from emoknn.metrics import unweighted_accuracy, weighted_accuracy
+from emoknn.model import EmotionModel, load_encoder
+from emoknn.model_folder import MODEL_FILE, save_model, write_run_config
+from emoknn.train import (
+    MONITORS,
+    TrainConfig,
+    TrainResult,
+    check_hardware,
+    check_labels,
+    check_run_dir,
+    check_trainable,
+    epoch_seed,
+    model_config_for,
+    split_digests,
+)
+
+
+@dataclass
+class FoldFeatures:
+    """A fold's cached features in memory: what `fit_head` trains on."""
+
+    train: torch.Tensor  # (N, L + 1, H) float32, originals
+    train_views: torch.Tensor  # (K, N, L + 1, H) float16 (or float32), augmented views
+    train_labels: torch.Tensor  # (N,) class ids
+    val: torch.Tensor  # (M, L + 1, H) float32, originals of the validation speaker
+    val_labels: torch.Tensor  # (M,)
+
+
+def view_spec(config: TrainConfig) -> ViewSpec:
+    """The augmented views a training config asks for."""
+    augmentation = make_augmentation(config.augment, rir_dir=config.rir_dir)
+    return ViewSpec(augmentation, config.seed, config.cache_views)
+
+
+def fold_features(
+    cache: FeatureCache,
+    train: list[Utterance],
+    val: list[Utterance],
+    labels: list[str],
+    spec: ViewSpec,
+) -> FoldFeatures:
+    """Read (filling what is missing) the originals and views of `train`, originals of `val`."""
+    label_to_id = {label: i for i, label in enumerate(labels)}
+    return FoldFeatures(
+        train=torch.from_numpy(cache.originals(train)),
+        train_views=torch.from_numpy(cache.views(train, spec)),
+        train_labels=torch.tensor([label_to_id[u.label] for u in train]),
+        val=torch.from_numpy(cache.originals(val)),
+        val_labels=torch.tensor([label_to_id[u.label] for u in val]),
+    )
+
+
+def head_parameters(model: EmotionModel) -> list[torch.nn.Parameter]:
+    """Everything but the encoder: layer weights, projection, classifier."""
+    return [p for name, p in model.named_parameters() if not name.startswith("encoder.")]
+
+
+def _head_state(model: EmotionModel) -> dict[str, torch.Tensor]:
+    return {
+        name: tensor.detach().clone()
+        for name, tensor in model.state_dict().items()
+        if not name.startswith("encoder.")
+    }
+
+
+def _make_optimizer(parameters: list[torch.nn.Parameter], config: TrainConfig):
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(
+            parameters, lr=config.learning_rate, momentum=config.momentum,
+            weight_decay=config.weight_decay,
+        )  # fmt: skip
+    return torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
+
+
+@dataclass
+class HeadFit:
+    """What `fit_head` did: one row per epoch, and the epoch kept."""
+
+    history: list[dict[str, float]]
+    best_epoch: int
+    best_score: float
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Run torch on one thread: a head's operations are too small to gain from more, and on a
+    busy CPU the threads' synchronisation made each step 20-40x slower (5 ms → 100-200 ms)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def fit_head(model: EmotionModel, data: FoldFeatures, config: TrainConfig) -> HeadFit:
+    """Train the head of `model` on cached features (the loop in the module docstring) and leave
+    the best epoch's head in `model`, in evaluation mode."""
+    with one_thread():
+        return _fit_head(model, data, config)
+
+
+def _fit_head(model: EmotionModel, data: FoldFeatures, config: TrainConfig) -> HeadFit:
+    if len(data.val_labels) == 0:
+        raise ConfigError("the validation split is empty: the frozen head stops early on it")
+    for parameter in model.encoder.parameters():
+        parameter.requires_grad = False
+    optimizer = _make_optimizer(head_parameters(model), config)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="min", factor=config.lr_factor, patience=config.lr_patience
+    )
+    mode = MONITORS[config.monitor]
+    count, num_views = len(data.train_labels), data.train_views.shape[0]
+    history: list[dict[str, float]] = []
+    best_score, best_epoch, best_state = None, -1, _head_state(model)
+    bad_epochs = 0
+    for epoch in range(config.max_epochs):
+        torch.manual_seed(epoch_seed(config.seed, epoch))
+        rng = np.random.default_rng([config.seed, epoch])
+        order = rng.permutation(count)
+        chosen_view = torch.from_numpy(rng.integers(num_views, size=count))
+        model.train()
+        totals = np.zeros(3)
+        for start in range(0, count, config.batch_size):
+            rows = torch.from_numpy(order[start : start + config.batch_size])
+            views = data.train_views[chosen_view[rows], rows].float()  # (n, L + 1, H)
+            inputs = torch.cat([data.train[rows], views])  # (2n, L + 1, H): originals, views
+            labels = data.train_labels[rows].repeat(2)  # (2n,)
+            output = model.head(inputs)
+            loss = combined_loss(output.logits, output.embeddings, labels,
+                                 config.contrastive_weight, config.temperature)  # fmt: skip
+            optimizer.zero_grad(set_to_none=True)
+            loss.total.backward()
+            optimizer.step()
+            parts = (loss.total, loss.cross_entropy, loss.contrastive)
+            totals += np.array([float(part.detach()) for part in parts]) * len(rows)
+        model.eval()
+        with torch.no_grad():
+            logits = model.head(data.val).logits
+            val_loss = float(F.cross_entropy(logits, data.val_labels))
+        predictions = logits.argmax(dim=1).numpy()
+        val_labels = data.val_labels.numpy()
+        row = {
+            "epoch": epoch,
+            "lr": optimizer.param_groups[0]["lr"],
+            "train_loss": totals[0] / count,
+            "train_ce": totals[1] / count,
+            "train_scl": totals[2] / count,
+            "val_loss": val_loss,
+            "val_ua": unweighted_accuracy(val_labels, predictions),
+            "val_wa": weighted_accuracy(val_labels, predictions),
+        }
+        history.append(row)
+        scheduler.step(val_loss)
+        score = row[config.monitor]
+        if best_score is None or (score < best_score if mode == "min" else score > best_score):
+            best_score, best_epoch, best_state, bad_epochs = score, epoch, _head_state(model), 0
+        else:
+            bad_epochs += 1
+            if config.early_stopping_patience and bad_epochs >= config.early_stopping_patience:
+                break
+    model.load_state_dict(best_state, strict=False)
+    model.eval()
+    return HeadFit(history, best_epoch, float(best_score))
+
+
+@dataclass
+class FrozenResult(TrainResult):
+    """A frozen run: `TrainResult` plus the trained model, still in memory."""
+
+    model: EmotionModel | None = None
+    fit: HeadFit | None = None
+
+
+def build_frozen_model(
+    config: TrainConfig, labels: list[str], encoder: torch.nn.Module | None = None
+) -> EmotionModel:
+    """The model with its head initialised from `config.seed`, around `encoder` if given (one
+    encoder serves every run of a cross-validation), else the one `config.encoder` names."""
+    model_config = model_config_for(config, labels)
+    if encoder is None:
+        torch.manual_seed(config.seed)  # an encoder built from a config (tiny) starts random
+        encoder = load_encoder(model_config)
+    torch.manual_seed(config.seed)  # the head's initialisation, whatever loading the encoder did
+    model = EmotionModel(model_config, encoder=encoder)
+    limit = model.max_input_seconds
+    if limit is not None and config.max_seconds > limit:
+        raise ConfigError(
+            f"max_seconds {config.max_seconds:g} is longer than the encoder takes at once "
+            f"({limit:g} s for {config.encoder}); crop to at most {limit:g} s"
+        )
+    for parameter in model.encoder.parameters():
+        parameter.requires_grad = False
+    return model.eval()
+
+
+def _write_history(path: Path, history: list[dict[str, float]]) -> None:
+    with atomic_path(path) as temporary, temporary.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(history[0]))
+        writer.writeheader()
+        writer.writerows(history)
+
+
+def train_frozen_fold(
+    config: TrainConfig,
+    train: list[Utterance],
+    val: list[Utterance],
+    labels: list[str],
+    run_dir: str | os.PathLike,
+    resume: bool = False,
+    extra_info: dict[str, Any] | None = None,
+    cache: FeatureCache | None = None,
+    encoder: torch.nn.Module | None = None,
+    log: Callable[[str], None] | None = None,
+) -> FrozenResult:
+    """Train the head on `train`, validating on `val`, and write a run folder to `run_dir`.
+
+    The feature cache is `cache`, else the folder `config.feature_cache`, else `emoknn-features`
+    beside `run_dir`; entries it lacks are computed first. A resumed run (`resume=True`) trains
+    the head again from the start: it takes seconds and gives the same weights.
+    """
+    if not config.freeze_encoder:
+        raise ConfigError("train_frozen_fold needs freeze_encoder=True (use train_fold otherwise)")
+    check_hardware(config)
+    check_trainable(train, labels)
+    run_dir = Path(run_dir)
+    model_file = run_dir / MODEL_FILE  # the run's result: a frozen run has no checkpoints
+    check_run_dir(config, run_dir, resume, model_file)
+    check_labels(train + val, labels)
+    model = build_frozen_model(config, labels, encoder)
+    if cache is None:
+        root = Path(config.feature_cache) if config.feature_cache else default_cache_dir(run_dir)
+        cache = FeatureCache(root, model, config.max_seconds)
+    # The run records where its features are, so its kNN stage can be fitted from them.
+    config = TrainConfig(**{**asdict(config), "feature_cache": str(cache.root.resolve())})
+    spec = view_spec(config)
+    start = time.perf_counter()
+    filled = cache.fill(train + val, None)
+    filled_views = cache.fill(train, spec, originals=False)
+    if log is not None and filled.computed + filled_views.computed:
+        log(f"feature cache {cache.folder}: computed {filled.computed + filled_views.computed} "
+            f"entries in {time.perf_counter() - start:.0f} s "
+            f"({cache.size_bytes() / 2**20:.1f} MB)")  # fmt: skip
+    data = fold_features(cache, train, val, labels, spec)
+
+    write_run_config(run_dir, asdict(config), labels,
+                     {**(extra_info or {}), **split_digests(train, val)})  # fmt: skip
+    fit = fit_head(model, data, config)
+    _write_history(run_dir / "logs" / "attempt0" / "metrics.csv", fit.history)
+    save_model(run_dir, model, config.max_seconds)
+    return FrozenResult(
+        run_dir=run_dir,
+        best_checkpoint=model_file,  # the head of the best epoch is the whole result
+        last_checkpoint=model_file,
+        best_score=fit.best_score,
+        epochs=len(fit.history),
+        model=model,
+        fit=fit,
+    )
