@@ -25,6 +25,8 @@ def main() -> None:
         ["training_data.py"] + (["--skip-base", "--clips", "16"] if quick else []),
         ["augment_throughput.py"] + (["--clips", "10"] if quick else []),
         ["knn_tuning.py"] + (["--repeats", "1"] if quick else []),
+        ["feature_cache.py"]
+        + (["--clips", "16", "--rounds", "1", "--utterances", "80"] if quick else []),
         # Skipped (with a line saying so) where the real whisper-base folder is absent.
         ["whisper_throughput.py"]
         + (["--clips", "24", "--rounds", "1", "--finetune-steps", "0"] if quick else []),
