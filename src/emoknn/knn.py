@@ -7,6 +7,16 @@ The datastore (K, V) holds the embeddings and labels of the training + validatio
 computed by the trained model in evaluation mode (no augmentation, centred crop). It records the
 fingerprint of the model that made it, and refuses to be used with another.
 
+A label only the kNN side knows (adaptation to a label the model was never trained on:
+`emoknn.adapt`) is served by the kNN alone. With `s` = p_knn's mass on such labels:
+
+    p(y|x) = p_knn(y|x)                                      y unknown to the model (α = 1)
+    p(y|x) = α·p_knn(y|x) + (1 − α)·(1 − s)·p_model(y|x)     y known to the model
+
+i.e. the kNN decides how much mass goes to labels the model cannot know, and the known labels
+share the rest as usual; the rows still sum to 1, and with s = 0 this is the formula above. A label
+only the model knows has no neighbours, so p_knn = 0 there and it gets (1 − α)·(1 − s)·p_model.
+
 Per fold, k ∈ [1..32], α and T are tuned on the validation speaker with the validation utterances
 kept out of the datastore (no query can find itself); the test speaker is then evaluated against
 the full train + validation datastore. Tuning asks the index once, for the 32 nearest neighbours of
@@ -70,11 +80,24 @@ def knn_probs(
     return probabilities
 
 
-def interpolate(p_knn: np.ndarray, p_model: np.ndarray, alpha: float) -> np.ndarray:
-    """p = α·p_knn + (1 − α)·p_model."""
+def interpolate(
+    p_knn: np.ndarray, p_model: np.ndarray, alpha: float, model_known: np.ndarray | None = None
+) -> np.ndarray:
+    """p = α·p_knn + (1 − α)·p_model over (..., C) arrays.
+
+    With `model_known` (C,) bool, labels the model cannot predict are served by the kNN alone:
+    p = p_knn on them and α·p_knn + (1 − α)·(1 − s)·p_model on the others, where
+    s = Σ_{y unknown} p_knn(y) (see the module docstring).
+    """
     if not 0.0 <= alpha <= 1.0:
         raise ConfigError(f"alpha must lie in [0, 1], got {alpha}")
-    return alpha * np.asarray(p_knn) + (1.0 - alpha) * np.asarray(p_model)
+    p_knn, p_model = np.asarray(p_knn), np.asarray(p_model)
+    if model_known is None or np.all(model_known):
+        return alpha * p_knn + (1.0 - alpha) * p_model
+    model_known = np.asarray(model_known, dtype=bool)
+    unknown_mass = np.where(model_known, 0.0, p_knn).sum(axis=-1, keepdims=True)  # s (..., 1)
+    known = alpha * p_knn + (1.0 - alpha) * (1.0 - unknown_mass) * p_model
+    return np.where(model_known, known, p_knn)
 
 
 def model_fingerprint(state_dict: dict) -> str:
@@ -169,11 +192,28 @@ class KnnSettings:
     temperature: float
     score: float  # the tuning criterion on the validation speaker
     criterion: str
+    # Labels the model can predict, where that is not all of the datastore's labels (an adapted
+    # model given new labels): the others are served by the kNN alone (`interpolate`).
+    model_labels: list[str] | None = None
 
     def to_dict(self) -> dict:
         data = asdict(self)
         data["temperature"] = "inf" if np.isinf(self.temperature) else float(self.temperature)
+        if self.model_labels is None:
+            del data["model_labels"]
         return data
+
+    def model_known(self, label_names: list[str]) -> np.ndarray | None:
+        """(C,) bool: which of `label_names` the model can predict; None when it knows all."""
+        if self.model_labels is None:
+            return None
+        return np.array([name in self.model_labels for name in label_names])
+
+    def interpolate(
+        self, p_knn: np.ndarray, p_model: np.ndarray, label_names: list[str]
+    ) -> np.ndarray:
+        """`interpolate` with these settings' α, for probabilities over `label_names`."""
+        return interpolate(p_knn, p_model, self.alpha, self.model_known(label_names))
 
     @classmethod
     def from_dict(cls, data: dict) -> KnnSettings:
@@ -209,28 +249,41 @@ def tune_knn(
     max_k: int = MAX_K,
     alphas: tuple[float, ...] = DEFAULT_ALPHAS,
     temperature_factors: tuple[float, ...] = TEMPERATURE_FACTORS,
+    query_groups: np.ndarray | list[str] | None = None,
+    store_groups: np.ndarray | list[str] | None = None,
+    model_labels: list[str] | None = None,
 ) -> TuningResult:
     """Choose k ∈ [1..max_k], α and T maximising UA (or WA) of the queries (validation speaker).
 
-    `store` must not contain the queries: pass `query_ids` and it is checked. One search for the
-    max_k nearest neighbours; then for every T, the cumulative sums over neighbour rank give p_knn
-    for every k at once, and every α is scored on top. Ties go to the first in grid order
-    (T ascending, k ascending, α ascending), so the choice is deterministic.
+    `store` must not contain the queries: pass `query_ids` and it is checked. Cross-validation
+    over one set of clips (`emoknn.adapt`) passes `query_groups` and `store_groups` instead (a
+    speaker, or a fold): each query then only ever sees neighbours of other groups, and a query
+    may be in the store only within its own group (checked), so it never finds itself or its
+    speaker. `model_labels`: the labels the model can predict, when not all (see `interpolate`).
+
+    One search for the max_k nearest neighbours; then for every T, the cumulative sums over
+    neighbour rank give p_knn for every k at once, and every α is scored on top. Ties go to the
+    first in grid order (T ascending, k ascending, α ascending), so the choice is deterministic.
     """
     if criterion not in CRITERIA:
         raise ConfigError(f"criterion must be 'ua' or 'wa', got {criterion!r}")
+    if (query_groups is None) != (store_groups is None):
+        raise ConfigError("give both query_groups and store_groups, or neither")
     if query_ids is not None:
-        overlap = set(query_ids) & set(store.ids)
-        if overlap:
-            raise EmoknnError(
-                f"{len(overlap)} tuning queries are in the datastore, e.g. "
-                f"{sorted(overlap)[:3]}: a query would find itself; build the tuning datastore "
-                "from training data only"
-            )
+        _check_no_self_match(query_ids, store, query_groups, store_groups)
     labels = np.asarray(query_labels)
     num_classes = len(store.label_names)
-    k_max = min(max_k, len(store))
-    distances, indices = store.search(query_embeddings, k_max)  # (Q, K)
+    if query_groups is None:
+        k_max = min(max_k, len(store))
+        distances, indices = store.search(query_embeddings, k_max)  # (Q, K)
+    else:
+        distances, indices = search_other_groups(
+            store, query_embeddings, max_k, query_groups, store_groups
+        )  # (Q, K)
+        k_max = distances.shape[1]
+    model_known = None if model_labels is None else np.array(
+        [name in model_labels for name in store.label_names]
+    )  # fmt: skip
     neighbor_labels = store.labels[indices]  # (Q, K)
     one_hot = np.eye(num_classes)[neighbor_labels]  # (Q, K, C)
     nearest = float(np.median(distances[:, 0]))
@@ -251,7 +304,7 @@ def tune_knn(
         p_knn = p_knn.transpose(1, 0, 2)[None]  # (1, K, Q, C)
 
         knn_wa, knn_ua = _grid_scores(p_knn[0].argmax(axis=-1), labels, num_classes)  # (K,)
-        mixed = alpha_grid * p_knn + (1.0 - alpha_grid) * p_model  # (A, K, Q, C)
+        mixed = interpolate_grid(p_knn, p_model, alpha_grid, model_known)  # (A, K, Q, C)
         wa, ua = _grid_scores(mixed.argmax(axis=-1), labels, num_classes)  # (A, K)
 
         primary, secondary = (ua, wa) if criterion == "ua" else (wa, ua)
@@ -269,9 +322,71 @@ def tune_knn(
 
     def settings(best: tuple) -> KnnSettings:
         score, _, k, alpha, temperature = best
-        return KnnSettings(k, alpha, float(temperature), float(score), criterion)
+        known = None if model_labels is None else list(model_labels)
+        return KnnSettings(k, alpha, float(temperature), float(score), criterion, known)
 
     return TuningResult(settings(best_interpolated), settings(best_knn_only))
+
+
+def interpolate_grid(
+    p_knn: np.ndarray, p_model: np.ndarray, alphas: np.ndarray, model_known: np.ndarray | None
+) -> np.ndarray:
+    """`interpolate` for a whole grid of α at once: alphas (A, 1, 1, 1), p_knn (1, K, Q, C),
+    p_model (1, 1, Q, C) → (A, K, Q, C)."""
+    if model_known is None or np.all(model_known):
+        return alphas * p_knn + (1.0 - alphas) * p_model
+    unknown_mass = np.where(model_known, 0.0, p_knn).sum(axis=-1, keepdims=True)  # s (1, K, Q, 1)
+    known = alphas * p_knn + (1.0 - alphas) * (1.0 - unknown_mass) * p_model
+    return np.where(model_known, known, p_knn)
+
+
+def _check_no_self_match(query_ids, store: Datastore, query_groups, store_groups) -> None:
+    """Refuse a query that is in the store, unless groups keep it out of its own neighbours."""
+    overlap = set(query_ids) & set(store.ids)
+    if not overlap:
+        return
+    if query_groups is not None:
+        group_of = dict(zip(store.ids, np.asarray(store_groups).tolist(), strict=True))
+        own = [q for q, g in zip(query_ids, np.asarray(query_groups).tolist(), strict=True)
+               if q in overlap and group_of[q] == g]  # fmt: skip
+        if len(own) == len(overlap):
+            return
+        overlap -= set(own)
+    raise EmoknnError(
+        f"{len(overlap)} tuning queries are in the datastore, e.g. {sorted(overlap)[:3]}: a "
+        "query would find itself; build the tuning datastore from training data only"
+    )
+
+
+def search_other_groups(
+    store: Datastore,
+    queries: np.ndarray,
+    k: int,
+    query_groups: np.ndarray | list[str],
+    store_groups: np.ndarray | list[str],
+) -> tuple[np.ndarray, np.ndarray]:
+    """The k nearest keys of each query among store entries of *other* groups: (Q, k) Euclidean
+    distances and indices, nearest first. k is capped so every query has k such entries.
+
+    Searches k + (the largest number of entries a query's group has in the store) neighbours, then
+    drops the query's own group and keeps the first k: exact with the exact index.
+    """
+    query_groups, store_groups = np.asarray(query_groups), np.asarray(store_groups)
+    if len(store_groups) != len(store) or len(query_groups) != len(queries):
+        raise ConfigError("need one group per query and one per datastore entry")
+    names, counts = np.unique(store_groups, return_counts=True)
+    in_store = dict(zip(names.tolist(), counts.tolist(), strict=True))
+    own = np.array([in_store.get(g, 0) for g in query_groups.tolist()])  # (Q,)
+    available = int((len(store) - own).min()) if len(own) else len(store)
+    if available < 1:
+        raise ConfigError("a query's group holds the whole datastore: no other group to search")
+    k = min(k, available)
+    wide = min(len(store), k + int(own.max(initial=0)))
+    distances, indices = store.search(queries, wide)  # (Q, wide), nearest first
+    other = store_groups[indices] != query_groups[:, None]  # (Q, wide)
+    # Stable sort puts the other-group neighbours first, still nearest first; keep k of them.
+    order = np.argsort(~other, axis=1, kind="stable")[:, :k]  # (Q, k)
+    return np.take_along_axis(distances, order, 1), np.take_along_axis(indices, order, 1)
 
 
 def _first_best(primary: np.ndarray, secondary: np.ndarray) -> int:
@@ -293,4 +408,5 @@ def knn_predict_probs(
     embeddings: np.ndarray, model_probs: np.ndarray, store: Datastore, settings: KnnSettings
 ) -> np.ndarray:
     """Interpolated probabilities (Q, C) of queries against `store` with tuned `settings`."""
-    return interpolate(store_knn_probs(embeddings, store, settings), model_probs, settings.alpha)
+    p_knn = store_knn_probs(embeddings, store, settings)
+    return settings.interpolate(p_knn, model_probs, store.label_names)

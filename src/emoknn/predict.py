@@ -43,7 +43,7 @@ from emoknn.checks import check_choice, check_device, check_int, check_number
 from emoknn.data import pad_batch
 from emoknn.errors import AudioError, ConfigError, EmoknnError, ModelFolderError
 from emoknn.inference import best_device
-from emoknn.knn import Datastore, KnnSettings, interpolate, store_knn_probs
+from emoknn.knn import Datastore, KnnSettings, store_knn_probs
 from emoknn.model import EmotionModel
 from emoknn.model_folder import (
     is_export_folder,
@@ -186,7 +186,8 @@ class EmotionRecognizer:
             return {"model": model_probs, "knn": None, "final": model_probs}
         p_knn = store_knn_probs(embeddings, self.store, self.knn_settings)
         return {"model": model_probs, "knn": p_knn,
-                "final": interpolate(p_knn, model_probs, self.knn_settings.alpha)}  # fmt: skip
+                "final": self.knn_settings.interpolate(p_knn, model_probs,
+                                                       self.store.label_names)}  # fmt: skip
 
     def predict(
         self,
