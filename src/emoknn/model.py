@@ -45,6 +45,10 @@ from emoknn.whisper import (
 )
 
 SUPPORTED_MODEL_TYPES = ("wav2vec2", "hubert", "wavlm", "data2vec-audio", "whisper")
+PROJECTION_KINDS = ("mlp", "linear")
+# The logit of an output label the classifier cannot predict (ModelConfig.label_map): softmax gives
+# it exactly 0 (exp(−10⁴) underflows), and it is finite, so exported graphs compare equal.
+UNKNOWN_LABEL_LOGIT = -1.0e4
 
 
 def tiny_encoder_config() -> dict[str, Any]:
@@ -97,6 +101,20 @@ class ModelConfig:
         normalize_layers: standardise each pooled hidden state (zero mean, unit variance over its
             H values, no learned scale) before the layers are weighted, so that layers whose
             activations are large do not dominate the weighted sum.
+        projection_kind: "mlp" (the above) or "linear": one Linear H→P, no activation — the
+            `projector` of Hugging Face's audio classifiers, kept as is when one is imported
+            (`emoknn.hf_import`).
+        pad_to_seconds: when > 0, every clip is zero-padded to this length and the padding is
+            encoded and pooled as if it were signal: the front end of Hugging Face's Whisper
+            classifiers (30 s windows), kept for imported ones so that they predict as HF does.
+            0 = each clip at its own length (padding never changes an embedding).
+        output_labels, label_map: the labels an adapted model answers in (`emoknn.adapt`), and
+            which classifier label (of `labels`) goes to which of them; classifier labels the map
+            leaves out are dropped. Output logit j = log Σ_{i ↦ j} exp(z_i), so the model's
+            probability of an output label is the summed probability of its classifier labels,
+            renormalised over the labels kept. An output label no classifier label maps to gets
+            the logit UNKNOWN_LABEL_LOGIT (probability 0): the kNN alone serves it. None = the
+            classifier's labels as they are.
     """
 
     encoder: str = "facebook/wav2vec2-base"
@@ -109,10 +127,30 @@ class ModelConfig:
     projection_size: int = 0
     projection_dropout: float = 0.0
     normalize_layers: bool = False
+    projection_kind: str = "mlp"
+    pad_to_seconds: float = 0.0
+    output_labels: list[str] | None = None
+    label_map: dict[str, str] | None = None
 
     def __post_init__(self) -> None:
         if self.projection_size < 0:
             raise ConfigError(f"projection_size must be ≥ 0, got {self.projection_size}")
+        if self.projection_kind not in PROJECTION_KINDS:
+            raise ConfigError(
+                f"projection_kind must be one of {PROJECTION_KINDS}, got {self.projection_kind!r}"
+            )
+        if self.pad_to_seconds < 0:
+            raise ConfigError(f"pad_to_seconds must be ≥ 0, got {self.pad_to_seconds}")
+        if (self.output_labels is None) != (self.label_map is None):
+            raise ConfigError("give both output_labels and label_map, or neither")
+        if self.label_map is not None:
+            unknown = sorted(set(self.label_map) - set(self.labels))
+            targets = sorted(set(self.label_map.values()) - set(self.output_labels))
+            if unknown or targets or len(set(self.output_labels)) != len(self.output_labels):
+                raise ConfigError(
+                    f"label_map must send classifier labels {self.labels} to distinct output "
+                    f"labels {self.output_labels}; it names {unknown or targets}"
+                )
         for name in ("head_dropout", "projection_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ConfigError(f"{name} must lie in [0, 1), got {getattr(self, name)}")
@@ -228,18 +266,18 @@ class EmotionModel(nn.Module):
         self.layer_weights = (
             nn.Parameter(torch.zeros(self.num_layers + 1)) if config.layer_weighting else None
         )  # softmax(0) = the plain mean of the L + 1 entries at the start
-        self.projection = (
-            nn.Sequential(
-                nn.Linear(self.hidden_size, config.projection_size),
-                nn.GELU(),
-                nn.Dropout(config.projection_dropout),
-                nn.Linear(config.projection_size, config.projection_size),
-            )
-            if config.projection_size
-            else None
-        )
+        self.projection = self._projection(config)
         self.dropout = nn.Dropout(config.head_dropout)
         self.classifier = nn.Linear(self.embedding_size, len(config.labels))
+        # (C_out, C) membership of classifier labels in output labels; derived from the config,
+        # so not saved with the weights.
+        groups = None
+        if config.output_labels is not None:
+            groups = torch.tensor(
+                [[config.label_map.get(name) == out for name in config.labels]
+                 for out in config.output_labels]
+            )  # fmt: skip
+        self.register_buffer("label_groups", groups, persistent=False)
         if not self.is_whisper:
             self._setup_wav2vec2()
         # `from_pretrained` returns its model in eval mode, and Lightning keeps each submodule's
@@ -253,6 +291,19 @@ class EmotionModel(nn.Module):
         if self.is_whisper:
             return self.encoder.max_samples / SAMPLE_RATE
         return None
+
+    def _projection(self, config: ModelConfig) -> nn.Module | None:
+        """The optional projection from the pooled encoder output (H) to the embedding (P)."""
+        if not config.projection_size:
+            return None
+        if config.projection_kind == "linear":  # Hugging Face's `projector`
+            return nn.Linear(self.hidden_size, config.projection_size)
+        return nn.Sequential(
+            nn.Linear(self.hidden_size, config.projection_size),
+            nn.GELU(),
+            nn.Dropout(config.projection_dropout),
+            nn.Linear(config.projection_size, config.projection_size),
+        )
 
     def _setup_wav2vec2(self) -> None:
         """Padding-invariance settings of the wav2vec2 family (see the module docstring)."""
@@ -271,7 +322,8 @@ class EmotionModel(nn.Module):
 
     @property
     def labels(self) -> list[str]:
-        return self.config.labels
+        """The labels of the logits `forward` returns."""
+        return self.config.output_labels or self.config.labels
 
     def frame_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
         """Number of encoder frames computed from real samples only (for sample lengths (B,))."""
@@ -310,6 +362,10 @@ class EmotionModel(nn.Module):
                 f"expected waveforms (B, T) and lengths (B,), got {tuple(waveforms.shape)} and "
                 f"{tuple(lengths.shape)}"
             )
+        if self.config.pad_to_seconds:  # HF Whisper classifiers' fixed window (ModelConfig)
+            target = round(self.config.pad_to_seconds * SAMPLE_RATE)
+            waveforms = F.pad(waveforms, (0, max(0, target - waveforms.shape[1])))
+            lengths = torch.full_like(lengths, waveforms.shape[1])
         if self.is_whisper:
             return self._whisper_hidden_states(waveforms, lengths, all_layers)
         return self._wav2vec2_hidden_states(waveforms, lengths, all_layers)
@@ -408,7 +464,7 @@ class EmotionModel(nn.Module):
             pooled_l ← layer_norm(pooled_l)    (normalize_layers)
             x = Σ_l softmax(w)_l · pooled_l   (layer weighting), else pooled_L
             embedding = projection(x)        (when configured), else x
-            logits = classifier(dropout(embedding))
+            logits = classifier(dropout(embedding)), mapped onto output_labels when configured
         """
         if self.config.normalize_layers:  # (x − mean) / sqrt(var + 1e-5) over H, per layer
             pooled_layers = F.layer_norm(pooled_layers, (pooled_layers.shape[-1],))
@@ -424,7 +480,20 @@ class EmotionModel(nn.Module):
             x = (weights[None, :, None] * pooled_layers).sum(dim=1)  # (B, H)
         embeddings = self.projection(x) if self.projection is not None else x  # (B, D)
         logits = self.classifier(self.dropout(embeddings))  # (B, C)
+        if self.label_groups is not None:
+            logits = self._map_labels(logits)  # (B, C_out)
         return ModelOutput(embeddings=embeddings, logits=logits)
+
+    def _map_labels(self, logits: torch.Tensor) -> torch.Tensor:
+        """Output logits z'_j = log Σ_{i ↦ j} exp(z_i); UNKNOWN_LABEL_LOGIT where no i maps to j.
+
+        softmax(z')_j = Σ_{i ↦ j} p_i / Σ_{i kept} p_i. A large finite negative number stands in
+        for −∞ in the sum over non-members (exp underflows to 0 just the same).
+        """
+        groups = self.label_groups  # (C_out, C)
+        members = logits[:, None, :].masked_fill(~groups, -1.0e9)  # (B, C_out, C)
+        merged = torch.logsumexp(members, dim=-1)  # (B, C_out)
+        return torch.where(groups.any(dim=1), merged, UNKNOWN_LABEL_LOGIT)
 
     def forward(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> ModelOutput:
         """head(pooled_layers(waveforms, lengths)); without layer weighting the encoder keeps
