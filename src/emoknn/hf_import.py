@@ -133,3 +133,16 @@ def import_hf_classifier(source: str | os.PathLike) -> tuple[EmotionModel, float
         model.classifier.load_state_dict(classifier.classifier.state_dict())
     max_seconds = pad_to_seconds if whisper else IMPORTED_MAX_SECONDS
     return model.eval(), max_seconds
+
+
+def import_to_folder(source: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
+    """Write the emoknn model folder (model.safetensors + model.json, no datastore) of a Hugging
+    Face audio classifier: what `export` and `adapt` read, with no transformers checkpoint."""
+    from emoknn.model_folder import has_model, save_model
+
+    out_dir = Path(out_dir)
+    if has_model(out_dir):
+        raise ConfigError(f"{out_dir}: already holds a model; choose a new folder")
+    model, max_seconds = import_hf_classifier(source)
+    save_model(out_dir, model, max_seconds)
+    return out_dir

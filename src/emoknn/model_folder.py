@@ -288,8 +288,9 @@ def _check_model_config(config: dict[str, Any], labels: list[str], path: Path) -
             f"{path}: model_config.encoder_config must be the encoder's config (a JSON object "
             "with model_type)"
         )
-    if config.get("labels") != labels:
-        raise ModelFolderError(f"{path}: model_config.labels differ from 'labels'")
+    # An adapted model answers in its output labels (ModelConfig.label_map), else its own.
+    if (config.get("output_labels") or config.get("labels")) != labels:
+        raise ModelFolderError(f"{path}: model_config's labels differ from 'labels'")
 
 
 def _build_model(model_config: dict[str, Any], path: Path) -> EmotionModel:
@@ -620,7 +621,14 @@ def _knn_settings(data: Any, path: Path, name: str) -> KnnSettings:
     temperature = _require(data, "temperature", (int, float, str), path, where)
     score = _require(data, "score", (int, float), path, where)
     criterion = _require(data, "criterion", str, path, where)
-    unknown = sorted(set(data) - {"k", "alpha", "temperature", "score", "criterion"})
+    model_labels = data.get("model_labels")
+    if model_labels is not None and (
+        not isinstance(model_labels, list)
+        or not all(isinstance(label, str) and label for label in model_labels)
+    ):
+        raise ModelFolderError(f"{path}: {name}.model_labels must be a list of label names")
+    known_fields = {"k", "alpha", "temperature", "score", "criterion", "model_labels"}
+    unknown = sorted(set(data) - known_fields)
     if unknown:
         raise ModelFolderError(f"{path}: {name} has unknown field(s) {', '.join(unknown)}")
     if k < 1:
@@ -637,7 +645,7 @@ def _knn_settings(data: Any, path: Path, name: str) -> KnnSettings:
         raise ModelFolderError(f"{path}: {name}.criterion must be ua or wa, got {criterion!r:.20}")
     if not 0.0 <= score <= 1.0:
         raise ModelFolderError(f"{path}: {name}.score must lie in [0, 1], got {score}")
-    return KnnSettings(k, float(alpha), float(temperature), float(score), criterion)
+    return KnnSettings(k, float(alpha), float(temperature), float(score), criterion, model_labels)
 
 
 def load_knn_settings(folder: str | os.PathLike) -> TuningResult:

@@ -42,10 +42,13 @@ from emoknn.audio import (
 from emoknn.checks import check_choice, check_device, check_int, check_number
 from emoknn.data import pad_batch
 from emoknn.errors import AudioError, ConfigError, EmoknnError, ModelFolderError
+from emoknn.hf_import import hf_classifier_architecture, import_hf_classifier
+from emoknn.hub import resolve_model
 from emoknn.inference import best_device
 from emoknn.knn import Datastore, KnnSettings, store_knn_probs
 from emoknn.model import EmotionModel
 from emoknn.model_folder import (
+    has_model,
     is_export_folder,
     load_checkpoint_model,
     load_knn,
@@ -133,16 +136,21 @@ class EmotionRecognizer:
         precision: str = "fp32",
     ) -> EmotionRecognizer:
         """Load a model folder (see the module docstring; an export folder gives an
-        `OnnxEmotionRecognizer`), or a training checkpoint `.ckpt` (the model alone: a
-        checkpoint carries no kNN stage)."""
-        model_dir = _model_path(model_dir)
+        `OnnxEmotionRecognizer`), a training checkpoint `.ckpt` (the model alone: a checkpoint
+        carries no kNN stage), or a Hugging Face audio classifier (folder; the model alone:
+        it has no datastore until `emoknn adapt` gives it one). A Hub repo id `owner/name` is
+        downloaded once (huggingface_hub's cache) and then loaded as the folder it is."""
         check_choice(precision, "precision", PRECISIONS)
         check_device(device)  # before loading: a missing GPU is not the model file's fault
+        model_dir = resolve_model(_model_path(model_dir))
         if is_export_folder(model_dir):
             return _load_export(model_dir, device, use_knn, precision, int8=False)
         device = device or best_device()
         if model_dir.is_file() and model_dir.suffix == ".ckpt":
             model, max_seconds = load_checkpoint_model(model_dir, device)
+            return cls(model, max_seconds=max_seconds, device=device, precision=precision)
+        if not has_model(model_dir) and hf_classifier_architecture(model_dir) is not None:
+            model, max_seconds = import_hf_classifier(model_dir)
             return cls(model, max_seconds=max_seconds, device=device, precision=precision)
         meta = read_model_meta(model_dir)
         model = load_model(model_dir, device)
@@ -430,8 +438,9 @@ def load_recognizer(
     int8: bool = False,
 ) -> EmotionRecognizer:
     """Whatever `model` names: a training run folder or a .ckpt file (PyTorch), or a folder
-    written by `emoknn export` (ONNX Runtime on the CPU; `int8` picks its quantised model)."""
-    path = _model_path(model)
+    written by `emoknn export` (ONNX Runtime on the CPU; `int8` picks its quantised model), or a
+    Hugging Face audio classifier; any of them as a local folder or a Hub repo id."""
+    path = resolve_model(_model_path(model))
     if is_export_folder(path):
         return _load_export(path, device, use_knn, precision, int8)
     if int8:
@@ -444,7 +453,7 @@ def load_recognizer(
 
 def _model_path(model: object) -> Path:
     if not isinstance(model, (str, os.PathLike)) or not str(model).strip():
-        raise ConfigError(f"model must be the path of a model folder, got {model!r}")
+        raise ConfigError(f"model must be a model folder or a Hub repo id, got {model!r}")
     return Path(model)
 
 
