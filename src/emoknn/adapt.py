@@ -1,0 +1,478 @@
+"""Adapt a trained or published emotion model to your own labelled clips with kNN: no training.
+
+    emoknn adapt --model M --data DIR|CSV --out NEW [--label-map hap=happy,exc=happy,fea=]
+
+The paper's inference step — interpolate the model with a kNN over labelled embeddings — is also a
+way to move a model to a new domain, language or label set: embed a few hundred labelled clips of
+your own, put them in the datastore, and tune k, α, T on them. What `adapt_model` does:
+
+1. Reads the clips: a folder per label (`DIR/angry/*.wav`, …) or a CSV manifest
+   `path,label[,speaker[,session]]` (paths relative to the CSV).
+2. Builds the adapted model: M's weights unchanged, its labels mapped onto yours
+   (`ModelConfig.label_map`): a label of yours gets the summed probability of the model labels
+   mapped to it, renormalised over the model labels kept; model labels mapped to none of yours
+   are dropped; your labels no model label maps to get p_model = 0 and are served by the kNN
+   alone (α = 1 for them: see `emoknn.knn.interpolate` for the exact formula).
+3. Embeds every clip once (evaluation mode, centre crop at M's window length).
+4. Folds: grouped by speaker when the manifest names speakers (all of a speaker's clips in one
+   fold, so no speaker is ever in both the datastore and the queries), otherwise stratified by
+   label. Up to 10 folds, fewer when speakers or clips are few.
+5. Held-out evaluation: for each fold, the datastore is the other folds' clips (plus M's own
+   datastore with `keep_datastore`), k, α, T are tuned on those other folds by cross-validation
+   in which each tuning query only sees neighbours of other speakers (or other folds) — never
+   itself or its speaker — and the fold's clips are then scored three ways: the model alone, the
+   kNN alone and the interpolation. Per-fold UA/WA, and paired comparisons over folds
+   (`emoknn.stats`).
+6. The adapted folder: the model, a datastore of all the clips (plus M's, if kept), k, α, T tuned
+   on all of them the same way, `adapt.json` (everything above), and a model card `README.md`.
+   It works wherever a model folder does: `predict`, `serve`, `export`, `EmotionRecognizer`.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from emoknn.corpora.utterance import Utterance, check_unique_ids, require_files
+from emoknn.errors import ConfigError, CorpusError, EmoknnError
+from emoknn.files import write_json_atomic, write_text_atomic
+from emoknn.inference import best_device, embed_utterances
+from emoknn.knn import Datastore, TuningResult, knn_predict_probs, store_knn_probs, tune_knn
+from emoknn.metrics import unweighted_accuracy, weighted_accuracy
+from emoknn.model import EmotionModel, ModelConfig
+from emoknn.model_folder import fingerprint_of, save_knn, save_model
+from emoknn.predict import AUDIO_SUFFIXES
+from emoknn.stats import METHOD_NOTE, compare
+
+ADAPT_REPORT_FILE = "adapt.json"
+MAX_FOLDS = 10
+INFERENCES = ("model", "knn", "interpolated")
+ORIGINAL_GROUP = "\0original"  # the source model's datastore: in no query's group, always visible
+
+
+@dataclass
+class SourceModel:
+    """The model being adapted, as loaded."""
+
+    model: EmotionModel
+    max_seconds: float
+    store: Datastore | None  # its own datastore, if it has one
+    description: dict[str, Any]  # what it is and where it came from (for adapt.json and the card)
+
+
+@dataclass
+class AdaptResult:
+    out_dir: Path
+    labels: list[str]
+    model_labels: list[str]  # the labels the model part can predict
+    folds: int
+    grouping: str  # "speaker" or "stratified"
+    per_fold: list[dict[str, Any]]  # fold, clips, and per inference ua / wa
+    summary: dict[str, dict[str, float]]  # inference → mean/std of ua and wa, pooled ua and wa
+    comparisons: list[dict[str, Any]]
+    tuning: TuningResult
+    report: dict[str, Any] = field(default_factory=dict)
+
+
+# ── the user's clips ─────────────────────────────────────────────────────────────────────────────
+
+
+def load_labelled_clips(data: str | os.PathLike) -> tuple[list[Utterance], bool]:
+    """Labelled clips and whether they name speakers: a CSV manifest `path,label[,speaker
+    [,session]]`, a folder holding `manifest.csv`, or a folder per label (`DIR/label/…/*.wav`)."""
+    data = Path(data)
+    if data.is_file():
+        if data.suffix.lower() != ".csv":
+            raise CorpusError(f"{data}: expected a folder per label or a .csv manifest")
+        return _read_manifest(data)
+    if not data.is_dir():
+        raise CorpusError(f"{data}: not found; expected a folder per label or a .csv manifest")
+    if (data / "manifest.csv").is_file():
+        return _read_manifest(data / "manifest.csv")
+    utterances = []
+    for label_dir in sorted(p for p in data.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        for path in sorted(label_dir.rglob("*")):
+            if path.suffix.lower() in AUDIO_SUFFIXES and not path.name.startswith("."):
+                clip_id = path.relative_to(data).with_suffix("").as_posix()
+                utterances.append(Utterance(clip_id, path, label_dir.name, ""))
+    if not utterances:
+        raise CorpusError(
+            f"{data}: no audio found; expected a folder per label (e.g. {data}/angry/*.wav) or a "
+            "manifest.csv"
+        )
+    check_unique_ids(utterances, str(data))
+    return utterances, False
+
+
+def _read_manifest(path: Path) -> tuple[list[Utterance], bool]:
+    """`path,label[,speaker[,session]]`; speakers either on every row or on none."""
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            columns = [c.strip() for c in reader.fieldnames or []]
+            if "path" not in columns or "label" not in columns:
+                raise CorpusError(
+                    f"{path}: expected a header path,label[,speaker[,session]], found "
+                    f"{columns or 'no header'}"
+                )
+            rows = [
+                (number, {(k or "").strip(): (v or "").strip() for k, v in row.items()})
+                for number, row in enumerate(reader, start=2)
+            ]
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise CorpusError(f"{path}: cannot read the manifest ({error})") from error
+    if not rows:
+        raise CorpusError(f"{path}: the manifest has no rows")
+    with_speaker = [bool(row.get("speaker")) for _, row in rows]
+    if any(with_speaker) and not all(with_speaker):
+        line = rows[with_speaker.index(False)][0]
+        raise CorpusError(
+            f"{path}:{line}: no speaker, though other rows name one; give every clip its speaker "
+            "or leave the column empty throughout"
+        )
+    utterances = []
+    for number, row in rows:
+        if not row.get("path") or not row.get("label"):
+            raise CorpusError(f"{path}:{number}: empty path or label")
+        relative = Path(row["path"])
+        audio = relative if relative.is_absolute() else path.parent / relative
+        clip_id = relative.with_suffix("").as_posix()
+        speaker, session = row.get("speaker", ""), row.get("session") or None
+        utterances.append(Utterance(clip_id, audio, row["label"], speaker, session))
+    check_unique_ids(utterances, str(path))
+    return require_files(utterances, f"manifest {path}", skip_missing=False), all(with_speaker)
+
+
+# ── labels ───────────────────────────────────────────────────────────────────────────────────────
+
+
+def parse_label_map(text: str) -> dict[str, str | None]:
+    """`"hap=happy,exc=happy,fea="` → {"hap": "happy", "exc": "happy", "fea": None} (None: drop)."""
+    mapping: dict[str, str | None] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        source, equals, target = item.partition("=")
+        if not equals or not source.strip():
+            raise ConfigError(f"--label-map: expected MODEL_LABEL=YOUR_LABEL pairs, got {item!r}")
+        if source.strip() in mapping:
+            raise ConfigError(f"--label-map: {source.strip()!r} is mapped twice")
+        mapping[source.strip()] = target.strip() or None
+    return mapping
+
+
+def resolve_label_map(
+    model_labels: list[str], user_labels: list[str], label_map: dict[str, str | None] | None
+) -> dict[str, str]:
+    """Where each of the model's (output) labels goes among the user's; dropped ones left out.
+
+    A model label not named in `label_map` keeps its name if the user has clips of that label,
+    and is dropped otherwise.
+    """
+    label_map = dict(label_map or {})
+    unknown = sorted(set(label_map) - set(model_labels))
+    if unknown:
+        raise ConfigError(
+            f"--label-map names {', '.join(unknown)}, which the model does not have; its labels "
+            f"are {', '.join(model_labels)}"
+        )
+    absent = sorted({t for t in label_map.values() if t is not None} - set(user_labels))
+    if absent:
+        raise ConfigError(
+            f"--label-map maps onto {', '.join(absent)}, which none of your clips has; your labels "
+            f"are {', '.join(user_labels)}"
+        )
+    resolved = {}
+    for name in model_labels:
+        target = label_map.get(name, name if name in user_labels else None)
+        if target is not None:
+            resolved[name] = target
+    return resolved
+
+
+def adapted_model(model: EmotionModel, user_labels: list[str], mapping: dict[str, str]
+                  ) -> EmotionModel:  # fmt: skip
+    """`model`'s weights answering in `user_labels` (see the module docstring, step 2). A model
+    that was itself adapted composes its map with this one."""
+    config = model.config
+    previous = config.label_map or {name: name for name in config.labels}
+    composed = {c: mapping[o] for c, o in previous.items() if o in mapping}
+    new_config = ModelConfig(**{**config.to_dict(), "output_labels": list(user_labels),
+                                "label_map": composed})  # fmt: skip
+    adapted = EmotionModel(new_config)
+    adapted.load_state_dict(model.state_dict(), strict=True)
+    return adapted.eval()
+
+
+# ── folds ────────────────────────────────────────────────────────────────────────────────────────
+
+
+def assign_folds(
+    labels: np.ndarray, speakers: list[str] | None, max_folds: int = MAX_FOLDS, seed: int = 0
+) -> np.ndarray:
+    """A fold index per clip.
+
+    With speakers: every clip of a speaker in the same fold; min(max_folds, #speakers) folds,
+    speakers dealt largest first to the fold with the fewest clips (deterministic). Without:
+    stratified, min(max_folds, smallest class size) folds, each class's clips shuffled (seeded)
+    then dealt round-robin.
+    """
+    count = len(labels)
+    folds = np.zeros(count, dtype=np.int64)
+    if speakers is not None:
+        sizes = Counter(speakers)
+        if len(sizes) < 2:
+            raise ConfigError(
+                "speaker-grouped folds need clips of at least 2 speakers; give more speakers or "
+                "leave the speaker column empty (stratified folds)"
+            )
+        num_folds = min(max_folds, len(sizes))
+        totals = np.zeros(num_folds, dtype=np.int64)
+        fold_of = {}
+        for speaker, size in sorted(sizes.items(), key=lambda item: (-item[1], item[0])):
+            fold_of[speaker] = int(np.argmin(totals))
+            totals[fold_of[speaker]] += size
+        return np.array([fold_of[s] for s in speakers], dtype=np.int64)
+    present = np.unique(labels)
+    smallest = min(int((labels == c).sum()) for c in present)
+    num_folds = min(max_folds, smallest)
+    if num_folds < 2:
+        raise ConfigError(
+            "stratified folds need at least 2 clips of every label; add clips of the rarest label"
+        )
+    rng = np.random.default_rng(seed)
+    for c in present:
+        members = np.flatnonzero(labels == c)
+        folds[rng.permutation(members)] = np.arange(len(members)) % num_folds
+    return folds
+
+
+# ── adaptation ───────────────────────────────────────────────────────────────────────────────────
+
+
+def _scores(y_true: np.ndarray, probabilities: np.ndarray) -> dict[str, float]:
+    predicted = probabilities.argmax(axis=1)
+    return {
+        "ua": unweighted_accuracy(y_true, predicted),
+        "wa": weighted_accuracy(y_true, predicted),
+    }
+
+
+def _store(keys, labels, ids, label_names, fingerprint, original: Datastore | None) -> Datastore:
+    """A datastore of the clips given, plus the source model's (relabelled) entries if any."""
+    if original is not None and len(original):
+        keys = np.concatenate([keys, original.keys])
+        labels = np.concatenate([labels, original.labels])
+        ids = list(ids) + list(original.ids)
+    return Datastore(keys, labels, label_names, list(ids), fingerprint)
+
+
+def relabel_store(store: Datastore, mapping: dict[str, str], user_labels: list[str],
+                  fingerprint: str) -> Datastore | None:  # fmt: skip
+    """The source model's datastore in the user's labels (entries of dropped labels left out),
+    ids prefixed `original/` so they never clash with the user's clips."""
+    target = np.array([user_labels.index(mapping[n]) if n in mapping else -1
+                       for n in store.label_names])  # fmt: skip
+    labels = target[store.labels]
+    keep = labels >= 0
+    if not keep.any():
+        return None
+    ids = [f"original/{store.ids[i]}" for i in np.flatnonzero(keep)]
+    return Datastore(store.keys[keep], labels[keep], user_labels, ids, fingerprint)
+
+
+def tune_on(embeddings, labels, probs, ids, groups, user_labels, fingerprint,
+            original: Datastore | None, model_labels: list[str] | None,
+            criterion: str) -> tuple[Datastore, TuningResult]:  # fmt: skip
+    """A datastore of these clips (+ original) and k, α, T tuned on them by grouped
+    cross-validation: each clip, as a query, sees only clips of other groups (and the original
+    entries)."""
+    store = _store(embeddings, labels, ids, user_labels, fingerprint, original)
+    store_groups = np.concatenate([np.asarray(groups, dtype=str),
+                                   np.full(len(store) - len(ids), ORIGINAL_GROUP)])  # fmt: skip
+    tuning = tune_knn(embeddings, labels, probs, store, query_ids=list(ids),
+                      criterion=criterion, query_groups=np.asarray(groups, dtype=str),
+                      store_groups=store_groups, model_labels=model_labels)  # fmt: skip
+    return store, tuning
+
+
+def check_new_folder(out_dir: str | os.PathLike) -> Path:
+    """`out_dir` may be written: absent, or an empty folder."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise ConfigError(f"{out_dir}: already exists and is not empty; choose a new folder")
+    return out_dir
+
+
+def adapt_model(
+    source: SourceModel,
+    data: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    label_map: dict[str, str | None] | None = None,
+    keep_datastore: bool = False,
+    max_folds: int = MAX_FOLDS,
+    criterion: str = "ua",
+    seed: int = 0,
+    device: str | None = None,
+    batch_size: int = 16,
+    licence: str | None = None,
+) -> AdaptResult:
+    """Adapt `source` to the labelled clips in `data` and write the adapted folder `out_dir`
+    (see the module docstring). Everything is checked before anything is written; the folder
+    appears whole or not at all."""
+    out_dir = check_new_folder(out_dir)
+    if criterion not in ("ua", "wa"):
+        raise ConfigError(f"criterion must be ua or wa, got {criterion!r}")
+    if not 2 <= max_folds <= 100:
+        raise ConfigError(f"folds must lie in [2, 100], got {max_folds}")
+    clips, has_speakers = load_labelled_clips(data)
+    user_labels = sorted({u.label for u in clips})
+    if len(user_labels) < 2:
+        raise CorpusError(f"{data}: clips of at least 2 labels are needed, found {user_labels}")
+    if keep_datastore and source.store is None:
+        raise ConfigError(f"{source.description['name']}: has no datastore to keep")
+    mapping = resolve_label_map(source.model.labels, user_labels, label_map)
+    model_labels = sorted(set(mapping.values()), key=user_labels.index)
+    model = adapted_model(source.model, user_labels, mapping)
+    fingerprint = fingerprint_of(model)
+    original = None
+    if keep_datastore:
+        original = relabel_store(source.store, mapping, user_labels, fingerprint)
+    labels = np.array([user_labels.index(u.label) for u in clips])
+    folds = assign_folds(labels, [u.speaker for u in clips] if has_speakers else None, max_folds,
+                         seed)  # fmt: skip
+    groups = np.array([u.speaker for u in clips] if has_speakers else [str(f) for f in folds])
+    known = None if model_labels == user_labels else model_labels
+
+    device = device or best_device()
+    embedded = embed_utterances(model, clips, source.max_seconds, batch_size, device)
+    E, P, ids = embedded.embeddings, embedded.probs.astype(np.float64), embedded.ids
+
+    per_fold, pooled = [], {name: np.zeros((len(clips), len(user_labels))) for name in INFERENCES}
+    for fold in range(int(folds.max()) + 1):
+        test, rest = folds == fold, folds != fold
+        rest_ids = [ids[i] for i in np.flatnonzero(rest)]
+        store, tuning = tune_on(E[rest], labels[rest], P[rest], rest_ids, groups[rest],
+                                user_labels, fingerprint, original, known, criterion)  # fmt: skip
+        probabilities = {
+            "model": P[test],
+            "knn": store_knn_probs(E[test], store, tuning.knn_only),
+            "interpolated": knn_predict_probs(E[test], P[test], store, tuning.interpolated),
+        }
+        record = {"fold": fold, "clips": int(test.sum()),
+                  "speakers": sorted({clips[i].speaker for i in np.flatnonzero(test)})
+                  if has_speakers else None,
+                  "k": tuning.interpolated.k, "alpha": tuning.interpolated.alpha,
+                  "temperature": tuning.interpolated.to_dict()["temperature"]}  # fmt: skip
+        for name, p in probabilities.items():
+            record[name] = _scores(labels[test], p)
+            pooled[name][test] = p
+        per_fold.append(record)
+
+    summary = {}
+    for name in INFERENCES:
+        ua = np.array([r[name]["ua"] for r in per_fold])
+        wa = np.array([r[name]["wa"] for r in per_fold])
+        pooled_scores = _scores(labels, pooled[name])  # every clip predicted once, held out
+        summary[name] = {
+            "ua_mean": float(ua.mean()), "ua_std": float(ua.std()),
+            "wa_mean": float(wa.mean()), "wa_std": float(wa.std()),
+            "pooled_ua": pooled_scores["ua"], "pooled_wa": pooled_scores["wa"],
+        }  # fmt: skip
+    scores = {name: {str(r["fold"]): r[name] for r in per_fold} for name in INFERENCES}
+    comparisons = [
+        compare(title, a, b, scores).to_dict()
+        for title, a, b in (("kNN-adapted vs the model alone", "interpolated", "model"),
+                            ("kNN alone vs the model alone", "knn", "model"),
+                            ("kNN-adapted vs kNN alone", "interpolated", "knn"))
+    ]  # fmt: skip
+
+    store, tuning = tune_on(E, labels, P, ids, groups, user_labels, fingerprint, original, known,
+                            criterion)  # fmt: skip
+    report = {
+        "source": source.description,
+        "data": {
+            "path": str(data),
+            "clips": len(clips),
+            "per_label": {n: int((labels == i).sum()) for i, n in enumerate(user_labels)},
+            "speakers": len({u.speaker for u in clips}) if has_speakers else None,
+        },
+        "labels": user_labels,
+        "model_labels": model_labels,
+        "label_map": mapping,
+        "kept_original_datastore": original is not None,
+        "original_entries": 0 if original is None else len(original),
+        "protocol": {
+            "grouping": "speaker" if has_speakers else "stratified",
+            "folds": len(per_fold),
+            "criterion": criterion,
+            "seed": seed,
+            "statistics": METHOD_NOTE,
+        },
+        "per_fold": per_fold,
+        "summary": summary,
+        "comparisons": comparisons,
+        "tuning": tuning.to_dict(),
+        "licence": licence,
+        "max_seconds": source.max_seconds,
+    }
+    _write_folder(out_dir, model, source.max_seconds, store, tuning, report)
+    return AdaptResult(out_dir, user_labels, model_labels, len(per_fold),
+                       report["protocol"]["grouping"], per_fold, summary, comparisons, tuning,
+                       report)  # fmt: skip
+
+
+def _write_folder(out_dir: Path, model: EmotionModel, max_seconds: float, store: Datastore,
+                  tuning: TuningResult, report: dict[str, Any]) -> None:  # fmt: skip
+    """Write everything into a temporary sibling folder, then rename it into place."""
+    from emoknn.card import model_card
+
+    temporary = out_dir.with_name(f".{out_dir.name}.{os.getpid()}.tmp")
+    shutil.rmtree(temporary, ignore_errors=True)
+    try:
+        temporary.mkdir(parents=True)
+        save_model(temporary, model, max_seconds)
+        save_knn(temporary, store, tuning)
+        write_json_atomic(report, temporary / ADAPT_REPORT_FILE)
+        write_text_atomic(temporary / "README.md", model_card(report))
+        if out_dir.exists():
+            out_dir.rmdir()  # empty (checked before anything was computed)
+        os.replace(temporary, out_dir)
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
+
+
+def load_source(model: str | os.PathLike, device: str = "cpu") -> SourceModel:
+    """The model to adapt: an emoknn model folder, or a Hugging Face audio classifier (local
+    folder or hub name, imported by `emoknn.hf_import`)."""
+    from emoknn.hf_import import hf_classifier_architecture, import_hf_classifier
+    from emoknn.hub import resolve_model
+    from emoknn.model_folder import has_model, load_datastore, load_model, read_model_meta
+
+    path = resolve_model(model)  # a Hub repo id → its cached snapshot folder
+    if path.is_dir() and has_model(path):
+        meta = read_model_meta(path)
+        loaded = load_model(path, device)
+        store = None
+        if (path / "datastore.npz").is_file():
+            store = load_datastore(path, meta.fingerprint, meta.labels)
+        description = {"kind": "emoknn", "name": str(model), "encoder": loaded.config.encoder,
+                       "labels": meta.labels}  # fmt: skip
+        return SourceModel(loaded, meta.max_seconds, store, description)
+    if not path.exists():
+        raise EmoknnError(f"{path}: model not found (a model folder, or a Hub repo id owner/name)")
+    if hf_classifier_architecture(path) is None:
+        raise EmoknnError(
+            f"{path}: neither an emoknn model folder (model.safetensors + model.json) nor a "
+            "Hugging Face audio classifier (config.json with a *ForSequenceClassification or "
+            "WhisperForAudioClassification architecture)"
+        )
+    imported, max_seconds = import_hf_classifier(path)
+    description = {"kind": "huggingface", "name": str(model), "encoder": str(model),
+                   "labels": imported.labels}  # fmt: skip
+    return SourceModel(imported.to(device), max_seconds, None, description)
