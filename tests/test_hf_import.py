@@ -11,25 +11,11 @@ import torch
 from emoknn.data import pad_batch
 from emoknn.errors import EmoknnError
 from emoknn.hf_import import hf_classifier_architecture, import_hf_classifier
-from emoknn.model import SUPPORTED_MODEL_TYPES
 from tiny_hf import FAMILIES, LABELS, WHISPER_SECONDS, hf_logits, save_tiny_classifier
 
 # fp32; the two sides pool and project in a different order (mean∘projector vs projector∘mean),
 # so they agree to float rounding, not bit for bit.
 LOGIT_TOLERANCE = 1e-5
-
-
-def _families() -> list:
-    return [
-        pytest.param(
-            family,
-            marks=pytest.mark.skipif(
-                family == "whisper" and "whisper" not in SUPPORTED_MODEL_TYPES,
-                reason="Whisper encoders are not on this branch yet",
-            ),
-        )
-        for family in FAMILIES
-    ]
 
 
 def _voice(seconds: float, seed: int) -> np.ndarray:
@@ -42,7 +28,7 @@ def _voice(seconds: float, seed: int) -> np.ndarray:
 
 
 @pytest.mark.parametrize("weighted", [False, True], ids=["last-layer", "weighted-layers"])
-@pytest.mark.parametrize("family", _families())
+@pytest.mark.parametrize("family", FAMILIES)
 def test_imported_logits_equal_hugging_face(family, weighted, tmp_path):
     folder = save_tiny_classifier(family, tmp_path / family, weighted=weighted)
     assert hf_classifier_architecture(folder) is not None
