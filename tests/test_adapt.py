@@ -214,8 +214,10 @@ def test_speaker_folds_keep_a_speaker_together():
     folds = assign_folds(labels, speakers)
     for speaker in set(speakers):
         assert len({f for f, s in zip(folds, speakers, strict=True) if s == speaker}) == 1
-    with pytest.raises(ConfigError, match="at least 2 speakers"):
-        assign_folds(labels, ["one"] * 40)
+    with pytest.raises(ConfigError, match="at least 3 speakers"):
+        assign_folds(labels, ["a", "b"] * 20)
+    with pytest.raises(ConfigError, match="at least 3 clips of every label"):
+        assign_folds(np.array([0, 0, 0, 1, 1]), None)
 
 
 def test_bad_input_is_refused_before_anything_is_written(source, small_synthetic_corpus, tmp_path):

@@ -217,7 +217,8 @@ def assign_folds(
 ) -> np.ndarray:
     """A fold index per clip.
 
-    With speakers: every clip of a speaker in the same fold; min(max_folds, #speakers) folds,
+    At least 3 folds, so that each held-out fold leaves two or more to tune on. With speakers:
+    every clip of a speaker in the same fold; min(max_folds, #speakers) folds,
     speakers dealt largest first to the fold with the fewest clips (deterministic). Without:
     stratified, min(max_folds, smallest class size) folds, each class's clips shuffled (seeded)
     then dealt round-robin.
@@ -226,10 +227,10 @@ def assign_folds(
     folds = np.zeros(count, dtype=np.int64)
     if speakers is not None:
         sizes = Counter(speakers)
-        if len(sizes) < 2:
+        if len(sizes) < 3:  # one held out, and two left to cross-validate the tuning on
             raise ConfigError(
-                "speaker-grouped folds need clips of at least 2 speakers; give more speakers or "
-                "leave the speaker column empty (stratified folds)"
+                f"speaker-grouped folds need clips of at least 3 speakers, got {len(sizes)}; give "
+                "more speakers or leave the speaker column empty (stratified folds)"
             )
         num_folds = min(max_folds, len(sizes))
         totals = np.zeros(num_folds, dtype=np.int64)
@@ -241,9 +242,10 @@ def assign_folds(
     present = np.unique(labels)
     smallest = min(int((labels == c).sum()) for c in present)
     num_folds = min(max_folds, smallest)
-    if num_folds < 2:
+    if num_folds < 3:  # one held out, and two left to cross-validate the tuning on
         raise ConfigError(
-            "stratified folds need at least 2 clips of every label; add clips of the rarest label"
+            f"stratified folds need at least 3 clips of every label, the rarest has {smallest}; "
+            "add clips of it"
         )
     rng = np.random.default_rng(seed)
     for c in present:
@@ -328,8 +330,8 @@ def adapt_model(
     out_dir = check_new_folder(out_dir)
     if criterion not in ("ua", "wa"):
         raise ConfigError(f"criterion must be ua or wa, got {criterion!r}")
-    if not 2 <= max_folds <= 100:
-        raise ConfigError(f"folds must lie in [2, 100], got {max_folds}")
+    if not 3 <= max_folds <= 100:
+        raise ConfigError(f"folds must lie in [3, 100], got {max_folds}")
     clips, has_speakers = load_labelled_clips(data)
     user_labels = sorted({u.label for u in clips})
     if len(user_labels) < 2:
