@@ -78,3 +78,23 @@ def test_not_a_classifier_is_refused(tmp_path):
     with pytest.raises(EmoknnError, match="not an audio classifier"):
         import_hf_classifier(folder)
     assert hf_classifier_architecture(tmp_path / "nothing") is None
+
+
+@pytest.mark.pretrained
+def test_whisper_base_classifier_equals_hugging_face(whisper_base_dir, tmp_path):
+    """The real whisper-base encoder under a (seeded, random) classification head: the imported
+    model, with HF's 30 s window, gives HF's logits on a 4 s clip."""
+    from transformers import AutoFeatureExtractor, WhisperConfig, WhisperForAudioClassification
+
+    config = WhisperConfig.from_pretrained(whisper_base_dir, num_labels=4,
+                                           id2label=dict(enumerate(LABELS)))  # fmt: skip
+    torch.manual_seed(0)
+    classifier = WhisperForAudioClassification.from_pretrained(whisper_base_dir, config=config)
+    classifier.save_pretrained(tmp_path / "clf")
+    AutoFeatureExtractor.from_pretrained(whisper_base_dir).save_pretrained(tmp_path / "clf")
+    model, max_seconds = import_hf_classifier(tmp_path / "clf")
+    assert max_seconds == 30.0
+    clip = _voice(4.0, 7)
+    with torch.no_grad():
+        ours = model(torch.from_numpy(clip)[None], torch.tensor([len(clip)])).logits[0]
+    torch.testing.assert_close(ours, hf_logits(tmp_path / "clf", clip), atol=1e-4, rtol=0)

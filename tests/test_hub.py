@@ -102,11 +102,9 @@ def fake_api(monkeypatch):
 def test_push_uploads_a_valid_folder(tmp_path, fake_api, trained_run):
     folder = tmp_path / "model"
     shutil.copytree(trained_run, folder)
-    with pytest.raises(EmoknnError, match="no model card"):
-        push_model(folder, "me/my-ser")
-    assert fake_api.calls == []  # nothing sent
-    (folder / "README.md").write_text("# my model\n")
-    url = push_model(folder, "me/my-ser", private=True)
+    url = push_model(folder, "me/my-ser", private=True, licence="cc-by-4.0")
+    card = (folder / "README.md").read_text()  # generated from the run's own files
+    assert "license: cc-by-4.0" in card and "angry, happy, neutral, sad" in card
     assert url == "https://huggingface.co/me/my-ser"
     assert fake_api.calls == [
         ("create_repo", "me/my-ser", True, True),
@@ -126,6 +124,9 @@ def test_push_uploads_a_valid_folder(tmp_path, fake_api, trained_run):
 def test_push_refuses_a_broken_folder(tmp_path, fake_api, trained_run):
     folder = tmp_path / "model"
     shutil.copytree(trained_run, folder)
+    (folder / "train_config.json").unlink()  # not a training run: no card can be generated
+    with pytest.raises(EmoknnError, match="no model card"):
+        push_model(folder, "me/my-ser")
     (folder / "README.md").write_text("# my model\n")
     (folder / "model.safetensors").write_bytes(b"truncated")
     with pytest.raises(EmoknnError, match="safetensors"):

@@ -1,13 +1,18 @@
-"""The model card (`README.md`) of an adapted model folder, generated from what was measured.
+"""Model cards (`README.md`) generated from what a model folder's own files say.
 
-Everything in it comes from `adapt.json` (the same run): the source model and its encoder, the
-clips, the label mapping, the protocol, per-fold and mean WA/UA of the model alone, the kNN alone
-and the interpolation, the paired comparisons, the chosen k, α, T, and the licence field. Nothing
-is written by hand, so the card cannot describe another model than the folder holds.
+`model_card(report)`: an adapted folder, from `adapt.json` (the same run): the source model and
+its encoder, the clips, the label mapping, the protocol, per-fold and mean WA/UA of the model
+alone, the kNN alone and the interpolation, the paired comparisons, the chosen k, α, T and the
+licence field. `run_card(folder)`: a training run, from model.json, train_config.json, knn.json and
+(for `crossval` folds) fold_result.json. Nothing is written by hand, so a card cannot describe
+another model than its folder holds.
 """
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
 from typing import Any
 
 INFERENCE_NAMES = {
@@ -146,3 +151,61 @@ def _protocol_sentence(protocol: dict[str, Any], data: dict[str, Any]) -> str:
         "fold's clips are scored by the model alone, the kNN alone and the interpolation. The "
         "shipped settings are tuned the same way on all clips."
     )
+
+
+def run_card(folder: str | os.PathLike, licence: str | None = None) -> str:
+    """Markdown model card of a training run folder, from its own files: model.json (encoder,
+    labels, window), train_config.json (corpus, fold, settings), knn.json (k, α, T and the
+    validation score) and, for a `crossval` fold, fold_result.json (test-speaker WA/UA)."""
+    from emoknn.model_folder import load_knn_settings, read_model_meta, read_run_config
+
+    folder = Path(folder)
+    meta, run = read_model_meta(folder), read_run_config(folder)
+    settings = run["train_config"]
+    licence = licence or "other"
+    lines = [
+        "---", f"license: {licence}", "library_name: emoknn",
+        "pipeline_tag: audio-classification", "tags: [speech-emotion-recognition, knn, emoknn]",
+        "---", "", f"# Speech emotion recognition: `{folder.name}`", "",
+        "An emoknn model folder (Wang, Zhao & Qin, Interspeech 2023): an audio encoder fine-tuned "
+        "with (1 − λ)·CE + λ·SupCon on augmented views, interpolated at inference with a "
+        "k-nearest-neighbour model over the training embeddings: p = α·p_kNN + (1 − α)·p_model.",
+        "", "| | |", "|---|---|",
+        f"| encoder | `{meta.model_config.get('encoder')}` |",
+        f"| labels | {', '.join(meta.labels)} |",
+        f"| corpus | `{run.get('corpus', 'not recorded')}` |",
+        f"| fold | {run.get('fold', 'not recorded')} (test speaker "
+        f"{run.get('test_speaker', '?')}, validation speaker {run.get('val_speaker', '?')}) |",
+        f"| training | preset {settings.get('preset_name')}, λ = "
+        f"{settings.get('contrastive_weight')}, augmentation {settings.get('augment')}, "
+        f"{settings.get('max_epochs')} epochs at most, crop {settings.get('max_seconds')} s |",
+        f"| licence | {licence} |",
+    ]  # fmt: skip
+    if (folder / "knn.json").is_file():
+        tuning = load_knn_settings(folder)
+        chosen = tuning.interpolated
+        lines.append(
+            f"| kNN settings | k = {chosen.k}, α = {chosen.alpha}, T = "
+            f"{chosen.to_dict()['temperature']}; validation-speaker {chosen.criterion.upper()} "
+            f"{_percent(chosen.score)} % |"
+        )
+    result_file = folder / "fold_result.json"
+    if result_file.is_file():
+        scores = json.loads(result_file.read_text())["scores"]
+        lines += ["", "## Measured on the held-out test speaker", "",
+                  "| inference | UA % | WA % |", "|---|---:|---:|"]  # fmt: skip
+        for name, title in INFERENCE_NAMES.items():
+            if name in scores:
+                title = title.replace(" (your clips)", "").replace(" (adapted)", "")
+                lines.append(f"| {title} | {_percent(scores[name]['ua'])} | "
+                             f"{_percent(scores[name]['wa'])} |")  # fmt: skip
+        lines += ["", "One fold: see the cross-validation report for every fold and the paired "
+                  "comparisons."]  # fmt: skip
+    else:
+        lines += ["", "No test-speaker figures are stored with this run (it was trained with "
+                  "`emoknn train`; `emoknn crossval` measures every fold)."]  # fmt: skip
+    advice = ("The figures hold for audio like the corpus above; measure again on yours (`emoknn "
+              "adapt` adapts the model to your labelled clips without training).")  # fmt: skip
+    lines += ["", "## Use", "", "```bash", "emoknn predict clip.wav --model THIS_FOLDER", "```",
+              "", advice, ""]  # fmt: skip
+    return "\n".join(lines)

@@ -828,11 +828,17 @@ def push_command(
     run: Annotated[Path, typer.Argument(help="Model folder (with its README.md model card)")],
     repo_id: Annotated[str, typer.Argument(help="Hugging Face Hub repo id: owner/name")],
     private: Annotated[bool, typer.Option(help="Create the repo as private")] = False,
+    licence: Annotated[
+        str | None, typer.Option(help="Licence for a generated model card (e.g. cc-by-4.0)")
+    ] = None,
 ) -> None:
     """Upload a model folder to the Hugging Face Hub (log in first: `hf auth login`)."""
     from emoknn.hub import push_model
 
-    url = push_model(run, repo_id, private=private)
+    had_card = (run / "README.md").is_file()
+    url = push_model(run, repo_id, private=private, licence=licence)
+    if not had_card:
+        console.print(f"Wrote the model card {run / 'README.md'} from the run's files.")
     console.print(f"Uploaded {run} to {url}; load it anywhere with --model {repo_id}",
                   highlight=False)  # fmt: skip
 
