@@ -453,7 +453,7 @@ def load_recognizer(
 
 def _model_path(model: object) -> Path:
     if not isinstance(model, (str, os.PathLike)) or not str(model).strip():
-        raise ConfigError(f"model must be a model folder or a Hub repo id, got {model!r}")
+        raise ConfigError(f"model must be the path of a model folder, got {model!r}")
     return Path(model)
 
 
