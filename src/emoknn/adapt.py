@@ -55,6 +55,7 @@ ADAPT_REPORT_FILE = "adapt.json"
 MAX_FOLDS = 10
 INFERENCES = ("model", "knn", "interpolated")
 ORIGINAL_GROUP = "\0original"  # the source model's datastore: in no query's group, always visible
+NO_SPEAKER = "unknown"  # the speaker of clips given without one (folds are then stratified)
 
 
 @dataclass
@@ -101,7 +102,7 @@ def load_labelled_clips(data: str | os.PathLike) -> tuple[list[Utterance], bool]
         for path in sorted(label_dir.rglob("*")):
             if path.suffix.lower() in AUDIO_SUFFIXES and not path.name.startswith("."):
                 clip_id = path.relative_to(data).with_suffix("").as_posix()
-                utterances.append(Utterance(clip_id, path, label_dir.name, ""))
+                utterances.append(Utterance(clip_id, path, label_dir.name, NO_SPEAKER))
     if not utterances:
         raise CorpusError(
             f"{data}: no audio found; expected a folder per label (e.g. {data}/angry/*.wav) or a "
@@ -144,7 +145,7 @@ def _read_manifest(path: Path) -> tuple[list[Utterance], bool]:
         relative = Path(row["path"])
         audio = relative if relative.is_absolute() else path.parent / relative
         clip_id = relative.with_suffix("").as_posix()
-        speaker, session = row.get("speaker", ""), row.get("session") or None
+        speaker, session = row.get("speaker") or NO_SPEAKER, row.get("session") or None
         utterances.append(Utterance(clip_id, audio, row["label"], speaker, session))
     check_unique_ids(utterances, str(path))
     return require_files(utterances, f"manifest {path}", skip_missing=False), all(with_speaker)
