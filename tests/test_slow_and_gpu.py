@@ -16,14 +16,33 @@ from emoknn.train import make_config, train_fold
 
 @pytest.mark.slow
 def test_demo_end_to_end(tmp_path):
-    """The README's main job, as a user runs it (about 3 minutes on 2 cores)."""
-    result = subprocess.run([sys.executable, "-m", "emoknn", "demo", "--out", str(tmp_path)],
+    """The README's main job, as a user runs it with no encoder at hand (the tiny fallback)."""
+    result = subprocess.run([sys.executable, "-m", "emoknn", "demo", "--out", str(tmp_path),
+                             "--encoder", str(tmp_path / "no-encoder-here")],
                             capture_output=True, text=True, timeout=900)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "not emotional speech" in result.stdout
+    output = " ".join(result.stdout.split())
+    assert "not emotional speech" in output
+    assert "Encoder: tiny (random weights, the fallback)" in output
     results = json.loads((tmp_path / "crossval" / "results.json").read_text())
+    assert all(row["folds"] == 10 for row in results["summary"])
+    assert "baseline" in {row["training"] for row in results["summary"]}
+    assert all(c["sentence"] in output for c in results["comparisons"])
     best = max(row["ua_mean"] for row in results["summary"])
     assert best > 0.35  # above the 25 % of chance on 4 balanced classes
+    assert "emoknn predict " in output and "emoknn serve --model " in output
+
+
+@pytest.mark.slow
+@pytest.mark.pretrained
+def test_demo_with_whisper_base(tmp_path, whisper_base_dir):
+    result = subprocess.run([sys.executable, "-m", "emoknn", "demo", "--out", str(tmp_path),
+                             "--encoder", str(whisper_base_dir)],
+                            capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"Encoder: {whisper_base_dir} (pretrained" in " ".join(result.stdout.split())
+    results = json.loads((tmp_path / "crossval" / "results.json").read_text())
+    assert all(row["folds"] == 10 for row in results["summary"])
 
 
 @pytest.mark.gpu
