@@ -623,8 +623,8 @@ def demo_command(
     console.print(verdict(results, choice.encoder), highlight=False)
     for line in try_it(crossval_dir, results, corpus):
         console.print(line, highlight=False, soft_wrap=True)
-    console.print(f"Demo finished in {time.perf_counter() - start:.0f} s ({choice.line})",
-                  highlight=False)  # fmt: skip
+    console.print(f"Demo finished in {time.perf_counter() - start:.0f} s, encoder "
+                  f"{choice.encoder}.", highlight=False)  # fmt: skip
 
 
 @app.command("predict")
