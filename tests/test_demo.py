@@ -22,6 +22,12 @@ def test_verdict_says_in_plain_words_where_learned_variants_stand():
     assert below.startswith("The learned variants stay below the hand-crafted baseline")
     assert "random weights" in below
     assert "random weights" not in verdict(_summary(0.55, 0.73), "openai/whisper-base")
+    tested = _summary(0.71, 0.76)
+    tested["comparisons"] = [{"b": "Baseline (features + LR)", "folds": list(range(10)),
+                              "ua": {"p_value": 0.09}}]  # fmt: skip
+    assert "within fold-to-fold noise, p = 0.09)" in verdict(tested, "openai/whisper-base")
+    tested["comparisons"][0]["ua"]["p_value"] = 0.002
+    assert "larger than fold-to-fold noise, p = 0.002)" in verdict(tested, "tiny")
 
 
 def test_encoder_choice_falls_back_to_tiny_with_the_reason(tmp_path):

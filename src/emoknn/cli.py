@@ -601,8 +601,8 @@ def demo_command(
     import json
     import time
 
+    from emoknn import demo
     from emoknn.corpora import generate_synthetic_corpus, is_synthetic_corpus
-    from emoknn.demo import CACHE_VIEWS, CORPUS_SETTINGS, choose_encoder, try_it, verdict
 
     start = time.perf_counter()
     _check_output_folder(out, "--out")
@@ -612,16 +612,17 @@ def demo_command(
         console.print(f"Reusing the synthetic corpus in {corpus}")
     else:
         console.print(f"Generating the synthetic corpus in {corpus} ...")
-        generate_synthetic_corpus(corpus, **CORPUS_SETTINGS)
-    choice = choose_encoder(encoder)
+        generate_synthetic_corpus(corpus, **demo.CORPUS_SETTINGS)
+    choice = demo.choose_encoder(encoder)
     console.print(choice.line, highlight=False)
     config = _train_config("frozen", encoder=choice.encoder, max_epochs=epochs,
-                           cache_views=CACHE_VIEWS, progress_bar=False)  # fmt: skip
+                           cache_views=demo.CACHE_VIEWS, progress_bar=False,
+                           **demo.HEAD_SETTINGS)  # fmt: skip
     crossval_dir = out / "crossval"
     _run_crossval(corpus, "synthetic", "speaker", folds, "main", crossval_dir, config)
     results = json.loads((crossval_dir / "results.json").read_text())
-    console.print(verdict(results, choice.encoder), highlight=False)
-    for line in try_it(crossval_dir, results, corpus):
+    console.print(demo.verdict(results, choice.encoder), highlight=False)
+    for line in demo.try_it(crossval_dir, results, corpus):
         console.print(line, highlight=False, soft_wrap=True)
     console.print(f"Demo finished in {time.perf_counter() - start:.0f} s, encoder "
                   f"{choice.encoder}.", highlight=False)  # fmt: skip
