@@ -3,6 +3,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import numpy as np
+import soundfile as sf
 from typer.testing import CliRunner
 
 from emoknn.cli import app
@@ -58,10 +60,19 @@ def test_train_builds_datastore_and_add_extends_it(small_synthetic_corpus, tmp_p
         "Trained fold03-Syn02M" in result.output and "kNN datastore: 60 utterances" in result.output
     )
     assert (run / "datastore.npz").is_file() and (run / "knn.json").is_file()
-    clips = sorted((small_synthetic_corpus / "wav" / "Syn02M").glob("*sad*.wav"))[:2]
+    # The test speaker's own clips (Syn02M) are refused; new recordings are added ...
+    test_clips = sorted((small_synthetic_corpus / "wav" / "Syn02M").glob("*sad*.wav"))[:2]
+    result = runner.invoke(app, ["datastore", "add", str(run), *map(str, test_clips),
+                                 "--label", "sad"])  # fmt: skip
+    assert result.exit_code == 1 and "test speaker" in str(result.exception)
+    rng = np.random.default_rng(0)
+    clips = [tmp_path / f"mine{i}.wav" for i in range(2)]
+    for clip in clips:
+        sf.write(clip, (0.1 * rng.standard_normal(16000)).astype(np.float32), 16000)
     result = runner.invoke(app, ["datastore", "add", str(run), *map(str, clips), "--label", "sad"])
     assert result.exit_code == 0, result.output
     assert "the datastore now holds 62" in result.output
+    # ... and a rebuild keeps them.
     result = runner.invoke(app, ["datastore", "build", str(run)])
     assert result.exit_code == 0, result.output
-    assert "kNN datastore: 60 utterances" in result.output
+    assert "kNN datastore: 62 utterances" in result.output

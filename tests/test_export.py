@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -46,6 +47,22 @@ def test_int8_model_runs_and_its_difference_is_measured(exported, small_syntheti
     assert sum(result.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
     stored = json.loads((out / "export.json").read_text())
     assert stored["labels"] == ["angry", "happy", "neutral", "sad"]
+
+
+def test_int8_probability_difference_is_per_clip(exported, trained_run):
+    from scipy.special import softmax
+
+    from emoknn.export import _reference_clips
+    from emoknn.predict import onnx_session
+
+    out, meta = exported
+    clips = _reference_clips(trained_run, meta["max_seconds"])
+    fp32, int8 = (onnx_session(out / name) for name in ("model.onnx", "model.int8.onnx"))
+    logits = [np.array([s.run(None, {"waveform": c[None]})[1][0] for c in clips])
+              for s in (fp32, int8)]  # fmt: skip
+    # Each clip's probabilities sum to one: softmax over its own C logits, not the whole matrix.
+    expected = np.abs(softmax(logits[0], axis=1) - softmax(logits[1], axis=1)).max()
+    assert meta["int8"]["max_abs_probability_difference"] == pytest.approx(expected, rel=1e-4)
 
 
 def test_export_errors(tmp_path, trained_run):

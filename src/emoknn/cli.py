@@ -354,10 +354,12 @@ def train_command(
         _build_datastore(out, selected.train, selected.val, config.max_seconds, criterion, "exact")
 
 
-def _build_datastore(run_dir, train, val, max_seconds, criterion, index_type) -> None:
+def _build_datastore(run_dir, train, val, max_seconds, criterion, index_type,
+                     discard_added: bool = False) -> None:  # fmt: skip
     from emoknn.inference import fit_run_knn
 
-    store, tuning = fit_run_knn(run_dir, train, val, max_seconds, criterion, index_type)
+    store, tuning = fit_run_knn(run_dir, train, val, max_seconds, criterion, index_type,
+                                discard_added=discard_added)  # fmt: skip
     chosen, alone = tuning.interpolated, tuning.knn_only
     console.print(
         f"kNN datastore: {len(store)} utterances → {run_dir / 'datastore.npz'}\n"
@@ -375,8 +377,12 @@ def datastore_build(
     index: Annotated[
         str, typer.Option(help="exact, or hnsw (approximate, large stores)")
     ] = "exact",
+    discard_added: Annotated[
+        bool, typer.Option(help="Drop utterances added by an earlier model (`datastore add`)")
+    ] = False,
 ) -> None:
-    """Embed the run's train + validation utterances and tune k, α, T on validation."""
+    """Embed the run's train + validation utterances and tune k, α, T on validation; utterances
+    added with `datastore add` are kept."""
     from emoknn.knn import CRITERIA, INDEX_TYPES
     from emoknn.model_folder import fold_of_run, run_max_seconds
 
@@ -385,7 +391,8 @@ def datastore_build(
     _check_folder(run, "RUN")
 
     fold = fold_of_run(run, corpus)
-    _build_datastore(run, fold.train, fold.val, run_max_seconds(run), criterion, index)
+    _build_datastore(run, fold.train, fold.val, run_max_seconds(run), criterion, index,
+                     discard_added)  # fmt: skip
 
 
 @datastore_app.command("add")
@@ -397,15 +404,16 @@ def datastore_add(
 ) -> None:
     """Add your own labelled audio to a run's datastore, without retraining."""
 
+    from dataclasses import replace
+
     from emoknn.corpora import Utterance, load_manifest
-    from emoknn.inference import embed_utterances
-    from emoknn.model_folder import load_datastore, load_model, read_model_meta, save_datastore
+    from emoknn.inference import add_to_datastore
 
     _check_folder(run, "RUN")
     if manifest is not None and (audio or label):
         raise ConfigError("give either audio files with --label, or --manifest CSV, not both")
     if manifest is not None:
-        utterances = load_manifest(manifest)
+        utterances = [replace(u, id=f"added/{u.id}") for u in load_manifest(manifest)]
     elif audio and label is not None and label.strip():
         missing = [str(p) for p in audio if not p.is_file()]
         if missing:
@@ -414,17 +422,8 @@ def datastore_add(
         utterances = [Utterance(f"added/{p.resolve()}", p, label, "added") for p in audio]
     else:
         raise EmoknnError("give audio files with a non-empty --label, or --manifest CSV")
-    meta = read_model_meta(run)
-    unknown = sorted({u.label for u in utterances} - set(meta.labels))
-    if unknown:
-        raise EmoknnError(f"labels {unknown} are not among the model's classes {meta.labels}")
-    store = load_datastore(run, meta.fingerprint, meta.labels)
-    model = load_model(run)
-    embedded = embed_utterances(model, utterances, meta.max_seconds)
-    ids = [u.id if manifest is None else f"added/{u.id}" for u in utterances]
-    store.add(embedded.embeddings, embedded.labels, ids)
-    save_datastore(run, store)
-    console.print(f"Added {len(ids)} utterances; the datastore now holds {len(store)}.")
+    store = add_to_datastore(run, utterances)
+    console.print(f"Added {len(utterances)} utterances; the datastore now holds {len(store)}.")
 
 
 def _print_summary(summary: list[dict], title: str) -> None:
@@ -569,14 +568,18 @@ def report_command(
     """Merge cross-validation folders (e.g. folds run as separate jobs) into one report."""
     import json
 
+    from emoknn.experiments import EXPERIMENT_FILE
+    from emoknn.files import read_json_object
     from emoknn.report import write_report
 
     for run_dir in run_dirs:
         _check_folder(run_dir, "RUN_DIRS")
     if out is not None:
         _check_output_folder(out, "--out")
-    experiment = run_dirs[0] / "experiment.json"
-    meta = json.loads(experiment.read_text())["corpus"] if experiment.is_file() else {}
+    experiment = run_dirs[0] / EXPERIMENT_FILE
+    meta = read_json_object(experiment).get("corpus", {}) if experiment.is_file() else {}
+    if not isinstance(meta, dict):
+        raise EmoknnError(f"{experiment}: 'corpus' must be a JSON object")
     out = out or run_dirs[0]
     report = write_report(run_dirs, out, meta)
     results = json.loads((out / "results.json").read_text())

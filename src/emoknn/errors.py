@@ -43,5 +43,9 @@ class ConfigError(EmoknnError, ValueError):
         return ConfigError(message, setting=name)
 
 
-class ModelFolderError(EmoknnError, ValueError):
+class FileFormatError(EmoknnError, ValueError):
+    """A file emoknn reads back (JSON, arrays) is missing, incomplete or not what emoknn wrote."""
+
+
+class ModelFolderError(FileFormatError):
     """A file of a model folder is missing, incomplete, or not what emoknn wrote."""

@@ -19,7 +19,6 @@ same folds; and the results carry the paired comparisons of `emoknn.stats` (`pap
 from __future__ import annotations
 
 import csv
-import json
 import os
 import time
 from collections.abc import Callable, Iterable
@@ -32,20 +31,28 @@ import numpy as np
 
 from emoknn import __version__, baseline
 from emoknn.corpora.utterance import Utterance, label_names
-from emoknn.errors import ConfigError, EmoknnError
+from emoknn.errors import ConfigError, EmoknnError, FileFormatError
 from emoknn.features import FeatureCache, default_cache_dir
-from emoknn.files import atomic_path, write_json_atomic
+from emoknn.files import atomic_path, read_json_object, write_json_atomic
 from emoknn.folds import Fold
 from emoknn.frozen import build_frozen_model, train_frozen_fold, view_spec
 from emoknn.inference import Embedded, embed_pooled, embed_utterances, fit_knn, fit_run_knn
 from emoknn.knn import Datastore, TuningResult, knn_predict_probs
 from emoknn.metrics import unweighted_accuracy, weighted_accuracy
-from emoknn.model_folder import has_model, load_knn, load_model, read_model_meta, save_knn
+from emoknn.model_folder import (
+    has_model,
+    ids_digest,
+    load_knn,
+    load_model,
+    read_model_meta,
+    save_knn,
+)
 from emoknn.stats import Comparison, compare
 from emoknn.train import TrainConfig, train_fold
 
 INFERENCES = ("model", "knn", "interpolated")  # α = 0, α = 1, tuned α
 FOLD_RESULT_FILE = "fold_result.json"
+EXPERIMENT_FILE = "experiment.json"
 PREDICTIONS_FILE = "predictions.csv"
 
 
@@ -177,7 +184,7 @@ def run_fold(
     run_dir = out_dir / spec.name / fold.name
     result_file = run_dir / FOLD_RESULT_FILE
     if result_file.is_file():
-        return json.loads(result_file.read_text())
+        return read_fold_result(result_file)
     config = TrainConfig(**{**vars(base_config), "contrastive_weight": spec.contrastive_weight,
                             "augment": spec.augment})  # fmt: skip
     info = {**extra_info, "fold": fold.name, "test_speaker": fold.test_speaker,
@@ -302,7 +309,7 @@ def run_baseline_fold(fold: Fold, labels: list[str], out_dir: Path) -> dict[str,
     run_dir = out_dir / baseline.NAME / fold.name
     result_file = run_dir / FOLD_RESULT_FILE
     if result_file.is_file():
-        return json.loads(result_file.read_text())
+        return read_fold_result(result_file)
     features = baseline.cached_features(
         [*fold.train, *fold.val, *fold.test], out_dir / baseline.NAME / "features.npz"
     )
@@ -354,28 +361,49 @@ def crossval(
     """Run every (training, fold) not yet finished in `out_dir`, and the classical baseline on
     each fold first (unless `with_baseline` is False); return all fold results.
 
+    Everything is checked before anything is written: the tables and criterion, and, when
+    `out_dir` already holds a cross-validation, that it was run with the same settings on the
+    same corpus (its finished folds are reused, so other settings would be reported over them).
     With a frozen-encoder config, one feature-cache fill serves every fold and training (`log`
-    hears where the cache is, its progress and size)."""
+    hears where the cache is, its progress and size).
+    """
     out_dir = Path(out_dir)
+    tables = list(tables)
+    specs = trainings_for(tables)
+    if criterion not in ("ua", "wa"):
+        raise ConfigError(f"criterion must be 'ua' or 'wa', got {criterion!r}")
     labels = label_names(utterances)
-    info = dict(corpus_info or {})
-    trainings = trainings_for(tables)  # checks the table names before anything is written
+    experiment = {
+        "corpus": dict(corpus_info or {}), "labels": labels, "tables": tables,
+        "criterion": criterion, "folds": [f.name for f in folds],
+        "corpus_ids_sha256": ids_digest([u.id for u in utterances]),
+        "train_config": vars(base_config), "emoknn_version": __version__,
+    }  # fmt: skip
+    experiment_file = out_dir / EXPERIMENT_FILE
+    if experiment_file.is_file():
+        stored = read_json_object(experiment_file)
+        _check_same_experiment(out_dir, stored, experiment)
+        # More tables or folds may be added to an experiment: the record keeps them all.
+        experiment["tables"] = _union(stored.get("tables"), tables)
+        experiment["folds"] = _union(stored.get("folds"), experiment["folds"])
+    elif out_dir.is_dir() and list(out_dir.glob(f"*/*/{FOLD_RESULT_FILE}")):
+        raise ConfigError(
+            f"{out_dir}: holds finished folds but no {EXPERIMENT_FILE} saying with which settings; "
+            "choose another --out"
+        )
     frozen = None
     if base_config.freeze_encoder and not is_helper_process():
         base_config, frozen = prepare_frozen(folds, labels, base_config, tables, out_dir, log)
-    write_json_atomic(
-        {"corpus": info, "labels": labels, "tables": list(tables), "criterion": criterion,
-         "folds": [f.name for f in folds],
-         "train_config": vars(base_config), "emoknn_version": __version__},
-        out_dir / "experiment.json",
-    )  # fmt: skip
+        experiment["train_config"] = vars(base_config)  # with the cache folder resolved
+    write_json_atomic(experiment, experiment_file)
+    info = experiment["corpus"]
     results = []
     for fold in folds:
         if with_baseline and not is_helper_process():
             results.append(run_baseline_fold(fold, labels, out_dir))
             if on_fold_done is not None:
                 on_fold_done(results[-1])
-        for spec in trainings:
+        for spec in specs:
             result = run_fold(spec, fold, labels, base_config, out_dir, info, criterion, frozen)
             if result is None:
                 continue
@@ -383,6 +411,73 @@ def crossval(
             if on_fold_done is not None:
                 on_fold_done(result)
     return results
+
+
+# Settings that change how a run executes, not what it computes (the feature cache's folder may
+# move: its entries are keyed by everything that changes a value).
+RUNTIME_SETTINGS = ("num_workers", "progress_bar", "preset_name", "preload_audio", "tensorboard",
+                    "accelerator", "devices", "num_nodes", "strategy",
+                    "feature_cache")  # fmt: skip
+
+
+def _union(stored: Any, new: list[str]) -> list[str]:
+    previous = [x for x in stored if isinstance(x, str)] if isinstance(stored, list) else []
+    return previous + [x for x in new if x not in previous]
+
+
+def _check_same_experiment(out_dir: Path, stored: dict[str, Any], new: dict[str, Any]) -> None:
+    """Refuse to continue a cross-validation with settings other than those it was run with."""
+    differences = []
+    old_config = stored.get("train_config")
+    if not isinstance(old_config, dict):
+        raise FileFormatError(f"{out_dir / EXPERIMENT_FILE}: 'train_config' must be an object")
+    for key, value in new["train_config"].items():
+        if key not in RUNTIME_SETTINGS and old_config.get(key) != value:
+            differences.append(f"{key} {old_config.get(key)!r} → {value!r}")
+    for key in ("criterion", "labels"):
+        if key in stored and stored[key] != new[key]:
+            differences.append(f"{key} {stored[key]!r} → {new[key]!r}")
+    old_corpus = stored.get("corpus") if isinstance(stored.get("corpus"), dict) else {}
+    if old_corpus.get("scheme", new["corpus"].get("scheme")) != new["corpus"].get("scheme"):
+        differences.append(f"scheme {old_corpus.get('scheme')!r} → {new['corpus'].get('scheme')!r}")
+    if differences:
+        raise ConfigError(
+            f"{out_dir}: holds a cross-validation with other settings ({'; '.join(differences)}); "
+            "its finished folds would be reported under the new ones. Use the original settings "
+            "to continue it, or another --out"
+        )
+    digest = stored.get("corpus_ids_sha256")
+    if digest is not None and digest != new["corpus_ids_sha256"]:
+        raise ConfigError(
+            f"{out_dir}: holds a cross-validation of other corpus utterances (of "
+            f"{old_corpus.get('corpus', '?')}); give that corpus, or another --out"
+        )
+
+
+def read_fold_result(path: Path) -> dict[str, Any]:
+    """A fold_result.json, checked: the fields reports use, scores in [0, 1]."""
+    result = read_json_object(path)
+    for key in ("training", "label", "fold", "test_speaker", "val_speaker"):
+        if not isinstance(result.get(key), str):
+            raise FileFormatError(f"{path}: {key!r} must be a string")
+    if not isinstance(result.get("num_test"), int) or isinstance(result.get("num_test"), bool):
+        raise FileFormatError(f"{path}: 'num_test' must be an integer")
+    scores = result.get("scores")
+    if not isinstance(scores, dict) or "model" not in scores:
+        raise FileFormatError(f"{path}: 'scores' must hold at least the model's scores")
+    for inference in (i for i in INFERENCES if i in scores):  # the baseline has the model's only
+        score = scores[inference]
+        if not isinstance(score, dict):
+            raise FileFormatError(f"{path}: scores.{inference} must be a JSON object")
+        for metric in ("wa", "ua"):
+            value = score.get(metric)
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not (0.0 <= value <= 1.0)
+            ):
+                raise FileFormatError(f"{path}: scores.{inference}.{metric} must lie in [0, 1]")
+    return result
 
 
 def collect_fold_results(run_dirs: Iterable[str | os.PathLike]) -> list[dict[str, Any]]:
@@ -397,7 +492,7 @@ def collect_fold_results(run_dirs: Iterable[str | os.PathLike]) -> list[dict[str
         if not files:
             raise EmoknnError(f"{run_dir}: no finished folds (no */*/{FOLD_RESULT_FILE})")
         for path in files:
-            result = json.loads(path.read_text())
+            result = read_fold_result(path)
             key = (result["training"], result["fold"])
             if key in found and found[key]["scores"] != result["scores"]:
                 raise EmoknnError(

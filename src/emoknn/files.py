@@ -9,6 +9,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from emoknn.errors import FileFormatError
+
 
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
@@ -19,12 +21,33 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         yield temporary
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> None:
+    """Delete the temporaries of `path` left by processes that were killed while writing it
+    (SIGKILL runs no cleanup): `.NAME.PID.tmp` whose PID is no longer running."""
+    path = Path(path)
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+        pid = stale.name[len(path.name) + 2 : -len(".tmp")]
+        if pid.isdigit() and not _is_running(int(pid)):
+            stale.unlink(missing_ok=True)
+
+
+def _is_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, under another user
+    return True
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
@@ -34,3 +57,27 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
 
 def write_json_atomic(data: Any, path: str | os.PathLike) -> None:
     write_text_atomic(path, json.dumps(data, indent=2, default=str) + "\n")
+
+
+def read_json_object(path: str | os.PathLike, error: type[FileFormatError] = FileFormatError
+                     ) -> dict[str, Any]:  # fmt: skip
+    """The JSON object in `path`, or `error` with one line saying why not (missing, empty,
+    truncated, not an object)."""
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{path}: not found")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as problem:
+        raise error(f"{path}: cannot be read ({problem})") from problem
+    if not text.strip():
+        raise error(f"{path}: the file is empty")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as problem:
+        raise error(
+            f"{path}: not valid JSON ({problem.msg} at line {problem.lineno}; truncated?)"
+        ) from problem
+    if not isinstance(data, dict):
+        raise error(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data

@@ -18,11 +18,21 @@ from torch.utils.data import DataLoader
 from emoknn.audio import SAMPLE_RATE, max_samples
 from emoknn.corpora.utterance import Utterance
 from emoknn.data import BucketBatchSampler, EvaluationAudio, collate_evaluation, utterance_lengths
-from emoknn.errors import ModelFolderError
+from emoknn.errors import ConfigError, EmoknnError, ModelFolderError
 from emoknn.features import FeatureCache
 from emoknn.knn import Datastore, TuningResult, tune_knn
 from emoknn.model import EmotionModel
-from emoknn.model_folder import fingerprint_of, load_model, read_run_config, save_knn
+from emoknn.model_folder import (
+    DATASTORE_FILE,
+    fingerprint_of,
+    fold_of_run,
+    load_datastore,
+    load_model,
+    read_model_meta,
+    read_run_config,
+    save_datastore,
+    save_knn,
+)
 
 
 @dataclass
@@ -137,10 +147,25 @@ def fit_run_knn(
     criterion: str = "ua",
     index_type: str = "exact",
     device: str | None = None,
+    discard_added: bool = False,
 ) -> tuple[Datastore, TuningResult]:
-    """Fit and save the kNN stage of a trained run (its model file) for its fold."""
+    """Fit and save the kNN stage of a trained run (its model file) for its fold.
+
+    Utterances added to the run's datastore (`add_to_datastore`) are kept: their embeddings stay
+    valid while the model is the same. If the model changed since they were added, they would be
+    lost, so this refuses unless `discard_added`.
+    """
     device = device or best_device()
     model = load_model(run_dir, device=device)
+    fingerprint = fingerprint_of(model)
+    base_ids = {u.id for u in train} | {u.id for u in val}
+    added = _added_entries(Path(run_dir), base_ids)
+    if added is not None and added.fingerprint != fingerprint and not discard_added:
+        raise ConfigError(
+            f"{Path(run_dir) / DATASTORE_FILE}: holds {len(added)} added utterance(s) embedded by "
+            "an earlier model, which a rebuild would drop; rebuild with --discard-added (and "
+            "add them again with `emoknn datastore add`)"
+        )
     cache_root = feature_cache_of(run_dir)
     if cache_root is not None:  # a frozen encoder: its cached features give the same embeddings
         cache = FeatureCache(cache_root, model.cpu(), max_seconds)
@@ -150,5 +175,107 @@ def fit_run_knn(
         train_embedded = embed_utterances(model, train, max_seconds, device=device)
         val_embedded = embed_utterances(model, val, max_seconds, device=device)
     store, tuning = fit_knn(model, train_embedded, val_embedded, criterion, index_type)
+    if added is not None and added.fingerprint == fingerprint:
+        store.add(added.keys, added.labels, added.ids)
     save_knn(run_dir, store, tuning)
     return store, tuning
+
+
+def _added_entries(run_dir: Path, base_ids: set[str]) -> Datastore | None:
+    """The entries of the run's datastore that are not its train + validation utterances (None
+    if there are none, or no readable datastore: then there is nothing to keep)."""
+    if not (run_dir / DATASTORE_FILE).is_file():
+        return None
+    try:
+        store = load_datastore(run_dir)
+    except ModelFolderError:
+        return None  # unreadable: the rebuild replaces it
+    rows = [i for i, id_ in enumerate(store.ids) if id_ not in base_ids]
+    if not rows:
+        return None
+    return Datastore(store.keys[rows], store.labels[rows], store.label_names,
+                     [store.ids[i] for i in rows], store.fingerprint, store.index_type)  # fmt: skip
+
+
+def add_to_datastore(
+    run_dir: str | os.PathLike, utterances: list[Utterance], device: str | None = None
+) -> Datastore:
+    """Embed labelled utterances with the run's model and add them to its datastore.
+
+    Refused, before anything is written: labels the model does not know, an utterance given twice
+    or already in the datastore (same id, or the same audio: an identical embedding), and the
+    run's test speaker's own utterances (same file or same bytes), which would leak the test set
+    into the datastore.
+    """
+    run_dir = Path(run_dir)
+    meta = read_model_meta(run_dir)
+    unknown = sorted({u.label for u in utterances} - set(meta.labels))
+    if unknown:
+        raise ConfigError(f"labels {unknown} are not among the model's classes {meta.labels}")
+    store = load_datastore(run_dir, meta.fingerprint, meta.labels)
+    ids = [u.id for u in utterances]
+    paths = [Path(u.path).resolve() for u in utterances]
+    for seen in (ids, paths):
+        repeated = sorted({str(x) for x in seen if seen.count(x) > 1})
+        if repeated:
+            raise ConfigError(f"{repeated[0]}: given twice; each utterance may be added once")
+    clash = sorted(set(ids) & set(store.ids))
+    if clash:
+        raise ConfigError(f"{clash[0]}: already in the datastore")
+    _refuse_test_speaker(run_dir, utterances)
+    device = device or best_device()
+    model = load_model(run_dir, device=device)
+    embedded = embed_utterances(model, utterances, meta.max_seconds, device=device)
+    _refuse_same_audio(embedded, store)
+    store.add(embedded.embeddings, embedded.labels, ids)
+    save_datastore(run_dir, store)
+    return store
+
+
+def _refuse_test_speaker(run_dir: Path, utterances: list[Utterance]) -> None:
+    """Refuse files of the run's test speaker (when the run's corpus can be found)."""
+    import hashlib
+
+    try:
+        fold = fold_of_run(run_dir)
+    except EmoknnError:
+        return  # a shared model without its corpus: there is no test set here to protect
+
+    def digest(path: Path) -> str:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+
+    test_paths = {Path(u.path).resolve() for u in fold.test}
+    sizes = {p.stat().st_size for p in test_paths if p.is_file()}
+    added = [Path(u.path).resolve() for u in utterances]
+    candidates = [p for p in added if p.is_file() and p.stat().st_size in sizes]
+    test_digests = (
+        {digest(p) for p in test_paths if p.is_file() and p.stat().st_size in
+         {c.stat().st_size for c in candidates}} if candidates else set()
+    )  # fmt: skip
+    for path in added:
+        if path in test_paths or (path in candidates and digest(path) in test_digests):
+            raise ConfigError(
+                f"{path}: is an utterance of the run's test speaker {fold.test_speaker}; adding it "
+                "would put the test set into the datastore"
+            )
+
+
+def _refuse_same_audio(embedded: Embedded, store: Datastore) -> None:
+    """Identical audio gives an identical embedding (evaluation is deterministic): refuse a new
+    embedding equal to a stored one or to another new one."""
+    keys = embedded.embeddings
+    tolerance = 1e-5 * (1.0 + float(np.abs(store.keys).max()))
+    distances, indices = store.search(keys, 1)
+    for row, (distance, index) in enumerate(zip(distances[:, 0], indices[:, 0], strict=True)):
+        if distance <= tolerance:
+            raise ConfigError(
+                f"{embedded.ids[row]}: the same audio is already in the datastore (as "
+                f"{store.ids[index]})"
+            )
+    if len(keys) > 1:
+        gaps = np.linalg.norm(keys[:, None] - keys[None], axis=-1) + np.eye(len(keys)) * np.inf
+        first, second = np.unravel_index(np.argmin(gaps), gaps.shape)
+        if gaps[first, second] <= tolerance:
+            raise ConfigError(
+                f"{embedded.ids[second]}: the same audio as {embedded.ids[first]} is given twice"
+            )

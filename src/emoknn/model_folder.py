@@ -26,7 +26,6 @@ file is trusted (`emoknn convert RUN --trust-pickle`). Loading never unpickles.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import os
 import zipfile
@@ -39,7 +38,7 @@ import torch
 
 from emoknn import __version__
 from emoknn.errors import EmoknnError, ModelFolderError
-from emoknn.files import atomic_path, write_json_atomic
+from emoknn.files import atomic_path, read_json_object, write_json_atomic
 from emoknn.knn import Datastore, KnnSettings, TuningResult, model_fingerprint
 from emoknn.model import EmotionModel, ModelConfig
 
@@ -70,23 +69,7 @@ def fingerprint_of(model: torch.nn.Module) -> str:
 
 def _read_json(path: Path) -> dict[str, Any]:
     """A JSON object from `path`, or one line saying why not."""
-    if not path.is_file():
-        raise ModelFolderError(f"{path}: not found")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise ModelFolderError(f"{path}: cannot be read ({error})") from error
-    if not text.strip():
-        raise ModelFolderError(f"{path}: the file is empty")
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise ModelFolderError(
-            f"{path}: not valid JSON ({error.msg} at line {error.lineno}; truncated?)"
-        ) from error
-    if not isinstance(data, dict):
-        raise ModelFolderError(f"{path}: expected a JSON object, got {type(data).__name__}")
-    return data
+    return read_json_object(path, ModelFolderError)
 
 
 def _require(data: dict[str, Any], key: str, kind: type | tuple[type, ...], path: Path,

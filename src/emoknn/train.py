@@ -54,6 +54,7 @@ from emoknn.model_folder import (
     CHECKPOINT_DIR,
     LAST_CHECKPOINT,
     RUN_CONFIG_FILE,
+    has_model,
     ids_digest,
     load_checkpoint_model,
     read_run_config,
@@ -364,6 +365,62 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         return super().load_checkpoint(path, map_location=map_location, weights_only=True)
 
 
+class RunCheckpoint(pl.callbacks.ModelCheckpoint):
+    """ModelCheckpoint that keeps its best score when the run folder was moved or copied.
+
+    Lightning forgets `best_model_score` when a checkpoint records another folder than the
+    current one, and the next validation then overwrites best.ckpt whatever its score. Our file
+    names are fixed (best.ckpt, last.ckpt), so the recorded paths are mapped into this folder.
+    """
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        here = Path(self.dirpath)
+
+        def moved(path: str | None) -> str | None:
+            return str(here / Path(path).name) if path else path
+
+        state = {**state_dict, "dirpath": self.dirpath}
+        for key in ("best_model_path", "kth_best_model_path", "last_model_path"):
+            if key in state:
+                state[key] = moved(state[key])
+        if "best_k_models" in state:
+            state["best_k_models"] = {moved(k): v for k, v in state["best_k_models"].items()}
+        super().load_state_dict(state)
+
+
+# Settings that may change between a run and its resumption: how, not what, it trains.
+RESUMABLE_CHANGES = ("max_epochs", "num_workers", "progress_bar", "preset_name", "preload_audio",
+                     "tensorboard")  # fmt: skip
+
+
+def _check_resume(run_dir: Path, config: TrainConfig, labels: list[str] | None,
+                  info: dict[str, Any]) -> None:  # fmt: skip
+    """Refuse to resume a run with other settings, labels, fold or utterances."""
+    stored = read_run_config(run_dir)
+    changed = [
+        f"{k} {stored['train_config'].get(k)!r} → {v!r}"
+        for k, v in asdict(config).items()
+        if stored["train_config"].get(k) != v and k not in RESUMABLE_CHANGES
+    ]
+    if changed:
+        raise ConfigError(
+            f"{run_dir}: cannot resume with different settings ({'; '.join(changed)}); use the "
+            "original settings or a new run folder"
+        )
+    if labels is not None and stored["labels"] != list(labels):
+        raise ConfigError(
+            f"{run_dir}: cannot resume: it trained on labels {stored['labels']}, not {labels}"
+        )
+    for key in ("fold", "scheme", "training", "train_ids_sha256", "val_ids_sha256"):
+        if key in stored and key in info and stored[key] != info[key]:
+            what = "fold" if key in ("fold", "scheme", "training") else key.split("_")[0]
+            raise ConfigError(
+                f"{run_dir}: cannot resume: it trained on other utterances ({what} differs: "
+                f"{stored.get('fold', '?')} of {stored.get('corpus', '?')}); give the same corpus "
+                "and fold, or a new run folder"
+            )
+
+
 @dataclass
 class TrainResult:
     run_dir: Path
@@ -398,22 +455,24 @@ def check_trainable(train: list[Utterance], labels: list[str]) -> None:
         )
 
 
-def check_run_dir(config: TrainConfig, run_dir: Path, resume: bool, last_checkpoint: Path) -> None:
-    """Refuse to resume with other settings, or to train over a finished run without resume."""
-    config_file = run_dir / RUN_CONFIG_FILE
-    if resume and config_file.is_file():
-        stored = read_run_config(run_dir)["train_config"]
-        changed = {
-            k for k, v in asdict(config).items()
-            if stored.get(k) != v
-            and k not in ("max_epochs", "num_workers", "progress_bar", "preset_name")
-        }  # fmt: skip
-        if changed:
-            raise ConfigError(
-                f"{run_dir}: cannot resume with different settings ({', '.join(sorted(changed))}); "
-                "use the original settings or a new run folder"
-            )
-    elif not resume and last_checkpoint.exists():
+def check_run_dir(
+    config: TrainConfig,
+    run_dir: Path,
+    resume: bool,
+    last_checkpoint: Path,
+    labels: list[str] | None = None,
+    info: dict[str, Any] | None = None,
+) -> None:
+    """Refuse to resume with other settings (labels, fold, utterances when given), to resume a
+    finished run that has nothing to resume from, or to train over a run without resume."""
+    if resume and (run_dir / RUN_CONFIG_FILE).is_file():
+        _check_resume(run_dir, config, labels, info or {})
+    if resume and not last_checkpoint.exists() and has_model(run_dir):
+        raise EmoknnError(
+            f"{run_dir}: holds a finished model but no {last_checkpoint.name} to resume from; "
+            "train into another folder"
+        )
+    if not resume and (last_checkpoint.exists() or has_model(run_dir)):
         raise EmoknnError(
             f"{run_dir}: already holds a training run; pass --resume to continue it, or choose "
             "another output folder"
@@ -471,8 +530,10 @@ def train_fold(
     run_dir = Path(run_dir)
     checkpoint_dir = run_dir / CHECKPOINT_DIR
     last_checkpoint = checkpoint_dir / LAST_CHECKPOINT
-    check_run_dir(config, run_dir, resume, last_checkpoint)
     check_labels(train + val, labels)
+    info = {**(extra_info or {}), **split_digests(train, val)}
+    # Everything is checked before anything in the folder is written.
+    check_run_dir(config, run_dir, resume, last_checkpoint, labels, info)
 
     torch.manual_seed(config.seed)  # classifier initialisation
     model_config = model_config_for(config, labels)
@@ -484,11 +545,10 @@ def train_fold(
             f"({limit:g} s for {config.encoder}); crop to at most {limit:g} s"
         )
     data = FoldData(train, val, list(labels), config)
-    write_run_config(run_dir, asdict(config), labels,
-                     {**(extra_info or {}), **split_digests(train, val)})  # fmt: skip
+    write_run_config(run_dir, asdict(config), labels, info)
 
     mode = MONITORS[config.monitor]
-    checkpoint_callback = pl.callbacks.ModelCheckpoint(
+    checkpoint_callback = RunCheckpoint(
         dirpath=checkpoint_dir, filename="best", monitor=config.monitor, mode=mode,
         save_top_k=1, save_last=True, enable_version_counter=False, auto_insert_metric_name=False,
     )  # fmt: skip
