@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from emoknn.cli import app
 from emoknn.corpora import FOUR_CLASSES, generate_synthetic_corpus, load_synthetic
-from emoknn.errors import ConfigError
+from emoknn.errors import ConfigError, EmoknnError
 from emoknn.experiments import crossval
 from emoknn.files import write_text_atomic
 from emoknn.folds import speaker_folds
@@ -64,6 +64,23 @@ def test_resume_in_a_moved_folder_keeps_the_best_checkpoint_and_score(folds, tmp
     assert str(tmp_path / "a") not in json.dumps(
         {k: v for k, v in best["callbacks"].items()}, default=str
     )
+
+
+def test_resume_from_a_broken_checkpoint_says_which_file(folds, tmp_path):
+    fold, labels, run = folds[0], list(FOUR_CLASSES), tmp_path / "run"
+    train_fold(quick_config(max_epochs=1), fold.train, fold.val, labels, run)
+    last = run / "checkpoints" / "last.ckpt"
+    last.write_bytes(last.read_bytes()[:1000])
+    with pytest.raises(EmoknnError, match=r"last\.ckpt: not a readable checkpoint"):
+        train_fold(quick_config(max_epochs=2), fold.train, fold.val, labels, run, resume=True)
+
+
+def test_training_that_cannot_start_writes_nothing(folds, tmp_path):
+    run = tmp_path / "run"
+    with pytest.raises(Exception, match="accelerator"):
+        train_fold(quick_config(accelerator="no-such-device"), folds[0].train, folds[0].val,
+                   list(FOUR_CLASSES), run)  # fmt: skip
+    assert not (run / "train_config.json").exists()
 
 
 # ── item 6: --resume with another fold or corpus ────────────────────────────────────────────────

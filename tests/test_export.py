@@ -65,6 +65,26 @@ def test_int8_probability_difference_is_per_clip(exported, trained_run):
     assert meta["int8"]["max_abs_probability_difference"] == pytest.approx(expected, rel=1e-4)
 
 
+def test_a_failed_or_smaller_export_never_leaves_a_mix(exported, trained_run, tmp_path,
+                                                       monkeypatch):  # fmt: skip
+    import shutil
+
+    import emoknn.export
+
+    out = tmp_path / "onnx"
+    shutil.copytree(exported[0], out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    monkeypatch.setattr(emoknn.export, "PARITY_TOLERANCE", -1.0)  # every export now fails
+    with pytest.raises(EmoknnError, match="differs from PyTorch"):
+        export_onnx(trained_run, out)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # the old export, intact
+    monkeypatch.undo()
+    export_onnx(trained_run, out, quantize=False)  # the int8 model of the old export must go
+    assert not (out / "model.int8.onnx").exists()
+    with pytest.raises(EmoknnError, match="no int8 model"):
+        OnnxEmotionRecognizer.load(out, quantized=True)
+
+
 def test_export_errors(tmp_path, trained_run):
     with pytest.raises(EmoknnError, match="not a trained model folder"):
         export_onnx(tmp_path)

@@ -141,8 +141,9 @@ def score_test_speaker(
         for row, utterance in enumerate(fold.test):
             writer.writerow([utterance.id, utterance.speaker, utterance.label,
                              *(labels[predictions[name][row]] for name in INFERENCES)])  # fmt: skip
-    np.savez(run_dir / "test_embeddings.npz", embeddings=test.embeddings, labels=test.labels,
-             label_names=np.array(labels))  # fmt: skip
+    with atomic_path(run_dir / "test_embeddings.npz") as temporary, temporary.open("wb") as handle:
+        np.savez(handle, embeddings=test.embeddings, labels=test.labels,
+                 label_names=np.array(labels))  # fmt: skip
     settings = {"model": None, "knn": tuning.knn_only, "interpolated": tuning.interpolated}
     scores = {}
     for name in INFERENCES:

@@ -127,19 +127,33 @@ def export_onnx(
     model_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None, quantize: bool = False
 ) -> dict[str, Any]:
     """Export a run's model to ONNX (see the module docstring); return export.json's data."""
-    import torch
-
     _load_onnxruntime()  # before the slow export: a clear error if the extra is missing
     model_dir = Path(model_dir)
     # Everything is read and validated before anything is written.
     model_meta = read_model_meta(model_dir)
     model = load_model(model_dir, device="cpu")
-    max_seconds = model_meta.max_seconds
     has_knn = (model_dir / DATASTORE_FILE).is_file()
     if has_knn:
         load_knn(model_dir, model_meta.fingerprint, model_meta.labels)
     out_dir = Path(out_dir) if out_dir else model_dir / "onnx"
-    out_dir.mkdir(parents=True, exist_ok=True)
+    # Built in a staging folder and moved into place only when complete and checked, so that a
+    # failed or interrupted export never leaves a mix of an old export and a new model.
+    staging = out_dir / f".staging-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        meta = _export_into(model, model_meta, model_dir, staging, quantize, has_knn)
+        _publish(staging, out_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return meta
+
+
+def _export_into(model: EmotionModel, model_meta, model_dir: Path, out_dir: Path, quantize: bool,
+                 has_knn: bool) -> dict[str, Any]:  # fmt: skip
+    import torch
+
+    max_seconds = model_meta.max_seconds
     onnx_path = out_dir / ONNX_FILE
     wrapper = write_onnx(model, onnx_path)
 
@@ -188,3 +202,15 @@ def export_onnx(
         }
     write_export_meta(out_dir, meta)
     return meta
+
+
+def _publish(staging: Path, out_dir: Path) -> None:
+    """Move a finished export into `out_dir`: export.json (what marks an export folder) goes
+    first and comes back last, and files of an earlier export that this one lacks are removed."""
+    (out_dir / EXPORT_META_FILE).unlink(missing_ok=True)
+    for name in (ONNX_FILE, INT8_ONNX_FILE, DATASTORE_FILE, KNN_SETTINGS_FILE):
+        if (staging / name).is_file():
+            os.replace(staging / name, out_dir / name)
+        else:
+            (out_dir / name).unlink(missing_ok=True)
+    os.replace(staging / EXPORT_META_FILE, out_dir / EXPORT_META_FILE)

@@ -712,6 +712,10 @@ class OnnxEmotionRecognizer(EmotionRecognizer):
              use_knn: bool = True) -> OnnxEmotionRecognizer:  # fmt: skip
         export_dir = _model_path(export_dir)
         meta = read_export_meta(export_dir)
+        if quantized and "int8" not in meta:
+            raise ModelFolderError(
+                f"{export_dir}: this export has no int8 model (export with --quantize)"
+            )
         model_file = onnx_model_file(export_dir, quantized)
         session = onnx_session(model_file)
         _check_onnx_outputs(session, meta, model_file)

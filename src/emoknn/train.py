@@ -57,6 +57,7 @@ from emoknn.model_folder import (
     has_model,
     ids_digest,
     load_checkpoint_model,
+    read_checkpoint,
     read_run_config,
     save_model,
     write_run_config,
@@ -361,8 +362,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict:
         # Tensors and plain containers only, whatever the caller asks: a checkpoint in a folder
-        # someone shared must not be able to run code on --resume.
-        return super().load_checkpoint(path, map_location=map_location, weights_only=True)
+        # someone shared must not be able to run code on --resume. An empty, truncated or foreign
+        # file stops with one line naming it.
+        return read_checkpoint(path)
 
 
 class RunCheckpoint(pl.callbacks.ModelCheckpoint):
@@ -545,7 +547,6 @@ def train_fold(
             f"({limit:g} s for {config.encoder}); crop to at most {limit:g} s"
         )
     data = FoldData(train, val, list(labels), config)
-    write_run_config(run_dir, asdict(config), labels, info)
 
     mode = MONITORS[config.monitor]
     checkpoint_callback = RunCheckpoint(
@@ -587,6 +588,8 @@ def train_fold(
         enable_model_summary=False,
         default_root_dir=run_dir,
     )
+    # Written once everything above (settings, data, augmentation, trainer) has been accepted.
+    write_run_config(run_dir, asdict(config), labels, info)
     ckpt_path = last_checkpoint if resume and last_checkpoint.exists() else None
     trainer.fit(module, datamodule=data, ckpt_path=ckpt_path, weights_only=True)
     best = Path(checkpoint_callback.best_model_path or last_checkpoint)
