@@ -237,3 +237,21 @@ def test_train_frozen_fold_refuses_a_fine_tuning_config(small_synthetic_corpus, 
     fold = speaker_folds(load_synthetic(small_synthetic_corpus))[0]
     with pytest.raises(ConfigError, match="freeze_encoder=True"):
         train_frozen_fold(make_config("tiny"), fold.train, fold.val, ["angry"], tmp_path)
+
+
+def test_a_frozen_resume_checks_the_fold_but_not_where_the_cache_lives(
+    small_synthetic_corpus, tmp_path
+):
+    utterances = load_synthetic(small_synthetic_corpus)
+    folds = speaker_folds(utterances)
+    labels = label_names(utterances)
+    config = make_config("frozen", encoder="tiny", max_seconds=0.5, max_epochs=2, cache_views=1)
+    run = tmp_path / "run"
+    train_frozen_fold(config, folds[0].train, folds[0].val, labels, run,
+                      extra_info={"fold": folds[0].name})  # fmt: skip
+    # The run recorded its resolved cache folder; a resume that does not name it is the same run.
+    train_frozen_fold(config, folds[0].train, folds[0].val, labels, run, resume=True,
+                      extra_info={"fold": folds[0].name})  # fmt: skip
+    with pytest.raises(ConfigError, match="cannot resume"):
+        train_frozen_fold(config, folds[1].train, folds[1].val, labels, run, resume=True,
+                          extra_info={"fold": folds[1].name})  # fmt: skip

@@ -270,8 +270,9 @@ def train_frozen_fold(
     check_trainable(train, labels)
     run_dir = Path(run_dir)
     model_file = run_dir / MODEL_FILE  # the run's result: a frozen run has no checkpoints
-    check_run_dir(config, run_dir, resume, model_file)
     check_labels(train + val, labels)
+    info = {**(extra_info or {}), **split_digests(train, val)}
+    check_run_dir(config, run_dir, resume, model_file, labels, info)
     model = build_frozen_model(config, labels, encoder)
     if cache is None:
         root = Path(config.feature_cache) if config.feature_cache else default_cache_dir(run_dir)
@@ -288,8 +289,7 @@ def train_frozen_fold(
             f"({cache.size_bytes() / 2**20:.1f} MB)")  # fmt: skip
     data = fold_features(cache, train, val, labels, spec)
 
-    write_run_config(run_dir, asdict(config), labels,
-                     {**(extra_info or {}), **split_digests(train, val)})  # fmt: skip
+    write_run_config(run_dir, asdict(config), labels, info)
     fit = fit_head(model, data, config)
     _write_history(run_dir / "logs" / "attempt0" / "metrics.csv", fit.history)
     save_model(run_dir, model, config.max_seconds)

@@ -391,11 +391,12 @@ class RunCheckpoint(pl.callbacks.ModelCheckpoint):
 
 
 # Settings that may change between a run and its resumption: how, not what, it trains.
+# The feature cache's folder may move: its entries are keyed by everything that changes a value.
 RESUMABLE_CHANGES = ("max_epochs", "num_workers", "progress_bar", "preset_name", "preload_audio",
-                     "tensorboard")  # fmt: skip
+                     "tensorboard", "feature_cache")  # fmt: skip
 
 
-def _check_resume(run_dir: Path, config: TrainConfig, labels: list[str] | None,
+def _check_resume(run_dir: Path, config: TrainConfig, labels: list[str],
                   info: dict[str, Any]) -> None:  # fmt: skip
     """Refuse to resume a run with other settings, labels, fold or utterances."""
     stored = read_run_config(run_dir)
@@ -409,7 +410,7 @@ def _check_resume(run_dir: Path, config: TrainConfig, labels: list[str] | None,
             f"{run_dir}: cannot resume with different settings ({'; '.join(changed)}); use the "
             "original settings or a new run folder"
         )
-    if labels is not None and stored["labels"] != list(labels):
+    if stored["labels"] != list(labels):
         raise ConfigError(
             f"{run_dir}: cannot resume: it trained on labels {stored['labels']}, not {labels}"
         )
@@ -457,22 +458,18 @@ def check_trainable(train: list[Utterance], labels: list[str]) -> None:
         )
 
 
-def check_run_dir(
-    config: TrainConfig,
-    run_dir: Path,
-    resume: bool,
-    last_checkpoint: Path,
-    labels: list[str] | None = None,
-    info: dict[str, Any] | None = None,
-) -> None:
-    """Refuse to resume with other settings (labels, fold, utterances when given), to resume a
-    finished run that has nothing to resume from, or to train over a run without resume."""
+def check_run_dir(config: TrainConfig, run_dir: Path, resume: bool, last_checkpoint: Path,
+                  labels: list[str], info: dict[str, Any]) -> None:  # fmt: skip
+    """Refuse, before anything in the folder is written: a resume with other settings, labels,
+    fold or utterances; a resume of a finished run with nothing to resume from; and training over
+    a run without resume. `last_checkpoint` is what a resume continues from (a frozen run's
+    model file)."""
     if resume and (run_dir / RUN_CONFIG_FILE).is_file():
-        _check_resume(run_dir, config, labels, info or {})
+        _check_resume(run_dir, config, labels, info)
     if resume and not last_checkpoint.exists() and has_model(run_dir):
         raise EmoknnError(
-            f"{run_dir}: holds a finished model but no {last_checkpoint.name} to resume from; "
-            "train into another folder"
+            f"{run_dir}: holds a finished model but no {CHECKPOINT_DIR}/{LAST_CHECKPOINT} to "
+            "resume from; train into another folder"
         )
     if not resume and (last_checkpoint.exists() or has_model(run_dir)):
         raise EmoknnError(
@@ -534,7 +531,6 @@ def train_fold(
     last_checkpoint = checkpoint_dir / LAST_CHECKPOINT
     check_labels(train + val, labels)
     info = {**(extra_info or {}), **split_digests(train, val)}
-    # Everything is checked before anything in the folder is written.
     check_run_dir(config, run_dir, resume, last_checkpoint, labels, info)
 
     torch.manual_seed(config.seed)  # classifier initialisation
