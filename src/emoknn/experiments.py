@@ -166,6 +166,13 @@ class FrozenContext:
     encoder: Any  # torch.nn.Module
 
 
+def _fold_fields(fold: Fold) -> dict[str, Any]:
+    """What every fold result records about its fold (learned variants and baseline alike)."""
+    return {"fold": fold.name, "test_speaker": fold.test_speaker,
+            "val_speaker": fold.val_speaker, "num_train": len(fold.train),
+            "num_val": len(fold.val), "num_test": len(fold.test)}  # fmt: skip
+
+
 def run_fold(
     spec: TrainingSpec,
     fold: Fold,
@@ -207,12 +214,7 @@ def run_fold(
         "label": spec.label,
         "contrastive_weight": spec.contrastive_weight,
         "augment": spec.augment,
-        "fold": fold.name,
-        "test_speaker": fold.test_speaker,
-        "val_speaker": fold.val_speaker,
-        "num_train": len(fold.train),
-        "num_val": len(fold.val),
-        "num_test": len(fold.test),
+        **_fold_fields(fold),
         "scores": scores,
     }
     write_json_atomic(result, result_file)
@@ -332,12 +334,7 @@ def run_baseline_fold(fold: Fold, labels: list[str], out_dir: Path) -> dict[str,
         "label": baseline.LABEL,
         "description": baseline.DESCRIPTION,
         "c": model.c_,
-        "fold": fold.name,
-        "test_speaker": fold.test_speaker,
-        "val_speaker": fold.val_speaker,
-        "num_train": len(fold.train),
-        "num_val": len(fold.val),
-        "num_test": len(fold.test),
+        **_fold_fields(fold),
         "scores": {"model": {
             "wa": weighted_accuracy(truth, predicted), "ua": unweighted_accuracy(truth, predicted),
             "k": None, "alpha": 0.0, "temperature": None,
