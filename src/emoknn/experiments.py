@@ -40,6 +40,7 @@ from emoknn.inference import Embedded, embed_pooled, embed_utterances, fit_knn, 
 from emoknn.knn import Datastore, TuningResult, knn_predict_probs
 from emoknn.metrics import unweighted_accuracy, weighted_accuracy
 from emoknn.model_folder import (
+    ENCODER_STORE_DIR,
     has_model,
     ids_digest,
     load_knn,
@@ -234,8 +235,11 @@ def _frozen_fold(
     cached features (equal to the live encoder's to float rounding)."""
     cache = frozen.cache
     resume = has_model(run_dir)
+    # run_dir is OUT/<training>/<fold>: every fold of every training shares OUT/encoders/.
+    store = run_dir.parent.parent / ENCODER_STORE_DIR
     trained = train_frozen_fold(config, fold.train, fold.val, labels, run_dir, resume=resume,
-                                extra_info=info, cache=cache, encoder=frozen.encoder)  # fmt: skip
+                                extra_info=info, cache=cache, encoder=frozen.encoder,
+                                encoder_store=store)  # fmt: skip
     model = trained.model
     assert model is not None
     train = embed_pooled(model, fold.train, cache.originals(fold.train))

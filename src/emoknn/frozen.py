@@ -14,12 +14,15 @@ so its pooled per-layer outputs are computed once per (utterance, view) and cach
     validation on the validation speaker's originals: CE loss, UA, WA
     ReduceLROnPlateau on the validation loss; early stopping on `monitor`
 
-The same loss code as fine-tuning, and the same run folder: the best epoch's head is saved with the
-encoder as a full `EmotionModel` (model.safetensors + model.json, train_config.json,
-logs/attempt0/metrics.csv; no Lightning checkpoints: nothing to resume), so `fit_knn`,
-`crossval`, reports, `predict`, `serve`, `export` and `datastore add` work on a frozen run as on
-any other; at prediction time the encoder runs live, and the cached originals give the same
-embeddings (float32, to float rounding; see `emoknn.features`).
+The same loss code as fine-tuning, and the same run folder (model.safetensors + model.json,
+train_config.json, logs/attempt0/metrics.csv; no Lightning checkpoints: nothing to resume), but
+head-only: model.safetensors holds the best epoch's head (every tensor but the encoder's, a few
+hundred KB) and model.json a reference to the encoder, whose weights go once into an encoder store
+shared by the runs of an output folder (`encoders/<fingerprint>/` beside the run, or OUT/encoders/
+for a cross-validation; `emoknn.model_folder`). `fit_knn`, `crossval`, reports, `predict`,
+`serve`, `export` and `datastore add` work on a frozen run as on any other (loading resolves the
+encoder); `emoknn pack` makes a self-contained copy. At prediction time the encoder runs live, and
+the cached originals give the same embeddings (float32, to float rounding; see `emoknn.features`).
 """
 
 from __future__ import annotations
@@ -45,7 +48,13 @@ from emoknn.files import atomic_path
 from emoknn.losses import combined_loss
 from emoknn.metrics import unweighted_accuracy, weighted_accuracy
 from emoknn.model import EmotionModel, load_encoder
-from emoknn.model_folder import MODEL_FILE, save_model, write_run_config
+from emoknn.model_folder import (
+    MODEL_FILE,
+    default_encoder_store,
+    save_model,
+    write_encoder_store,
+    write_run_config,
+)
 from emoknn.train import (
     MONITORS,
     TrainConfig,
@@ -257,8 +266,10 @@ def train_frozen_fold(
     cache: FeatureCache | None = None,
     encoder: torch.nn.Module | None = None,
     log: Callable[[str], None] | None = None,
+    encoder_store: str | os.PathLike | None = None,
 ) -> FrozenResult:
-    """Train the head on `train`, validating on `val`, and write a run folder to `run_dir`.
+    """Train the head on `train`, validating on `val`, and write a head-only run folder to
+    `run_dir`, its encoder in the store `encoder_store` (default: `encoders` beside `run_dir`).
 
     The feature cache is `cache`, else the folder `config.feature_cache`, else `emoknn-features`
     beside `run_dir`; entries it lacks are computed first. A resumed run (`resume=True`) trains
@@ -292,7 +303,9 @@ def train_frozen_fold(
     write_run_config(run_dir, asdict(config), labels, info)
     fit = fit_head(model, data, config)
     _write_history(run_dir / "logs" / "attempt0" / "metrics.csv", fit.history)
-    save_model(run_dir, model, config.max_seconds)
+    store = encoder_store if encoder_store is not None else default_encoder_store(run_dir)
+    reference = write_encoder_store(store, model)  # once per encoder and store
+    save_model(run_dir, model, config.max_seconds, encoder=reference)
     return FrozenResult(
         run_dir=run_dir,
         best_checkpoint=model_file,  # the head of the best epoch is the whole result

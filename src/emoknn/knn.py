@@ -27,7 +27,9 @@ operations.
 from __future__ import annotations
 
 import hashlib
+import weakref
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import faiss
 import numpy as np
@@ -109,6 +111,30 @@ def model_fingerprint(state_dict: dict) -> str:
         digest.update(str(tuple(tensor.shape)).encode())
         digest.update(tensor.numpy().tobytes())
     return digest.hexdigest()
+
+
+# module → (signature of its tensors, fingerprint): see `module_fingerprint`.
+_FINGERPRINTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def module_fingerprint(module: Any) -> str:
+    """`model_fingerprint(module.state_dict())`, computed once per module and process.
+
+    The cached value is reused while every tensor of the module is the same object in memory,
+    unmodified: the signature is each tensor's name, storage address, shape and version counter
+    (torch bumps a tensor's version on every in-place change, optimiser steps included).
+    """
+    state = module.state_dict()
+    signature = tuple(
+        (name, tensor.data_ptr(), tuple(tensor.shape), tensor._version)
+        for name, tensor in sorted(state.items())
+    )
+    cached = _FINGERPRINTS.get(module)
+    if cached is not None and cached[0] == signature:
+        return cached[1]
+    fingerprint = model_fingerprint(state)
+    _FINGERPRINTS[module] = (signature, fingerprint)
+    return fingerprint
 
 
 class Datastore:

@@ -165,11 +165,12 @@ class ModelOutput:
     logits: torch.Tensor  # (B, C)
 
 
-def load_encoder(config: ModelConfig) -> nn.Module:
+def load_encoder(config: ModelConfig, revision: str | None = None) -> nn.Module:
     """Build the encoder: from `encoder_config` (checkpoints), the tiny config, or pretrained.
 
     Pretrained weights come from `from_pretrained(config.encoder)`: a hub name (needs network or a
-    filled Hugging Face cache) or a local directory holding config.json and the weights. Whisper
+    filled Hugging Face cache; at `revision`, a branch, tag or commit, if given) or a local
+    directory holding config.json and the weights. Whisper
     checkpoints (`openai/whisper-*`, `distil-whisper/*`, any folder with a Whisper config) give
     their `WhisperEncoder` only: the decoder is never built.
     """
@@ -192,11 +193,13 @@ def load_encoder(config: ModelConfig) -> nn.Module:
 
     source = pretrained_kwargs(config.encoder)  # fails in seconds on a bad path or no network
     try:
-        if AutoConfig.from_pretrained(config.encoder, **source).model_type == "whisper":
-            return load_whisper_encoder(config.encoder)
+        kind = AutoConfig.from_pretrained(config.encoder, revision=revision, **source).model_type
+        if kind == "whisper":
+            return load_whisper_encoder(config.encoder, revision)
         # LayerDrop off: it would make DDP see unused parameters, and adds nothing to fine-tuning
         # with frozen-length batches.
-        encoder = AutoModel.from_pretrained(config.encoder, layerdrop=0.0, **source)
+        encoder = AutoModel.from_pretrained(config.encoder, layerdrop=0.0, revision=revision,
+                                            **source)  # fmt: skip
     except (OSError, ValueError) as error:
         raise EmoknnError(
             f"cannot load the encoder {config.encoder!r}: {str(error).splitlines()[0]}\n"

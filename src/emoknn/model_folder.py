@@ -1,10 +1,13 @@
 """The model folder: the one place that reads, writes and validates the files of a trained model.
 
     model.safetensors   the EmotionModel's weights (state_dict). safetensors holds tensors only:
-                        loading it cannot run code.
+                        loading it cannot run code. A head-only folder (below) holds every
+                        tensor but the encoder's.
     model.json          format name and version, the ModelConfig (with the encoder's full config,
                         so the model is rebuilt with no download), labels, the crop length
-                        `max_seconds`, and the fingerprint of the weights
+                        `max_seconds`, and the fingerprint of the weights (always of the whole
+                        model, so a datastore made by the model matches however it is stored);
+                        a head-only folder adds `encoder_reference` and `head_fingerprint`
     train_config.json   training settings, labels, the corpus and fold trained on (training runs)
     datastore.npz       kNN datastore: embeddings, labels, ids, fingerprint of the model (no pickle)
     knn.json            tuned kNN settings: interpolation (k, α, T) and kNN only (k, T)
@@ -17,6 +20,24 @@ Every reader checks what it reads (present, complete, the expected keys, types, 
 and raises `ModelFolderError` with one line naming the file and what is wrong. Writers are atomic
 (`emoknn.files`): an interruption leaves the old file or the new one.
 
+Head-only folders (model.json version 2): a run whose encoder was frozen (`emoknn.frozen`) stores
+its head alone (layer weights, projection, classifier, and whatever other non-encoder tensors and
+buffers the model has) and a reference to the encoder: its `source` (Hub id, local folder or
+"tiny"), the Hub `revision` it was loaded at (a commit, when known), and `fingerprint`, the SHA-256
+of the encoder's weights (`emoknn.knn.module_fingerprint` of `model.encoder`); its config is
+model_config.encoder_config. `load_model` resolves the reference, first match wins:
+
+    1. an encoder store: `encoders/<fingerprint>/` (encoder.safetensors + encoder.json) in the
+       model folder, its parent or its grandparent (a cross-validation writes OUT/encoders/, a
+       single run RUN/../encoders/, once per encoder), or in a folder of $EMOKNN_ENCODER_STORE
+       (paths separated by os.pathsep);
+    2. the source: a local folder, the Hugging Face cache or the Hub, at the recorded revision
+       (`emoknn.hub`: fails in seconds offline);
+
+and the weights found must have the recorded fingerprint. Nothing found: `EncoderNotFoundError`, one
+line saying which encoder (source, revision, fingerprint) and how to get it. `pack_model` writes a
+self-contained copy (full weights, version 1) that any emoknn reads.
+
 Folders from emoknn versions before model.safetensors hold only `checkpoints/best.ckpt`, which
 was written as a full pickle. `convert_checkpoint` turns one into a model file, once: safely when
 the checkpoint holds only tensors and plain values, and by unpickling only when the caller says the
@@ -28,6 +49,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import shutil
 import zipfile
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -39,8 +61,14 @@ import torch
 from emoknn import __version__
 from emoknn.errors import EmoknnError, ModelFolderError
 from emoknn.files import atomic_path, read_json_object, write_json_atomic
-from emoknn.knn import Datastore, KnnSettings, TuningResult, model_fingerprint
-from emoknn.model import EmotionModel, ModelConfig
+from emoknn.knn import (
+    Datastore,
+    KnnSettings,
+    TuningResult,
+    model_fingerprint,
+    module_fingerprint,
+)
+from emoknn.model import EmotionModel, ModelConfig, load_encoder
 
 MODEL_FILE = "model.safetensors"
 MODEL_META_FILE = "model.json"
@@ -55,7 +83,16 @@ BEST_CHECKPOINT = "best.ckpt"
 LAST_CHECKPOINT = "last.ckpt"
 
 MODEL_FORMAT = "emoknn-model"
-MODEL_FORMAT_VERSION = 1
+MODEL_FORMAT_VERSION = 2  # the newest this emoknn reads; full-weight folders are still written as 1
+FULL_FORMAT_VERSION = 1  # model.safetensors holds every weight
+HEAD_ONLY_FORMAT_VERSION = 2  # model.safetensors holds the head; model.json names the encoder
+ENCODER_PREFIX = "encoder."  # state_dict names of the encoder's tensors
+ENCODER_STORE_DIR = "encoders"
+ENCODER_STORE_ENV = "EMOKNN_ENCODER_STORE"
+ENCODER_WEIGHTS_FILE = "encoder.safetensors"
+ENCODER_META_FILE = "encoder.json"
+ENCODER_FORMAT = "emoknn-encoder"
+STORE_SEARCH_LEVELS = 3  # the model folder, its parent, its grandparent (OUT/<training>/<fold>)
 MAX_CROP_SECONDS = 600.0  # a crop longer than this is not a setting anyone trained with
 
 
@@ -111,10 +148,10 @@ def _crop_seconds(value: Any, path: Path, name: str = "max_seconds") -> float:
     return float(value)
 
 
-def _fingerprint(value: Any, path: Path) -> str:
+def _fingerprint(value: Any, path: Path, name: str = "fingerprint") -> str:
     if not (isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef"
                                                                  for c in value)):  # fmt: skip
-        raise ModelFolderError(f"{path}: 'fingerprint' must be 64 hex digits (SHA-256)")
+        raise ModelFolderError(f"{path}: {name!r} must be 64 hex digits (SHA-256)")
     return value
 
 
@@ -128,18 +165,67 @@ class ModelMeta:
     model_config: dict[str, Any]  # ModelConfig.to_dict(), with the encoder's full config
     labels: list[str]
     max_seconds: float  # crop length the model was trained with; prediction windows default to it
-    fingerprint: str  # model_fingerprint of the weights in model.safetensors
+    fingerprint: str  # model_fingerprint of the whole model's weights (head and encoder)
+    encoder: EncoderReference | None = None  # head-only folders: the encoder they need
+    head_fingerprint: str | None = None  # head-only folders: model_fingerprint of the file
+
+    @property
+    def head_only(self) -> bool:
+        return self.encoder is not None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data = {
             "format": MODEL_FORMAT,
-            "version": MODEL_FORMAT_VERSION,
+            "version": HEAD_ONLY_FORMAT_VERSION if self.head_only else FULL_FORMAT_VERSION,
             "labels": self.labels,
             "max_seconds": self.max_seconds,
             "fingerprint": self.fingerprint,
             "model_config": self.model_config,
             "emoknn_version": __version__,
         }
+        if self.encoder is not None:
+            data["encoder_reference"] = self.encoder.to_dict()
+            data["head_fingerprint"] = self.head_fingerprint
+        return data
+
+
+@dataclass(frozen=True)
+class EncoderReference:
+    """Which encoder a head-only folder needs (module docstring)."""
+
+    source: str  # Hub id, local folder (absolute) or "tiny"
+    revision: str | None  # the Hub commit it was loaded at; None for a folder or unknown
+    fingerprint: str  # module_fingerprint of model.encoder
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"source": self.source, "revision": self.revision, "fingerprint": self.fingerprint}
+
+    def describe(self) -> str:
+        at = f" at revision {self.revision}" if self.revision else ""
+        return f"{self.source}{at} (weights sha256 {self.fingerprint[:16]}…)"
+
+
+def encoder_reference(model: EmotionModel) -> EncoderReference:
+    """The reference to `model`'s encoder that a head-only folder records."""
+    source, revision = model.config.encoder, None
+    path = Path(source).expanduser()
+    if source != "tiny" and path.is_dir():
+        source = str(path.resolve())
+    elif source != "tiny":
+        commit = getattr(model.encoder.config, "_commit_hash", None)
+        revision = commit if isinstance(commit, str) and commit else None
+    return EncoderReference(source, revision, module_fingerprint(model.encoder))
+
+
+def _encoder_reference(value: Any, path: Path) -> EncoderReference:
+    if not isinstance(value, dict):
+        raise ModelFolderError(f"{path}: 'encoder_reference' must be a JSON object")
+    source = _require(value, "source", str, path, "encoder_reference.")
+    revision = value.get("revision")
+    if revision is not None and not isinstance(revision, str):
+        raise ModelFolderError(f"{path}: 'encoder_reference.revision' must be a string or null")
+    fingerprint = _fingerprint(value.get("fingerprint"), path, "encoder_reference.fingerprint")
+    return EncoderReference(source, revision, fingerprint)
 
 
 def has_model(folder: str | os.PathLike) -> bool:
@@ -162,8 +248,10 @@ def _unshared_tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]
     return tensors
 
 
-def save_model(folder: str | os.PathLike, model: EmotionModel, max_seconds: float) -> ModelMeta:
-    """Write `model` to `folder` as model.safetensors + model.json (each atomically).
+def save_model(folder: str | os.PathLike, model: EmotionModel, max_seconds: float,
+               encoder: EncoderReference | None = None) -> ModelMeta:  # fmt: skip
+    """Write `model` to `folder` as model.safetensors + model.json (each atomically); with
+    `encoder` (a frozen run's, see `write_encoder_store`), the head alone and that reference.
 
     The weights are written first: a reader never finds a model.json that describes weights not
     yet on disk (and `load_model` checks the fingerprint that ties the two together).
@@ -178,6 +266,12 @@ def save_model(folder: str | os.PathLike, model: EmotionModel, max_seconds: floa
         max_seconds=float(max_seconds),
         fingerprint=model_fingerprint(state),
     )
+    if encoder is not None:
+        if encoder.fingerprint != module_fingerprint(model.encoder):
+            raise ModelFolderError(f"{folder}: the encoder reference names other weights than "
+                                   "the model's encoder")  # fmt: skip
+        state = {name: t for name, t in state.items() if not name.startswith(ENCODER_PREFIX)}
+        meta.encoder, meta.head_fingerprint = encoder, model_fingerprint(state)
     _crop_seconds(meta.max_seconds, folder / MODEL_META_FILE)
     with atomic_path(folder / MODEL_FILE) as temporary:
         save_file(state, str(temporary), metadata={"format": MODEL_FORMAT})
@@ -234,12 +328,17 @@ def read_model_meta(folder: str | os.PathLike) -> ModelMeta:
     labels = _labels(data.get("labels"), path)
     model_config = _require(data, "model_config", dict, path)
     _check_model_config(model_config, labels, path)
-    return ModelMeta(
+    meta = ModelMeta(
         model_config=model_config,
         labels=labels,
         max_seconds=_crop_seconds(data.get("max_seconds"), path),
         fingerprint=_fingerprint(data.get("fingerprint"), path),
     )
+    if version >= HEAD_ONLY_FORMAT_VERSION:
+        meta.encoder = _encoder_reference(data.get("encoder_reference"), path)
+        meta.head_fingerprint = _fingerprint(data.get("head_fingerprint"), path,
+                                             "head_fingerprint")  # fmt: skip
+    return meta
 
 
 def _check_model_config(config: dict[str, Any], labels: list[str], path: Path) -> None:
@@ -276,11 +375,13 @@ def _check_model_config(config: dict[str, Any], labels: list[str], path: Path) -
         raise ModelFolderError(f"{path}: model_config's labels differ from 'labels'")
 
 
-def _build_model(model_config: dict[str, Any], path: Path) -> EmotionModel:
-    """An EmotionModel with random weights, of the architecture `model_config` describes."""
+def _build_model(model_config: dict[str, Any], path: Path,
+                 encoder: torch.nn.Module | None = None) -> EmotionModel:  # fmt: skip
+    """An EmotionModel with random weights, of the architecture `model_config` describes (around
+    `encoder`, if given)."""
     try:
         config = ModelConfig(**model_config)
-        return EmotionModel(config)
+        return EmotionModel(config, encoder=encoder)
     except (EmoknnError, TypeError, ValueError, KeyError, AttributeError) as error:
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise ModelFolderError(
@@ -335,6 +436,8 @@ def load_model(folder: str | os.PathLike, device: str | torch.device = "cpu") ->
     meta = read_model_meta(folder)
     path = folder / MODEL_FILE
     weights = _read_weights(path)
+    if meta.encoder is not None:
+        return _load_head_only(folder, meta, weights).to(device)
     model = _build_model(meta.model_config, folder / MODEL_META_FILE)
     _check_weights(weights, model.state_dict(), path)
     if model_fingerprint(weights) != meta.fingerprint:
@@ -344,6 +447,180 @@ def load_model(folder: str | os.PathLike, device: str | torch.device = "cpu") ->
         )
     model.load_state_dict(weights, strict=True)
     return model.eval().to(device)
+
+
+# ── head-only folders: the encoder store, resolving a reference, packing ──────────────────────
+
+
+class EncoderNotFoundError(ModelFolderError):
+    """A head-only model folder's encoder is nowhere to be found (or has other weights)."""
+
+
+def default_encoder_store(run_dir: str | os.PathLike) -> Path:
+    """`encoders` beside a run folder: the runs of one parent folder share it."""
+    return Path(run_dir).resolve().parent / ENCODER_STORE_DIR
+
+
+def encoder_stores(folder: str | os.PathLike) -> list[Path]:
+    """Where `load_model` looks for the encoder of a head-only `folder`, in order."""
+    here = Path(folder).resolve()
+    levels = [here, *here.parents][:STORE_SEARCH_LEVELS]
+    extra = [Path(p) for p in os.environ.get(ENCODER_STORE_ENV, "").split(os.pathsep) if p]
+    return [level / ENCODER_STORE_DIR for level in levels] + extra
+
+
+def write_encoder_store(root: str | os.PathLike, model: EmotionModel) -> EncoderReference:
+    """Put `model`'s encoder in the store `root` (root/<fingerprint>/, written once, atomically:
+    staged, then renamed) unless it is there; return the reference a head-only folder records."""
+    from safetensors.torch import save_file
+
+    reference = encoder_reference(model)
+    target = Path(root) / reference.fingerprint
+    if (target / ENCODER_META_FILE).is_file():
+        return reference
+    stage = Path(root) / f".{reference.fingerprint}.tmp-{os.getpid()}"
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir(parents=True)
+    try:
+        save_file(_unshared_tensors(model.encoder.state_dict()), str(stage / ENCODER_WEIGHTS_FILE),
+                  metadata={"format": ENCODER_FORMAT})  # fmt: skip
+        info = {"format": ENCODER_FORMAT, "version": 1, **reference.to_dict(),
+                "config": model.config.encoder_config, "emoknn_version": __version__}  # fmt: skip
+        write_json_atomic(info, stage / ENCODER_META_FILE)
+        if target.is_dir():  # left by an interrupted writer of an older emoknn: never complete
+            shutil.rmtree(target)
+        try:
+            os.replace(stage, target)
+        except OSError:
+            if not (target / ENCODER_META_FILE).is_file():  # not another process's copy
+                raise
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return reference
+
+
+# (path, size, mtime_ns) of a store's weights file → its fingerprint: hashed once per process.
+_VERIFIED_STORE_FILES: dict[tuple[str, int, int], str] = {}
+
+
+def _model_from_store(entry: Path, meta: ModelMeta, config_path: Path) -> EmotionModel:
+    """The model of `meta` around the encoder in the store entry `entry` (checked)."""
+    reference = meta.encoder
+    assert reference is not None
+    info = _read_json(entry / ENCODER_META_FILE)
+    if info.get("format") != ENCODER_FORMAT or info.get("fingerprint") != reference.fingerprint:
+        raise ModelFolderError(f"{entry / ENCODER_META_FILE}: not the store entry of encoder "
+                               f"{reference.fingerprint[:16]}…")  # fmt: skip
+    path = entry / ENCODER_WEIGHTS_FILE
+    if not path.is_file():
+        raise ModelFolderError(f"{path}: not found (the encoder store entry is incomplete)")
+    tensors = _read_weights(path)
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _VERIFIED_STORE_FILES:
+        _VERIFIED_STORE_FILES[key] = model_fingerprint(tensors)
+    if _VERIFIED_STORE_FILES[key] != reference.fingerprint:
+        raise ModelFolderError(f"{path}: its weights are not the encoder {reference.describe()} "
+                               "(damaged store: delete this entry)")  # fmt: skip
+    model = _build_model(meta.model_config, config_path)  # the encoder built from its config
+    _check_weights(tensors, model.encoder.state_dict(), path)
+    model.encoder.load_state_dict(tensors, strict=True)
+    return model
+
+
+def _model_from_source(meta: ModelMeta, config_path: Path) -> tuple[EmotionModel | None, str]:
+    """(the model of `meta` around the encoder loaded from its source, "") or (None, why not)."""
+    reference = meta.encoder
+    assert reference is not None
+    if reference.source == "tiny":
+        return None, "the tiny encoder starts from random weights, so only a store holds them"
+    try:
+        encoder = load_encoder(ModelConfig(encoder=reference.source), reference.revision)
+    except EmoknnError as error:
+        return None, str(error).splitlines()[0]
+    model = _build_model(meta.model_config, config_path, encoder=encoder)
+    found = module_fingerprint(model.encoder)
+    if found != reference.fingerprint:
+        return None, f"{reference.source} holds other weights (sha256 {found[:16]}…)"
+    return model, ""
+
+
+def resolve_encoder(folder: str | os.PathLike, meta: ModelMeta) -> EmotionModel:
+    """The model of a head-only folder with its encoder's weights in place (the head's are not
+    yet loaded), or `EncoderNotFoundError`: one line naming the encoder and how to get it."""
+    folder = Path(folder)
+    reference = meta.encoder
+    assert reference is not None
+    config_path = folder / MODEL_META_FILE
+    for store in encoder_stores(folder):
+        entry = store / reference.fingerprint
+        if (entry / ENCODER_META_FILE).is_file():
+            return _model_from_store(entry, meta, config_path)
+    model, why = _model_from_source(meta, config_path)
+    if model is not None:
+        return model
+    raise EncoderNotFoundError(
+        f"{folder}: needs the encoder {reference.describe()}, found in no encoder store "
+        f"({ENCODER_STORE_DIR}/{reference.fingerprint[:16]}… beside the run or in "
+        f"${ENCODER_STORE_ENV}) nor at its source ({why}); copy the {ENCODER_STORE_DIR}/ folder "
+        "of the output folder it was trained in beside it, make the source available, or make a "
+        "self-contained copy with `emoknn pack RUN OUT` where the encoder is"
+    )
+
+
+def _load_head_only(folder: Path, meta: ModelMeta, weights: dict[str, torch.Tensor]
+                    ) -> EmotionModel:  # fmt: skip
+    path = folder / MODEL_FILE
+    if model_fingerprint(weights) != meta.head_fingerprint:
+        raise ModelFolderError(
+            f"{path}: the weights are not the ones model.json describes (head fingerprint "
+            "differs); the folder mixes files of two models"
+        )
+    model = resolve_encoder(folder, meta)
+    expected = {n: t for n, t in model.state_dict().items() if not n.startswith(ENCODER_PREFIX)}
+    _check_weights(weights, expected, path)
+    model.load_state_dict(weights, strict=False)  # the encoder's are in place (resolve_encoder)
+    return model.eval()
+
+
+PACK_SKIPPED = (CHECKPOINT_DIR, "onnx", ".staging-*", ".*.tmp-*")  # resume state, exports, temps
+
+
+def pack_model(folder: str | os.PathLike, out: str | os.PathLike) -> ModelMeta:
+    """Write a self-contained copy of the model folder `folder` to `out` (a new or empty folder):
+    every file but checkpoints/ and exports, the model with its full weights (format version 1).
+
+    Everything is read and checked first (the encoder resolved, the datastore matched to the
+    model); the copy is staged beside `out` and renamed into place whole.
+    """
+    folder, out = Path(folder), Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ModelFolderError(f"{out}: exists and is not empty; pack writes a new folder")
+    if out.resolve() == folder.resolve() or folder.resolve() in out.resolve().parents:
+        raise ModelFolderError(f"{out}: inside the model folder {folder}; pack it elsewhere")
+    meta = read_model_meta(folder)
+    model = load_model(folder)
+    if (folder / DATASTORE_FILE).is_file():
+        load_knn(folder, meta.fingerprint, meta.labels)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    shutil.rmtree(stage, ignore_errors=True)
+    try:
+        shutil.copytree(folder, stage, ignore=shutil.ignore_patterns(*PACK_SKIPPED))
+        for name in (MODEL_FILE, MODEL_META_FILE):
+            (stage / name).unlink()
+        packed = save_model(stage, model, meta.max_seconds)
+        if packed.fingerprint != meta.fingerprint:
+            raise ModelFolderError(
+                f"{folder}: the assembled model's fingerprint differs from model.json's; the "
+                "folder mixes files of two models"
+            )
+        if out.is_dir():
+            out.rmdir()
+        os.replace(stage, out)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return packed
 
 
 # ── Lightning checkpoints (resume; converting folders of earlier versions) ─────────────────────

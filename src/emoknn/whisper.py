@@ -268,7 +268,7 @@ def whisper_encoder_from_config(encoder_config: dict[str, Any]) -> nn.Module:
     return WhisperEncoder(config)
 
 
-def load_whisper_encoder(name: str) -> nn.Module:
+def load_whisper_encoder(name: str, revision: str | None = None) -> nn.Module:
     """The encoder half of a pretrained Whisper (hub name or local folder), its decoder never kept.
 
     Any Whisper class's checkpoint works: the encoder's weights are renamed to `WhisperEncoder`'s
@@ -290,6 +290,7 @@ def load_whisper_encoder(name: str) -> nn.Module:
             key_mapping=ENCODER_KEY_MAPPING,
             output_loading_info=True,
             encoder_layerdrop=0.0,
+            revision=revision,
             **pretrained_kwargs(name),  # local folder, cache, or a Hub that answers (emoknn.hub)
         )
     except (OSError, ValueError, RuntimeError) as error:  # RuntimeError: weights of wrong shape
