@@ -278,6 +278,11 @@ def train_command(
     cache_views: Annotated[
         int | None, typer.Option(help="Augmented views cached per utterance (frozen encoder)")
     ] = None,
+    cache_precision: Annotated[
+        str | None,
+        typer.Option(help="Feature cache fill: fp32, bf16-views (views in bfloat16, originals "
+                     "fp32) or bf16 (needs a bf16 CPU or GPU)"),
+    ] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed")] = None,
     workers: Annotated[int | None, typer.Option(help="Data loader worker processes")] = None,
     accelerator: Annotated[str | None, typer.Option(help="auto, cpu, gpu")] = None,
@@ -314,7 +319,7 @@ def train_command(
         accelerator=accelerator, devices=devices, num_nodes=num_nodes, precision=precision,
         tensorboard=tensorboard, progress_bar=progress, freeze_encoder=freeze_encoder,
         feature_cache=None if feature_cache is None else str(feature_cache),
-        cache_views=cache_views,
+        cache_views=cache_views, cache_precision=cache_precision,
     )  # fmt: skip
     utterances, chosen = _load_folds(corpus, kind, scheme, fold)
     if len(chosen) != 1:
@@ -541,6 +546,11 @@ def crossval_command(
     cache_views: Annotated[
         int | None, typer.Option(help="Augmented views cached per utterance (frozen encoder)")
     ] = None,
+    cache_precision: Annotated[
+        str | None,
+        typer.Option(help="Feature cache fill: fp32, bf16-views (views in bfloat16, originals "
+                     "fp32) or bf16 (needs a bf16 CPU or GPU)"),
+    ] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed")] = None,
     workers: Annotated[int | None, typer.Option(help="Data loader worker processes")] = None,
     accelerator: Annotated[str | None, typer.Option(help="auto, cpu, gpu")] = None,
@@ -554,7 +564,7 @@ def crossval_command(
         preset, encoder=encoder, max_epochs=epochs, batch_size=batch_size, learning_rate=lr,
         max_seconds=max_seconds, seed=seed, num_workers=workers, accelerator=accelerator,
         devices=devices, precision=precision, progress_bar=progress,
-        freeze_encoder=freeze_encoder, cache_views=cache_views,
+        freeze_encoder=freeze_encoder, cache_views=cache_views, cache_precision=cache_precision,
         feature_cache=None if feature_cache is None else str(feature_cache),
     )  # fmt: skip
     _run_crossval(corpus, kind, scheme, folds, tables, out, config, criterion)
@@ -860,6 +870,23 @@ def push_command(
     if not had_card:
         console.print(f"Wrote the model card {run / 'README.md'} from the run's files.")
     console.print(f"Uploaded {run} to {url}; load it anywhere with --model {repo_id}",
+                  highlight=False)  # fmt: skip
+
+
+@app.command("pack")
+def pack_command(
+    run: Annotated[Path, typer.Argument(help="Model folder (a head-only frozen run, or any)")],
+    out: Annotated[Path, typer.Argument(help="New (or empty) folder for the self-contained copy")],
+) -> None:
+    """Write a self-contained copy of a model folder: the encoder's weights included, so it loads
+    with no encoder store, encoder folder or network (a frozen run stores its head alone)."""
+    from emoknn.model_folder import MODEL_FILE, pack_model, read_model_meta
+
+    head_only = read_model_meta(run).head_only
+    pack_model(run, out)
+    size = (out / MODEL_FILE).stat().st_size / 2**20
+    what = "the head and its encoder" if head_only else "its full weights"
+    console.print(f"Wrote {out}: {what} ({size:.1f} MB); it loads anywhere with --model {out}",
                   highlight=False)  # fmt: skip
 
 

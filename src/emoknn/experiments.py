@@ -264,7 +264,7 @@ def prepare_frozen(
     root = Path(base_config.feature_cache or default_cache_dir(out_dir)).resolve()
     config = TrainConfig(**{**vars(base_config), "feature_cache": str(root)})
     model = build_frozen_model(config, labels)
-    cache = FeatureCache(root, model, config.max_seconds)
+    cache = FeatureCache(root, model, config.max_seconds, config.cache_precision)
     everyone = list({u.id: u for f in folds for u in f.train + f.val + f.test}.values())
     trained_on = list({u.id: u for f in folds for u in f.train}.values())
     augmentations = sorted({spec.augment for spec in trainings_for(tables)})

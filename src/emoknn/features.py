@@ -22,6 +22,17 @@ computes only what is missing. Originals are stored in float32 (so cached and li
 agree to float rounding); views, which only training reads, in float16 (relative error ≤ 2^-11)
 unless a value would overflow it.
 
+Precision (`precision`): "fp32" (default), "bf16-views" (the views are encoded under bfloat16
+autocast; the originals, which the datastore, validation and evaluation read, stay fp32 and equal
+to live prediction) or "bf16" (everything under bfloat16 autocast). An entry's key names its
+precision whenever it is not fp32, so bf16 features are never served as fp32 ones (and fp32 keys
+are those of earlier versions). bfloat16 needs a GPU that has it or a CPU with AVX512-BF16/AMX
+(`bf16_supported`); elsewhere it is refused, not emulated (emulated bf16 is slower than fp32).
+
+Threads: the fill runs torch on `fill_threads()` threads: $EMOKNN_THREADS if set, else
+$OMP_NUM_THREADS if set, else the cores this process may use (its CPU affinity, capped by a cgroup
+CPU quota), never more: more threads than cores makes every op wait on the slowest thread.
+
     cache = FeatureCache(root, model, max_seconds=7.5)
     cache.fill(utterances, augmentation, seed=0, views=4)        # computes only what is missing
     originals = cache.originals(utterances)                     # (N, L + 1, H) float32
@@ -36,6 +47,7 @@ import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,15 +59,79 @@ from emoknn.audio import SAMPLE_RATE, center_crop, load_audio, max_samples, rand
 from emoknn.augment import Augmentation, Mixed, Reverberate
 from emoknn.corpora.utterance import Utterance
 from emoknn.data import pad_batch
-from emoknn.errors import AudioError, EmoknnError
+from emoknn.errors import AudioError, ConfigError, EmoknnError
 from emoknn.files import atomic_path, write_json_atomic
-from emoknn.knn import model_fingerprint
+from emoknn.knn import module_fingerprint
 from emoknn.model import EmotionModel
 
 FORMAT_VERSION = 1  # bump when what a key means changes (the pooling, the crop, the views' seeding)
 CACHE_FOLDER_NAME = "emoknn-features"
 SHARD_ENTRIES = 256  # entries per shard file: what an interruption can lose at most
 FLOAT16_MAX = float(np.finfo(np.float16).max)
+CACHE_PRECISIONS = ("fp32", "bf16-views", "bf16")
+THREADS_ENV = "EMOKNN_THREADS"
+
+
+def bf16_supported(device: torch.device | str = "cpu") -> bool:
+    """Whether `device` computes bfloat16 natively (CUDA: Ampere or newer; CPU: AVX512-BF16 or
+    AMX, as oneDNN reports it)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device.type != "cpu":
+        return False
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def _cgroup_cpus() -> int | None:
+    """The CPU quota of this process's cgroup (v2 `cpu.max`, v1 cfs files), in whole cores."""
+    candidates = [
+        ("/sys/fs/cgroup/cpu.max", None),
+        ("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", "/sys/fs/cgroup/cpu/cpu.cfs_period_us"),
+    ]
+    for quota_file, period_file in candidates:
+        try:
+            if period_file is None:
+                quota, period = Path(quota_file).read_text().split()[:2]
+            else:
+                quota = Path(quota_file).read_text().strip()
+                period = Path(period_file).read_text().strip()
+            if quota in ("max", "-1"):
+                return None
+            return max(1, int(int(quota) // int(period)))
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def available_cores() -> int:
+    """Cores this process may run on: its CPU affinity, capped by a cgroup CPU quota."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    quota = _cgroup_cpus()
+    return max(1, min(cores or 1, quota or cores or 1))
+
+
+def fill_threads() -> int:
+    """torch threads for a fill: $EMOKNN_THREADS, else $OMP_NUM_THREADS, else the available cores
+    (module docstring)."""
+    for name in (THREADS_ENV, "OMP_NUM_THREADS"):
+        value = os.environ.get(name, "").strip()
+        if value:
+            if not value.isdigit() or int(value) < 1:
+                raise ConfigError(f"${name} must be a whole number ≥ 1, got {value!r}")
+            return int(value)
+    return available_cores()
+
+
+@contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """torch runs on `count` threads inside, as before outside."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def default_cache_dir(out_dir: str | os.PathLike) -> Path:
@@ -122,16 +198,21 @@ class FillStats:
 class FeatureCache:
     """Pooled per-layer encoder outputs of utterances and their views, on disk (module doc)."""
 
-    def __init__(self, root: str | os.PathLike, model: EmotionModel, max_seconds: float) -> None:
+    def __init__(self, root: str | os.PathLike, model: EmotionModel, max_seconds: float,
+                 precision: str = "fp32") -> None:  # fmt: skip
+        if precision not in CACHE_PRECISIONS:
+            raise ConfigError(f"cache precision must be one of {', '.join(CACHE_PRECISIONS)}, "
+                              f"got {precision!r}", setting="cache_precision")  # fmt: skip
         self.root = Path(root)
         self.model = model
+        self.precision = precision
         self.max_length = max_samples(max_seconds)
         self.shape = (model.num_layers + 1, model.hidden_size)
         encoder = {
             "format": FORMAT_VERSION,
             "encoder": model.config.encoder,
             "encoder_config": model.config.encoder_config,
-            "weights_sha256": model_fingerprint(model.encoder.state_dict()),
+            "weights_sha256": module_fingerprint(model.encoder),
             "normalize_waveforms": model.config.normalize_waveforms,
             "crop_samples": self.max_length,
             "shape": list(self.shape),
@@ -144,8 +225,18 @@ class FeatureCache:
 
     # ---- keys -------------------------------------------------------------------------------
 
+    def _bf16(self, views: bool) -> bool:
+        """Whether entries of this kind (views, or originals) are encoded under bf16."""
+        return self.precision == "bf16" or (views and self.precision == "bf16-views")
+
+    def _key(self, audio: dict[str, Any], view: dict[str, Any] | None) -> str:
+        identity: dict[str, Any] = {"audio": audio, "view": view}
+        if self._bf16(view is not None):
+            identity["precision"] = "bf16"  # fp32 keys stay those of earlier versions
+        return _digest(identity)[:32]
+
     def original_keys(self, utterances: Sequence[Utterance]) -> list[str]:
-        return [_digest({"audio": _audio_identity(u), "view": None})[:32] for u in utterances]
+        return [self._key(_audio_identity(u), None) for u in utterances]
 
     def view_keys(self, utterances: Sequence[Utterance], spec: ViewSpec) -> list[list[str]]:
         """keys[k][i]: view k of utterance i."""
@@ -157,9 +248,7 @@ class FeatureCache:
                 {"utterance": u.id, "seed": spec.seed, "index": k, "augmentation": identity}
                 for u in utterances
             ]
-            keys.append(
-                [_digest({"audio": a, "view": v})[:32] for a, v in zip(audio, views, strict=True)]
-            )
+            keys.append([self._key(a, v) for a, v in zip(audio, views, strict=True)])
         return keys
 
     # ---- reading ------------------------------------------------------------------------------
@@ -264,6 +353,13 @@ class FeatureCache:
         total = sum(len(entries) for _, entries in jobs)
         if total == 0:
             return FillStats(len(wanted), 0, time.perf_counter() - start, 0.0)
+        device = next(self.model.parameters()).device
+        if self.precision != "fp32" and not bf16_supported(device):
+            raise ConfigError(
+                f"cache precision {self.precision}: this {device.type.upper()} has no native "
+                "bfloat16 (a CPU needs AVX512-BF16 or AMX, a GPU Ampere or newer); use fp32",
+                setting="cache_precision",
+            )
         self.folder.mkdir(parents=True, exist_ok=True)
         info_file = self.folder / "encoder.json"
         if not info_file.is_file():
@@ -271,6 +367,15 @@ class FeatureCache:
 
         augmentation = spec.augmentation if spec is not None else None
         seed = spec.seed if spec is not None else 0
+        # Entries of another precision than the rest are encoded in a pass of their own.
+        passes: dict[bool, list[tuple[Utterance, list[tuple[str, int | None]]]]] = {}
+        for utterance, entries in jobs:
+            for entry in entries:
+                bf16 = self._bf16(entry[1] is not None)
+                group = passes.setdefault(bf16, [])
+                if not group or group[-1][0] is not utterance:
+                    group.append((utterance, []))
+                group[-1][1].append(entry)
         model = self.model
         was_training = model.training
         model.eval()
@@ -279,22 +384,16 @@ class FeatureCache:
         done = 0
         audio_samples = 0
         try:
-            batches = _clip_batches(jobs, self.max_length, augmentation, seed, batch_size)
-            for clips in _prefetched(batches):
-                waveforms, lengths = pad_batch([clip for _, _, clip in clips])
-                with torch.inference_mode():
-                    pooled = model.pooled_layers(waveforms, lengths).numpy()  # (B, L + 1, H)
-                for row, (key, is_view, _) in enumerate(clips):
-                    pending[is_view][0].append(key)
-                    pending[is_view][1].append(pooled[row])
-                done += len(clips)
-                audio_samples += int(lengths.sum())
-                for is_view, (keys, rows) in pending.items():
-                    if len(keys) >= SHARD_ENTRIES:
-                        self._write_shard(keys, rows, is_view)
-                        pending[is_view] = ([], [])
-                if progress is not None:
-                    progress(done, total)
+            with torch_threads(fill_threads()):
+                for bf16, group in passes.items():
+                    autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if bf16
+                                else nullcontext())  # fmt: skip
+                    batches = _clip_batches(group, self.max_length, augmentation, seed, batch_size)
+                    for clips in _prefetched(batches):
+                        done, audio_samples = self._encode(clips, autocast, pending, done,
+                                                           audio_samples)  # fmt: skip
+                        if progress is not None:
+                            progress(done, total)
             for is_view, (keys, rows) in pending.items():
                 if keys:
                     self._write_shard(keys, rows, is_view)
@@ -302,6 +401,26 @@ class FeatureCache:
             model.train(was_training)
         seconds = time.perf_counter() - start
         return FillStats(len(wanted), total, seconds, audio_samples / SAMPLE_RATE)
+
+    def _encode(self, clips: list[tuple[str, bool, np.ndarray]], autocast: Any,
+                pending: dict[bool, tuple[list[str], list[np.ndarray]]], done: int,
+                audio_samples: int) -> tuple[int, int]:  # fmt: skip
+        """Encode one batch, add its rows to `pending` and write the shards that are full."""
+        waveforms, lengths = pad_batch([clip for _, _, clip in clips])
+        device = next(self.model.parameters()).device
+        with torch.inference_mode(), autocast:
+            pooled = self.model.pooled_layers(waveforms.to(device), lengths.to(device))
+        pooled = pooled.float().cpu().numpy()  # (B, L + 1, H)
+        for row, (key, is_view, _) in enumerate(clips):
+            pending[is_view][0].append(key)
+            pending[is_view][1].append(pooled[row])
+        done += len(clips)
+        audio_samples += int(lengths.sum())
+        for is_view, (keys, rows) in pending.items():
+            if len(keys) >= SHARD_ENTRIES:
+                self._write_shard(keys, rows, is_view)
+                pending[is_view] = ([], [])
+        return done, audio_samples
 
     def _write_shard(self, keys: list[str], rows: list[np.ndarray], views: bool) -> None:
         stacked = np.stack(rows)  # (N, L + 1, H) float32

@@ -287,7 +287,7 @@ def train_frozen_fold(
     model = build_frozen_model(config, labels, encoder)
     if cache is None:
         root = Path(config.feature_cache) if config.feature_cache else default_cache_dir(run_dir)
-        cache = FeatureCache(root, model, config.max_seconds)
+        cache = FeatureCache(root, model, config.max_seconds, config.cache_precision)
     # The run records where its features are, so its kNN stage can be fitted from them.
     config = TrainConfig(**{**asdict(config), "feature_cache": str(cache.root.resolve())})
     spec = view_spec(config)

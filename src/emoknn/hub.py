@@ -217,8 +217,13 @@ def push_model(
     model is never published; only the files in UPLOAD_PATTERNS are sent. A folder needs a model
     card (README.md): `adapt` writes one, and for a training run one is generated from its files
     (with `licence` in it) when it has none.
+
+    A head-only folder (a frozen run) is published as it is only when its encoder reference is a
+    Hub id with a revision whose weights were checked to be the ones it needs (loaded from the Hub
+    at that revision, fingerprint compared): whoever loads it gets the encoder from the Hub.
+    Otherwise a self-contained copy (`emoknn.model_folder.pack_model`) is uploaded.
     """
-    from emoknn.model_folder import load_knn, load_model, read_model_meta
+    from emoknn.model_folder import load_knn, load_model, pack_model, read_model_meta
 
     folder = Path(folder)
     if "/" not in repo_id or not _is_repo_id(repo_id):
@@ -238,6 +243,34 @@ def push_model(
         from emoknn.files import write_text_atomic
 
         write_text_atomic(folder / "README.md", run_card(folder, licence))
+    if meta.encoder is None or hub_encoder_verified(folder):
+        return _upload(folder, folder, repo_id, private, token, commit_message)
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix=".emoknn-push-", dir=folder.parent) as staging:
+        packed = Path(staging) / folder.name
+        pack_model(folder, packed)
+        return _upload(packed, folder, repo_id, private, token, commit_message)
+
+
+def hub_encoder_verified(folder: str | os.PathLike) -> bool:
+    """Whether a head-only folder's encoder reference can stand for its weights on the Hub: a Hub
+    id with a revision, from which the weights with the recorded fingerprint load."""
+    from emoknn.model_folder import model_from_source, read_model_meta
+
+    folder = Path(folder)
+    meta = read_model_meta(folder)
+    reference = meta.encoder
+    if reference is None or reference.revision is None:
+        return False
+    if not looks_like_repo_id(reference.source):
+        return False
+    model, _ = model_from_source(meta, folder / "model.json")
+    return model is not None
+
+
+def _upload(folder: Path, origin: Path, repo_id: str, private: bool, token: str | None,
+            commit_message: str | None) -> str:  # fmt: skip
     from huggingface_hub import HfApi
     from huggingface_hub.errors import HfHubHTTPError
 
@@ -246,7 +279,7 @@ def push_model(
         url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
         api.upload_folder(
             repo_id=repo_id, folder_path=str(folder), allow_patterns=UPLOAD_PATTERNS,
-            commit_message=commit_message or f"Upload emoknn model from {folder.name}",
+            commit_message=commit_message or f"Upload emoknn model from {origin.name}",
             repo_type="model",
         )  # fmt: skip
     except (HfHubHTTPError, OSError) as error:

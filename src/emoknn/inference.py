@@ -135,6 +135,12 @@ def feature_cache_of(run_dir: str | os.PathLike) -> Path | None:
     return Path(config["feature_cache"])
 
 
+def cache_precision_of(run_dir: str | os.PathLike) -> str:
+    """The precision a frozen-encoder run's feature cache was filled in (fp32 before it was a
+    setting)."""
+    return read_run_config(run_dir)["train_config"].get("cache_precision", "fp32")
+
+
 def best_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -168,7 +174,7 @@ def fit_run_knn(
         )
     cache_root = feature_cache_of(run_dir)
     if cache_root is not None:  # a frozen encoder: its cached features give the same embeddings
-        cache = FeatureCache(cache_root, model.cpu(), max_seconds)
+        cache = FeatureCache(cache_root, model.cpu(), max_seconds, cache_precision_of(run_dir))
         train_embedded = embed_pooled(model, train, cache.originals(train))
         val_embedded = embed_pooled(model, val, cache.originals(val))
     else:

@@ -528,16 +528,23 @@ def _model_from_store(entry: Path, meta: ModelMeta, config_path: Path) -> Emotio
     return model
 
 
-def _model_from_source(meta: ModelMeta, config_path: Path) -> tuple[EmotionModel | None, str]:
+def model_from_source(meta: ModelMeta, config_path: Path) -> tuple[EmotionModel | None, str]:
     """(the model of `meta` around the encoder loaded from its source, "") or (None, why not)."""
     reference = meta.encoder
     assert reference is not None
     if reference.source == "tiny":
         return None, "the tiny encoder starts from random weights, so only a store holds them"
+    from transformers.utils import logging as transformers_logging
+
+    bar = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.disable_progress_bar()  # a bar per load, around a one-line error
     try:
         encoder = load_encoder(ModelConfig(encoder=reference.source), reference.revision)
     except EmoknnError as error:
         return None, str(error).splitlines()[0]
+    finally:
+        if bar:
+            transformers_logging.enable_progress_bar()
     model = _build_model(meta.model_config, config_path, encoder=encoder)
     found = module_fingerprint(model.encoder)
     if found != reference.fingerprint:
@@ -556,7 +563,7 @@ def resolve_encoder(folder: str | os.PathLike, meta: ModelMeta) -> EmotionModel:
         entry = store / reference.fingerprint
         if (entry / ENCODER_META_FILE).is_file():
             return _model_from_store(entry, meta, config_path)
-    model, why = _model_from_source(meta, config_path)
+    model, why = model_from_source(meta, config_path)
     if model is not None:
         return model
     raise EncoderNotFoundError(

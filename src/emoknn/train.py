@@ -99,6 +99,7 @@ class TrainConfig:
     freeze_encoder: bool = False
     cache_views: int = 4  # K augmented views per training utterance in the feature cache
     feature_cache: str | None = None  # its folder; None = `emoknn-features` beside the output
+    cache_precision: str = "fp32"  # fp32 | bf16-views | bf16: how the cache is filled (features)
     seed: int = 0
     num_workers: int = 2
     preload_audio: bool = False
@@ -141,6 +142,7 @@ class TrainConfig:
         check_int(self.devices, "devices", 1)
         check_int(self.num_nodes, "num_nodes", 1)
         check_int(self.cache_views, "cache_views", 1)
+        check_choice(self.cache_precision, "cache_precision", ("fp32", "bf16-views", "bf16"))
 
 
 def check_hardware(config: TrainConfig) -> None:
