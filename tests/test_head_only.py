@@ -263,7 +263,10 @@ def test_fill_threads_follow_the_environment(monkeypatch):
 
     monkeypatch.delenv("EMOKNN_THREADS", raising=False)
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr("os.getloadavg", lambda: (0.2, 0.2, 0.2))  # an idle machine: every core
     assert fill_threads() == available_cores() >= 1
+    monkeypatch.setattr("os.getloadavg", lambda: (40.0, 40.0, 40.0))  # a busy one: one thread
+    assert fill_threads() == 1
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     assert fill_threads() == 3
     monkeypatch.setenv("EMOKNN_THREADS", "2")

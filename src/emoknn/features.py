@@ -31,7 +31,10 @@ are those of earlier versions). bfloat16 needs a GPU that has it or a CPU with A
 
 Threads: the fill runs torch on `fill_threads()` threads: $EMOKNN_THREADS if set, else
 $OMP_NUM_THREADS if set, else the cores this process may use (its CPU affinity, capped by a cgroup
-CPU quota), never more: more threads than cores makes every op wait on the slowest thread.
+CPU quota) less the cores other processes keep busy (the 1-minute load average, rounded), at least
+one. More threads than free cores makes every op wait for the slowest thread: on this project's
+2-core machine at load 14, the tiny encoder took 3.3-3.5 s per batch on 2 threads and 0.53-0.60 s
+on 1 (`bench/feature_cache.py` prints the count it used).
 
     cache = FeatureCache(root, model, max_seconds=7.5)
     cache.fill(utterances, augmentation, seed=0, views=4)        # computes only what is missing
@@ -113,14 +116,16 @@ def available_cores() -> int:
 
 def fill_threads() -> int:
     """torch threads for a fill: $EMOKNN_THREADS, else $OMP_NUM_THREADS, else the available cores
-    (module docstring)."""
+    less those other processes keep busy, at least 1 (module docstring)."""
     for name in (THREADS_ENV, "OMP_NUM_THREADS"):
         value = os.environ.get(name, "").strip()
         if value:
             if not value.isdigit() or int(value) < 1:
                 raise ConfigError(f"${name} must be a whole number ≥ 1, got {value!r}")
             return int(value)
-    return available_cores()
+    cores = available_cores()
+    busy = round(os.getloadavg()[0]) if hasattr(os, "getloadavg") else 0
+    return max(1, min(cores, cores - busy))
 
 
 @contextmanager
