@@ -274,3 +274,18 @@ def test_fill_threads_follow_the_environment(monkeypatch):
     monkeypatch.setenv("EMOKNN_THREADS", "many")
     with pytest.raises(ConfigError, match="EMOKNN_THREADS"):
         fill_threads()
+
+
+def test_adapt_reads_a_head_only_fold_and_writes_a_whole_model(
+    crossval_out, small_synthetic_corpus, tmp_path
+):
+    from emoknn.adapt import adapt_model, load_source
+
+    fold = sorted(crossval_out.glob("scl/fold*"))[0]
+    labels = read_model_meta(fold).labels
+    out = tmp_path / "adapted"
+    adapt_model(load_source(fold), small_synthetic_corpus / "manifest.csv", out,
+                {label: label for label in labels}, device="cpu", max_folds=2)  # fmt: skip
+    assert not read_model_meta(out).head_only  # an adapted model travels whole
+    clips = [u.path for u in load_synthetic(small_synthetic_corpus)[:2]]
+    assert probabilities(out, clips).shape == (2, len(labels))
