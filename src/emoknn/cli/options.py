@@ -69,7 +69,7 @@ Int8 = Annotated[
 InferencePrecision = Annotated[
     str,
     typer.Option(
-        "--precision", help="fp32, or bf16: faster where the hardware has bf16 (see README)"
+        "--precision", help="fp32, or bf16: faster where the hardware has bf16 (docs: prediction)"
     ),
 ]
 Device = Annotated[str | None, typer.Option("--device", help="cpu or cuda (default: best)")]
