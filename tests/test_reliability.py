@@ -25,3 +25,120 @@ def test_float_noise_is_no_difference():
     assert result.mean == 0.0 and result.p_value == 1.0 and not result.significant
     sentence = describe("A vs B", result, result)
     assert "no UA (= WA) difference detectable (+0.0" in sentence
+
+
+# ── the feature cache ────────────────────────────────────────────────────────────────────────────
+
+
+@pytest.fixture
+def corpus12(small_synthetic_corpus, tmp_path):
+    """A private copy of 12 utterances (tests below rewrite their files)."""
+    import shutil
+
+    from emoknn.corpora import load_synthetic
+
+    shutil.copytree(small_synthetic_corpus, tmp_path / "corpus")
+    return load_synthetic(tmp_path / "corpus")[:12]
+
+
+def _tiny_model():
+    import torch
+
+    from emoknn.model import EmotionModel, ModelConfig
+
+    torch.manual_seed(0)
+    return EmotionModel(ModelConfig(encoder="tiny")).eval()
+
+
+def _reencode_keeping_size_and_time(path, in_place: bool) -> None:
+    """New samples, same length (so the same WAV size), the old modification time restored, as
+    `cp -p` / `rsync -t` / `tar` leave a re-encoded file."""
+    import os
+
+    import soundfile
+
+    before = os.stat(path)
+    samples, rate = soundfile.read(path, dtype="float32")
+    changed = np.ascontiguousarray(samples[::-1])  # other audio, same number of samples
+    if in_place:
+        soundfile.write(path, changed, rate, subtype="PCM_16")
+    else:
+        replacement = path.with_name("replacement.wav")
+        soundfile.write(replacement, changed, rate, subtype="PCM_16")
+        os.replace(replacement, path)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = os.stat(path)
+    assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+
+
+@pytest.mark.parametrize("in_place", [False, True])
+def test_a_reencoded_file_with_its_size_and_time_restored_is_not_served_stale(
+    corpus12, tmp_path, in_place
+):
+    from emoknn.features import FeatureCache
+
+    model = _tiny_model()
+    cache = FeatureCache(tmp_path / "cache", model, 1.0)
+    old = cache.originals(corpus12)
+    _reencode_keeping_size_and_time(corpus12[4].path, in_place)
+    fresh = FeatureCache(tmp_path / "cache", model, 1.0)  # a new process: no memory of the file
+    assert fresh.fill(corpus12, None).computed == 1
+    new = fresh.originals(corpus12)
+    assert not np.allclose(new[4], old[4])
+    np.testing.assert_array_equal(np.delete(new, 4, 0), np.delete(old, 4, 0))
+
+
+def test_content_hashes_are_computed_once_per_file_version(corpus12, tmp_path, monkeypatch):
+    import emoknn.features
+    from emoknn.features import FeatureCache
+
+    model = _tiny_model()
+    FeatureCache(tmp_path / "cache", model, 1.0).fill(corpus12, None)
+    hashed = []
+    real = emoknn.features.file_sha256
+    monkeypatch.setattr(emoknn.features, "file_sha256", lambda p: hashed.append(p) or real(p))
+    again = FeatureCache(tmp_path / "cache", model, 1.0)  # reads content-hashes.json
+    assert again.fill(corpus12, None).computed == 0 and hashed == []
+
+
+def test_a_truncated_cache_shard_is_skipped_and_recomputed(corpus12, tmp_path):
+    from emoknn.features import FeatureCache
+
+    model = _tiny_model()
+    cache = FeatureCache(tmp_path / "cache", model, 1.0)
+    expected = cache.originals(corpus12)
+    (shard,) = cache.folder.glob("shard-*.npz")
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
+    again = FeatureCache(tmp_path / "cache", model, 1.0)
+    assert again.fill(corpus12, None).computed == 12
+    np.testing.assert_allclose(again.originals(corpus12), expected, atol=1e-6)
+
+
+def _poison_shards(folder) -> None:
+    for shard in folder.glob("shard-*.npz"):
+        with np.load(shard) as stored:
+            keys, features = stored["keys"], stored["features"].copy()
+        features[0, 0, 0] = np.nan
+        with shard.open("wb") as handle:
+            np.savez(handle, keys=keys, features=features)
+
+
+def test_nan_features_in_the_cache_blame_the_cache_and_write_no_run(small_synthetic_corpus,
+                                                                    tmp_path):  # fmt: skip
+    from emoknn.corpora import label_names, load_synthetic
+    from emoknn.features import FeatureCache
+    from emoknn.folds import speaker_folds
+    from emoknn.frozen import build_frozen_model, train_frozen_fold
+    from emoknn.train import make_config
+
+    utterances = load_synthetic(small_synthetic_corpus)
+    fold, labels = speaker_folds(utterances)[0], label_names(utterances)
+    config = make_config("frozen", encoder="tiny", max_seconds=1.0, max_epochs=2, cache_views=1,
+                         feature_cache=str(tmp_path / "cache"))  # fmt: skip
+    model = build_frozen_model(config, labels)
+    cache = FeatureCache(tmp_path / "cache", model, 1.0)
+    cache.fill(fold.train + fold.val, None)
+    _poison_shards(cache.folder)
+    with pytest.raises(EmoknnError, match=r"shard-.*feature cache holds NaN.*delete it"):
+        train_frozen_fold(config, fold.train, fold.val, labels, tmp_path / "run")
+    assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())
