@@ -142,3 +142,49 @@ def test_nan_features_in_the_cache_blame_the_cache_and_write_no_run(small_synthe
     with pytest.raises(EmoknnError, match=r"shard-.*feature cache holds NaN.*delete it"):
         train_frozen_fold(config, fold.train, fold.val, labels, tmp_path / "run")
     assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())
+
+
+# ── knn.json and datastore.npz checked against the model at load ─────────────────────────────────
+
+
+@pytest.fixture
+def run(trained_run, tmp_path):
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(trained_run, copy)
+    return copy
+
+
+def _set_model_labels(folder, value) -> None:
+    import json
+
+    path = folder / "knn.json"
+    data = json.loads(path.read_text())
+    for name in ("interpolated", "knn_only"):
+        data[name]["model_labels"] = value
+    path.write_text(json.dumps(data))
+
+
+@pytest.mark.parametrize("value", [["zzz"], ["angry"]])
+def test_knn_json_model_labels_must_be_what_the_model_predicts(run, tmp_path, value):
+    from emoknn.export import export_onnx
+    from emoknn.predict import EmotionRecognizer
+
+    _set_model_labels(run, value)
+    with pytest.raises(EmoknnError, match=r"knn\.json: interpolated\.model_labels"):
+        EmotionRecognizer.load(run, device="cpu")
+    with pytest.raises(EmoknnError, match=r"knn\.json"):
+        export_onnx(run, tmp_path / "export")
+    assert not (tmp_path / "export" / "knn.json").exists()
+
+
+def test_a_datastore_of_the_wrong_width_is_refused_at_load_naming_it(run):
+    from emoknn.model_folder import load_datastore, save_datastore
+    from emoknn.predict import EmotionRecognizer
+
+    store = load_datastore(run)
+    store.keys = np.ascontiguousarray(store.keys[:, :-1])
+    save_datastore(run, store)
+    with pytest.raises(EmoknnError, match=r"datastore\.npz: holds \d+-wide embeddings"):
+        EmotionRecognizer.load(run, device="cpu")

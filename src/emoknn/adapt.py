@@ -463,7 +463,7 @@ def load_source(model: str | os.PathLike, device: str = "cpu") -> SourceModel:
         loaded = load_model(path, device)
         store = None
         if (path / "datastore.npz").is_file():
-            store = load_datastore(path, meta.fingerprint, meta.labels)
+            store = load_datastore(path, meta.fingerprint, meta.labels, loaded.embedding_size)
         description = {"kind": "emoknn", "name": str(model), "encoder": loaded.config.encoder,
                        "labels": meta.labels}  # fmt: skip
         return SourceModel(loaded, meta.max_seconds, store, description)

@@ -156,7 +156,8 @@ class EmotionRecognizer:
         model = load_model(model_dir, device)
         store = settings = None
         if use_knn:
-            store, tuning = load_knn(model_dir, meta.fingerprint, meta.labels)
+            store, tuning = load_knn(model_dir, meta.fingerprint, meta.labels,
+                                     model.embedding_size)
             settings = tuning.interpolated
         return cls(model, store, settings, meta.max_seconds, device, precision)
 
@@ -721,7 +722,8 @@ class OnnxEmotionRecognizer(EmotionRecognizer):
         _check_onnx_outputs(session, meta, model_file)
         store = settings = None
         if use_knn:
-            store, tuning = load_knn(export_dir, meta["fingerprint"], meta["labels"])
+            store, tuning = load_knn(export_dir, meta["fingerprint"], meta["labels"],
+                                     meta["embedding_size"])
             settings = tuning.interpolated
         return cls(session, meta["labels"], store, settings, meta["max_seconds"],
                    meta.get("max_input_seconds"))  # fmt: skip
