@@ -188,3 +188,118 @@ def test_a_datastore_of_the_wrong_width_is_refused_at_load_naming_it(run):
     save_datastore(run, store)
     with pytest.raises(EmoknnError, match=r"datastore\.npz: holds \d+-wide embeddings"):
         EmotionRecognizer.load(run, device="cpu")
+
+
+# ── adapt: nothing inflated ─────────────────────────────────────────────────────────────────────
+
+
+@pytest.fixture(scope="module")
+def hf_source(tmp_path_factory):
+    from tiny_hf import save_tiny_classifier
+
+    from emoknn.adapt import load_source
+
+    return load_source(save_tiny_classifier("wav2vec2", tmp_path_factory.mktemp("hf") / "c"))
+
+
+HF_MAP = {"ang": "angry", "hap": "happy", "neu": "neutral", "sad": "sad"}
+
+
+def _manifest(path, rows) -> str:
+    import csv
+
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "label", "speaker"])
+        writer.writerows(rows)
+    return path
+
+
+def test_adapt_refuses_the_same_audio_under_two_names(hf_source, small_synthetic_corpus,
+                                                      tmp_path):  # fmt: skip
+    import shutil
+
+    from emoknn.adapt import adapt_model
+    from emoknn.corpora import load_synthetic
+
+    rows = []
+    for u in load_synthetic(small_synthetic_corpus):
+        copy = tmp_path / "clips" / f"{u.path.stem}_copy.wav"
+        copy.parent.mkdir(exist_ok=True)
+        shutil.copy(u.path, copy)
+        rows += [(u.path, u.label, u.speaker), (copy, u.label, u.speaker)]
+    manifest = _manifest(tmp_path / "m.csv", rows)
+    with pytest.raises(EmoknnError, match=r"_copy\.wav is the same audio as .*give each clip once"):
+        adapt_model(hf_source, manifest, tmp_path / "out", HF_MAP, device="cpu")
+    assert not (tmp_path / "out").exists()
+
+
+def test_adapt_refuses_a_reencoded_copy_of_a_clip(hf_source, small_synthetic_corpus, tmp_path):
+    import soundfile
+
+    from emoknn.adapt import adapt_model
+    from emoknn.corpora import load_synthetic
+
+    utterances = load_synthetic(small_synthetic_corpus)
+    rows = [(u.path, u.label, u.speaker) for u in utterances]
+    samples, rate = soundfile.read(utterances[5].path, dtype="float32")
+    soundfile.write(tmp_path / "again.wav", samples, rate, subtype="FLOAT")  # other bytes
+    rows.append((tmp_path / "again.wav", utterances[5].label, utterances[5].speaker))
+    manifest = _manifest(tmp_path / "m.csv", rows)
+    with pytest.raises(EmoknnError, match=r"again\.wav holds the same audio as .*identical"):
+        adapt_model(hf_source, manifest, tmp_path / "out", HF_MAP, device="cpu")
+    assert not (tmp_path / "out").exists()
+
+
+def test_keep_datastore_never_scores_a_clip_against_its_own_kept_entry(
+    trained_run, small_synthetic_corpus, tmp_path
+):
+    """The source run's datastore holds its train + validation clips; the user adapts on copies
+    of the whole corpus under other names (so only the audio can tell)."""
+    import shutil
+
+    from emoknn.adapt import adapt_model, load_source
+    from emoknn.corpora import load_synthetic
+    from emoknn.model_folder import load_datastore
+
+    source = load_source(trained_run)
+    rows = []
+    for number, u in enumerate(load_synthetic(small_synthetic_corpus)):
+        renamed = tmp_path / "clips" / f"clip{number:03d}.wav"
+        renamed.parent.mkdir(exist_ok=True)
+        shutil.copy(u.path, renamed)
+        rows.append((renamed, u.label, u.speaker))
+    manifest = _manifest(tmp_path / "m.csv", rows)
+    result = adapt_model(source, manifest, tmp_path / "out", keep_datastore=True, device="cpu")
+    assert result.report["original_entries_dropped"] == len(source.store)
+    store = load_datastore(tmp_path / "out")
+    assert not [i for i in store.ids if i.startswith("original/")] and len(store) == 72
+
+    # Clips of three speakers only: the source entries of the other speakers are kept.
+    some = [row for row in rows if row[2] in ("Syn01F", "Syn02M", "Syn03F")]
+    manifest = _manifest(tmp_path / "some.csv", some)
+    result = adapt_model(source, manifest, tmp_path / "out2", keep_datastore=True, device="cpu")
+    kept = result.report["original_entries"]
+    dropped = result.report["original_entries_dropped"]
+    assert kept > 0 and dropped > 0 and kept + dropped == len(source.store)
+
+
+def test_adapt_when_the_model_knows_none_of_the_labels(hf_source, small_synthetic_corpus,
+                                                        tmp_path):  # fmt: skip
+    from emoknn.adapt import adapt_model, parse_label_map
+    from emoknn.corpora import load_synthetic
+    from emoknn.predict import EmotionRecognizer
+
+    utterances = load_synthetic(small_synthetic_corpus)
+    manifest = _manifest(tmp_path / "m.csv", [(u.path, f"new_{u.label}", u.speaker)
+                                              for u in utterances])  # fmt: skip
+    result = adapt_model(hf_source, manifest, tmp_path / "out",
+                         parse_label_map("ang=,hap=,neu=,sad="), device="cpu")  # fmt: skip
+    assert result.model_labels == [] and result.report["model_knows_no_label"] is True
+    assert set(result.summary) == {"knn"} and result.comparisons == []
+    assert all("model" not in record for record in result.per_fold)
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "| model alone |" not in card and "knows none of these labels" in card
+    with pytest.raises(EmoknnError, match="knows none of its labels.*drop --no-knn"):
+        EmotionRecognizer.load(tmp_path / "out", device="cpu", use_knn=False)
+    EmotionRecognizer.load(tmp_path / "out", device="cpu").predict(utterances[0].path)

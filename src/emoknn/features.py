@@ -48,6 +48,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from emoknn import files
 from emoknn.audio import SAMPLE_RATE, center_crop, load_audio, max_samples, random_crop
 from emoknn.augment import Augmentation, Mixed, Reverberate
 from emoknn.corpora.utterance import Utterance
@@ -62,7 +63,6 @@ CACHE_FOLDER_NAME = "emoknn-features"
 SHARD_ENTRIES = 256  # entries per shard file: what an interruption can lose at most
 FLOAT16_MAX = float(np.finfo(np.float16).max)
 CONTENT_HASHES_FILE = "content-hashes.json"
-_HASH_CHUNK = 1 << 20
 
 
 def default_cache_dir(out_dir: str | os.PathLike) -> Path:
@@ -105,15 +105,11 @@ def _file_stamp(path: Path, shown: str | os.PathLike) -> str:
 
 
 def file_sha256(path: str | os.PathLike) -> str:
-    """SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
+    """SHA-256 of an audio file's bytes."""
     try:
-        with open(path, "rb") as handle:
-            while chunk := handle.read(_HASH_CHUNK):
-                digest.update(chunk)
+        return files.file_sha256(path)
     except OSError as error:
         raise AudioError(f"{path}: cannot read the audio file ({error.strerror})") from error
-    return digest.hexdigest()
 
 
 class ContentHashes:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Iterator
@@ -48,6 +49,15 @@ def _is_running(pid: int) -> bool:
     except PermissionError:
         return True  # it exists, under another user
     return True
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's bytes (OSError if it cannot be read)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
