@@ -195,9 +195,8 @@ def test_a_datastore_of_the_wrong_width_is_refused_at_load_naming_it(run):
 
 @pytest.fixture(scope="module")
 def hf_source(tmp_path_factory):
-    from tiny_hf import save_tiny_classifier
-
     from emoknn.adapt import load_source
+    from tiny_hf import save_tiny_classifier
 
     return load_source(save_tiny_classifier("wav2vec2", tmp_path_factory.mktemp("hf") / "c"))
 
@@ -300,6 +299,55 @@ def test_adapt_when_the_model_knows_none_of_the_labels(hf_source, small_syntheti
     assert all("model" not in record for record in result.per_fold)
     card = (tmp_path / "out" / "README.md").read_text()
     assert "| model alone |" not in card and "knows none of these labels" in card
-    with pytest.raises(EmoknnError, match="knows none of its labels.*drop --no-knn"):
+    with pytest.raises(EmoknnError, match=r"knows none of its labels.*drop --no-knn"):
         EmotionRecognizer.load(tmp_path / "out", device="cpu", use_knn=False)
     EmotionRecognizer.load(tmp_path / "out", device="cpu").predict(utterances[0].path)
+
+
+# ── untrusted files: one line, nothing run ───────────────────────────────────────────────────────
+
+
+class _RunsCode:
+    def __init__(self, marker) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        import pathlib
+
+        return (pathlib.Path.touch, (self.marker,))
+
+
+def test_a_pickled_pytorch_model_bin_is_one_line_and_runs_nothing(tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    from emoknn.hf_import import import_hf_classifier
+    from tiny_hf import save_tiny_classifier
+
+    folder = save_tiny_classifier("wav2vec2", tmp_path / "hf")
+    state = load_file(str(folder / "model.safetensors"))
+    (folder / "model.safetensors").unlink()
+    marker = tmp_path / "ran"
+    torch.save({**state, "payload": _RunsCode(marker)}, folder / "pytorch_model.bin")
+    with pytest.raises(EmoknnError) as caught:
+        import_hf_classifier(folder)
+    message = str(caught.value)
+    assert "\n" not in message and "never unpickles" in message
+    assert "weights_only=False" not in message
+    assert not marker.exists()
+
+
+def test_model_json_nested_deeply_is_one_line(trained_run, tmp_path):
+    import shutil
+
+    from emoknn.model_folder import read_model_meta
+
+    shutil.copytree(trained_run, tmp_path / "run")
+    (tmp_path / "run" / "model.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(EmoknnError, match=r"model\.json: JSON nested too deeply"):
+        read_model_meta(tmp_path / "run")
+    (tmp_path / "hf").mkdir()
+    (tmp_path / "hf" / "config.json").write_text('{"a": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    from emoknn.hf_import import hf_classifier_architecture
+
+    assert hf_classifier_architecture(tmp_path / "hf") is None

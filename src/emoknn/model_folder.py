@@ -79,7 +79,7 @@ def predictable_labels(model_config: dict[str, Any]) -> list[str] | None:
 
 def _read_json(path: Path) -> dict[str, Any]:
     """A JSON object from `path`, or one line saying why not."""
-    return read_json_object(path, ModelFolderError)
+    return read_json_object(path, ModelFolderError, allow_nan=False)
 
 
 def _require(data: dict[str, Any], key: str, kind: type | tuple[type, ...], path: Path,
