@@ -26,7 +26,8 @@ from emoknn.corpora import (
     load_tess,
 )
 from emoknn.corpora.msp_podcast import MSP_PODCAST_ALL_CLASSES
-from emoknn.errors import AudioError, CorpusError
+from emoknn.errors import AudioError, CorpusError, FoldError
+from emoknn.folds import describe_protocol, speaker_folds
 
 
 def test_utterance_optional_split_and_attributes():
@@ -401,3 +402,52 @@ def test_meld_missing_parts(tmp_path):
     (tmp_path / "dev_sent_emo.csv").write_text(MELD_HEADER + '1,"Hi",Joey,happy,positive,0,0\n')
     with pytest.raises(CorpusError, match="Emotion 'happy' is not one of"):
         load_meld(tmp_path)
+
+
+# --- the official protocol -----------------------------------------------------------------------
+
+
+def test_official_folds_msp_podcast_two_test_sets(tmp_path):
+    utterances = load_msp_podcast(_msp_release(tmp_path / "msp"))
+    folds = speaker_folds(utterances, "official")
+    assert [(f.name, f.val_speaker) for f in folds] == [
+        ("fold00-test1", "development"), ("fold01-test2", "development"),
+    ]  # fmt: skip
+    assert all(f.scheme == "official" for f in folds)
+    assert {u.split for u in folds[0].train} == {"train"} and len(folds[0].train) == 4
+    assert [u.id for u in folds[1].test] == ["MSP-PODCAST_0006_0001", "MSP-PODCAST_0007_0001"]
+    assert describe_protocol(folds) == {
+        "scheme": "official", "protocol": "the corpus's official train / validation / test split",
+        "speaker_independent": True, "num_folds": 2,
+    }  # fmt: skip
+
+
+def test_official_folds_report_shared_speakers_instead_of_refusing(tmp_path):
+    def u(i, speaker, split):
+        return Utterance(f"u{i}", Path(f"u{i}.wav"), "angry", speaker, None, split)
+
+    meld_like = [u(0, "Rachel", "train"), u(1, "Ross", "train"), u(2, "Rachel", "dev"),
+                 u(3, "Joey", "test")]  # fmt: skip
+    (fold,) = speaker_folds(meld_like, "official")
+    assert (fold.test_speaker, fold.val_speaker, fold.speaker_independent) == ("test", "dev", False)
+    assert describe_protocol([fold])["speaker_independent"] is False
+    loso = speaker_folds([u(0, "a", None), u(1, "b", None), u(2, "c", None)])
+    assert describe_protocol(loso)["scheme"] == "speaker"
+    assert describe_protocol(loso)["speaker_independent"] is True
+    with pytest.raises(FoldError, match="this corpus has no official split"):
+        speaker_folds([u(0, "a", None), u(1, "b", "train")], "official")
+    with pytest.raises(FoldError, match="official splits found: test, train"):
+        speaker_folds([u(0, "a", "train"), u(1, "b", "test")], "official")
+    with pytest.raises(FoldError, match="official splits found: dev, extra, train"):
+        speaker_folds([u(0, "a", "train"), u(1, "b", "dev"), u(2, "c", "extra")], "official")
+
+
+def test_official_folds_esd(tmp_path):
+    for number, split in enumerate(("train", "evaluation", "test"), start=1):
+        for speaker in ("0001", "0002"):
+            _wav(tmp_path / speaker / "Angry" / split / f"{speaker}_{number:06d}.wav")
+    (fold,) = speaker_folds(load_esd(tmp_path), "official")
+    assert (fold.name, fold.val_speaker, len(fold.train), len(fold.val), len(fold.test)) == (
+        "fold00-test", "evaluation", 2, 2, 2,
+    )  # fmt: skip
+    assert fold.speaker_independent is False  # ESD's official split is not speaker-independent
