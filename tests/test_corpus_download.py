@@ -23,6 +23,7 @@ import soundfile as sf
 
 from emoknn.corpora import CORPORA, load_corpus
 from emoknn.corpora import download as dl
+from emoknn.corpora import verify as vf
 from emoknn.corpora.catalog import Archive, FileList
 from emoknn.corpora.download import (
     RECORD_FILE,
@@ -415,3 +416,49 @@ def test_gzip_manifest_resource_is_what_corpora_md_ships():
     text = gzip.decompress(shipped.read_bytes()).decode()
     assert text.startswith("# CREMA-D AudioWAV per-file Git LFS pointers")
     assert FileList("manifest", "x", manifest=shipped.name).manifest == shipped.name
+
+
+# --- corpus verify -------------------------------------------------------------------------------
+
+
+def _write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
+def test_verify_counts_stubs_and_cremad_checksums(monkeypatch, tmp_path):
+    names = ["1001_DFA_ANG_XX", "1001_IEO_HAP_HI", "1002_TIE_SAD_LO"]
+    manifest = []
+    for i, name in enumerate(names):
+        data = _wav_bytes(i)
+        _write(tmp_path / "CREMA-D" / "AudioWAV" / f"{name}.wav", data)
+        manifest.append((f"AudioWAV/{name}.wav", len(data), hashlib.sha256(data).hexdigest()))
+    monkeypatch.setattr(vf, "read_file_manifest", lambda resource: iter(manifest))
+    _patch(monkeypatch, "cremad", utterances=3, speakers=2)
+    report = vf.verify_corpus("cremad", tmp_path / "CREMA-D")
+    assert report.ok, report.checks
+    assert any("matches its sha256" in c.text for c in report.checks)
+    # A 'Download ZIP' copy: one file replaced by its LFS pointer.
+    _write(
+        tmp_path / "CREMA-D" / "AudioWAV" / f"{names[1]}.wav",
+        b"version https://git-lfs.github.com/spec/v1\noid sha256:ab\nsize 72862\n",
+    )
+    report = vf.verify_corpus("cremad", tmp_path / "CREMA-D")
+    failures = [c.text for c in report.checks if c.status == "fail"]
+    assert not report.ok and len(failures) == 2
+    assert "1 audio files are Git LFS pointer stubs" in failures[0]
+    assert "1 differ (e.g. AudioWAV/1001_IEO_HAP_HI.wav), 0 missing" in failures[1]
+
+
+def test_verify_reports_wrong_counts_missing_splits_and_bad_layout(tmp_path):
+    for speaker in ("DC", "JE"):
+        _write(tmp_path / "savee" / "AudioData" / speaker / "a01.wav", _wav_bytes(1))
+    report = vf.verify_corpus("savee", tmp_path / "savee")
+    assert not report.ok
+    assert [c.text for c in report.checks if c.status == "fail"] == ["2 utterances, expected 480"]
+    _write(tmp_path / "esd" / "0001" / "Angry" / "0001_000001.wav", _wav_bytes(2))
+    esd = vf.verify_corpus("esd", tmp_path / "esd")
+    assert any(c.status == "warn" and "no official split" in c.text for c in esd.checks)
+    empty = vf.verify_corpus("msp-podcast", tmp_path / "savee")
+    assert not empty.ok and "does not load as msp-podcast" in empty.checks[0].text
+    assert "Labels/labels_consensus.csv" in empty.checks[1].text
