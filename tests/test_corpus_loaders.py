@@ -451,3 +451,18 @@ def test_official_folds_esd(tmp_path):
         "fold00-test", "evaluation", 2, 2, 2,
     )  # fmt: skip
     assert fold.speaker_independent is False  # ESD's official split is not speaker-independent
+
+
+def test_report_says_protocol_and_speaker_independence():
+    from emoknn.report import _protocol_words
+
+    assert _protocol_words({}).startswith("leave-one-speaker-out, speaker-independent")
+    official = {"scheme": "official", "protocol": "the corpus's official train / validation / "
+                "test split", "speaker_independent": False}  # fmt: skip
+    words = _protocol_words({"protocol": official})
+    assert words.startswith("the corpus's official") and "NOT speaker-independent" in words
+    official["speaker_independent"] = True
+    assert "speaker-independent: no speaker is in two sets" in _protocol_words(
+        {"protocol": official}
+    )
+    assert _protocol_words({"protocol": {"scheme": "session"}}).startswith("leave-one-session-out")
