@@ -32,6 +32,7 @@ from emoknn.corpora.download import (
     download_corpus,
     extract_archive,
 )
+from emoknn.errors import CorpusError
 
 
 class Server:
@@ -462,3 +463,33 @@ def test_verify_reports_wrong_counts_missing_splits_and_bad_layout(tmp_path):
     empty = vf.verify_corpus("msp-podcast", tmp_path / "savee")
     assert not empty.ok and "does not load as msp-podcast" in empty.checks[0].text
     assert "Labels/labels_consensus.csv" in empty.checks[1].text
+
+
+# --- emoknn demo --corpus ------------------------------------------------------------------------
+
+
+def test_demo_corpus_downloads_once_falls_back_offline_and_refuses_gated(
+    server, monkeypatch, tmp_path
+):
+    from emoknn.demo import demo_corpus
+
+    offline = demo_corpus("emodb", tmp_path, accept_licence=False,
+                          url="http://127.0.0.1:9/download.zip")  # fmt: skip
+    assert offline.path is None and offline.kind == "synthetic"
+    assert offline.line.startswith("Offline: emodb could not be downloaded")
+    assert "\n" not in offline.line
+    _ravdess_served(server, monkeypatch, _ravdess_zip())
+    first = demo_corpus("ravdess", tmp_path, accept_licence=True)
+    assert (first.path, first.kind, first.scheme) == (tmp_path / "corpora" / "ravdess",
+                                                      "ravdess", "speaker")  # fmt: skip
+    requests = len(server.log)
+    again = demo_corpus("ravdess", tmp_path, accept_licence=True)
+    assert again.path == first.path and len(server.log) == requests  # not downloaded twice
+    by_path = demo_corpus(str(first.path), tmp_path, accept_licence=False)
+    assert (by_path.kind, by_path.scheme) == ("ravdess", "speaker")
+    with pytest.raises(LicenceNotAcceptedError):
+        demo_corpus("tess", tmp_path / "x", accept_licence=False)
+    with pytest.raises(DownloadError, match="not downloaded by emoknn"):
+        demo_corpus("esd", tmp_path, accept_licence=True)
+    with pytest.raises(CorpusError, match="neither an existing folder"):
+        demo_corpus("nope", tmp_path, accept_licence=True)
