@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -466,3 +467,21 @@ def test_report_says_protocol_and_speaker_independence():
         {"protocol": official}
     )
     assert _protocol_words({"protocol": {"scheme": "session"}}).startswith("leave-one-session-out")
+
+
+def test_label_map_choices_json_file_and_errors(tmp_path):
+    for stem in ("F01A01", "F01N02", "M03W01", "M03S01"):
+        _wav(tmp_path / "shemo" / ("female" if stem[0] == "F" else "male") / f"{stem}.wav")
+    assert len(load_corpus(tmp_path / "shemo", "shemo", label_map="default")) == 4
+    mapping = tmp_path / "map.json"
+    mapping.write_text(json.dumps({"angry": "negative", "sad": "negative", "neutral": "neutral",
+                                   "surprised": None}))  # fmt: skip
+    mapped = load_corpus(tmp_path / "shemo", label_map=mapping)
+    assert sorted(u.label for u in mapped) == ["negative", "negative", "neutral"]
+    mapping.write_text("[1, 2]")
+    with pytest.raises(CorpusError, match="non-empty object of class name"):
+        load_corpus(tmp_path / "shemo", label_map=mapping)
+    with pytest.raises(CorpusError, match="expected default, four, or a JSON file"):
+        load_corpus(tmp_path / "shemo", label_map="five")
+    with pytest.raises(CorpusError, match="keeps none of the labels present"):
+        load_corpus(tmp_path / "shemo", label_map={"calm": "calm"})
