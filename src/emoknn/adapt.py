@@ -44,11 +44,11 @@ from emoknn.corpora.utterance import Utterance, check_unique_ids, require_files
 from emoknn.errors import ConfigError, CorpusError, EmoknnError
 from emoknn.files import write_json_atomic, write_text_atomic
 from emoknn.inference import best_device, embed_utterances
+from emoknn.inputs import AUDIO_SUFFIXES
 from emoknn.knn import Datastore, TuningResult, knn_predict_probs, store_knn_probs, tune_knn
 from emoknn.metrics import unweighted_accuracy, weighted_accuracy
 from emoknn.model import EmotionModel, ModelConfig
 from emoknn.model_folder import fingerprint_of, save_knn, save_model
-from emoknn.predict import AUDIO_SUFFIXES
 from emoknn.stats import METHOD_NOTE, compare
 
 ADAPT_REPORT_FILE = "adapt.json"

@@ -98,12 +98,12 @@ def choose_encoder(requested: str) -> EncoderChoice:
     """The requested encoder if it can be loaded now, else the tiny random-weight encoder.
 
     "Can be loaded" is decided before any training, in seconds: a local folder with a config, a
-    hub name in the Hugging Face cache, or a reachable Hub (`emoknn.hub`: one short request, no
+    hub name in the Hugging Face cache, or a reachable Hub (`emoknn.sources`: one short request, no
     retries); then its config is read. Anything else falls back to tiny, with the reason.
     """
     if requested == "tiny":
         return EncoderChoice("tiny", "Encoder: tiny (random weights), as asked.")
-    from emoknn.hub import pretrained_kwargs
+    from emoknn.sources import pretrained_kwargs
 
     try:
         from transformers import AutoConfig

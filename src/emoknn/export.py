@@ -31,19 +31,20 @@ import numpy as np
 from scipy.special import softmax
 
 from emoknn.errors import EmoknnError
+from emoknn.inference import fold_of_run
 from emoknn.model_folder import (
     DATASTORE_FILE,
     EXPORT_META_FILE,
     INT8_ONNX_FILE,
     KNN_SETTINGS_FILE,
     ONNX_FILE,
-    fold_of_run,
     load_knn,
     load_model,
     read_model_meta,
     write_export_meta,
 )
-from emoknn.predict import OnnxEmotionRecognizer, _load_onnxruntime, onnx_session
+from emoknn.onnx_runtime import load_onnxruntime, onnx_session
+from emoknn.predict import OnnxEmotionRecognizer
 
 if TYPE_CHECKING:
     import torch
@@ -127,7 +128,7 @@ def export_onnx(
     model_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None, quantize: bool = False
 ) -> dict[str, Any]:
     """Export a run's model to ONNX (see the module docstring); return export.json's data."""
-    _load_onnxruntime()  # before the slow export: a clear error if the extra is missing
+    load_onnxruntime()  # before the slow export: a clear error if the extra is missing
     model_dir = Path(model_dir)
     # Everything is read and validated before anything is written.
     model_meta = read_model_meta(model_dir)

@@ -478,40 +478,6 @@ def run_max_seconds(folder: str | os.PathLike) -> float:
     return read_model_meta(folder).max_seconds
 
 
-def fold_of_run(folder: str | os.PathLike, corpus: str | os.PathLike | None = None):
-    """The fold a run was trained on: its corpus (or `corpus`, if moved) split as it was then.
-
-    Refuses a corpus whose split of that fold holds other utterances than the run trained on.
-    """
-    from emoknn.corpora import load_corpus
-    from emoknn.folds import speaker_folds
-
-    folder = Path(folder)
-    info = read_run_config(folder)
-    path = folder / RUN_CONFIG_FILE
-    if "fold" not in info or "corpus" not in info:
-        raise ModelFolderError(f"{path}: does not say which corpus and fold the run trained on")
-    utterances = load_corpus(corpus or Path(info["corpus"]), info.get("kind", "auto"))
-    folds = {f.name: f for f in speaker_folds(utterances, info.get("scheme", "speaker"))}
-    source = corpus or info["corpus"]
-    if info["fold"] not in folds:
-        raise ModelFolderError(
-            f"{source}: has no fold {info['fold']} (the fold {folder} trained on); is it the "
-            "corpus the run was trained on?"
-        )
-    fold = folds[info["fold"]]
-    expected = {"train_ids_sha256": fold.train, "val_ids_sha256": fold.val}
-    for key, split in expected.items():
-        if key in info and ids_digest([u.id for u in split]) != info[key]:
-            raise ModelFolderError(
-                f"{source}: fold {fold.name} holds other {key.split('_')[0]} utterances than "
-                f"{folder} was trained on; give the corpus it was trained on (--corpus)"
-            )
-    if sorted({u.label for u in utterances}) != sorted(info["labels"]):
-        raise ModelFolderError(f"{source}: its labels differ from those {folder} was trained on")
-    return fold
-
-
 # ── datastore.npz and knn.json ──────────────────────────────────────────────────────────────────
 
 
