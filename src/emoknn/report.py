@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from emoknn import baseline
+from emoknn import baseline, probe
 from emoknn.experiments import INFERENCES, PREDICTIONS_FILE, collect_fold_results, write_results
 from emoknn.files import write_text_atomic
 from emoknn.metrics import confusion_matrix
@@ -174,6 +174,22 @@ def comparison_lines(comparisons: list[dict[str, Any]]) -> list[str]:
     return [*lines, ""]
 
 
+def probe_lines(records: list[dict[str, Any]]) -> list[str]:
+    """The encoder probe's choices per fold (layer and C, chosen on the validation speaker)."""
+    rows = [r for r in records if r["training"] == probe.NAME]
+    if not rows:
+        return []
+    lines = [
+        "", f"## {probe.LABEL}: the layer and C chosen on each validation speaker", "",
+        "| fold | test / val speaker | layer | C | test UA % |",
+        "|---|---|---:|---:|---:|",
+    ]  # fmt: skip
+    for r in rows:
+        lines.append(f"| {r['fold']} | {r['test_speaker']} / {r['val_speaker']} | "
+                     f"{r['layer']} | {r['c']:g} | {100 * r['ua']:.2f} |")  # fmt: skip
+    return lines
+
+
 def write_report(
     run_dirs: list[str | os.PathLike], out_dir: str | os.PathLike, meta: dict[str, Any]
 ) -> Path:
@@ -203,7 +219,9 @@ def write_report(
         "",
         "WA = accuracy over utterances; UA = mean of per-class recalls. Mean ± sample standard "
         "deviation over folds, in %. *kNN only* is α = 1; *+ kNN* is the tuned interpolation. "
-        f"*{baseline.LABEL}* is a classical baseline on the same folds: {baseline.DESCRIPTION}.",
+        f"*{baseline.LABEL}* is a classical baseline on the same folds: {baseline.DESCRIPTION}. "
+        f"*{probe.LABEL}* is the simplest use of the same encoder, the bar a learned head has to "
+        f"clear: {probe.DESCRIPTION}.",
         "",
         "## Results",
         "",
@@ -232,6 +250,7 @@ def write_report(
             f"{record['val_speaker']} | {100 * record['wa']:.2f} | {100 * record['ua']:.2f} | "
             f"{record['k'] if record['k'] is not None else '—'} | {record['alpha']:g} | {shown_t} |"
         )
+    lines += probe_lines(results["records"])
     lines += ["", "## Confusion matrices (pooled over folds, rows normalised)", ""]
     for variant, path in confusion_paths.items():
         lines.append(f"![{variant}]({path})")
