@@ -143,5 +143,8 @@ def test_the_demo_shows_the_probe_row_and_says_where_the_heads_stand(tmp_path, m
     assert 0 <= row["layer"] <= 2 and row["c"] in probe.C_GRID
     report = (tmp_path / "demo" / "crossval" / "report.md").read_text()
     assert "| Encoder probe (LR) |" in report and "the layer and C chosen" in report
+    assert f"| fold00-Syn01F | Syn01F / Syn01M | {row['layer']} | {row['c']:g} | " in report
+    assert len(row["val_ua_by_layer"]) == 3 and row["val_ua"] == max(row["val_ua_by_layer"])
+    assert "Validation UA % of each layer (its best C), mean over folds: layer 0 " in report
     assert "the encoder probe (Encoder probe (LR) UA" in output
     assert "the hand-crafted baseline (Baseline (features + LR) UA" in output

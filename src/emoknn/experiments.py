@@ -578,6 +578,9 @@ def collect_fold_results(run_dirs: Iterable[str | os.PathLike]) -> list[dict[str
     return [found[key] for key in sorted(found)]
 
 
+PROBE_FIELDS = ("layer", "c", "val_ua", "val_ua_by_layer")  # kept in the records when present
+
+
 def result_records(fold_results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One record per (fold, variant), the rows of results.json."""
     records = []
@@ -594,7 +597,7 @@ def result_records(fold_results: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "num_test": result["num_test"],
                 **score,
                 # what the baseline (C) and the probe (layer, C) chose on the validation speaker
-                **{key: result[key] for key in ("layer", "c") if key in result},
+                **{key: result[key] for key in PROBE_FIELDS if key in result},
             })  # fmt: skip
     return records
 

@@ -181,12 +181,19 @@ def probe_lines(records: list[dict[str, Any]]) -> list[str]:
         return []
     lines = [
         "", f"## {probe.LABEL}: the layer and C chosen on each validation speaker", "",
-        "| fold | test / val speaker | layer | C | test UA % |",
-        "|---|---|---:|---:|---:|",
+        "| fold | test / val speaker | layer | C | validation UA % | test UA % |",
+        "|---|---|---:|---:|---:|---:|",
     ]  # fmt: skip
     for r in rows:
+        val_ua = f"{100 * r['val_ua']:.2f}" if isinstance(r.get("val_ua"), float) else "—"
         lines.append(f"| {r['fold']} | {r['test_speaker']} / {r['val_speaker']} | "
-                     f"{r['layer']} | {r['c']:g} | {100 * r['ua']:.2f} |")  # fmt: skip
+                     f"{r['layer']} | {r['c']:g} | {val_ua} | {100 * r['ua']:.2f} |")  # fmt: skip
+    by_layer = [r.get("val_ua_by_layer") for r in rows]
+    numbers = lambda v: isinstance(v, list) and all(isinstance(x, float) for x in v)  # noqa: E731
+    if all(numbers(v) and v and len(v) == len(by_layer[0]) for v in by_layer):
+        means = np.mean(np.array(by_layer, dtype=np.float64), axis=0)
+        layers = ", ".join(f"layer {i} {100 * m:.1f}" for i, m in enumerate(means))
+        lines += ["", f"Validation UA % of each layer (its best C), mean over folds: {layers}."]
     return lines
 
 
