@@ -32,11 +32,15 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from emoknn.corpora.utterance import Utterance
 from emoknn.metrics import unweighted_accuracy
+
+if TYPE_CHECKING:
+    from emoknn.train import TrainConfig
 
 NAME = "probe"  # the `training` of its records
 LABEL = "Encoder probe (LR)"  # its row in tables
@@ -151,7 +155,7 @@ def fit_fold(
 
 def prepare_features(
     utterances: Sequence[Utterance],
-    config,  # emoknn.train.TrainConfig
+    config: TrainConfig,
     labels: Sequence[str],
     cache_root: str | os.PathLike,
     log: Callable[[str], None] | None = None,

@@ -227,8 +227,8 @@ def write_report(
         "WA = accuracy over utterances; UA = mean of per-class recalls. Mean ± sample standard "
         "deviation over folds, in %. *kNN only* is α = 1; *+ kNN* is the tuned interpolation. "
         f"*{baseline.LABEL}* is a classical baseline on the same folds: {baseline.DESCRIPTION}. "
-        f"*{probe.LABEL}* is the simplest use of the same encoder, the bar a learned head has to "
-        f"clear: {probe.DESCRIPTION}.",
+        f"*{probe.LABEL}*, the bar a learned head has to clear, is the simplest use of the "
+        f"encoder on the same folds: {probe.DESCRIPTION}.",
         "",
         "## Results",
         "",
