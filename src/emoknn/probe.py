@@ -40,7 +40,7 @@ from emoknn.corpora.utterance import Utterance
 from emoknn.metrics import unweighted_accuracy
 
 if TYPE_CHECKING:
-    from emoknn.train import TrainConfig
+    from emoknn.config import TrainConfig
 
 NAME = "probe"  # the `training` of its records
 LABEL = "Encoder probe (LR)"  # its row in tables
