@@ -34,7 +34,7 @@ def main() -> None:
     from emoknn.features import FeatureCache
     from emoknn.folds import speaker_folds
     from emoknn.frozen import build_frozen_model
-    from emoknn.train import make_config
+    from emoknn.config import make_config
 
     corpus = args.corpus
     if corpus is None:
