@@ -11,8 +11,8 @@ clips of another (`emoknn adapt`), before and after, on held-out speakers of the
    model with its own (source) kNN — both "before" — and after adaptation: the kNN over target
    clips alone and the adapted interpolation.
 
-The synthetic corpus is not emotional speech (see README): the figures say what adaptation does
-to a model moved to voices it was not trained on, not what it does for real SER.
+The synthetic corpus is not emotional speech (see docs/getting-started.md): the figures say what
+adaptation does to a model moved to voices it was not trained on, not what it does for real SER.
 """
 
 from __future__ import annotations
@@ -36,12 +36,13 @@ def main() -> None:
 
     from emoknn.adapt import INFERENCES, adapt_model, load_source
     from emoknn.audio import load_audio
+    from emoknn.config import make_config
     from emoknn.corpora import generate_synthetic_corpus, label_names, load_synthetic
     from emoknn.folds import speaker_folds
     from emoknn.inference import fit_run_knn
     from emoknn.knn import knn_predict_probs
     from emoknn.predict import EmotionRecognizer
-    from emoknn.train import make_config, train_fold
+    from emoknn.train import train_fold
 
     out = args.out
     shutil.rmtree(out, ignore_errors=True)

@@ -49,6 +49,7 @@ def fill_rate(encoder: str, clips: int, rounds: int, views: int) -> dict:
     import torch
 
     from emoknn.augment import make_augmentation
+    from emoknn.config import make_config
     from emoknn.corpora import generate_synthetic_corpus, label_names, load_synthetic
     from emoknn.data import pad_batch
     from emoknn.features import (
@@ -60,7 +61,6 @@ def fill_rate(encoder: str, clips: int, rounds: int, views: int) -> dict:
         torch_threads,
     )
     from emoknn.frozen import build_frozen_model
-    from emoknn.train import make_config
 
     work = Path(tempfile.mkdtemp(prefix="emoknn-bench-"))
     try:
@@ -168,10 +168,10 @@ def folder_bytes(folder: Path) -> int:
 
 def options_ua(encoder: str, corpus: Path | None, per_class: int, option: str, out: Path) -> dict:
     """One option's fill and cross-validation (phase 2), and the disk it used (phase 3)."""
+    from emoknn.config import make_config
     from emoknn.corpora import generate_synthetic_corpus, label_names, load_corpus
     from emoknn.experiments import crossval, prepare_frozen, result_records
     from emoknn.folds import speaker_folds
-    from emoknn.train import make_config
 
     if corpus is None:
         corpus = out / "synthetic"

@@ -15,6 +15,7 @@ from safetensors import safe_open
 from typer.testing import CliRunner
 
 from emoknn.cli import app
+from emoknn.config import make_config
 from emoknn.corpora import label_names, load_synthetic
 from emoknn.errors import ConfigError
 from emoknn.folds import speaker_folds
@@ -31,7 +32,6 @@ from emoknn.model_folder import (
     save_model,
 )
 from emoknn.predict import EmotionRecognizer
-from emoknn.train import make_config
 
 runner = CliRunner()
 
