@@ -258,7 +258,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--ua-options",
-        default=",".join(OPTIONS),
+        default=";".join(OPTIONS),
         help=f"';'-separated subset of: {'; '.join(OPTIONS)}",
     )
     parser.add_argument("--out", type=Path, default=Path("bench-out/feature-cache"))

@@ -31,7 +31,9 @@ autocast; the originals, which the datastore, validation and evaluation read, st
 to live prediction) or "bf16" (everything under bfloat16 autocast). An entry's key names its
 precision whenever it is not fp32, so bf16 features are never served as fp32 ones (and fp32 keys
 are those of earlier versions). bfloat16 needs a GPU that has it or a CPU with AVX512-BF16/AMX
-(`bf16_supported`); elsewhere it is refused, not emulated (emulated bf16 is slower than fp32).
+(`bf16_supported`); elsewhere it is refused, not emulated. fp32 stays the default: on this
+project's AVX512-BF16 (no AMX) CPU, bf16 autocast filled whisper-base's cache at 0.78-0.92x the
+fp32 speed (`bench/feature_cache.py`; docs/training.md has the figures).
 
 Threads: the fill runs torch on `fill_threads()` threads: $EMOKNN_THREADS if set, else
 $OMP_NUM_THREADS if set, else the cores this process may use (its CPU affinity, capped by a cgroup
