@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import soundfile as sf
 from typer.testing import CliRunner
 
@@ -121,3 +122,19 @@ def test_train_on_the_official_split_records_protocol_and_label_map(tmp_path, mo
 
     fold = fold_of_run(run)  # rebuilt with the recorded label map and scheme
     assert fold.name == "fold00-test" and len(fold.train) == 16 and len(fold.test) == 8
+
+
+@pytest.mark.slow
+def test_demo_on_a_real_corpus_folder(tmp_path):
+    for speaker in ("f1", "f2", "f3", "m1"):
+        for i, emotion in enumerate(("neu", "rab", "tri", "gio")):
+            for sentence in ("b1", "b2"):
+                _wav(tmp_path / "EMOVO" / speaker / f"{emotion}-{speaker}-{sentence}.wav", seed=i)
+    result = subprocess.run(
+        [sys.executable, "-m", "emoknn", "demo", "--corpus", str(tmp_path / "EMOVO"), "--encoder",
+         "tiny", "--folds", "0", "--epochs", "1", "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "(emovo)" in result.stdout and "Demo finished" in result.stdout
+    assert "leave-one-speaker-out" in (tmp_path / "out" / "crossval" / "report.md").read_text()

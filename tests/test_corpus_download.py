@@ -488,7 +488,9 @@ def test_demo_corpus_downloads_once_falls_back_offline_and_refuses_gated(
     by_path = demo_corpus(str(first.path), tmp_path, accept_licence=False)
     assert (by_path.kind, by_path.scheme) == ("ravdess", "speaker")
     with pytest.raises(LicenceNotAcceptedError):
-        demo_corpus("tess", tmp_path / "x", accept_licence=False)
+        demo_corpus("ravdess", tmp_path / "x", accept_licence=False)
+    with pytest.raises(CorpusError, match="has 2 speakers"):
+        demo_corpus("tess", tmp_path / "y", accept_licence=True)
     with pytest.raises(DownloadError, match="not downloaded by emoknn"):
         demo_corpus("esd", tmp_path, accept_licence=True)
     with pytest.raises(CorpusError, match="neither an existing folder"):
