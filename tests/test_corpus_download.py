@@ -282,6 +282,7 @@ def test_per_file_corpus_from_shipped_manifest(server, monkeypatch, tmp_path):
     report = download_corpus("cremad", tmp_path / "c", url=f"{server.url}/mirror/",
                              accept_licence=True)  # fmt: skip
     assert report.verified and report.utterances == 4
+    assert report.lines[1] == "verified: all 4 files match their published size and checksum"
     assert sorted(p.name for p in (tmp_path / "c" / "AudioWAV").iterdir()) == [
         f"{n}.wav" for n in sorted(names)
     ]
