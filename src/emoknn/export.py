@@ -40,6 +40,7 @@ from emoknn.model_folder import (
     ONNX_FILE,
     load_knn,
     load_model,
+    predictable_labels,
     read_model_meta,
     write_export_meta,
 )
@@ -135,7 +136,7 @@ def export_onnx(
     model = load_model(model_dir, device="cpu")
     has_knn = (model_dir / DATASTORE_FILE).is_file()
     if has_knn:
-        load_knn(model_dir, model_meta.fingerprint, model_meta.labels)
+        load_knn(model_dir, model_meta.fingerprint, model_meta.labels, model.embedding_size)
     out_dir = Path(out_dir) if out_dir else model_dir / "onnx"
     # Built in a staging folder and moved into place only when complete and checked, so that a
     # failed or interrupted export never leaves a mix of an old export and a new model.
@@ -180,6 +181,7 @@ def _export_into(model: EmotionModel, model_meta, model_dir: Path, out_dir: Path
         "embedding_size": model.embedding_size,
         "max_input_seconds": model.max_input_seconds,
         "fingerprint": model_meta.fingerprint,
+        "model_labels": predictable_labels(model_meta.model_config),
         "source": str(model_dir),
         "parity_max_abs_logit_difference": parity,
         "parity_clips": len(clips),

@@ -90,9 +90,9 @@ def push_model(
     if "/" not in repo_id or not is_repo_id(repo_id):
         raise EmoknnError(f"{repo_id!r}: a Hub repo id is owner/name")
     meta = read_model_meta(folder)
-    load_model(folder)
+    model = load_model(folder)
     if (folder / "datastore.npz").is_file():
-        load_knn(folder, meta.fingerprint, meta.labels)
+        load_knn(folder, meta.fingerprint, meta.labels, model.embedding_size)
     if not (folder / "README.md").is_file():
         if not (folder / "train_config.json").is_file():
             raise EmoknnError(

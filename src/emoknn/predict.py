@@ -53,6 +53,7 @@ from emoknn.model_folder import (
     load_knn,
     load_model,
     onnx_model_file,
+    predictable_labels,
     read_export_meta,
     read_model_meta,
 )
@@ -149,10 +150,17 @@ class EmotionRecognizer:
             model, max_seconds = import_hf_classifier(model_dir)
             return cls(model, max_seconds=max_seconds, device=device, precision=precision)
         meta = read_model_meta(model_dir)
+        if not use_knn and predictable_labels(meta.model_config) == []:
+            raise ConfigError(
+                f"{model_dir}: the model part knows none of its labels ({', '.join(meta.labels)}; "
+                "it was adapted to labels its classifier never learnt), so it cannot predict "
+                "without its kNN; drop --no-knn / use_knn=False"
+            )
         model = load_model(model_dir, device)
         store = settings = None
         if use_knn:
-            store, tuning = load_knn(model_dir, meta.fingerprint, meta.labels)
+            store, tuning = load_knn(model_dir, meta.fingerprint, meta.labels,
+                                     model.embedding_size)
             settings = tuning.interpolated
         return cls(model, store, settings, meta.max_seconds, device, precision)
 
@@ -523,7 +531,8 @@ class OnnxEmotionRecognizer(EmotionRecognizer):
         check_onnx_outputs(session, meta, model_file)
         store = settings = None
         if use_knn:
-            store, tuning = load_knn(export_dir, meta["fingerprint"], meta["labels"])
+            store, tuning = load_knn(export_dir, meta["fingerprint"], meta["labels"],
+                                     meta["embedding_size"])
             settings = tuning.interpolated
         return cls(session, meta["labels"], store, settings, meta["max_seconds"],
                    meta.get("max_input_seconds"))  # fmt: skip
