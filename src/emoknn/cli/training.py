@@ -90,8 +90,7 @@ def train_command(
     ] = True,
     criterion: Criterion = "ua",
 ) -> None:
-    """Fine-tune on one fold (speaker-independent, or --scheme official) with CE + SupCon on
-    augmented views."""
+    """Fine-tune on one speaker-independent fold with CE + SupCon on augmented views."""
     from emoknn.corpora import label_names
     from emoknn.knn import CRITERIA
     from emoknn.train import train_fold
