@@ -138,3 +138,22 @@ def test_demo_on_a_real_corpus_folder(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "(emovo)" in result.stdout and "Demo finished" in result.stdout
     assert "leave-one-speaker-out" in (tmp_path / "out" / "crossval" / "report.md").read_text()
+
+
+def test_licence_prompt_at_a_terminal(monkeypatch, tmp_path):
+    from emoknn.cli import corpus as corpus_cli
+
+    server = Server()
+    try:
+        _ravdess_served(server, monkeypatch, _ravdess_zip())
+        monkeypatch.setattr(corpus_cli, "interactive", lambda: True)
+        declined = runner.invoke(app, ["corpus", "download", "ravdess", str(tmp_path / "a")],
+                                 input="n\n")  # fmt: skip
+        assert declined.exit_code == 1 and "Do you accept these terms?" in declined.output
+        assert not server.log and not (tmp_path / "a").exists()
+        accepted = runner.invoke(app, ["corpus", "download", "ravdess", str(tmp_path / "b")],
+                                 input="y\n")  # fmt: skip
+        assert accepted.exit_code == 0, accepted.output
+        assert (tmp_path / "b" / "emoknn-download.json").is_file()
+    finally:
+        server.close()

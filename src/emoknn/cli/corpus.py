@@ -110,6 +110,11 @@ def corpus_list() -> None:
                   "download NAME` (gated ones print where to register) and docs.")  # fmt: skip
 
 
+def interactive() -> bool:
+    """Whether a person can answer a prompt (standard input is a terminal)."""
+    return sys.stdin.isatty()
+
+
 def accept_licence(info, accepted: bool) -> None:
     """Print the licence; go on if it needs no acceptance, was accepted with --accept-licence,
     or the user says yes at a terminal; else one clear error."""
@@ -118,7 +123,7 @@ def accept_licence(info, accepted: bool) -> None:
     console.print(licence_text(info))
     if not info.accept or accepted:
         return
-    if not sys.stdin.isatty():
+    if not interactive():
         raise ConfigError(
             f"{info.title}: its licence ({info.licence}) restricts use; accept it with "
             "--accept-licence to download",
