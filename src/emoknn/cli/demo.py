@@ -1,6 +1,7 @@
 """`emoknn demo`: the main job on a CPU, offline, from nothing: synthetic corpus → frozen encoder →
-CE vs CE+SCL, ± kNN, and a classical baseline on every fold → table, comparisons, report.
-`--corpus NAME|PATH` runs it on a real corpus instead (downloaded where the network allows)."""
+CE vs CE+SCL, ± kNN, the encoder probe and a classical baseline on every fold → table,
+comparisons, report. `--corpus NAME|PATH` runs it on a real corpus instead (downloaded where the
+network allows)."""
 
 from __future__ import annotations
 
@@ -35,8 +36,9 @@ def demo_command(
         str | None, typer.Option("--url", help="Mirror for the --corpus NAME download")
     ] = None,
 ) -> None:
-    """The main job, on CPU: synthetic corpus → frozen encoder → CE vs CE+SCL, ± kNN, and a
-    classical baseline on every fold → table, paired comparisons, report, a model to try."""
+    """The main job, on CPU: synthetic corpus → frozen encoder → CE vs CE+SCL, ± kNN, the
+    encoder probe and a classical baseline on every fold → table, paired comparisons, report, a
+    model to try."""
     import json
     import time
 
