@@ -24,7 +24,7 @@ from emoknn.errors import CorpusError, EmoknnError
 from emoknn.stats import SIGNIFICANCE, WILCOXON_MIN_FOLDS, format_p
 
 DEFAULT_ENCODER = "openai/whisper-base"
-# Sized to finish in under 5 minutes on a 2-core CPU with whisper-base (README, "emoknn demo"):
+# Sized to finish in under 5 minutes on a 2-core CPU with whisper-base (docs/getting-started.md):
 # 5 sessions × 2 speakers × 4 classes × 8 clips of 1–3 s = 320 utterances, 10 folds.
 CORPUS_SETTINGS: dict[str, Any] = {"num_sessions": 5, "utterances_per_class": 8}
 CACHE_VIEWS = 2  # augmented views per training utterance in the feature cache

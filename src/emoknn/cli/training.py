@@ -37,6 +37,7 @@ from emoknn.cli.options import (
     MaxSeconds,
     Preset,
     Progress,
+    RirDir,
     Scheme,
     Seed,
     TrainPrecision,
@@ -56,7 +57,7 @@ def train_command(
     augment: Annotated[
         str | None, typer.Option(help="none|noise|volume|reverb|pitch|mixed")
     ] = None,
-    rir_dir: Annotated[str | None, typer.Option(help="Folder of room impulse responses")] = None,
+    rir_dir: RirDir = None,
     contrastive_weight: Annotated[
         float | None, typer.Option("--lambda", help="λ: weight of SupCon (0 = CE only)")
     ] = None,
@@ -93,13 +94,14 @@ def train_command(
     from emoknn.train import train_fold
 
     check_choice(criterion, "--criterion", CRITERIA)
-    check_folder(Path(rir_dir) if rir_dir is not None else None, "--rir-dir")
+    check_folder(rir_dir, "--rir-dir")
     if tensorboard and importlib.util.find_spec("tensorboard") is None:
         raise ConfigError("--tensorboard needs TensorBoard: pip install tensorboard")
     if out is not None:
         check_output_folder(out, "--out")
     config = train_config(
-        preset, encoder=encoder, augment=augment, rir_dir=rir_dir,
+        preset, encoder=encoder, augment=augment,
+        rir_dir=None if rir_dir is None else str(rir_dir),
         contrastive_weight=contrastive_weight, temperature=temperature, max_epochs=epochs,
         batch_size=batch_size, learning_rate=lr, optimizer=optimizer, max_seconds=max_seconds,
         monitor=monitor, early_stopping_patience=early_stopping, layer_weighting=layer_weighting,
