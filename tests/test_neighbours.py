@@ -132,3 +132,79 @@ def test_sources_and_speakers_round_trip_and_old_files_still_load(tmp_path):
     np.savez(tmp_path / "datastore.npz", **arrays)
     with pytest.raises(ModelFolderError, match=r"datastore.npz: sources must be 300 strings"):
         load_datastore(tmp_path)
+
+
+# ── through prediction ──────────────────────────────────────────────────────────────────────────
+
+
+@pytest.fixture(scope="module")
+def recognizer(trained_run):
+    from emoknn.predict import EmotionRecognizer
+
+    return EmotionRecognizer.load(trained_run, device="cpu")
+
+
+def by_label(neighbours, names) -> np.ndarray:
+    total = np.zeros(len(names))
+    for neighbour in neighbours:
+        total[names.index(neighbour.label)] += neighbour.weight
+    return total
+
+
+def test_prediction_neighbours_are_the_nearest_entries(recognizer, small_synthetic_corpus):
+    from emoknn.audio import load_audio
+    from emoknn.corpora import load_synthetic
+
+    store, settings = recognizer.store, recognizer.knn_settings
+    clips = [load_audio(u.path) for u in load_synthetic(small_synthetic_corpus)[:4]]
+    _, embeddings = recognizer.forward_clips(clips)
+    results = recognizer.predict(clips, neighbours=settings.k)
+    for embedding, result in zip(embeddings, results, strict=True):
+        assert_nearest([n.id for n in result.neighbours], [n.distance for n in result.neighbours],
+                       brute_force(store, embedding), store, settings.k)  # fmt: skip
+        # N = k: the shares are all of p_knn.
+        np.testing.assert_allclose(by_label(result.neighbours, store.label_names),
+                                   list(result.knn_probabilities.values()), atol=1e-6)  # fmt: skip
+        assert all(n.source and n.source.endswith(".wav") for n in result.neighbours)
+    # Not asked: nothing listed, and the same probabilities.
+    plain = recognizer.predict(clips)
+    assert all(p.neighbours == [] for p in plain)
+    assert [p.probabilities for p in plain] == [p.probabilities for p in results]
+    assert "neighbours" in results[0].to_dict() and results[0].to_dict()["neighbours"][0]["id"]
+
+
+def test_long_inputs_have_neighbours_per_segment_and_for_the_whole(recognizer,
+                                                                    small_synthetic_corpus):
+    from emoknn.audio import load_audio
+    from emoknn.corpora import load_synthetic
+
+    store, settings = recognizer.store, recognizer.knn_settings
+    long = np.concatenate([load_audio(u.path) for u in load_synthetic(small_synthetic_corpus)[:6]])
+    result = recognizer.predict(long, window_seconds=1.0, neighbours=3)[0]
+    assert len(result.segments) >= 3 and len(result.neighbours) == 3
+    segment_clips = [long[round(s.start_s * 16000) : round(s.end_s * 16000)]
+                     for s in result.segments]  # fmt: skip
+    _, embeddings = recognizer.forward_clips(segment_clips)
+    for segment, embedding in zip(result.segments, embeddings, strict=True):
+        assert_nearest([n.id for n in segment.neighbours],
+                       [n.distance for n in segment.neighbours],
+                       brute_force(store, embedding), store, 3)  # fmt: skip
+    # The whole: the 3 entries nearest to any segment, at that distance.
+    closest = np.min([brute_force(store, e) for e in embeddings], axis=0)
+    assert_nearest([n.id for n in result.neighbours], [n.distance for n in result.neighbours],
+                   closest, store, 3)  # fmt: skip
+    # Asking for every entry any segment used: the shares add up to the whole's p_knn.
+    everything = recognizer.predict(long, window_seconds=1.0, neighbours=MAX_NEIGHBOURS)[0]
+    width = min(max(settings.k, MAX_NEIGHBOURS), len(store))
+    assert len(everything.neighbours) <= len(result.segments) * width
+    np.testing.assert_allclose(by_label(everything.neighbours, store.label_names),
+                               list(everything.knn_probabilities.values()), atol=1e-5)  # fmt: skip
+
+
+def test_neighbours_need_a_datastore(trained_run):
+    from emoknn.predict import EmotionRecognizer
+
+    model_only = EmotionRecognizer.load(trained_run, device="cpu", use_knn=False)
+    with pytest.raises(ConfigError, match="neighbours: this model has no kNN datastore"):
+        model_only.predict(np.zeros(16000, dtype=np.float32) + 0.1, neighbours=3)
+    assert model_only.predict(np.random.default_rng(0).normal(0, 0.1, 16000))[0].neighbours == []
