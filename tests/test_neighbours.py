@@ -87,8 +87,11 @@ def test_weights_sum_with_the_other_entries_to_p_knn(temperature):
             order = np.argsort(truth, kind="stable")
             shown_ids = {n.id for n in shown}
             others = [i for i in order[: settings.k] if store.ids[i] not in shown_ids]
-            shares = np.exp(-(truth[order[: settings.k]] - truth[order[0]]) / temperature) \
-                if np.isfinite(temperature) else np.ones(settings.k)
+            shares = (
+                np.exp(-(truth[order[: settings.k]] - truth[order[0]]) / temperature)
+                if np.isfinite(temperature)
+                else np.ones(settings.k)
+            )
             share_of = dict(zip(order[: settings.k].tolist(), (shares / shares.sum()).tolist(),
                                 strict=True))  # fmt: skip
             total = np.zeros(4)
@@ -173,8 +176,9 @@ def test_prediction_neighbours_are_the_nearest_entries(recognizer, small_synthet
     assert "neighbours" in results[0].to_dict() and results[0].to_dict()["neighbours"][0]["id"]
 
 
-def test_long_inputs_have_neighbours_per_segment_and_for_the_whole(recognizer,
-                                                                    small_synthetic_corpus):
+def test_long_inputs_have_neighbours_per_segment_and_for_the_whole(
+    recognizer, small_synthetic_corpus
+):
     from emoknn.audio import load_audio
     from emoknn.corpora import load_synthetic
 

@@ -370,8 +370,14 @@ class EmotionRecognizer:
                 results.append(tally)
                 continue
             try:
-                results.append(tally.prediction(self.labels, knn=self.store is not None,
-                                                store=self.store, neighbours=neighbours))
+                results.append(
+                    tally.prediction(
+                        self.labels,
+                        knn=self.store is not None,
+                        store=self.store,
+                        neighbours=neighbours,
+                    )
+                )
             except EmoknnError as error:
                 if not skip_errors:
                     raise
@@ -575,8 +581,14 @@ class _Tally:
                               weights[:neighbours].tolist(), strict=True))  # fmt: skip
 
         nearest = sorted(self.near[group].items(), key=lambda item: (item[1][0], item[0]))
-        whole = listed((distance, index, share / seconds)
-                       for index, (distance, share) in nearest[:neighbours]) if neighbours else []
+        whole = (
+            listed(
+                (distance, index, share / seconds)
+                for index, (distance, share) in nearest[:neighbours]
+            )
+            if neighbours
+            else []
+        )
         return Prediction(
             source=self.source,
             label=labels[int(np.argmax(final))],
@@ -593,8 +605,9 @@ class _Tally:
                     no_speech=silent,
                     neighbours=segment_neighbours(near),
                 )
-                for (start, length, p, silent), near in zip(self.segments, self.segment_near,
-                                                            strict=True)
+                for (start, length, p, silent), near in zip(
+                    self.segments, self.segment_near, strict=True
+                )
             ],
             no_speech=self.seconds["speech"] == 0,
             level_dbfs=round(self.level_dbfs, 1),

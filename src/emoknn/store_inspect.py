@@ -81,8 +81,11 @@ class DatastoreInspection:
                 lines.append(f"{speaker:<{width}}  {cells}  {sum(counts.values()):>8}")
         lines += ["", f"exact duplicates (identical embeddings): {len(self.duplicates)} group(s)"]
         lines += [f"  {' = '.join(group)}" for group in self.duplicates]
-        lines += ["", f"near duplicates with another label (nearest entry of another label within "
-                      f"{self.near_factor:g} × the median distance): {len(self.near_duplicates)}"]
+        lines += [
+            "",
+            f"near duplicates with another label (nearest entry of another label within "
+            f"{self.near_factor:g} × the median distance): {len(self.near_duplicates)}",
+        ]
         lines += [f"  {s.id} ({s.label}) ~ {s.neighbour_id} ({s.neighbour_label}): distance "
                   f"{s.distance:.4g} ({s.relative_distance:.3g} × median)"
                   for s in self.near_duplicates]  # fmt: skip
