@@ -41,8 +41,10 @@ from typing import Annotated, Any
 from emoknn.audio import MIN_SAMPLES, SAMPLE_RATE, decoder_reason
 from emoknn.checks import check_int, check_number
 from emoknn.errors import ConfigError, EmoknnError
+from emoknn.inputs import AUDIO_SUFFIXES
 from emoknn.knn import MAX_NEIGHBOURS
-from emoknn.predict import AUDIO_SUFFIXES, SEGMENTATIONS, EmotionRecognizer, load_recognizer
+from emoknn.predict import EmotionRecognizer, load_recognizer
+from emoknn.segments import SEGMENTATIONS
 
 try:
     from fastapi import FastAPI, File, HTTPException, Query, UploadFile
