@@ -212,3 +212,42 @@ def test_neighbours_need_a_datastore(trained_run):
     with pytest.raises(ConfigError, match="neighbours: this model has no kNN datastore"):
         model_only.predict(np.zeros(16000, dtype=np.float32) + 0.1, neighbours=3)
     assert model_only.predict(np.random.default_rng(0).normal(0, 0.1, 16000))[0].neighbours == []
+
+
+def test_predict_command_lists_neighbours(trained_run, small_synthetic_corpus):
+    import csv
+    import io
+    import json
+
+    from typer.testing import CliRunner
+
+    from emoknn.cli import app
+    from emoknn.corpora import load_synthetic
+
+    runner = CliRunner()
+    clip = str(load_synthetic(small_synthetic_corpus)[0].path)
+    base = ["predict", clip, "--model", str(trained_run)]
+    result = runner.invoke(app, [*base, "--neighbours", "3", "--format", "json"])
+    assert result.exit_code == 0, result.output
+    (prediction,) = json.loads(result.output)
+    assert [set(n) for n in prediction["neighbours"]] == [
+        {"id", "label", "distance", "weight", "source"}
+    ] * 3
+    distances = [n["distance"] for n in prediction["neighbours"]]
+    assert distances == sorted(distances)
+    result = runner.invoke(app, [*base, "--neighbours", "2", "--format", "csv"])
+    rows = list(csv.reader(io.StringIO(result.output)))
+    assert rows[0][-10:-5] == ["neighbour1_id", "neighbour1_label", "neighbour1_distance",
+                               "neighbour1_weight", "neighbour1_source"]  # fmt: skip
+    assert rows[1][rows[0].index("neighbour2_id")] == prediction["neighbours"][1]["id"]
+    plain = list(csv.reader(io.StringIO(runner.invoke(app, [*base, "--format", "csv"]).output)))
+    assert plain[0][-1] == "no_speech"  # not asked: the columns as before
+    result = runner.invoke(app, [*base, "--neighbours", "2"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0 and prediction["neighbours"][0]["id"] in result.output
+    assert "kNN weight" in result.output
+    result = runner.invoke(app, [*base, "--neighbours", "2", "--no-knn"])
+    assert result.exit_code == 1 and "no kNN datastore" in str(result.exception)
+    assert (
+        "--serve-neighbour-audio"
+        in runner.invoke(app, ["serve", "--help"], env={"COLUMNS": "200"}).output
+    )

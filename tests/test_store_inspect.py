@@ -97,3 +97,35 @@ def test_bad_settings_are_refused(planted_run, tmp_path):
     with pytest.raises(ConfigError, match=r"map.txt: the plot is written as \.png"):
         inspect_run(run, plot=tmp_path / "map.txt")
     assert not (tmp_path / "map.txt").exists()
+
+
+def test_datastore_inspect_command(planted_run, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from emoknn.cli import app
+
+    run, original, _, _ = planted_run
+    runner = CliRunner()
+    plot = tmp_path / "out" / "map.svg"
+    result = runner.invoke(app, ["datastore", "inspect", str(run), "--plot", str(plot)])
+    assert result.exit_code == 0, result.output
+    assert "planted/copy = " + original.id in result.output or (
+        original.id + " = planted/copy" in result.output
+    )
+    assert "planted/relabelled" in result.output and plot.read_text().startswith("<?xml")
+    result = runner.invoke(app, ["datastore", "inspect", str(run), "--no-plot", "--format", "json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["plot"] is None and len(report["duplicates"]) == 1
+    for bad, message in (
+        (["--near-factor", "0"], "--near-factor"),
+        (["--vote-k", "0"], "--vote-k"),
+        (["--plot", str(tmp_path / "m.jpg")], "the plot is written as"),
+    ):
+        result = runner.invoke(app, ["datastore", "inspect", str(run), *bad])
+        assert result.exit_code == 1 and message in str(result.exception)
+    assert not (tmp_path / "m.jpg").exists()
+    result = runner.invoke(app, ["datastore", "inspect", str(tmp_path / "nowhere")])
+    assert result.exit_code == 1 and "nowhere" in str(result.exception)

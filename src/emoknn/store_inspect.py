@@ -27,8 +27,9 @@ import numpy as np
 
 from emoknn.errors import ConfigError, EmoknnError
 from emoknn.files import atomic_path
+from emoknn.inference import fold_of_run
 from emoknn.knn import Datastore
-from emoknn.model_folder import fold_of_run, load_datastore
+from emoknn.model_folder import load_datastore
 
 NEAR_FACTOR = 0.25  # "very small": under a quarter of the typical nearest-neighbour distance
 VOTE_K = 5
