@@ -11,7 +11,7 @@ from rich.table import Table
 
 from emoknn.checks import check_choice, check_int, check_number
 from emoknn.cli.common import check_folder, check_output_folder, console
-from emoknn.cli.options import Kind
+from emoknn.cli.options import Kind, RirDir
 
 corpus_app = typer.Typer(
     help="Inspect corpora and generate the synthetic one.", no_args_is_help=True
@@ -114,9 +114,7 @@ def augment_preview(
     audio: Annotated[Path, typer.Argument(help="An audio file to augment")],
     out_dir: Annotated[Path, typer.Argument(help="Folder for one wav per augmentation")],
     seed: Annotated[int, typer.Option(help="Random seed of the augmentations")] = 0,
-    rir_dir: Annotated[
-        Path | None, typer.Option(help="Folder of room impulse responses for reverb")
-    ] = None,
+    rir_dir: RirDir = None,
 ) -> None:
     """Write the original and one file per augmentation, to hear what the model will see."""
     import numpy as np

@@ -37,6 +37,7 @@ from emoknn.cli.options import (
     MaxSeconds,
     Preset,
     Progress,
+    RirDir,
     Scheme,
     Seed,
     TrainPrecision,
@@ -56,7 +57,7 @@ def train_command(
     augment: Annotated[
         str | None, typer.Option(help="none|noise|volume|reverb|pitch|mixed")
     ] = None,
-    rir_dir: Annotated[str | None, typer.Option(help="Folder of room impulse responses")] = None,
+    rir_dir: RirDir = None,
     contrastive_weight: Annotated[
         float | None, typer.Option("--lambda", help="λ: weight of SupCon (0 = CE only)")
     ] = None,
@@ -93,13 +94,14 @@ def train_command(
     from emoknn.train import train_fold
 
     check_choice(criterion, "--criterion", CRITERIA)
-    check_folder(Path(rir_dir) if rir_dir is not None else None, "--rir-dir")
+    check_folder(rir_dir, "--rir-dir")
     if tensorboard and importlib.util.find_spec("tensorboard") is None:
         raise ConfigError("--tensorboard needs TensorBoard: pip install tensorboard")
     if out is not None:
         check_output_folder(out, "--out")
     config = train_config(
-        preset, encoder=encoder, augment=augment, rir_dir=rir_dir,
+        preset, encoder=encoder, augment=augment,
+        rir_dir=None if rir_dir is None else str(rir_dir),
         contrastive_weight=contrastive_weight, temperature=temperature, max_epochs=epochs,
         batch_size=batch_size, learning_rate=lr, optimizer=optimizer, max_seconds=max_seconds,
         monitor=monitor, early_stopping_patience=early_stopping, layer_weighting=layer_weighting,
@@ -218,8 +220,13 @@ def run_crossval(corpus: Path, kind: str, scheme: str, folds: str | None, tables
         scores = result["scores"]
         with_knn = (f" (+kNN {100 * scores['interpolated']['ua']:.1f})"
                     if "interpolated" in scores else "")  # fmt: skip
+        if "layer" in result:  # the encoder probe: what it chose, and what it cost
+            seconds = result.get("seconds")
+            cost = f", {seconds:.1f} s" if isinstance(seconds, (int, float)) else ""
+            with_knn = f" (layer {result['layer']}, C {result['c']:g}{cost})"
         model_ua = 100 * scores["model"]["ua"]
-        console.print(f"  {result['fold']} {result['label']:<8} UA {model_ua:.1f}{with_knn}")
+        console.print(f"  {result['fold']} {result['label']:<8} UA {model_ua:.1f}{with_knn}",
+                      highlight=False)  # fmt: skip
 
     crossval(utterances, chosen, config, out, table_names, meta, on_fold_done=done,
              criterion=criterion, log=console.print)  # fmt: skip
