@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -351,3 +353,73 @@ def test_model_json_nested_deeply_is_one_line(trained_run, tmp_path):
     from emoknn.hf_import import hf_classifier_architecture
 
     assert hf_classifier_architecture(tmp_path / "hf") is None
+
+
+# ── push ─────────────────────────────────────────────────────────────────────────────────────────
+
+
+def test_push_without_network_is_one_line_and_writes_no_card(trained_run, tmp_path, monkeypatch):
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from emoknn.cli import app
+    from emoknn.hub import push_model
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens: ConnectError
+    monkeypatch.setattr("huggingface_hub.constants.ENDPOINT", "http://127.0.0.1:9")
+    folder = tmp_path / "run"
+    shutil.copytree(trained_run, folder)
+    with pytest.raises(EmoknnError, match=r"push to me/x failed \(.*\); nothing was written"):
+        push_model(folder, "me/x", token="hf_fake")
+    assert not (folder / "README.md").exists()
+    result = CliRunner().invoke(app, ["push", str(folder), "me/x"])
+    assert result.exit_code != 0 and isinstance(result.exception, (EmoknnError, SystemExit))
+    assert "Traceback" not in result.output and not (folder / "README.md").exists()
+
+
+def test_push_puts_the_licence_into_an_existing_card_and_no_local_paths(trained_run, tmp_path,
+                                                                        monkeypatch):  # fmt: skip
+    import json
+    import shutil
+
+    import huggingface_hub
+
+    from emoknn.hub import push_model
+
+    sent = {}
+
+    class RecordingApi:
+        def __init__(self, token=None) -> None:
+            pass
+
+        def create_repo(self, repo_id, **_):
+            return f"https://huggingface.co/{repo_id}"
+
+        def create_commit(self, repo_id, operations, **_):
+            for op in operations:
+                content = op.path_or_fileobj
+                sent[op.path_in_repo] = (content if isinstance(content, bytes)
+                                         else Path(content).read_bytes())  # fmt: skip
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", RecordingApi)
+    folder = tmp_path / "run"
+    shutil.copytree(trained_run, folder)
+    local = json.loads((folder / "train_config.json").read_text())["corpus"]
+    assert local.startswith("/")
+    (folder / "README.md").write_text("---\nlicense: other\nlibrary_name: emoknn\n---\n# mine\n")
+    push_model(folder, "me/x", licence="cc-by-4.0")
+    card = sent["README.md"].decode()
+    assert "license: cc-by-4.0" in card and "license: other" not in card
+    assert "license: cc-by-4.0" in (folder / "README.md").read_text()  # after the upload
+    published = json.loads(sent["train_config.json"])
+    assert published["corpus"] == local.rsplit("/", 1)[-1]
+    assert "/tmp/" not in sent["train_config.json"].decode()
+    assert json.loads((folder / "train_config.json").read_text())["corpus"] == local  # kept
+
+
+def test_a_generated_run_card_names_no_local_path(trained_run):
+    from emoknn.card import run_card
+
+    assert "/tmp/" not in run_card(trained_run)

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Annotated
 
@@ -92,7 +93,7 @@ def adapt_command(
     batch_size: ClipBatch = 16,
 ) -> None:
     """Adapt a trained or published model to your own labelled clips with kNN (no training)."""
-    from emoknn.adapt import INFERENCES, adapt_model, check_new_folder, load_source, parse_label_map
+    from emoknn.adapt import adapt_model, check_new_folder, load_source, parse_label_map
 
     mapping = parse_label_map(label_map) if label_map else None
     check_new_folder(out)
@@ -104,22 +105,24 @@ def adapt_command(
     table = Table(title=f"held-out clips, {result.folds} {grouping} folds")
     for column in ("inference", "UA % mean ± std", "WA % mean ± std"):
         table.add_column(column, justify="left" if column == "inference" else "right")
-    for name in INFERENCES:
-        row = result.summary[name]
+    for name, row in result.summary.items():
         table.add_row(names[name], f"{100 * row['ua_mean']:.1f} ± {100 * row['ua_std']:.1f}",
                       f"{100 * row['wa_mean']:.1f} ± {100 * row['wa_std']:.1f}")  # fmt: skip
     console.print(table)
     for comparison in result.comparisons:
         console.print(comparison["sentence"], highlight=False)
     only_knn = sorted(set(result.labels) - set(result.model_labels))
-    if only_knn:
+    if not result.model_labels:
+        console.print("The model knows none of your labels: every label is served by the kNN "
+                      "alone (no model-alone figure; predict needs the kNN).", highlight=False)
+    elif only_knn:
         console.print(f"served by the kNN alone (the model does not know them): "
                       f"{', '.join(only_knn)}", highlight=False)  # fmt: skip
     chosen = result.tuning.interpolated
     console.print(
         f"Wrote {result.out_dir} (labels {', '.join(result.labels)}; k = {chosen.k}, "
         f"α = {chosen.alpha}, T = {chosen.to_dict()['temperature']}). Try: emoknn predict "
-        f"CLIP.wav --model {result.out_dir}",
+        f"CLIP.wav --model {shlex.quote(str(result.out_dir))}",
         highlight=False,
     )
 
