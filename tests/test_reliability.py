@@ -423,3 +423,73 @@ def test_a_generated_run_card_names_no_local_path(trained_run):
     from emoknn.card import run_card
 
     assert "/tmp/" not in run_card(trained_run)
+
+
+# ── import: nothing overwritten ─────────────────────────────────────────────────────────────────
+
+
+@pytest.fixture
+def hf_folder(tmp_path):
+    from tiny_hf import save_tiny_classifier
+
+    return save_tiny_classifier("wav2vec2", tmp_path / "hf")
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file()}  # fmt: skip
+
+
+def test_import_refuses_its_own_source_folder_or_one_holding_it(hf_folder, tmp_path):
+    from typer.testing import CliRunner
+
+    from emoknn.cli import app
+
+    before = _snapshot(tmp_path)
+    for out in (hf_folder, tmp_path, hf_folder / "."):
+        result = CliRunner().invoke(app, ["import", str(hf_folder), str(out)])
+        assert isinstance(result.exception, EmoknnError), result.output
+        assert "is (or holds) the model being imported" in str(result.exception)
+    assert _snapshot(tmp_path) == before
+
+
+def test_import_refuses_a_non_empty_folder_and_leaves_it_as_it_was(hf_folder, tmp_path):
+    from emoknn.hf_import import import_to_folder
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("my files")
+    with pytest.raises(EmoknnError, match="already exists and is not empty"):
+        import_to_folder(hf_folder, mine)
+    assert _snapshot(mine) == {"notes.txt": b"my files"}
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(EmoknnError, match=r"a_file/out: cannot create the model folder"):
+        import_to_folder(hf_folder, tmp_path / "a_file" / "out")
+
+
+def test_an_imported_model_is_readable_like_the_other_files(hf_folder, tmp_path):
+    import os
+
+    from emoknn.hf_import import import_to_folder
+
+    out = import_to_folder(hf_folder, tmp_path / "out")
+    mask = os.umask(0)
+    os.umask(mask)
+    for name in ("model.safetensors", "model.json"):
+        assert (out / name).stat().st_mode & 0o777 == 0o666 & ~mask, name
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+@pytest.mark.parametrize("bad", ["", " sad", "a,b", "x=y"])
+def test_import_refuses_label_names_emoknn_cannot_use(hf_folder, tmp_path, bad):
+    import json
+
+    from emoknn.hf_import import import_to_folder
+
+    config = json.loads((hf_folder / "config.json").read_text())
+    config["id2label"]["1"] = bad
+    config["label2id"] = {v: int(k) for k, v in config["id2label"].items()}
+    (hf_folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(EmoknnError, match=r"id2label\[1\] = .* cannot be an emoknn label"):
+        import_to_folder(hf_folder, tmp_path / "out")
+    assert not (tmp_path / "out").exists()

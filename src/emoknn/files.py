@@ -75,6 +75,15 @@ def check_writable_folder(folder: str | os.PathLike, what: str = "the output fol
     return folder
 
 
+def give_default_permissions(path: str | os.PathLike) -> None:
+    """The permissions a file created with open() would have (0666 less the umask): some
+    writers (safetensors) create their files 0600, unreadable to the user's other accounts and
+    services, unlike every other file of a model folder."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
+
+
 def file_sha256(path: str | os.PathLike) -> str:
     """SHA-256 of a file's bytes (OSError if it cannot be read)."""
     digest = hashlib.sha256()

@@ -52,9 +52,10 @@ def import_command(
     out: Annotated[Path, typer.Argument(help="emoknn model folder to write")],
 ) -> None:
     """Turn a published Hugging Face audio classifier into an emoknn model folder."""
-    from emoknn.hf_import import import_to_folder
+    from emoknn.hf_import import check_import_destination, import_to_folder
     from emoknn.hub import resolve_model
 
+    check_import_destination(model, out)  # before any download
     folder = import_to_folder(resolve_model(model), out)
     console.print(f"Wrote {folder}; predict, serve, export and adapt read it.", highlight=False)
 
