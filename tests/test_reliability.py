@@ -493,3 +493,105 @@ def test_import_refuses_label_names_emoknn_cannot_use(hf_folder, tmp_path, bad):
     with pytest.raises(EmoknnError, match=r"id2label\[1\] = .* cannot be an emoknn label"):
         import_to_folder(hf_folder, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+# ── unusable destinations: refused before the work, left as they were ────────────────────────────
+
+
+@pytest.fixture
+def read_only(monkeypatch, tmp_path):
+    """A folder that refuses new files, as a read-only mount or a folder of another user does
+    (the tests run as any user, root included, so the refusal is simulated where emoknn asks)."""
+    import errno
+    import os
+    import tempfile
+
+    import emoknn.files
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    (locked / "precious.txt").write_text("mine")
+    real = tempfile.mkstemp
+
+    def mkstemp(*args, dir=None, **kwargs):  # tempfile names it dir
+        if dir is not None and Path(dir).resolve().is_relative_to(locked.resolve()):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+        return real(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(emoknn.files.tempfile, "mkstemp", mkstemp)
+    return locked
+
+
+def _cli(args):
+    from typer.testing import CliRunner
+
+    from emoknn.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def _refused(result, *words) -> str:
+    assert result.exit_code != 0, result.output
+    error = result.exception
+    assert isinstance(error, EmoknnError), (type(error), result.output)
+    message = str(error)
+    assert "\n" not in message and all(word in message for word in words), message
+    return message
+
+
+def test_every_command_refuses_an_unusable_destination_before_working(
+    read_only, trained_run, small_synthetic_corpus, hf_folder, tmp_path, monkeypatch
+):
+    import shutil
+
+    import emoknn.adapt
+    import emoknn.export
+    import emoknn.hf_import
+    import emoknn.inference
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("the work started before the destination was checked")
+
+    monkeypatch.setattr(emoknn.adapt, "embed_utterances", must_not_run)
+    monkeypatch.setattr(emoknn.hf_import, "import_hf_classifier", must_not_run)
+    monkeypatch.setattr(emoknn.export, "_export_into", must_not_run)
+    monkeypatch.setattr(emoknn.inference, "load_model", must_not_run)
+    before = _snapshot(read_only)
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    corpus = small_synthetic_corpus
+    for out in (read_only / "new", a_file):
+        _refused(_cli(["train", "--corpus", corpus, "--fold", "0", "--out", out, "--preset",
+                       "tiny", "--epochs", "1"]), str(out))  # fmt: skip
+        _refused(_cli(["train", "--corpus", corpus, "--fold", "0", "--out", out, "--preset",
+                       "frozen", "--encoder", "tiny"]), str(out))  # fmt: skip
+        _refused(_cli(["adapt", "--model", hf_folder, "--data", corpus / "manifest.csv",
+                       "--out", out]), str(out))  # fmt: skip
+        _refused(_cli(["import", hf_folder, out]), str(out))
+        _refused(_cli(["corpus", "synth", out]), str(out))
+        _refused(_cli(["export", "--model", trained_run, "--out", out]), str(out))
+    assert _snapshot(read_only) == before and a_file.read_text() == "x"
+    run = read_only / "run"
+    shutil.copytree(trained_run, run)
+    before = _snapshot(read_only)
+    _refused(_cli(["datastore", "build", run]), "run folder")
+    assert _snapshot(read_only) == before
+
+
+def test_a_frozen_run_checks_its_feature_cache_folder_before_computing(
+    read_only, small_synthetic_corpus, tmp_path, monkeypatch
+):
+    import emoknn.features
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("features were computed for a cache that cannot keep them")
+
+    monkeypatch.setattr(emoknn.features, "_clip_batches", must_not_run)
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    for cache in (read_only / "cache", a_file):
+        out = tmp_path / f"run-{cache.name}"
+        _refused(_cli(["train", "--corpus", small_synthetic_corpus, "--fold", "0", "--out", out,
+                       "--preset", "frozen", "--encoder", "tiny", "--feature-cache", cache]),
+                 "feature cache folder")  # fmt: skip
+        assert not out.exists() or not any(out.iterdir())

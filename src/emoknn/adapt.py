@@ -42,7 +42,7 @@ import numpy as np
 
 from emoknn.corpora.utterance import Utterance, check_unique_ids, require_files
 from emoknn.errors import ConfigError, CorpusError, EmoknnError
-from emoknn.files import write_json_atomic, write_text_atomic
+from emoknn.files import check_writable_folder, write_json_atomic, write_text_atomic
 from emoknn.inference import best_device, embed_utterances
 from emoknn.inputs import AUDIO_SUFFIXES
 from emoknn.knn import Datastore, TuningResult, knn_predict_probs, store_knn_probs, tune_knn
@@ -376,11 +376,11 @@ def drop_overlap(original: Datastore, clips: list[Utterance], embeddings: np.nda
 
 
 def check_new_folder(out_dir: str | os.PathLike) -> Path:
-    """`out_dir` may be written: absent, or an empty folder."""
+    """`out_dir` may be written: absent, or an empty folder, in a place that takes new files."""
     out_dir = Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise ConfigError(f"{out_dir}: already exists and is not empty; choose a new folder")
-    return out_dir
+    return check_writable_folder(out_dir, "the model folder")
 
 
 def adapt_model(

@@ -22,6 +22,7 @@ from emoknn.corpora.utterance import Utterance
 from emoknn.data import BucketBatchSampler, EvaluationAudio, collate_evaluation, utterance_lengths
 from emoknn.errors import ConfigError, EmoknnError, ModelFolderError
 from emoknn.features import FeatureCache
+from emoknn.files import check_writable_folder
 from emoknn.folds import Fold, speaker_folds
 from emoknn.knn import Datastore, TuningResult, tune_knn
 from emoknn.model import EmotionModel
@@ -190,6 +191,7 @@ def fit_run_knn(
     valid while the model is the same. If the model changed since they were added, they would be
     lost, so this refuses unless `discard_added`.
     """
+    check_writable_folder(run_dir, "the run folder")
     device = device or best_device()
     model = load_model(run_dir, device=device)
     fingerprint = fingerprint_of(model)
@@ -244,6 +246,7 @@ def add_to_datastore(
     """
     run_dir = Path(run_dir)
     meta = read_model_meta(run_dir)
+    check_writable_folder(run_dir, "the run folder")
     unknown = sorted({u.label for u in utterances} - set(meta.labels))
     if unknown:
         raise ConfigError(f"labels {unknown} are not among the model's classes {meta.labels}")
