@@ -595,3 +595,53 @@ def test_a_frozen_run_checks_its_feature_cache_folder_before_computing(
                        "--preset", "frozen", "--encoder", "tiny", "--feature-cache", cache]),
                  "feature cache folder")  # fmt: skip
         assert not out.exists() or not any(out.iterdir())
+
+
+# ── serve ────────────────────────────────────────────────────────────────────────────────────────
+
+
+def test_serve_answers_503_beyond_its_queue(trained_run, small_synthetic_corpus):
+    import threading
+
+    from fastapi.testclient import TestClient
+
+    from emoknn.corpora import load_synthetic
+    from emoknn.predict import EmotionRecognizer
+    from emoknn.serve import create_app
+
+    recognizer = EmotionRecognizer.load(trained_run, device="cpu")
+    started, release = threading.Event(), threading.Event()
+    real = recognizer.predict
+
+    def slow_predict(*args, **kwargs):
+        started.set()
+        release.wait(30)
+        return real(*args, **kwargs)
+
+    recognizer.predict = slow_predict
+    app = create_app(recognizer, max_queue=0)
+    clip = load_synthetic(small_synthetic_corpus)[0].path.read_bytes()
+    answers = []
+
+    def post() -> None:
+        with TestClient(app) as client:
+            answers.append(client.post("/predict", files={"file": ("a.wav", clip)}).status_code)
+
+    first = threading.Thread(target=post)
+    first.start()
+    assert started.wait(30)
+    with TestClient(app) as client:
+        busy = client.post("/predict", files={"file": ("b.wav", clip)})
+    release.set()
+    first.join(30)
+    assert busy.status_code == 503 and "busy" in busy.json()["detail"]
+    assert busy.headers["retry-after"] == "1"
+    assert answers == [200]
+
+
+def test_serve_announces_itself_only_once_the_model_has_loaded(tmp_path, monkeypatch):
+    import emoknn.serve
+
+    monkeypatch.setattr(emoknn.serve, "check_listen_address", lambda *a: None)
+    result = _cli(["serve", "--model", tmp_path / "missing", "--port", "8765"])
+    assert result.exit_code != 0 and "serving" not in result.output

@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from emoknn.checks import check_device
 from emoknn.corpora.utterance import Utterance, check_unique_ids, require_files
 from emoknn.errors import ConfigError, CorpusError, EmoknnError
 from emoknn.files import check_writable_folder, write_json_atomic, write_text_atomic
@@ -400,6 +401,7 @@ def adapt_model(
     (see the module docstring). Everything is checked before anything is written; the folder
     appears whole or not at all."""
     out_dir = check_new_folder(out_dir)
+    check_device(device, "--device")  # before the clips are read: the same check as predict's
     if criterion not in ("ua", "wa"):
         raise ConfigError(f"criterion must be ua or wa, got {criterion!r}")
     if not 3 <= max_folds <= 100:

@@ -12,6 +12,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
+from emoknn.checks import check_device
 from emoknn.cli.common import console, error_console
 from emoknn.cli.options import ClipBatch, Criterion, Device
 
@@ -97,6 +98,7 @@ def adapt_command(
     from emoknn.adapt import adapt_model, check_new_folder, load_source, parse_label_map
 
     mapping = parse_label_map(label_map) if label_map else None
+    check_device(device, "--device")  # before loading anything, as predict does
     check_new_folder(out)
     source = load_source(model, "cpu")
     result = adapt_model(source, data, out, mapping, keep_datastore, folds, criterion, seed,

@@ -59,7 +59,9 @@ Criterion = Annotated[str, typer.Option("--criterion", help="Tune k, α, T for u
 RecognizerModel = Annotated[
     Path,
     typer.Option(
-        "--model", help="Trained run folder, a .ckpt file, or an `emoknn export` folder"
+        "--model",
+        help="A run or adapted model folder, an `emoknn export` folder, a .ckpt file, a Hugging "
+        "Face audio classifier folder, or a Hub id owner/name",
     ),
 ]
 Knn = Annotated[bool, typer.Option("--knn/--no-knn", help="Interpolate with the kNN model")]

@@ -116,6 +116,9 @@ def serve_command(
     max_segments: Annotated[
         int, typer.Option(help="Most segments (model forward passes) one request may need")
     ] = 256,
+    max_queue: Annotated[
+        int, typer.Option(help="Most requests waiting for the model; more get 503 (busy)")
+    ] = 8,
     precision: InferencePrecision = "fp32",
     int8: Int8 = False,
 ) -> None:
@@ -127,15 +130,20 @@ def serve_command(
     check_number(max_upload_mb, "--max-upload-mb", 0.0, strict_minimum=True)
     check_number(max_seconds, "--max-seconds", 0.0, strict_minimum=True)
     check_int(max_segments, "--max-segments", 1)
+    check_int(max_queue, "--max-queue", 0)
     check_choice(precision, "--precision", PRECISIONS)
     check_listen_address(host, port)  # before loading the model: a busy port fails at once
-    console.print(f"emoknn serving {model} on http://{host}:{port}/ (API docs: /docs)")
     serve(str(model), host, port, knn, max_upload_mb, max_seconds, precision, int8,
-          max_segments=max_segments)  # fmt: skip
+          max_segments=max_segments, max_queue=max_queue,
+          announce=lambda line: console.print(line, highlight=False))  # fmt: skip
 
 
 def export_command(
-    model: Annotated[Path, typer.Option(help="Trained run folder")],
+    model: Annotated[
+        Path,
+        typer.Option(help="An emoknn model folder: a training run, or an adapted or imported "
+                     "model (model.safetensors + model.json)"),
+    ],
     export_format: Annotated[str, typer.Option("--format", help="onnx")] = "onnx",
     out: Annotated[Path | None, typer.Option(help="Output folder (default: MODEL/onnx)")] = None,
     quantize: Annotated[bool, typer.Option(help="Also write a dynamic int8 model")] = False,
