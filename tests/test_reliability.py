@@ -645,3 +645,36 @@ def test_serve_announces_itself_only_once_the_model_has_loaded(tmp_path, monkeyp
     monkeypatch.setattr(emoknn.serve, "check_listen_address", lambda *a: None)
     result = _cli(["serve", "--model", tmp_path / "missing", "--port", "8765"])
     assert result.exit_code != 0 and "serving" not in result.output
+
+
+# ── truncated audio ──────────────────────────────────────────────────────────────────────────────
+
+
+def test_a_truncated_wav_is_refused_not_decoded_shorter(small_synthetic_corpus, tmp_path):
+    import soundfile
+
+    from emoknn.audio import load_audio, stream_audio
+    from emoknn.corpora import load_synthetic
+
+    source = load_synthetic(small_synthetic_corpus)[0].path
+    whole = tmp_path / "whole.wav"
+    whole.write_bytes(source.read_bytes())
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(source.read_bytes()[: source.stat().st_size * 2 // 3])
+    assert len(load_audio(whole)) > 0
+    for read in (load_audio, lambda p: list(stream_audio(p))):
+        with pytest.raises(EmoknnError, match=r"cut\.wav: truncated WAV: its header declares"):
+            read(cut)
+    # A WAV streamed with an unknown length (data size 0xFFFFFFFF) is not called truncated.
+    data = bytearray(whole.read_bytes())
+    at = data.index(b"data")
+    data[at + 4 : at + 8] = (0xFFFFFFFF).to_bytes(4, "little")
+    streamed = tmp_path / "streamed.wav"
+    streamed.write_bytes(bytes(data))
+    try:
+        samples = load_audio(streamed)
+    except EmoknnError as error:
+        assert "truncated" not in str(error)
+    else:
+        assert len(samples) == len(load_audio(whole))
+    assert soundfile.info(str(whole)).frames > 0

@@ -44,11 +44,46 @@ def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> np.nd
         raise AudioError(f"{path}: file not found")
     if path.is_dir():
         raise AudioError(f"{path}: is a directory, expected an audio file")
+    check_complete_wav(path)
     try:
         samples, file_rate = sf.read(str(path), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as error:
         raise AudioError(f"{path}: cannot decode audio ({decoder_reason(error)})") from error
     return prepare_samples(samples, file_rate, sample_rate, source=str(path))
+
+
+UNKNOWN_WAV_LENGTHS = (0, 0xFFFFFFFF)  # streamed WAVs: the writer did not know the length
+
+
+def check_complete_wav(path: str | os.PathLike) -> None:
+    """Refuse a WAV file shorter than its header says (an interrupted copy or download):
+    libsndfile would decode the part that is there as if it were the whole recording. Reads the
+    RIFF chunk headers only; other formats, and WAVs streamed with an unknown length, pass."""
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as handle:
+            head = handle.read(12)
+            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+                return
+            offset = 12
+            for _ in range(64):  # chunks before "data": fmt, fact, LIST, ... (a handful)
+                handle.seek(offset)
+                chunk = handle.read(8)
+                if len(chunk) < 8:
+                    return
+                declared = int.from_bytes(chunk[4:], "little")
+                if chunk[:4] == b"data":
+                    available = size - offset - 8
+                    if declared not in UNKNOWN_WAV_LENGTHS and declared > available:
+                        raise AudioError(
+                            f"{path}: truncated WAV: its header declares {declared} bytes of "
+                            f"audio, the file holds {available} (an interrupted copy or "
+                            "download?)"
+                        )
+                    return
+                offset += 8 + declared + (declared & 1)
+    except OSError as error:
+        raise AudioError(f"{path}: cannot read the audio file ({error.strerror})") from error
 
 
 # PCM integer dtypes → (offset, scale): float = (pcm − offset) / scale. Wider integers (int64,
@@ -184,6 +219,7 @@ def stream_audio(
     path = Path(path)
     if not path.is_file():
         raise AudioError(f"{path}: file not found" if not path.exists() else f"{path}: not a file")
+    check_complete_wav(path)
     try:
         info = sf.info(str(path))
     except (sf.LibsndfileError, RuntimeError) as error:
