@@ -678,3 +678,37 @@ def test_a_truncated_wav_is_refused_not_decoded_shorter(small_synthetic_corpus, 
     else:
         assert len(samples) == len(load_audio(whole))
     assert soundfile.info(str(whole)).frames > 0
+
+
+# ── a model folder without a datastore ───────────────────────────────────────────────────────────
+
+
+def test_an_imported_classifier_and_its_export_predict_alone_and_say_so(hf_folder, trained_run,
+                                                                         small_synthetic_corpus,
+                                                                         tmp_path):  # fmt: skip
+    import shutil
+
+    from emoknn.corpora import load_synthetic
+    from emoknn.export import export_onnx
+    from emoknn.hf_import import import_to_folder
+    from emoknn.predict import EmotionRecognizer, load_recognizer
+
+    clip = load_synthetic(small_synthetic_corpus)[0].path
+    imported = import_to_folder(hf_folder, tmp_path / "imported")
+    recognizer = EmotionRecognizer.load(imported, device="cpu")
+    assert recognizer.store is None and "emoknn adapt" in recognizer.note
+    direct = EmotionRecognizer.load(hf_folder, device="cpu").predict(clip)[0]
+    assert recognizer.predict(clip)[0].probabilities == pytest.approx(direct.probabilities,
+                                                                      abs=1e-5)  # fmt: skip
+    result = _cli(["predict", clip, "--model", imported])
+    assert result.exit_code == 0 and "model alone" in " ".join(result.output.split())
+    export_onnx(imported, tmp_path / "onnx")
+    exported = load_recognizer(tmp_path / "onnx")
+    assert exported.store is None and exported.note
+    assert exported.predict(clip)[0].label == direct.label
+    # A training run without its datastore is unfinished: that still says how to finish it.
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    (run / "datastore.npz").unlink()
+    with pytest.raises(EmoknnError, match="datastore build"):
+        EmotionRecognizer.load(run, device="cpu")

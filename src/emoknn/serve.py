@@ -276,4 +276,6 @@ def serve(model_dir: str, host: str = "127.0.0.1", port: int = 8000, use_knn: bo
                      max_segments=max_segments, max_queue=max_queue)  # fmt: skip
     if announce is not None:
         announce(f"emoknn serving {model_dir} on http://{host}:{port}/ (API docs: /docs)")
+        if getattr(recognizer, "note", None):
+            announce(f"note: {recognizer.note}")
     uvicorn.run(app, host=host, port=port, log_level="info")

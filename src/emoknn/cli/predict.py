@@ -53,6 +53,8 @@ def predict_command(
     for problem in problems:
         skipped(problem)
     recognizer = load_recognizer(model, device, knn, precision, int8)
+    if getattr(recognizer, "note", None):
+        error_console.print(f"note: {recognizer.note}", highlight=False)
     predictions = []
     with Progress(console=error_console, transient=True, disable=len(files) < 20) as progress:
         task = progress.add_task("predicting", total=len(files))
