@@ -712,3 +712,55 @@ def test_an_imported_classifier_and_its_export_predict_alone_and_say_so(hf_folde
     (run / "datastore.npz").unlink()
     with pytest.raises(EmoknnError, match="datastore build"):
         EmotionRecognizer.load(run, device="cpu")
+
+
+# ── adapt from the command line: what it prints and records ─────────────────────────────────────
+
+
+def test_adapt_cli_records_folds_and_counts_clips_added_later(hf_folder, small_synthetic_corpus,
+                                                              tmp_path):  # fmt: skip
+    import json
+    import shlex
+
+    import soundfile
+
+    from emoknn.corpora import load_synthetic
+    from emoknn.model_folder import load_datastore
+
+    utterances = load_synthetic(small_synthetic_corpus)
+    manifest = _manifest(tmp_path / "m.csv", [(u.path, u.label, "") for u in utterances])
+    out = tmp_path / "my model"
+    _refused(_cli(["adapt", "--model", hf_folder, "--data", manifest, "--out", out, "--label-map",
+                   "ang=angry,hap=happy,neu=neutral", "--device", "tpu"]), "--device")
+    assert not out.exists()
+    result = _cli(["adapt", "--model", hf_folder, "--data", manifest, "--out", out,
+                   "--label-map", "ang=angry,hap=happy,neu=neutral"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert f"--model {shlex.quote(str(out))}" in " ".join(result.output.split())
+    report = json.loads((out / "adapt.json").read_text())
+    assert report["protocol"]["grouping"] == "stratified"
+    held_out = [clip for record in report["per_fold"] for clip in record["ids"]]
+    assert sorted(held_out) == sorted(load_datastore(out).ids)  # every clip in one fold
+    assert len(set(held_out)) == len(utterances) and not any(i.startswith("/") for i in held_out)
+    assert all(set(record["knn_only"]) == {"k", "temperature"} for record in report["per_fold"])
+
+    new = []
+    for number, u in enumerate(utterances[:2]):
+        samples, rate = soundfile.read(u.path, dtype="float32")
+        new.append(tmp_path / f"new{number}.wav")
+        soundfile.write(new[-1], 0.5 * samples, rate)
+    result = _cli(["datastore", "add", out, *new, "--label", "sad"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "adapt.json").read_text())
+    assert report["added_clips"] == 2 and report["datastore_entries"] == len(utterances) + 2
+    assert "2 added later with `emoknn datastore add`" in (out / "README.md").read_text()
+    ids = [i for i in load_datastore(out).ids if i.startswith("added")]
+    assert len(ids) == 2 and not any("//" in i or str(tmp_path) in i for i in ids)
+
+
+def test_one_epoch_is_said_in_the_singular(small_synthetic_corpus, tmp_path):
+    result = _cli(["train", "--corpus", small_synthetic_corpus, "--fold", "0", "--out",
+                   tmp_path / "run", "--preset", "frozen", "--encoder", "tiny", "--epochs", "1",
+                   "--max-seconds", "1.0", "--cache-views", "1", "--no-knn"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "(1 epoch)" in result.output and "1 epochs" not in result.output

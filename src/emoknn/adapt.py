@@ -145,7 +145,8 @@ def _read_manifest(path: Path) -> tuple[list[Utterance], bool]:
             raise CorpusError(f"{path}:{number}: empty path or label")
         relative = Path(row["path"])
         audio = relative if relative.is_absolute() else path.parent / relative
-        clip_id = relative.with_suffix("").as_posix()
+        # relative to the manifest, also for absolute paths: an id is published with the model
+        clip_id = Path(os.path.relpath(audio, path.parent)).with_suffix("").as_posix()
         speaker, session = row.get("speaker") or NO_SPEAKER, row.get("session") or None
         utterances.append(Utterance(clip_id, audio, row["label"], speaker, session))
     check_unique_ids(utterances, str(path))
@@ -452,7 +453,10 @@ def adapt_model(
                   "speakers": sorted({clips[i].speaker for i in np.flatnonzero(test)})
                   if has_speakers else None,
                   "k": tuning.interpolated.k, "alpha": tuning.interpolated.alpha,
-                  "temperature": tuning.interpolated.to_dict()["temperature"]}  # fmt: skip
+                  "temperature": tuning.interpolated.to_dict()["temperature"],
+                  "knn_only": {"k": tuning.knn_only.k,
+                               "temperature": tuning.knn_only.to_dict()["temperature"]},
+                  "ids": [ids[i] for i in np.flatnonzero(test)]}  # fmt: skip
         for name in inferences:
             record[name] = _scores(labels[test], probabilities[name])
             pooled[name][test] = probabilities[name]
@@ -493,6 +497,7 @@ def adapt_model(
         "kept_original_datastore": keep_datastore,
         "original_entries": 0 if original is None else len(original),
         "original_entries_dropped": dropped,  # kept entries that were one of the clips
+        "datastore_entries": len(store),
         "model_knows_no_label": not model_labels,
         "protocol": {
             "grouping": "speaker" if has_speakers else "stratified",

@@ -82,6 +82,12 @@ def model_card(report: dict[str, Any]) -> str:
             if report["kept_original_datastore"]
             else ""
         )
+        + (
+            f" + {report['added_clips']} added later with `emoknn datastore add` (not in the "
+            "held-out figures below)"
+            if report.get("added_clips")
+            else ""
+        )
         + " |",
         f"| kNN settings | k = {chosen['k']}, α = {chosen['alpha']}, T = {chosen['temperature']} "
         f"(tuned for {protocol['criterion'].upper()}) |",

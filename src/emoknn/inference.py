@@ -267,8 +267,33 @@ def add_to_datastore(
     _refuse_same_audio(embedded, store)
     store.add(embedded.embeddings, embedded.labels, ids)
     save_datastore(run_dir, store)
+    _count_added_clips(run_dir, len(utterances), len(store))
     return store
 
+
+ADAPTED_REPORT = "adapt.json"  # emoknn.adapt.ADAPT_REPORT_FILE (adapt imports this module)
+
+
+def _count_added_clips(folder: Path, added: int, entries: int) -> None:
+    """An adapted folder's adapt.json and model card count clips added after adaptation, which
+    the held-out figures do not cover (the card says so)."""
+    import json
+
+    from emoknn.card import model_card
+    from emoknn.files import write_json_atomic, write_text_atomic
+
+    path = folder / ADAPTED_REPORT
+    if not path.is_file():
+        return
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+        report["added_clips"] = int(report.get("added_clips", 0)) + added
+        report["datastore_entries"] = entries
+        card = model_card(report)
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # not a report this version wrote: leave it (and the card) as they are
+    write_json_atomic(report, path)
+    write_text_atomic(folder / "README.md", card)
 
 def _refuse_test_speaker(run_dir: Path, utterances: list[Utterance]) -> None:
     """Refuse files of the run's test speaker (when the run's corpus can be found)."""

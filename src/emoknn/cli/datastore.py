@@ -3,7 +3,6 @@ one's own labelled audio (no retraining); `build_datastore` also serves `emoknn 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -60,11 +59,16 @@ def datastore_build(
 
 
 def added_id(name: str) -> str:
-    """The datastore id of an added clip: `added/` and its path relative to here, never an
-    absolute path (a pushed model would publish it) nor a doubled slash."""
-    if os.path.isabs(name):
-        name = os.path.relpath(name)
-    return "added/" + Path(name).as_posix().lstrip("/")
+    """The datastore id of an added clip: `added/` and its path relative to here (its file name
+    when it lies elsewhere), never an absolute path (a pushed model would publish it) nor a
+    doubled slash."""
+    path = Path(name)
+    if path.is_absolute() or ".." in path.parts:
+        try:
+            path = path.resolve().relative_to(Path.cwd().resolve())
+        except ValueError:
+            path = Path(path.name)
+    return "added/" + path.as_posix().lstrip("/")
 
 
 @datastore_app.command("add")
