@@ -764,3 +764,33 @@ def test_one_epoch_is_said_in_the_singular(small_synthetic_corpus, tmp_path):
                    "--max-seconds", "1.0", "--cache-views", "1", "--no-knn"])  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "(1 epoch)" in result.output and "1 epochs" not in result.output
+
+
+# ── help ─────────────────────────────────────────────────────────────────────────────────────────
+
+COMMANDS = [["train"], ["crossval"], ["report"], ["demo"], ["predict"], ["convert"], ["import"],
+            ["adapt"], ["push"], ["serve"], ["export"], ["corpus", "summarize"],
+            ["corpus", "synth"], ["augment", "preview"], ["datastore", "build"],
+            ["datastore", "add"]]  # fmt: skip
+
+
+def test_help_shows_no_python_types_or_braces():
+    import re
+
+    for command in COMMANDS:
+        result = _cli([*command, "--help"])
+        assert result.exit_code == 0, (command, result.output)
+        text = result.output
+        assert not re.search(r"<bool>|<list\[|\{[a-z_]+\}", text), (command, text)
+    usage = " ".join(_cli(["predict", "--help"]).output.split())
+    assert "Usage: emoknn predict [OPTIONS] INPUTS..." in usage
+
+
+@pytest.mark.parametrize("command", [["predict"], ["serve"], ["export"]])
+def test_model_help_names_every_kind_of_model(command):
+    text = " ".join(_cli([*command, "--help"]).output.replace("│", " ").split())
+    assert "--model" in text
+    if command != ["export"]:
+        assert "Hugging Face audio classifier" in text and "Hub id" in text
+    else:
+        assert "adapted or imported" in text
