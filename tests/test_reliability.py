@@ -127,11 +127,11 @@ def _poison_shards(folder) -> None:
 
 def test_nan_features_in_the_cache_blame_the_cache_and_write_no_run(small_synthetic_corpus,
                                                                     tmp_path):  # fmt: skip
+    from emoknn.config import make_config
     from emoknn.corpora import label_names, load_synthetic
     from emoknn.features import FeatureCache
     from emoknn.folds import speaker_folds
     from emoknn.frozen import build_frozen_model, train_frozen_fold
-    from emoknn.train import make_config
 
     utterances = load_synthetic(small_synthetic_corpus)
     fold, labels = speaker_folds(utterances)[0], label_names(utterances)
