@@ -387,6 +387,7 @@ def test_push_puts_the_licence_into_an_existing_card_and_no_local_paths(trained_
     import huggingface_hub
 
     from emoknn.hub import push_model
+    from emoknn.model_folder import load_datastore
 
     sent = {}
 
@@ -416,6 +417,12 @@ def test_push_puts_the_licence_into_an_existing_card_and_no_local_paths(trained_
     published = json.loads(sent["train_config.json"])
     assert published["corpus"] == local.rsplit("/", 1)[-1]
     assert "/tmp/" not in sent["train_config.json"].decode()
+    import io
+
+    with np.load(io.BytesIO(sent["datastore.npz"])) as published:
+        sources = [s for s in published["sources"].tolist() if s]
+        assert sources and not any("/" in s for s in sources)
+        np.testing.assert_array_equal(published["keys"], load_datastore(folder).keys)
     assert json.loads((folder / "train_config.json").read_text())["corpus"] == local  # kept
 
 

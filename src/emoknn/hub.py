@@ -130,6 +130,23 @@ def with_licence(card: str, licence: str) -> str:
     return "\n".join(["---", f"license: {licence}", "---", "", *lines])
 
 
+def _datastore_without_local_paths(path: Path) -> bytes:
+    """datastore.npz as published: each entry's source file by its name only (the datastore
+    keeps where the clips lay on this machine, for `predict --neighbours`)."""
+    import io
+
+    import numpy as np
+
+    with np.load(path, allow_pickle=False) as stored:
+        arrays = {name: stored[name] for name in stored.files}
+    if "sources" in arrays and arrays["sources"].dtype.kind == "U":
+        names = [without_local_paths(str(s)) for s in arrays["sources"].tolist()]
+        arrays["sources"] = np.array(names, dtype=str)
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
 def _upload(folder: Path, repo_id: str, private: bool, token: str | None, card: str,
             message: str) -> str:  # fmt: skip
     """One commit of the folder's publishable files, `card` as README.md, and JSON files without
@@ -146,6 +163,8 @@ def _upload(folder: Path, repo_id: str, private: bool, token: str | None, card: 
         if name.endswith(".json"):
             data = without_local_paths(json.loads(path.read_text(encoding="utf-8")))
             content: bytes | str = (json.dumps(data, indent=2) + "\n").encode("utf-8")
+        elif name == "datastore.npz":
+            content = _datastore_without_local_paths(path)
         else:
             content = str(path)
         operations.append(CommitOperationAdd(name, content))
