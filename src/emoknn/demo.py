@@ -67,6 +67,12 @@ def demo_corpus(
             f"--corpus {spec!r}: neither an existing folder or manifest nor a corpus name "
             f"({', '.join(CORPORA)})"
         )
+    info = CORPORA[spec]
+    if info.speakers is not None and info.speakers < 3 and not info.official_split:
+        raise CorpusError(
+            f"--corpus {spec}: {info.title} has {info.speakers} speakers; the demo's "
+            "speaker-independent folds need 3 (test, validation, training)"
+        )
     dest = out / "corpora" / spec
     if (dest / RECORD_FILE).is_file():
         return DemoCorpus(dest, spec, _scheme_for(spec), f"Corpus: {spec}, downloaded in {dest}.")

@@ -149,7 +149,8 @@ def fold_of_run(folder: str | os.PathLike, corpus: str | os.PathLike | None = No
     path = folder / RUN_CONFIG_FILE
     if "fold" not in info or "corpus" not in info:
         raise ModelFolderError(f"{path}: does not say which corpus and fold the run trained on")
-    utterances = load_corpus(corpus or Path(info["corpus"]), info.get("kind", "auto"))
+    utterances = load_corpus(corpus or Path(info["corpus"]), info.get("kind", "auto"),
+                             label_map=info.get("label_map"))  # fmt: skip
     folds = {f.name: f for f in speaker_folds(utterances, info.get("scheme", "speaker"))}
     source = corpus or info["corpus"]
     if info["fold"] not in folds:

@@ -446,7 +446,8 @@ def convert_checkpoint(folder: str | os.PathLike, trust_pickle: bool = False) ->
 
 # ── train_config.json ───────────────────────────────────────────────────────────────────────────
 
-RUN_INFO_STRINGS = ("corpus", "kind", "scheme", "fold", "test_speaker", "val_speaker", "training")
+RUN_INFO_STRINGS = ("corpus", "kind", "scheme", "label_map", "fold", "test_speaker", "val_speaker",
+                    "training")  # fmt: skip
 
 
 def write_run_config(folder: str | os.PathLike, train_config: dict[str, Any], labels: list[str],

@@ -13,8 +13,25 @@ import typer
 
 # ── Corpus, folds, augmentation (train, crossval, corpus summarize, augment preview) ─────────
 CorpusOption = Annotated[Path, typer.Option("--corpus", help="Corpus folder or manifest .csv")]
-Kind = Annotated[str, typer.Option("--kind", help="Corpus kind, or auto")]
-Scheme = Annotated[str, typer.Option("--scheme", help="Folds: speaker (LOSO) or session")]
+Kind = Annotated[
+    str, typer.Option("--kind", help="Corpus kind (see `emoknn corpus list`), or auto")
+]
+Scheme = Annotated[
+    str,
+    typer.Option(
+        "--scheme",
+        help="Folds: speaker (LOSO), session, or official (the corpus's own train / validation "
+        "/ test: MSP-Podcast, MELD, ESD)",
+    ),
+]
+LabelMap = Annotated[
+    str,
+    typer.Option(
+        "--label-map",
+        help="default (the corpus's standard classes), four (angry, happy, neutral, sad), or a "
+        'JSON file {"class": "new class" or null}',
+    ),
+]
 RirDir = Annotated[
     Path | None,
     typer.Option("--rir-dir", help="Folder of room impulse responses for reverb"),

@@ -17,6 +17,7 @@ from emoknn.cli.common import (
     check_folder,
     check_output_folder,
     console,
+    label_map_setting,
     load_folds,
     train_config,
 )
@@ -33,6 +34,7 @@ from emoknn.cli.options import (
     FeatureCache,
     FreezeEncoder,
     Kind,
+    LabelMap,
     LearningRate,
     MaxSeconds,
     Preset,
@@ -52,6 +54,7 @@ def train_command(
     out: Annotated[Path | None, typer.Option(help="Run folder (default runs/<corpus>/...)")] = None,
     kind: Kind = "auto",
     scheme: Scheme = "speaker",
+    label_map: LabelMap = "default",
     preset: Preset = "paper",
     encoder: Encoder = None,
     augment: Annotated[
@@ -111,7 +114,7 @@ def train_command(
         feature_cache=None if feature_cache is None else str(feature_cache),
         cache_views=cache_views,
     )  # fmt: skip
-    utterances, chosen = load_folds(corpus, kind, scheme, fold)
+    utterances, chosen = load_folds(corpus, kind, scheme, fold, label_map)
     if len(chosen) != 1:
         raise EmoknnError(f"--fold must name one fold, got {fold!r} ({len(chosen)} folds)")
     selected = chosen[0]
@@ -121,6 +124,7 @@ def train_command(
         check_output_folder(out, "--out")
     check_encoder(config)
     extra_info = {"corpus": str(corpus.resolve()), "kind": kind, "scheme": scheme,
+                  "label_map": label_map_setting(label_map),
                   "fold": selected.name, "test_speaker": selected.test_speaker,
                   "val_speaker": selected.val_speaker}  # fmt: skip
     labels = label_names(utterances)
@@ -175,12 +179,14 @@ def print_comparisons(comparisons: list[dict]) -> None:
 
 
 def run_crossval(corpus: Path, kind: str, scheme: str, folds: str | None, tables: str,
-                  out: Path, config, criterion: str = "ua") -> Path:  # fmt: skip
+                 out: Path, config, criterion: str = "ua",
+                 label_map: str = "default") -> Path:  # fmt: skip
     """Cross-validate, print each finished fold and the summary, write the report."""
     import json
 
     from emoknn.corpora import HONESTY_NOTE, is_synthetic_corpus, label_names
     from emoknn.experiments import crossval, trainings_for
+    from emoknn.folds import describe_protocol
     from emoknn.knn import CRITERIA
     from emoknn.report import write_report
 
@@ -195,7 +201,7 @@ def run_crossval(corpus: Path, kind: str, scheme: str, folds: str | None, tables
     except ConfigError as error:
         raise ConfigError(f"--tables {tables!r}: {error}") from None
     check_output_folder(out, "--out")
-    utterances, chosen = load_folds(corpus, kind, scheme, folds)
+    utterances, chosen = load_folds(corpus, kind, scheme, folds, label_map)
     check_encoder(config)
     synthetic = corpus.is_dir() and is_synthetic_corpus(corpus)
     if synthetic:
@@ -205,16 +211,20 @@ def run_crossval(corpus: Path, kind: str, scheme: str, folds: str | None, tables
         "corpus_name": corpus.resolve().name + (" (synthetic)" if synthetic else ""),
         "scheme": scheme, "synthetic": synthetic, "num_utterances": len(utterances),
         "labels": label_names(utterances), "preset": config.preset_name,
-        "encoder": config.encoder,
+        "encoder": config.encoder, "label_map": label_map_setting(label_map),
+        "protocol": describe_protocol(chosen),
     }  # fmt: skip
     if not config.progress_bar:  # each fold prints its own line below; Lightning's add nothing
         import logging
 
         logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    protocol = meta["protocol"]
     console.print(
         f"Cross-validating {len(chosen)} fold(s) of {len(utterances)} utterances, tables: "
-        f"{', '.join(table_names)} → {out}"
-    )
+        f"{', '.join(table_names)} → {out}\nProtocol: {protocol['protocol']}, "
+        + ("speaker-independent" if protocol["speaker_independent"]
+           else "NOT speaker-independent (the corpus's own sets share speakers)")
+    )  # fmt: skip
 
     def done(result: dict) -> None:
         scores = result["scores"]
@@ -249,6 +259,7 @@ def crossval_command(
     tables: Annotated[str, typer.Option(help="main, augment, lambda (comma list)")] = "main",
     kind: Kind = "auto",
     scheme: Scheme = "speaker",
+    label_map: LabelMap = "default",
     preset: Preset = "paper",
     encoder: Encoder = None,
     epochs: Epochs = None,
@@ -274,7 +285,7 @@ def crossval_command(
         freeze_encoder=freeze_encoder, cache_views=cache_views,
         feature_cache=None if feature_cache is None else str(feature_cache),
     )  # fmt: skip
-    run_crossval(corpus, kind, scheme, folds, tables, out, config, criterion)
+    run_crossval(corpus, kind, scheme, folds, tables, out, config, criterion, label_map)
 
 
 def report_command(
