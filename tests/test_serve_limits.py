@@ -172,9 +172,9 @@ def test_vad_segments_are_bounded_while_running(recognizer, monkeypatch):
     scored = []
     original = recognizer.score
 
-    def counting_score(clips, batch_size=16):
+    def counting_score(clips, batch_size=16, neighbours=0):
         scored.append(len(clips))
-        return original(clips, batch_size)
+        return original(clips, batch_size, neighbours)
 
     monkeypatch.setattr(recognizer, "score", counting_score)
     rng = np.random.default_rng(1)
