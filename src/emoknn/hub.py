@@ -130,6 +130,24 @@ def with_licence(card: str, licence: str) -> str:
     return "\n".join(["---", f"license: {licence}", "---", "", *lines])
 
 
+def _datastore_without_local_paths(path: Path) -> bytes | str:
+    """datastore.npz as published: the audio file each entry came from (`sources`, shown beside
+    a prediction's neighbours) by its file name only, never a path on this machine. The file
+    itself when it records none."""
+    import io
+
+    import numpy as np
+
+    with np.load(path, allow_pickle=False) as stored:
+        arrays = {key: stored[key] for key in stored.files}
+    if "sources" not in arrays:
+        return str(path)
+    arrays["sources"] = np.array([Path(s).name for s in arrays["sources"].tolist()], dtype=str)
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
 def _upload(folder: Path, repo_id: str, private: bool, token: str | None, card: str,
             message: str) -> str:  # fmt: skip
     """One commit of the folder's publishable files, `card` as README.md, and JSON files without
@@ -146,6 +164,8 @@ def _upload(folder: Path, repo_id: str, private: bool, token: str | None, card: 
         if name.endswith(".json"):
             data = without_local_paths(json.loads(path.read_text(encoding="utf-8")))
             content: bytes | str = (json.dumps(data, indent=2) + "\n").encode("utf-8")
+        elif name == "datastore.npz":
+            content = _datastore_without_local_paths(path)
         else:
             content = str(path)
         operations.append(CommitOperationAdd(name, content))
