@@ -66,7 +66,13 @@ STYLES: dict[str, dict[str, float]] = {
     "neutral": {"pitch": 50, "rate": 165, "amplitude": 100, "gap": 1, "range": 100},
     "sad": {"pitch": 42, "rate": 140, "amplitude": 80, "gap": 3, "range": 65},
 }
-JITTER: dict[str, float] = {"pitch": 7.0, "rate": 16.0, "amplitude": 22.0, "gap": 1.2, "range": 28.0}
+JITTER: dict[str, float] = {
+    "pitch": 7.0,
+    "rate": 16.0,
+    "amplitude": 22.0,
+    "gap": 1.2,
+    "range": 28.0,
+}
 CLIPS_PER_CLASS = 20
 SAMPLE_RATE = 16_000
 
@@ -139,7 +145,9 @@ def generate(out: Path, seed: int) -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     parser.add_argument("--out", type=Path, default=Path("/work/bench-data/speech"))
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
