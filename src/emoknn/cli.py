@@ -278,6 +278,13 @@ def train_command(
     cache_views: Annotated[
         int | None, typer.Option(help="Augmented views cached per utterance (frozen encoder)")
     ] = None,
+    speaker_norm: Annotated[
+        bool,
+        typer.Option(
+            help="Standardise each speaker's features with its own clips, test speaker's "
+            "unlabelled clips included (transductive; frozen encoder only)"
+        ),
+    ] = False,
     seed: Annotated[int | None, typer.Option(help="Random seed")] = None,
     workers: Annotated[int | None, typer.Option(help="Data loader worker processes")] = None,
     accelerator: Annotated[str | None, typer.Option(help="auto, cpu, gpu")] = None,
@@ -314,7 +321,7 @@ def train_command(
         accelerator=accelerator, devices=devices, num_nodes=num_nodes, precision=precision,
         tensorboard=tensorboard, progress_bar=progress, freeze_encoder=freeze_encoder,
         feature_cache=None if feature_cache is None else str(feature_cache),
-        cache_views=cache_views,
+        cache_views=cache_views, speaker_norm=speaker_norm or None,
     )  # fmt: skip
     utterances, chosen = _load_folds(corpus, kind, scheme, fold)
     if len(chosen) != 1:
@@ -482,7 +489,7 @@ def _run_crossval(corpus: Path, kind: str, scheme: str, folds: str | None, table
         "corpus_name": corpus.resolve().name + (" (synthetic)" if synthetic else ""),
         "scheme": scheme, "synthetic": synthetic, "num_utterances": len(utterances),
         "labels": label_names(utterances), "preset": config.preset_name,
-        "encoder": config.encoder,
+        "encoder": config.encoder, "speaker_norm": config.speaker_norm,
     }  # fmt: skip
     if not config.progress_bar:  # each fold prints its own line below; Lightning's add nothing
         import logging
@@ -541,6 +548,13 @@ def crossval_command(
     cache_views: Annotated[
         int | None, typer.Option(help="Augmented views cached per utterance (frozen encoder)")
     ] = None,
+    speaker_norm: Annotated[
+        bool,
+        typer.Option(
+            help="Standardise each speaker's features with its own clips, test speaker's "
+            "unlabelled clips included (transductive; frozen encoder only)"
+        ),
+    ] = False,
     seed: Annotated[int | None, typer.Option(help="Random seed")] = None,
     workers: Annotated[int | None, typer.Option(help="Data loader worker processes")] = None,
     accelerator: Annotated[str | None, typer.Option(help="auto, cpu, gpu")] = None,
@@ -556,6 +570,7 @@ def crossval_command(
         devices=devices, precision=precision, progress_bar=progress,
         freeze_encoder=freeze_encoder, cache_views=cache_views,
         feature_cache=None if feature_cache is None else str(feature_cache),
+        speaker_norm=speaker_norm or None,
     )  # fmt: skip
     _run_crossval(corpus, kind, scheme, folds, tables, out, config, criterion)
 

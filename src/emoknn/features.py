@@ -1,10 +1,11 @@
 """The feature cache of a frozen encoder: every layer's pooled output, computed once per view.
 
 With the encoder frozen, the model's head needs only `EmotionModel.pooled_layers` of each
-utterance, (L + 1, H): the masked mean over real frames of every hidden state. A weighted sum of
-layers followed by the mean equals the mean followed by the weighted sum, so the head's
-layer-weighted embedding is exact on these features. They are computed once for the original (the
-centred crop evaluation uses) and for K augmented views of each utterance, and stored on disk:
+utterance, (L + 1, P): every hidden state pooled over its real frames (P = H for the mean; 2H
+for mean and standard deviation, `pooling="mean_std"`, which gets its own cache folder). The head
+weighs layers after pooling, so its layer-weighted embedding is exact on these features. They are
+computed once for the original (the centred crop evaluation uses) and for K augmented views of
+each utterance, and stored on disk:
 
     CACHE/                             default: `emoknn-features` beside the output folder
       <encoder key>/                   one folder per encoder weights + crop length + normalisation
@@ -126,7 +127,7 @@ class FeatureCache:
         self.root = Path(root)
         self.model = model
         self.max_length = max_samples(max_seconds)
-        self.shape = (model.num_layers + 1, model.hidden_size)
+        self.shape = (model.num_layers + 1, model.pooled_size)
         encoder = {
             "format": FORMAT_VERSION,
             "encoder": model.config.encoder,
@@ -136,6 +137,8 @@ class FeatureCache:
             "crop_samples": self.max_length,
             "shape": list(self.shape),
         }
+        if model.config.pooling != "mean":  # (mean pooling's keys stay those of earlier caches)
+            encoder["pooling"] = model.config.pooling
         self.folder = self.root / _digest(encoder)[:20]
         self._encoder_info = encoder
         self._index: dict[str, tuple[Path, int]] = {}  # entry key → (shard, row)
@@ -218,6 +221,8 @@ class FeatureCache:
 
     def views(self, utterances: Sequence[Utterance], spec: ViewSpec) -> np.ndarray:
         """(K, N, L + 1, H) float16 features of the augmented views; filled if missing."""
+        if spec.views == 0:
+            return np.empty((0, len(utterances), *self.shape), dtype=np.float16)
         self.fill(utterances, spec, originals=False)
         return np.stack(
             [self.gather(keys, np.float16) for keys in self.view_keys(utterances, spec)]

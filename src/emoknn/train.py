@@ -49,7 +49,13 @@ from emoknn.data import (
 from emoknn.errors import ConfigError, EmoknnError
 from emoknn.files import atomic_path
 from emoknn.losses import combined_loss
-from emoknn.model import EmotionModel, ModelConfig, default_normalization
+from emoknn.model import (
+    POOLINGS,
+    PROJECTION_KINDS,
+    EmotionModel,
+    ModelConfig,
+    default_normalization,
+)
 from emoknn.model_folder import (
     CHECKPOINT_DIR,
     LAST_CHECKPOINT,
@@ -94,10 +100,18 @@ class TrainConfig:
     projection_size: int = 0  # > 0: an MLP maps the pooled output to a P-wide embedding
     projection_dropout: float = 0.0
     normalize_layers: bool = False  # standardise each layer's pooled output before weighting
+    projection_kind: str = "mlp"  # mlp (Linear, GELU, dropout, Linear) or linear (one Linear)
+    pooling: str = "mean"  # per-layer pooling over frames: mean, or mean_std (statistics pooling)
+    standardize: bool = False  # standardise pooled features with training-split statistics
+    input_dropout: float = 0.0  # dropout on the pooled (layer-weighted) vector
+    layer_lr_scale: float = 1.0  # the layer weights' learning rate = this × learning_rate
+    # Standardise each speaker's features with that speaker's own clips (transductive: the test
+    # speaker's unlabelled clips too); an explicit evaluation option, never a preset default.
+    speaker_norm: bool = False
     # Frozen encoder (emoknn.frozen): train only the head, on encoder outputs computed once per
     # (utterance, view) and cached on disk.
     freeze_encoder: bool = False
-    cache_views: int = 4  # K augmented views per training utterance in the feature cache
+    cache_views: int = 4  # K augmented views per training utterance in the feature cache (≥ 0)
     feature_cache: str | None = None  # its folder; None = `emoknn-features` beside the output
     seed: int = 0
     num_workers: int = 2
@@ -134,13 +148,29 @@ class TrainConfig:
             check_int(self.early_stopping_patience, "early_stopping_patience", 0)
         check_choice(self.monitor, "monitor", MONITORS)
         check_number(self.head_dropout, "head_dropout", 0.0, 0.99)
+        check_number(self.input_dropout, "input_dropout", 0.0, 0.99)
+        check_choice(self.pooling, "pooling", POOLINGS)
+        check_choice(self.projection_kind, "projection_kind", PROJECTION_KINDS)
+        check_number(self.layer_lr_scale, "layer_lr_scale", 0.0, strict_minimum=True)
         check_int(self.seed, "seed", 0, 2**32 - 1)
         check_int(self.num_workers, "num_workers", 0)
         check_choice(self.precision, "precision", PRECISIONS)
         check_choice(self.accelerator, "accelerator", ACCELERATORS)
         check_int(self.devices, "devices", 1)
         check_int(self.num_nodes, "num_nodes", 1)
-        check_int(self.cache_views, "cache_views", 1)
+        check_int(self.cache_views, "cache_views", 0)  # 0: the head trains on originals only
+        if self.speaker_norm and not self.freeze_encoder:
+            raise ConfigError(
+                "speaker_norm needs a frozen encoder (freeze_encoder): the fine-tuning path does "
+                "not standardise per speaker",
+                setting="speaker_norm",
+            )
+        if self.standardize and not self.freeze_encoder:
+            raise ConfigError(
+                "standardize needs a frozen encoder (freeze_encoder): its statistics are those of "
+                "the training split's cached features",
+                setting="standardize",
+            )
 
 
 def check_hardware(config: TrainConfig) -> None:
@@ -496,6 +526,10 @@ def model_config_for(config: TrainConfig, labels: list[str]) -> ModelConfig:
         projection_size=config.projection_size,
         projection_dropout=config.projection_dropout,
         normalize_layers=config.normalize_layers,
+        projection_kind=config.projection_kind,
+        pooling=config.pooling,
+        standardize=config.standardize,
+        input_dropout=config.input_dropout,
     )
 
 
