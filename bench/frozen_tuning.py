@@ -64,6 +64,17 @@ HEADS: dict[str, dict[str, Any]] = {
         "projection_kind": "mlp",
         "projection_size": 256,
     },
+    "mean+std, best-layer init": {
+        **NEW,
+        "_features": "mean_std",
+        "_views": 0,
+        "layer_init": "best",
+    },
+    "mean, best-layer init": {**NEW, "_views": 0, "layer_init": "best"},
+    "mean, lr 3e-4, wd 0.1": {**NEW, "_views": 0, "learning_rate": 3e-4, "weight_decay": 0.1},
+    "mean, no projection": {**NEW, "_views": 0, "projection_size": 0},
+    "mean, dropout 0.6": {**NEW, "_views": 0, "input_dropout": 0.6},
+    "mean, 5 seeds": {**NEW, "_views": 0, "_seeds": 5},
     "mean+std, lr x1": {**NEW, "_features": "mean_std", "_views": 2, "layer_lr_scale": 1.0},
     "mean+std, speaker-norm": {**NEW, "_features": "mean_std", "_views": 0, "_speaker_norm": True},
 }
@@ -138,16 +149,25 @@ def head_scores(settings: dict[str, Any], base: TrainConfig, encoder: torch.nn.M
             val=torch.from_numpy(x[val]),
             val_labels=torch.from_numpy(y[val]),
         )
-        head = build_frozen_model(config, labels, encoder=encoder)
-        fit = fit_head(head, data, config)
-        epochs.append(len(fit.history))
-        with torch.no_grad(), one_thread():
-            out_val = head.head(data.val)
-            out_train = head.head(data.train)
-        probs = torch.softmax(out_val.logits, 1).numpy()
+        probs, knn = 0.0, 0.0
+        seeds = settings.get("_seeds", 1)
+        for seed in range(seeds):
+            seeded = TrainConfig(**{**asdict(config), "seed": config.seed + seed})
+            head = build_frozen_model(seeded, labels, encoder=encoder)
+            fit = fit_head(head, data, seeded)
+            epochs.append(len(fit.history))
+            with torch.no_grad(), one_thread():
+                out_val = head.head(data.val)
+                out_train = head.head(data.train)
+            probs = probs + torch.softmax(out_val.logits, 1).numpy() / seeds
+            knn = (
+                knn
+                + _cosine_knn_probs(
+                    out_train.embeddings.numpy(), y[train], out_val.embeddings.numpy(), len(labels)
+                )
+                / seeds
+            )
         model_scores.append(unweighted_accuracy(y[val], probs.argmax(1)))
-        knn = _cosine_knn_probs(out_train.embeddings.numpy(), y[train],
-                                out_val.embeddings.numpy(), len(labels))  # fmt: skip
         knn_scores.append(unweighted_accuracy(y[val], (0.5 * probs + 0.5 * knn).argmax(1)))
     return model_scores, knn_scores, float(np.mean(epochs))
 
@@ -209,7 +229,7 @@ def main() -> None:
               f"{knn_text:>13} {epochs:>7.0f} {sec:>7.1f}", flush=True)  # fmt: skip
 
     encoder = model.encoder
-    for name in args.heads.split(";"):
+    for name in args.heads.split(";") if args.heads != "none" else []:
         t = time.perf_counter()
         scores, knn, epochs = head_scores(HEADS[name], base, encoder, labels, x, views, y,
                                           speakers, splits, hidden)  # fmt: skip
