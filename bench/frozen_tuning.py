@@ -34,12 +34,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from emoknn.config import TrainConfig, make_config
 from emoknn.corpora import generate_synthetic_corpus, label_names, load_corpus
 from emoknn.features import FeatureCache
 from emoknn.folds import speaker_folds
 from emoknn.frozen import FoldFeatures, build_frozen_model, fit_head, one_thread, view_spec
 from emoknn.metrics import unweighted_accuracy
-from emoknn.train import TrainConfig, make_config
 
 # TrainConfig overrides of every head candidate, on top of the `frozen` preset as it stood
 # before #23 (standardize off, mean pooling); `_features`/`_views`/`_speaker_norm` are

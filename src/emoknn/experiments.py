@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from emoknn import __version__, baseline
+from emoknn.config import TrainConfig
 from emoknn.corpora.utterance import Utterance, label_names
 from emoknn.errors import ConfigError, EmoknnError, FileFormatError
 from emoknn.features import FeatureCache, default_cache_dir
@@ -56,7 +57,7 @@ from emoknn.model_folder import (
     save_knn,
 )
 from emoknn.stats import Comparison, compare
-from emoknn.train import TrainConfig, train_fold
+from emoknn.train import train_fold
 
 INFERENCES = ("model", "knn", "interpolated")  # α = 0, α = 1, tuned α
 FOLD_RESULT_FILE = "fold_result.json"

@@ -39,6 +39,14 @@ import torch
 import torch.nn.functional as F
 
 from emoknn.augment import make_augmentation
+from emoknn.config import (
+    MONITORS,
+    TrainConfig,
+    TrainResult,
+    check_fold_run,
+    epoch_seed,
+    model_config_for,
+)
 from emoknn.corpora.utterance import Utterance
 from emoknn.errors import ConfigError
 from emoknn.features import FeatureCache, ViewSpec, default_cache_dir
@@ -47,18 +55,6 @@ from emoknn.losses import combined_loss
 from emoknn.metrics import unweighted_accuracy, weighted_accuracy
 from emoknn.model import EmotionModel, load_encoder
 from emoknn.model_folder import MODEL_FILE, save_model, write_run_config
-from emoknn.train import (
-    MONITORS,
-    TrainConfig,
-    TrainResult,
-    check_hardware,
-    check_labels,
-    check_run_dir,
-    check_trainable,
-    epoch_seed,
-    model_config_for,
-    split_digests,
-)
 
 
 @dataclass
@@ -384,13 +380,9 @@ def train_frozen_fold(
     """
     if not config.freeze_encoder:
         raise ConfigError("train_frozen_fold needs freeze_encoder=True (use train_fold otherwise)")
-    check_hardware(config)
-    check_trainable(train, labels)
     run_dir = Path(run_dir)
     model_file = run_dir / MODEL_FILE  # the run's result: a frozen run has no checkpoints
-    check_labels(train + val, labels)
-    info = {**(extra_info or {}), **split_digests(train, val)}
-    check_run_dir(config, run_dir, resume, model_file, labels, info)
+    info = check_fold_run(config, train, val, labels, run_dir, resume, model_file, extra_info)
     model = build_frozen_model(config, labels, encoder)
     if cache is None:
         root = Path(config.feature_cache) if config.feature_cache else default_cache_dir(run_dir)

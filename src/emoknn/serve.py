@@ -33,7 +33,8 @@ from typing import Annotated, Any
 from emoknn.audio import MIN_SAMPLES, SAMPLE_RATE, decoder_reason
 from emoknn.checks import check_int, check_number
 from emoknn.errors import ConfigError, EmoknnError
-from emoknn.predict import SEGMENTATIONS, EmotionRecognizer, load_recognizer
+from emoknn.predict import EmotionRecognizer, load_recognizer
+from emoknn.segments import SEGMENTATIONS
 
 try:
     from fastapi import FastAPI, File, HTTPException, Query, UploadFile
