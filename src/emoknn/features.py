@@ -200,8 +200,14 @@ class FeatureCache:
             "crop_samples": self.max_length,
             "shape": list(self.shape),
         }
+        # Statistics pooling's [mean, std] starts with exactly what mean pooling stores, so a mean
+        # cache also reads the entries of the same encoder's mean_std folder (their first H).
+        self._wider: Path | None = None
         if model.config.pooling != "mean":  # (mean pooling's keys stay those of earlier caches)
             encoder["pooling"] = model.config.pooling
+        else:
+            stats = {**encoder, "pooling": "mean_std", "shape": [self.shape[0], 2 * self.shape[1]]}
+            self._wider = self.root / _digest(stats)[:20]
         self.folder = self.root / _digest(encoder)[:20]
         self._encoder_info = encoder
         self._index: dict[str, tuple[Path, int]] = {}  # entry key → (shard, row)
@@ -239,10 +245,12 @@ class FeatureCache:
     # ---- reading ------------------------------------------------------------------------------
 
     def _scan(self) -> None:
-        """Index the shards on disk not yet indexed (their keys only; features on demand)."""
-        if not self.folder.is_dir():
-            return
-        for shard in sorted(self.folder.glob("shard-*.npz")):
+        """Index the shards on disk not yet indexed (their keys only; features on demand); this
+        folder's first, then those of the same encoder's statistics-pooling folder (mean only)."""
+        folders = [self.folder] + ([self._wider] if self._wider is not None else [])
+        shards = [s for folder in folders if folder.is_dir()
+                  for s in sorted(folder.glob("shard-*.npz"))]  # fmt: skip
+        for shard in shards:
             if shard in self._scanned:
                 continue
             self._scanned.add(shard)
@@ -266,11 +274,16 @@ class FeatureCache:
                 raise EmoknnError(
                     f"{shard}: a damaged feature-cache shard ({message}); {remedy}"
                 ) from error
-            if features.ndim != 3 or features.shape[1:] != self.shape:
+            expected = self.shape
+            if shard.parent == self._wider:  # [mean, std]: the mean is the first half
+                expected = (self.shape[0], 2 * self.shape[1])
+            if features.ndim != 3 or features.shape[1:] != expected:
                 raise EmoknnError(
-                    f"{shard}: features of shape {features.shape[1:]}, expected {self.shape}; "
-                    f"delete the cache folder {self.folder}"
+                    f"{shard}: features of shape {features.shape[1:]}, expected {expected}; "
+                    f"delete the cache folder {shard.parent}"
                 )
+            if shard.parent == self._wider:
+                features = np.ascontiguousarray(features[..., : self.shape[1]])
             if features.dtype.kind != "f" or not np.isfinite(features).all():
                 raise EmoknnError(
                     f"{shard}: the feature cache holds NaN or infinite features (damaged); {remedy}"
