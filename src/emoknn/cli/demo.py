@@ -1,5 +1,6 @@
 """`emoknn demo`: the main job on a CPU, offline, from nothing: synthetic corpus → frozen encoder →
-CE vs CE+SCL, ± kNN, and a classical baseline on every fold → table, comparisons, report."""
+CE vs CE+SCL, ± kNN, the encoder probe and a classical baseline on every fold → table,
+comparisons, report."""
 
 from __future__ import annotations
 
@@ -20,8 +21,9 @@ def demo_command(
     folds: Annotated[str | None, typer.Option(help="Folds to run, e.g. 0,5 (default: all)")] = None,
     epochs: Annotated[int | None, typer.Option(help="Maximum epochs per head")] = None,
 ) -> None:
-    """The main job, on CPU: synthetic corpus → frozen encoder → CE vs CE+SCL, ± kNN, and a
-    classical baseline on every fold → table, paired comparisons, report, a model to try."""
+    """The main job, on CPU: synthetic corpus → frozen encoder → CE vs CE+SCL, ± kNN, the
+    encoder probe and a classical baseline on every fold → table, paired comparisons, report, a
+    model to try."""
     import json
     import time
 

@@ -220,8 +220,13 @@ def run_crossval(corpus: Path, kind: str, scheme: str, folds: str | None, tables
         scores = result["scores"]
         with_knn = (f" (+kNN {100 * scores['interpolated']['ua']:.1f})"
                     if "interpolated" in scores else "")  # fmt: skip
+        if "layer" in result:  # the encoder probe: what it chose, and what it cost
+            seconds = result.get("seconds")
+            cost = f", {seconds:.1f} s" if isinstance(seconds, (int, float)) else ""
+            with_knn = f" (layer {result['layer']}, C {result['c']:g}{cost})"
         model_ua = 100 * scores["model"]["ua"]
-        console.print(f"  {result['fold']} {result['label']:<8} UA {model_ua:.1f}{with_knn}")
+        console.print(f"  {result['fold']} {result['label']:<8} UA {model_ua:.1f}{with_knn}",
+                      highlight=False)  # fmt: skip
 
     crossval(utterances, chosen, config, out, table_names, meta, on_fold_done=done,
              criterion=criterion, log=console.print)  # fmt: skip
