@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from emoknn.augment import AddNoise, make_augmentation
 from emoknn.cli import app
-from emoknn.config import make_config
+from emoknn.config import PRESETS, make_config
 from emoknn.corpora import label_names, load_synthetic
 from emoknn.errors import ConfigError
 from emoknn.features import FeatureCache, ViewSpec, utterance_seed
@@ -182,7 +182,8 @@ def test_a_frozen_run_embeds_live_as_its_cache_does(frozen_run, small_synthetic_
     live = embed_utterances(model, fold.val, max_seconds=1.0)
     np.testing.assert_allclose(cached.embeddings, live.embeddings, atol=1e-5, rtol=1e-5)
     np.testing.assert_allclose(cached.probs, live.probs, atol=1e-5)
-    assert model.embedding_size == 256 and model.layer_weights is not None
+    assert model.embedding_size == PRESETS["frozen"]["projection_size"]
+    assert model.layer_weights is not None and model.config.standardize
 
 
 def test_a_frozen_run_predicts_serves_and_exports(frozen_run, small_synthetic_corpus, tmp_path):
@@ -262,6 +263,15 @@ def test_a_frozen_resume_checks_the_fold_but_not_where_the_cache_lives(
     with pytest.raises(ConfigError, match="cannot resume"):
         train_frozen_fold(config, folds[1].train, folds[1].val, labels, run, resume=True,
                           extra_info={"fold": folds[1].name})  # fmt: skip
+    # Every head setting of #23 blocks a resume with another value.
+    for setting, value in [("standardize", False), ("pooling", "mean_std"),
+                           ("input_dropout", 0.5), ("layer_lr_scale", 1.0),
+                           ("layer_init", "best"), ("speaker_norm", True)]:  # fmt: skip
+        other = make_config("frozen", encoder="tiny", max_seconds=0.5, max_epochs=2,
+                            cache_views=1, **{setting: value})  # fmt: skip
+        with pytest.raises(ConfigError, match=f"cannot resume with different settings.*{setting}"):
+            train_frozen_fold(other, folds[0].train, folds[0].val, labels, run, resume=True,
+                              extra_info={"fold": folds[0].name})  # fmt: skip
 
 
 def test_statistics_pooling_cache_equals_live_and_has_its_own_folder(corpus, tmp_path):
@@ -277,10 +287,14 @@ def test_statistics_pooling_cache_equals_live_and_has_its_own_folder(corpus, tmp
         samples = load_audio(corpus[3].path)[:16000]
         live = model.pooled_layers(*pad_batch([samples]))[0].numpy()
     np.testing.assert_allclose(originals[3], live, atol=1e-5, rtol=1e-5)
-    # The mean half is exactly what mean pooling stores.
-    mean_only = FeatureCache(tmp_path / "cache", tiny_model(), 1.0).originals(corpus)
+    # The mean half is exactly what mean pooling computes ...
+    mean_only = FeatureCache(tmp_path / "other", tiny_model(), 1.0).originals(corpus)
     np.testing.assert_allclose(originals[..., :64], mean_only, atol=1e-6)
     assert (originals[..., 64:] > 0).all()
+    # ... so a mean cache beside a statistics one reads its entries and computes nothing.
+    beside = FeatureCache(tmp_path / "cache", tiny_model(), 1.0)
+    assert beside.fill(corpus, None).computed == 0
+    np.testing.assert_allclose(beside.originals(corpus), mean_only, atol=1e-6)
 
 
 def test_standardisation_statistics_come_from_the_training_speakers_only(
