@@ -370,4 +370,5 @@ def test_speaker_norm_is_recorded_standardises_each_speaker_and_blocks_a_resume_
     np.testing.assert_allclose(normalized.mean(0), 0.0, atol=1e-4)
     # Continuing the same output folder without the option is refused (another experiment).
     again = runner.invoke(app, args[:-1])
-    assert again.exit_code != 0 and "speaker_norm True → False" in again.output
+    assert again.exit_code != 0
+    assert "speaker_norm True → False" in again.output + str(again.exception)

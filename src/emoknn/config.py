@@ -196,6 +196,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "layer_weighting": True,
         "standardize": True,
         "layer_lr_scale": 30.0,
+        "layer_init": "best",
         "input_dropout": 0.3,
         "projection_kind": "linear",
         "projection_size": 128,
