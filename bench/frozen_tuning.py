@@ -76,6 +76,13 @@ HEADS: dict[str, dict[str, Any]] = {
     "mean, dropout 0.6": {**NEW, "_views": 0, "input_dropout": 0.6},
     "mean, 5 seeds": {**NEW, "_views": 0, "_seeds": 5},
     "mean, layer norm": {**NEW, "_views": 0, "normalize_layers": True},
+    "mean, best-layer init, layer norm": {
+        **NEW,
+        "_views": 0,
+        "layer_init": "best",
+        "normalize_layers": True,
+    },
+    "mean, best-layer init, 5 seeds": {**NEW, "_views": 0, "layer_init": "best", "_seeds": 5},
     "mean, speaker-norm": {**NEW, "_views": 0, "_speaker_norm": True},
     "mean+std, lr x1": {**NEW, "_features": "mean_std", "_views": 2, "layer_lr_scale": 1.0},
     "mean+std, speaker-norm": {**NEW, "_features": "mean_std", "_views": 0, "_speaker_norm": True},
