@@ -41,15 +41,19 @@ from emoknn.folds import speaker_folds
 from emoknn.frozen import FoldFeatures, build_frozen_model, fit_head, one_thread, view_spec
 from emoknn.metrics import unweighted_accuracy
 
-# TrainConfig overrides of every head candidate, on top of the `frozen` preset as it stood
-# before #23 (standardize off, mean pooling); `_features`/`_views`/`_speaker_norm` are
-# harness-only settings (which pooled statistics the head reads, views per original, per-speaker
-# normalisation).
-NEW = {"standardize": True, "layer_lr_scale": 30.0, "projection_kind": "linear",
-       "projection_size": 128, "input_dropout": 0.3, "weight_decay": 0.05,
-       "head_dropout": 0.0, "projection_dropout": 0.0}  # fmt: skip
+# TrainConfig overrides of every head candidate, on top of the `frozen` preset; OLD restores the
+# preset as it stood before #23 (mean-pooled MLP head, no standardisation), NEW is #23's quick
+# check. `_features`/`_views`/`_speaker_norm`/`_seeds` are harness-only settings (which pooled
+# statistics the head reads, views per original, per-speaker normalisation, seeds averaged).
+OLD = {"standardize": False, "layer_lr_scale": 1.0, "layer_init": "uniform", "input_dropout": 0.0,
+       "projection_kind": "mlp", "projection_size": 256, "projection_dropout": 0.1,
+       "head_dropout": 0.2, "weight_decay": 0.01}  # fmt: skip
+NEW = {"standardize": True, "layer_lr_scale": 30.0, "layer_init": "uniform",
+       "projection_kind": "linear", "projection_size": 128, "input_dropout": 0.3,
+       "weight_decay": 0.05, "head_dropout": 0.0, "projection_dropout": 0.0}  # fmt: skip
 HEADS: dict[str, dict[str, Any]] = {
-    "old preset": {"_views": 2},
+    "old preset": {**OLD, "_views": 0},
+    "preset (#23)": {"_views": 0},
     "#23 quick check (mean)": {**NEW, "_views": 2},
     "quick check, mean+std": {**NEW, "_features": "mean_std", "_views": 2},
     "mean+std, no views": {**NEW, "_features": "mean_std", "_views": 0},
