@@ -264,9 +264,11 @@ def test_a_frozen_resume_checks_the_fold_but_not_where_the_cache_lives(
         train_frozen_fold(config, folds[1].train, folds[1].val, labels, run, resume=True,
                           extra_info={"fold": folds[1].name})  # fmt: skip
     # Every head setting of #23 blocks a resume with another value.
-    for setting, value in [("standardize", False), ("pooling", "mean_std"),
-                           ("input_dropout", 0.5), ("layer_lr_scale", 1.0),
-                           ("layer_init", "best"), ("speaker_norm", True)]:  # fmt: skip
+    other_init = "uniform" if config.layer_init == "best" else "best"
+    for setting, value in [("standardize", not config.standardize), ("pooling", "mean_std"),
+                           ("input_dropout", config.input_dropout + 0.1),
+                           ("layer_lr_scale", config.layer_lr_scale + 1.0),
+                           ("layer_init", other_init), ("speaker_norm", True)]:  # fmt: skip
         other = make_config("frozen", encoder="tiny", max_seconds=0.5, max_epochs=2,
                             cache_views=1, **{setting: value})  # fmt: skip
         with pytest.raises(ConfigError, match=f"cannot resume with different settings.*{setting}"):

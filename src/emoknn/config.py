@@ -197,6 +197,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "standardize": True,
         "layer_lr_scale": 30.0,
         "layer_init": "best",
+        "normalize_layers": True,
         "input_dropout": 0.3,
         "projection_kind": "linear",
         "projection_size": 128,
