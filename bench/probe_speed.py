@@ -30,11 +30,11 @@ def main() -> None:
     args = parser.parse_args()
 
     from emoknn import demo, probe
+    from emoknn.config import make_config
     from emoknn.corpora import generate_synthetic_corpus, label_names, load_corpus
     from emoknn.features import FeatureCache
     from emoknn.folds import speaker_folds
     from emoknn.frozen import build_frozen_model
-    from emoknn.config import make_config
 
     corpus = args.corpus
     if corpus is None:

@@ -148,3 +148,22 @@ def test_the_demo_shows_the_probe_row_and_says_where_the_heads_stand(tmp_path, m
     assert "Validation UA % of each layer (its best C), mean over folds: layer 0 " in report
     assert "the encoder probe (Encoder probe (LR) UA" in output
     assert "the hand-crafted baseline (Baseline (features + LR) UA" in output
+
+
+def test_a_probe_fold_result_must_say_what_it_chose(tmp_path):
+    from emoknn.errors import FileFormatError
+    from emoknn.experiments import read_fold_result
+
+    result = {"training": "probe", "label": probe.LABEL, "fold": "fold00-A", "test_speaker": "A",
+              "val_speaker": "B", "num_test": 4, "layer": 2, "c": 0.1,
+              "scores": {"model": {"ua": 0.5, "wa": 0.5}}}  # fmt: skip
+    path = tmp_path / "fold_result.json"
+    path.write_text(json.dumps(result))
+    assert read_fold_result(path)["layer"] == 2
+    for key, bad, message in (("layer", "2", "'layer' must be a layer index"),
+                              ("layer", -1, "'layer' must be a layer index"),
+                              ("c", 0, "'c' must be a positive number"),
+                              ("c", True, "'c' must be a positive number")):  # fmt: skip
+        path.write_text(json.dumps({**result, key: bad}))
+        with pytest.raises(FileFormatError, match=message):
+            read_fold_result(path)

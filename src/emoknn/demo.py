@@ -24,7 +24,7 @@ from emoknn.errors import CorpusError, EmoknnError
 from emoknn.stats import SIGNIFICANCE, WILCOXON_MIN_FOLDS, format_p
 
 DEFAULT_ENCODER = "openai/whisper-base"
-# Sized to finish in under 5 minutes on a 2-core CPU with whisper-base (README, "emoknn demo"):
+# Sized to finish in under 5 minutes on a 2-core CPU with whisper-base (docs/getting-started.md):
 # 5 sessions × 2 speakers × 4 classes × 8 clips of 1–3 s = 320 utterances, 10 folds.
 CORPUS_SETTINGS: dict[str, Any] = {"num_sessions": 5, "utterances_per_class": 8}
 CACHE_VIEWS = 2  # augmented views per training utterance in the feature cache
@@ -66,6 +66,12 @@ def demo_corpus(
         raise CorpusError(
             f"--corpus {spec!r}: neither an existing folder or manifest nor a corpus name "
             f"({', '.join(CORPORA)})"
+        )
+    info = CORPORA[spec]
+    if info.speakers is not None and info.speakers < 3 and not info.official_split:
+        raise CorpusError(
+            f"--corpus {spec}: {info.title} has {info.speakers} speakers; the demo's "
+            "speaker-independent folds need 3 (test, validation, training)"
         )
     dest = out / "corpora" / spec
     if (dest / RECORD_FILE).is_file():

@@ -6,7 +6,8 @@
                         so the model is rebuilt with no download), labels, the crop length
                         `max_seconds`, and the fingerprint of the weights
     train_config.json   training settings, labels, the corpus and fold trained on (training runs)
-    datastore.npz       kNN datastore: embeddings, labels, ids, fingerprint of the model (no pickle)
+    datastore.npz       kNN datastore: embeddings, labels, ids, fingerprint of the model (no
+                        pickle), and each entry's source file and speaker where known
     knn.json            tuned kNN settings: interpolation (k, α, T) and kNN only (k, T)
     checkpoints/        Lightning checkpoints (best.ckpt, last.ckpt), for `train --resume` only;
                         read with `torch.load(weights_only=True)`, which refuses anything but
@@ -445,7 +446,8 @@ def convert_checkpoint(folder: str | os.PathLike, trust_pickle: bool = False) ->
 
 # ── train_config.json ───────────────────────────────────────────────────────────────────────────
 
-RUN_INFO_STRINGS = ("corpus", "kind", "scheme", "fold", "test_speaker", "val_speaker", "training")
+RUN_INFO_STRINGS = ("corpus", "kind", "scheme", "label_map", "fold", "test_speaker", "val_speaker",
+                    "training")  # fmt: skip
 
 
 def write_run_config(folder: str | os.PathLike, train_config: dict[str, Any], labels: list[str],
@@ -503,7 +505,11 @@ def save_datastore(folder: str | os.PathLike, store: Datastore) -> None:
             ids=np.array(store.ids, dtype=str),
             fingerprint=np.array(store.fingerprint),
             index_type=np.array(store.index_type),
-        )
+            # Where each entry came from, when known ("" where not); older files lack them.
+            **{name: np.array(values, dtype=str)
+               for name, values in (("sources", store.sources), ("speakers", store.speakers))
+               if any(values)},
+        )  # fmt: skip
 
 
 def load_datastore(folder: str | os.PathLike, fingerprint: str | None = None,
@@ -569,8 +575,16 @@ def load_datastore(folder: str | os.PathLike, fingerprint: str | None = None,
         )
     if labels is not None and label_names != list(labels):
         raise ModelFolderError(f"{path}: its classes {label_names} are not the model's {labels}")
+    recorded = {}
+    for name in ("sources", "speakers"):  # optional: one string per entry
+        if name in arrays:
+            value = arrays[name]
+            if value.shape != (count,) or value.dtype.kind != "U":
+                raise ModelFolderError(f"{path}: {name} must be {count} strings, got "
+                                       f"{value.dtype} {value.shape}")  # fmt: skip
+            recorded[name] = value.tolist()
     return Datastore(keys, stored_labels, label_names, id_list, scalars["fingerprint"],
-                     scalars["index_type"])  # fmt: skip
+                     scalars["index_type"], **recorded)  # fmt: skip
 
 
 def save_knn_settings(folder: str | os.PathLike, tuning: TuningResult) -> None:
