@@ -22,6 +22,7 @@ from emoknn.augment import AUGMENTATION_NAMES
 from emoknn.checks import ACCELERATORS, check_accelerator, check_choice, check_int, check_number
 from emoknn.corpora.utterance import Utterance
 from emoknn.errors import ConfigError, EmoknnError
+from emoknn.files import check_writable_folder
 from emoknn.model import POOLINGS, PROJECTION_KINDS, ModelConfig, default_normalization
 from emoknn.model_folder import (
     CHECKPOINT_DIR,
@@ -291,7 +292,8 @@ def check_run_dir(config: TrainConfig, run_dir: Path, resume: bool, last_checkpo
     """Refuse, before anything in the folder is written: a resume with other settings, labels,
     fold or utterances; a resume of a finished run with nothing to resume from; and training over
     a run without resume. `last_checkpoint` is what a resume continues from (a frozen run's
-    model file)."""
+    model file). And a folder that cannot be written (read-only, a file in the way)."""
+    check_writable_folder(run_dir, "the run folder")
     if resume and (run_dir / RUN_CONFIG_FILE).is_file():
         _check_resume(run_dir, config, labels, info)
     if resume and not last_checkpoint.exists() and has_model(run_dir):

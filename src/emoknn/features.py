@@ -55,7 +55,7 @@ from emoknn.augment import Augmentation, Mixed, Reverberate
 from emoknn.corpora.utterance import Utterance
 from emoknn.data import pad_batch
 from emoknn.errors import AudioError, EmoknnError
-from emoknn.files import atomic_path, write_json_atomic
+from emoknn.files import atomic_path, check_writable_folder, write_json_atomic
 from emoknn.knn import model_fingerprint
 from emoknn.model import EmotionModel
 
@@ -364,6 +364,8 @@ class FeatureCache:
         total = sum(len(entries) for _, entries in jobs)
         if total == 0:
             return FillStats(len(wanted), 0, time.perf_counter() - start, 0.0)
+        # Before computing anything: a cache that cannot store what is computed would lose it.
+        check_writable_folder(self.folder, "the feature cache folder")
         self.folder.mkdir(parents=True, exist_ok=True)
         info_file = self.folder / "encoder.json"
         if not info_file.is_file():

@@ -48,6 +48,8 @@ from emoknn.inputs import AudioInput, as_input_list, check_input
 from emoknn.knn import Datastore, KnnSettings, Neighbour, check_neighbours, store_knn_search
 from emoknn.model import EmotionModel
 from emoknn.model_folder import (
+    DATASTORE_FILE,
+    RUN_CONFIG_FILE,
     has_model,
     is_export_folder,
     load_checkpoint_model,
@@ -69,6 +71,10 @@ from emoknn.segments import (
     window_segments,
 )
 
+NO_DATASTORE_NOTE = (
+    "this model has no kNN datastore: predicting with the model alone (give it your labelled "
+    "clips with `emoknn adapt` for the kNN stage)"
+)
 # Compute precision of the PyTorch forward. bf16 runs the encoder under autocast (convs and matmuls
 # in bfloat16; the pooled embedding and the softmax in fp32). `bench/predict_throughput.py`
 # measured it 2.4x faster at base size on a CPU with native bf16 (AVX512-BF16), with probabilities
@@ -129,6 +135,7 @@ class EmotionRecognizer:
             raise ConfigError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         self.model = model.eval().to(device)
         self.store, self.knn_settings = store, knn_settings
+        self.note: str | None = None  # what a user should know about how this model predicts
         self.max_seconds, self.device, self.precision = max_seconds, device, precision
 
     @classmethod
@@ -165,11 +172,18 @@ class EmotionRecognizer:
             )
         model = load_model(model_dir, device)
         store = settings = None
-        if use_knn:
+        # A training run without its datastore is unfinished (`datastore build` fits it); any
+        # other model folder without one (an imported classifier) predicts with the model alone.
+        alone = not (model_dir / DATASTORE_FILE).is_file() and not (
+            model_dir / RUN_CONFIG_FILE).is_file()  # fmt: skip
+        if use_knn and not alone:
             store, tuning = load_knn(model_dir, meta.fingerprint, meta.labels,
                                      model.embedding_size)
             settings = tuning.interpolated
-        return cls(model, store, settings, meta.max_seconds, device, precision)
+        recognizer = cls(model, store, settings, meta.max_seconds, device, precision)
+        if use_knn and alone:
+            recognizer.note = NO_DATASTORE_NOTE
+        return recognizer
 
     @property
     def labels(self) -> list[str]:
@@ -588,6 +602,7 @@ class OnnxEmotionRecognizer(EmotionRecognizer):
         if (store is None) != (knn_settings is None):
             raise ConfigError("give both a datastore and kNN settings, or neither")
         self.session, self._labels = session, list(labels)
+        self.note: str | None = None
         self.store, self.knn_settings = store, knn_settings
         self.max_seconds, self.device, self.precision = max_seconds, "cpu", "fp32"
         self._max_input_seconds = max_input_seconds
@@ -610,12 +625,16 @@ class OnnxEmotionRecognizer(EmotionRecognizer):
         session = onnx_session(model_file)
         check_onnx_outputs(session, meta, model_file)
         store = settings = None
-        if use_knn:
+        # An export of a model with no datastore (an imported classifier) predicts alone.
+        if use_knn and (export_dir / DATASTORE_FILE).is_file():
             store, tuning = load_knn(export_dir, meta["fingerprint"], meta["labels"],
                                      meta["embedding_size"])
             settings = tuning.interpolated
-        return cls(session, meta["labels"], store, settings, meta["max_seconds"],
-                   meta.get("max_input_seconds"))  # fmt: skip
+        recognizer = cls(session, meta["labels"], store, settings, meta["max_seconds"],
+                         meta.get("max_input_seconds"))  # fmt: skip
+        if use_knn and store is None:
+            recognizer.note = NO_DATASTORE_NOTE
+        return recognizer
 
     @property
     def labels(self) -> list[str]:

@@ -94,7 +94,9 @@ Licence = Annotated[
 RecognizerModel = Annotated[
     Path,
     typer.Option(
-        "--model", help="Trained run folder, a .ckpt file, or an `emoknn export` folder"
+        "--model",
+        help="A run or adapted model folder, an `emoknn export` folder, a .ckpt file, a Hugging "
+        "Face audio classifier folder, or a Hub id owner/name",
     ),
 ]
 Knn = Annotated[bool, typer.Option("--knn/--no-knn", help="Interpolate with the kNN model")]

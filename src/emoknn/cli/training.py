@@ -148,7 +148,8 @@ def train_command(
         else f"best: {result.best_checkpoint}\nlast: {result.last_checkpoint}"
     )
     console.print(
-        f"Trained {selected.name} ({result.epochs} epochs). Best {config.monitor} = "
+        f"Trained {selected.name} ({result.epochs} epoch{'' if result.epochs == 1 else 's'}). "
+        f"Best {config.monitor} = "
         f"{result.best_score if result.best_score is not None else float('nan'):.4f}\n{files}"
     )
     if knn:
