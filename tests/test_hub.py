@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import ClassVar
 
 import huggingface_hub
+import numpy as np
 import pytest
 from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 from typer.testing import CliRunner
@@ -15,6 +16,7 @@ from typer.testing import CliRunner
 from emoknn.cli import app
 from emoknn.errors import EmoknnError
 from emoknn.hub import DOWNLOAD_PATTERNS, UPLOAD_PATTERNS, push_model, resolve_model
+from emoknn.model_folder import load_datastore
 from emoknn.predict import EmotionRecognizer, load_recognizer
 from tiny_hf import save_tiny_classifier
 
@@ -121,6 +123,14 @@ def test_push_uploads_a_valid_folder(tmp_path, fake_api, trained_run):
         ("create_commit", "me/my-ser", sent),
     ]
     assert fake_api.uploaded["README.md"] == card.encode()
+    # The datastore goes up with its entries' source files by name, not by local path.
+    import io
+
+    with np.load(io.BytesIO(fake_api.uploaded["datastore.npz"])) as sent_store:
+        names = sent_store["sources"].tolist()
+    local = load_datastore(folder).sources
+    assert all(Path(s).is_absolute() for s in local)
+    assert names == [Path(s).name for s in local] and not any("/" in n for n in names)
     # A failed upload is an error, never a success.
     fake_api.fail_upload = True
     with pytest.raises(EmoknnError, match=r"push to me/my-ser failed .*403"):

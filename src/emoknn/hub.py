@@ -130,18 +130,19 @@ def with_licence(card: str, licence: str) -> str:
     return "\n".join(["---", f"license: {licence}", "---", "", *lines])
 
 
-def _datastore_without_local_paths(path: Path) -> bytes:
-    """datastore.npz as published: each entry's source file by its name only (the datastore
-    keeps where the clips lay on this machine, for `predict --neighbours`)."""
+def _datastore_without_local_paths(path: Path) -> bytes | str:
+    """datastore.npz as published: the audio file each entry came from (`sources`, shown beside
+    a prediction's neighbours) by its file name only, never a path on this machine. The file
+    itself when it records none."""
     import io
 
     import numpy as np
 
     with np.load(path, allow_pickle=False) as stored:
-        arrays = {name: stored[name] for name in stored.files}
-    if "sources" in arrays and arrays["sources"].dtype.kind == "U":
-        names = [without_local_paths(str(s)) for s in arrays["sources"].tolist()]
-        arrays["sources"] = np.array(names, dtype=str)
+        arrays = {key: stored[key] for key in stored.files}
+    if "sources" not in arrays:
+        return str(path)
+    arrays["sources"] = np.array([Path(s).name for s in arrays["sources"].tolist()], dtype=str)
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     return buffer.getvalue()

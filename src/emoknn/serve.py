@@ -158,12 +158,15 @@ def create_app(
         "default_window_seconds": recognizer.max_seconds,
     }
 
-    # The only files /neighbour-audio can serve: the datastore's own list, fixed at start-up.
+    # The only files /neighbour-audio can serve: the datastore's own list, fixed at start-up, of
+    # absolute paths (a published datastore keeps file names only; nothing is resolved against the
+    # server's working folder).
     store = recognizer.store
     audio_of: dict[str, Path] = {}
     if serve_neighbour_audio and store is not None:
         audio_of = {id_: Path(source) for id_, source in zip(store.ids, store.sources, strict=True)
-                    if source and Path(source).suffix.lower() in AUDIO_SUFFIXES}  # fmt: skip
+                    if source and Path(source).is_absolute()
+                    and Path(source).suffix.lower() in AUDIO_SUFFIXES}  # fmt: skip
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def index() -> str:

@@ -64,6 +64,14 @@ CacheViews = Annotated[
     int | None,
     typer.Option("--cache-views", help="Augmented views cached per utterance (frozen encoder)"),
 ]
+SpeakerNorm = Annotated[
+    bool,
+    typer.Option(
+        "--speaker-norm",
+        help="Standardise each speaker's features with its own clips, the test speaker's "
+        "unlabelled clips included (transductive; frozen encoder only)",
+    ),
+]
 Seed = Annotated[int | None, typer.Option("--seed", help="Random seed")]
 Workers = Annotated[int | None, typer.Option("--workers", help="Data loader worker processes")]
 Accelerator = Annotated[str | None, typer.Option("--accelerator", help="auto, cpu, gpu")]
