@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from emoknn.errors import CorpusError
@@ -25,6 +26,11 @@ class Utterance:
         speaker: speaker id, unique across the corpus (e.g. `Ses01M`).
         session: recording session, or None when the corpus has none; folds use it to pick the
             validation speaker.
+        split: the corpus's own official split, lower-cased (`train`, `development`, `test1` for
+            MSP-Podcast; `train`, `dev`, `test` for MELD; `train`, `evaluation`, `test` for ESD),
+            or None when the corpus has no official split.
+        arousal, valence, dominance: the corpus's own attribute ratings (its own scale, e.g. 1-7
+            for MSP-Podcast, 1-5 for IEMOCAP), or None where the corpus gives none.
     """
 
     id: str
@@ -32,6 +38,10 @@ class Utterance:
     label: str
     speaker: str
     session: str | None = None
+    split: str | None = None
+    arousal: float | None = None
+    valence: float | None = None
+    dominance: float | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.path, str):  # a str path is accepted and kept as a Path
@@ -46,6 +56,19 @@ class Utterance:
         if self.session is not None and not isinstance(self.session, str):
             raise CorpusError(f"utterance {self.id!r}: session must be a string or None, got "
                               f"{self.session!r}")  # fmt: skip
+        if self.split is not None and (not isinstance(self.split, str) or not self.split.strip()):
+            raise CorpusError(f"utterance {self.id!r}: split must be a non-empty string or None, "
+                              f"got {self.split!r}")  # fmt: skip
+        for name in ("arousal", "valence", "dominance"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(
+                value
+            ):
+                raise CorpusError(f"utterance {self.id!r}: {name} must be a finite number or "
+                                  f"None, got {value!r}")  # fmt: skip
+            object.__setattr__(self, name, float(value))
 
 
 def as_path(value: object, what: str) -> Path:
@@ -71,7 +94,7 @@ def apply_label_map(
     if label_map is None:
         return utterances
     kept = [
-        Utterance(u.id, u.path, label_map[u.label], u.speaker, u.session)
+        replace(u, label=label_map[u.label])
         for u in utterances
         if label_map.get(u.label) is not None
     ]
