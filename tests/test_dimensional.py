@@ -188,3 +188,79 @@ def test_datastore_values_checked_and_added():
     with pytest.raises(ConfigError, match="both attribute values"):
         Datastore(np.zeros((2, 3)), np.zeros(2, dtype=int), ["x"], ["a", "b"], "fp",
                   values=np.zeros((2, 1)))  # fmt: skip
+
+
+def write_rated_iemocap(root):
+    """A release-layout tree whose summary lines carry distinct [V, A, D] per utterance."""
+    import soundfile as sf
+
+    expected = {}
+    for session in (1, 2):
+        session_dir = root / f"Session{session}"
+        evaluation_dir = session_dir / "dialog" / "EmoEvaluation"
+        evaluation_dir.mkdir(parents=True)
+        dialog = f"Ses0{session}F_impro01"
+        (session_dir / "sentences" / "wav" / dialog).mkdir(parents=True)
+        lines = ["% [START_TIME - END_TIME] TURN_NAME EMOTION [V, A, D]", ""]
+        for j, code in enumerate(["ang", "neu", "exc", "sad", "fru"]):
+            utterance = f"{dialog}_{'FM'[j % 2]}{j:03d}"
+            v, a, d = 1.5 + j * 0.5, 4.5 - j * 0.5, 2.0 + session * 0.25 + j * 0.125
+            summary = f"[{j * 3.0:.4f} - {j * 3.0 + 2.0:.4f}]\t{utterance}\t{code}\t"
+            lines += [summary + f"[{v:.4f}, {a:.4f}, {d:.4f}]", "A-E1:\tval 3; act 2;\t()", ""]
+            sf.write(session_dir / "sentences" / "wav" / dialog / f"{utterance}.wav",
+                     np.zeros(1600, dtype=np.float32), 16000)  # fmt: skip
+            if code != "fru":
+                expected[utterance] = (a, v, d)
+        (evaluation_dir / f"{dialog}.txt").write_text("\n".join(lines))
+    return expected
+
+
+def test_iemocap_attributes_match_a_generated_release_tree(tmp_path):
+    from emoknn.corpora import load_iemocap
+
+    expected = write_rated_iemocap(tmp_path)
+    utterances = load_iemocap(tmp_path)
+    assert {u.id for u in utterances} == set(expected)
+    for u in utterances:
+        assert (u.arousal, u.valence, u.dominance) == pytest.approx(expected[u.id])
+
+
+def test_manifest_attribute_columns_round_trip_and_bad_values(tmp_path):
+    import soundfile as sf
+
+    from emoknn.corpora.manifest import load_manifest, write_manifest
+    from emoknn.corpora.utterance import Utterance
+    from emoknn.errors import CorpusError
+
+    sf.write(tmp_path / "a.wav", np.zeros(1600, dtype=np.float32), 16000)
+    sf.write(tmp_path / "b.wav", np.zeros(1600, dtype=np.float32), 16000)
+    (tmp_path / "m.csv").write_text("path,label,speaker,arousal,valence\n"
+                                    "a.wav,angry,s1,4.5,1.25\nb.wav,sad,s2,,2\n")  # fmt: skip
+    a, b = load_manifest(tmp_path / "m.csv")
+    assert (a.arousal, a.valence, a.dominance) == (4.5, 1.25, None)
+    assert (b.arousal, b.valence) == (None, 2.0)
+    write_manifest([a, b], tmp_path / "out.csv")
+    again = load_manifest(tmp_path / "out.csv")
+    assert [(u.arousal, u.valence, u.dominance) for u in again] == [(4.5, 1.25, None),
+                                                                    (None, 2.0, None)]  # fmt: skip
+    (tmp_path / "bad.csv").write_text("path,label,speaker,valence\na.wav,angry,s1,high\n")
+    with pytest.raises(CorpusError, match=r"bad.csv:2: valence must be a finite number"):
+        load_manifest(tmp_path / "bad.csv")
+    plain = Utterance("x", tmp_path / "a.wav", "angry", "s1")
+    write_manifest([plain], tmp_path / "plain.csv")
+    assert (tmp_path / "plain.csv").read_text().splitlines()[0] == "path,label,speaker,session"
+
+
+def test_synthetic_attributes_follow_the_generation_rules(tmp_path):
+    from emoknn.corpora import generate_synthetic_corpus
+
+    utterances = generate_synthetic_corpus(tmp_path / "c", num_sessions=1, utterances_per_class=6)
+    means = {}
+    for label in ("angry", "happy", "neutral", "sad"):
+        rows = np.array([[u.arousal, u.valence, u.dominance] for u in utterances
+                         if u.label == label])  # fmt: skip
+        assert ((rows >= 1) & (rows <= 5)).all()
+        means[label] = rows.mean(axis=0)
+    assert means["angry"][0] > means["neutral"][0] > means["sad"][0]  # arousal
+    assert means["happy"][1] > means["neutral"][1] > means["angry"][1]  # valence
+    assert means["angry"][2] > means["sad"][2]  # dominance
