@@ -33,6 +33,7 @@ import torchmetrics
 from lightning.fabric.plugins import TorchCheckpointIO
 from torch.utils.data import DataLoader
 
+from emoknn.attributes import attribute_matrix, attribute_statistics, rated_attributes
 from emoknn.audio import SAMPLE_RATE, max_samples
 from emoknn.augment import AUGMENTATION_NAMES, make_augmentation
 from emoknn.checks import ACCELERATORS, check_accelerator, check_choice, check_int, check_number
@@ -48,8 +49,9 @@ from emoknn.data import (
 )
 from emoknn.errors import ConfigError, EmoknnError
 from emoknn.files import atomic_path
-from emoknn.losses import combined_loss
-from emoknn.model import EmotionModel, ModelConfig, default_normalization
+from emoknn.losses import REGRESSION_LOSSES, combined_loss, regression_loss, task_loss
+from emoknn.metrics import ccc_columns
+from emoknn.model import TASKS, EmotionModel, ModelConfig, default_normalization
 from emoknn.model_folder import (
     CHECKPOINT_DIR,
     LAST_CHECKPOINT,
@@ -63,7 +65,7 @@ from emoknn.model_folder import (
     write_run_config,
 )
 
-MONITORS = {"val_loss": "min", "val_ua": "max", "val_wa": "max"}
+MONITORS = {"val_loss": "min", "val_ua": "max", "val_wa": "max", "val_ccc": "max"}
 # Lightning precisions, or auto = bf16-mixed on a GPU that supports it, else 32-true.
 PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true")
 
@@ -76,6 +78,10 @@ class TrainConfig:
     augment: str = "mixed"
     rir_dir: str | None = None
     contrastive_weight: float = 0.1  # λ in L = (1 − λ)·CE + λ·SCL; 0 = CE-only baseline
+    # What the head learns: classes, attributes (arousal, valence, dominance) or both; the
+    # objective of each is `emoknn.losses.task_loss`. regression_loss: "ccc" (1 − CCC) or "mse".
+    task: str = "categorical"
+    regression_loss: str = "ccc"
     temperature: float = 0.07  # τ of SupCon
     optimizer: str = "sgd"  # sgd | adamw
     learning_rate: float = 1e-4
@@ -120,6 +126,8 @@ class TrainConfig:
             )
         check_choice(self.augment, "augment", AUGMENTATION_NAMES)
         check_number(self.contrastive_weight, "contrastive_weight", 0.0, 1.0)
+        check_choice(self.task, "task", TASKS)
+        check_choice(self.regression_loss, "regression_loss", REGRESSION_LOSSES)
         check_number(self.temperature, "temperature", 0.0, strict_minimum=True)
         check_choice(self.optimizer, "optimizer", ("sgd", "adamw"))
         check_number(self.learning_rate, "learning_rate", 0.0, strict_minimum=True)
@@ -133,6 +141,15 @@ class TrainConfig:
         if self.early_stopping_patience is not None:
             check_int(self.early_stopping_patience, "early_stopping_patience", 0)
         check_choice(self.monitor, "monitor", MONITORS)
+        if self.task == "dimensional" and self.monitor in ("val_ua", "val_wa"):
+            raise ConfigError(
+                f"monitor {self.monitor} needs classes; a dimensional model is watched by "
+                "val_loss or val_ccc",
+                setting="monitor",
+            )
+        if self.task == "categorical" and self.monitor == "val_ccc":
+            raise ConfigError("monitor val_ccc needs --task dimensional or both",
+                              setting="monitor")  # fmt: skip
         check_number(self.head_dropout, "head_dropout", 0.0, 0.99)
         check_int(self.seed, "seed", 0, 2**32 - 1)
         check_int(self.num_workers, "num_workers", 0)
@@ -239,6 +256,25 @@ class EmotionTrainingModule(pl.LightningModule):
         self.val_ua = torchmetrics.Accuracy(
             task="multiclass", num_classes=num_classes, average="macro"
         )
+        # Standardised attribute targets (N, A) of the training and validation utterances, by
+        # utterance index (`attach_targets`); None for a categorical model.
+        self.targets: dict[str, torch.Tensor] | None = None
+        self._val_outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def attach_targets(self, train: list[Utterance], val: list[Utterance]) -> None:
+        """Give a dimensional model its targets, standardised with its training statistics."""
+        config = self.model.config
+        if config.attributes is None:
+            return
+        mean, std = np.array(config.attribute_mean), np.array(config.attribute_std)
+        self.targets = {
+            name: torch.tensor((attribute_matrix(utterances, config.attributes) - mean) / std,
+                               dtype=torch.float32)
+            for name, utterances in (("train", train), ("val", val))
+        }  # fmt: skip
+
+    def _targets(self, split: str, batch: Batch) -> torch.Tensor:
+        return self.targets[split][batch.indices.cpu()].to(self.device)  # (B, A)
 
     def on_train_epoch_start(self) -> None:
         # Dropout and SpecAugment masks depend only on (seed, epoch): resuming is exact.
@@ -246,6 +282,20 @@ class EmotionTrainingModule(pl.LightningModule):
 
     def training_step(self, batch: Batch, batch_index: int) -> torch.Tensor:
         output = self.model(batch.waveforms, batch.lengths)  # 2N rows: originals, then views
+        if self.train_config.task != "categorical":
+            # SupCon here sees this process's rows only (under DDP, not the global batch).
+            parts = task_loss(
+                self.train_config.task, output.logits, output.embeddings, batch.labels,
+                output.standardized_attributes, self._targets("train", batch),
+                self.train_config.contrastive_weight, self.train_config.temperature,
+                self.train_config.regression_loss,
+            )  # fmt: skip
+            size = len(batch.labels)
+            self.log("train_loss", parts.total, prog_bar=True, batch_size=size)
+            self.log("train_ce", parts.cross_entropy, batch_size=size)
+            self.log("train_regression", parts.regression, batch_size=size)
+            self.log("train_scl", parts.contrastive, batch_size=size)
+            return parts.total
         gathered_embeddings = gathered_labels = None
         if self.trainer.world_size > 1 and self.train_config.contrastive_weight > 0:
             # SupCon over the global batch: every process sees every process's embeddings.
@@ -268,14 +318,40 @@ class EmotionTrainingModule(pl.LightningModule):
 
     def validation_step(self, batch: Batch, batch_index: int) -> None:
         output = self.model(batch.waveforms, batch.lengths)
+        if self.train_config.task != "categorical":
+            # The regression part of val_loss is over the whole validation set (CCC is not a
+            # mean over batches): collected here, scored in on_validation_epoch_end.
+            self._val_outputs.append(
+                (output.standardized_attributes.float().cpu(), self._targets("val", batch).cpu())
+            )
+            if self.train_config.task == "dimensional":
+                return
         loss = torch.nn.functional.cross_entropy(output.logits.float(), batch.labels)
+        if self.train_config.task == "both":
+            self._val_outputs[-1] += (loss.detach().cpu() * len(batch.labels),)
         predictions = output.logits.argmax(dim=1)
         self.val_wa.update(predictions, batch.labels)
         self.val_ua.update(predictions, batch.labels)
         size = len(batch.labels)
-        self.log("val_loss", loss, prog_bar=True, sync_dist=True, batch_size=size)
+        if self.train_config.task == "categorical":
+            self.log("val_loss", loss, prog_bar=True, sync_dist=True, batch_size=size)
         self.log("val_wa", self.val_wa, prog_bar=True, batch_size=size)
         self.log("val_ua", self.val_ua, prog_bar=True, batch_size=size)
+
+    def on_validation_epoch_end(self) -> None:
+        """Dimensional tasks: val_loss = regression loss over the whole validation set (+ mean CE
+        for "both"), val_ccc = mean CCC of the attributes (this process's share under DDP)."""
+        if self.train_config.task == "categorical" or not self._val_outputs:
+            return
+        predicted = torch.cat([item[0] for item in self._val_outputs])
+        targets = torch.cat([item[1] for item in self._val_outputs])
+        loss = regression_loss(predicted, targets, self.train_config.regression_loss)
+        if self.train_config.task == "both":
+            loss = loss + sum(item[2] for item in self._val_outputs) / len(targets)
+        self._val_outputs.clear()
+        score = float(ccc_columns(predicted.numpy(), targets.numpy()).mean())
+        self.log("val_loss", float(loss), prog_bar=True)
+        self.log("val_ccc", score, prog_bar=True)
 
     def configure_optimizers(self):
         config = self.train_config
@@ -484,9 +560,25 @@ def check_labels(utterances: list[Utterance], labels: list[str]) -> None:
         raise ConfigError(f"labels {unknown} occur in the data but not in the label list {labels}")
 
 
-def model_config_for(config: TrainConfig, labels: list[str]) -> ModelConfig:
-    """The model a training config describes."""
+def task_attributes(config: TrainConfig, train: list[Utterance], val: list[Utterance]
+                    ) -> dict[str, Any]:  # fmt: skip
+    """The ModelConfig fields of the config's task: for "dimensional" and "both", the attributes
+    rated on every training and validation utterance and their training statistics
+    (`emoknn.attributes`); nothing for "categorical"."""
+    if config.task == "categorical":
+        return {}
+    attributes = rated_attributes(train + val, config.task)
+    attribute_matrix(val, attributes)  # every validation utterance rated (else: which is not)
+    mean, std = attribute_statistics(train, attributes)
+    return {"task": config.task, "attributes": attributes, "attribute_mean": mean,
+            "attribute_std": std}  # fmt: skip
+
+
+def model_config_for(config: TrainConfig, labels: list[str],
+                     task_fields: dict[str, Any] | None = None) -> ModelConfig:  # fmt: skip
+    """The model a training config describes (`task_fields`: `task_attributes`'s answer)."""
     return ModelConfig(
+        **(task_fields or {}),
         encoder=config.encoder,
         labels=list(labels),
         freeze_feature_encoder=config.freeze_feature_encoder,
@@ -534,8 +626,9 @@ def train_fold(
     check_run_dir(config, run_dir, resume, last_checkpoint, labels, info)
 
     torch.manual_seed(config.seed)  # classifier initialisation
-    model_config = model_config_for(config, labels)
+    model_config = model_config_for(config, labels, task_attributes(config, train, val))
     module = EmotionTrainingModule(model_config.to_dict(), asdict(config))
+    module.attach_targets(train, val)
     limit = module.model.max_input_seconds
     if limit is not None and config.max_seconds > limit:
         raise ConfigError(
