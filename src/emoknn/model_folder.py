@@ -6,8 +6,10 @@
                         so the model is rebuilt with no download), labels, the crop length
                         `max_seconds`, and the fingerprint of the weights
     train_config.json   training settings, labels, the corpus and fold trained on (training runs)
-    datastore.npz       kNN datastore: embeddings, labels, ids, fingerprint of the model (no pickle)
-    knn.json            tuned kNN settings: interpolation (k, α, T) and kNN only (k, T)
+    datastore.npz       kNN datastore: embeddings, labels, ids, fingerprint of the model (no
+                        pickle); a dimensional model's also `values` (N, A), `attribute_names`
+    knn.json            tuned kNN settings: interpolation (k, α, T) and kNN only (k, T); a
+                        dimensional model's also `regression` (the same two, tuned for mean CCC)
     checkpoints/        Lightning checkpoints (best.ckpt, last.ckpt), for `train --resume` only;
                         read with `torch.load(weights_only=True)`, which refuses anything but
                         tensors and plain containers
@@ -527,7 +529,10 @@ def save_datastore(folder: str | os.PathLike, store: Datastore) -> None:
             ids=np.array(store.ids, dtype=str),
             fingerprint=np.array(store.fingerprint),
             index_type=np.array(store.index_type),
-        )
+            # A dimensional model's datastore: each entry's attribute values (N, A) and names.
+            **({} if store.values is None else {
+                "values": store.values, "attribute_names": np.array(store.attributes)}),
+        )  # fmt: skip
 
 
 def load_datastore(folder: str | os.PathLike, fingerprint: str | None = None,
@@ -587,8 +592,29 @@ def load_datastore(folder: str | os.PathLike, fingerprint: str | None = None,
         )
     if labels is not None and label_names != list(labels):
         raise ModelFolderError(f"{path}: its classes {label_names} are not the model's {labels}")
+    values, attributes = _datastore_values(arrays, count, path)
     return Datastore(keys, stored_labels, label_names, id_list, scalars["fingerprint"],
-                     scalars["index_type"])  # fmt: skip
+                     scalars["index_type"], values, attributes)  # fmt: skip
+
+
+def _datastore_values(arrays: dict[str, np.ndarray], count: int, path: Path
+                      ) -> tuple[np.ndarray | None, list[str] | None]:  # fmt: skip
+    """The optional attribute values (count, A) and their names, checked."""
+    if "values" not in arrays and "attribute_names" not in arrays:
+        return None, None
+    values, names = arrays.get("values"), arrays.get("attribute_names")
+    if values is None or names is None:
+        raise ModelFolderError(f"{path}: values and attribute_names come together")
+    if names.ndim != 1 or names.dtype.kind != "U" or not names.size:
+        raise ModelFolderError(f"{path}: attribute_names must be a list of names")
+    if (
+        values.dtype.kind != "f"
+        or values.shape != (count, names.size)
+        or not np.isfinite(values).all()
+    ):
+        raise ModelFolderError(f"{path}: values must be finite floats ({count}, {names.size}), "
+                               f"got {values.dtype} {values.shape}")  # fmt: skip
+    return values, names.tolist()
 
 
 def save_knn_settings(folder: str | os.PathLike, tuning: TuningResult) -> None:
@@ -624,10 +650,15 @@ def _knn_settings(data: Any, path: Path, name: str) -> KnnSettings:
         raise ModelFolderError(
             f'{path}: {name}.temperature must be > 0 or "inf", got {temperature!r:.40}'
         )
-    if criterion not in ("ua", "wa"):
-        raise ModelFolderError(f"{path}: {name}.criterion must be ua or wa, got {criterion!r:.20}")
-    if not 0.0 <= score <= 1.0:
-        raise ModelFolderError(f"{path}: {name}.score must lie in [0, 1], got {score}")
+    regression = name.startswith("regression.")
+    if criterion not in (("ccc",) if regression else ("ua", "wa")):
+        expected = "ccc" if regression else "ua or wa"
+        raise ModelFolderError(
+            f"{path}: {name}.criterion must be {expected}, got {criterion!r:.20}"
+        )
+    low = -1.0 if regression else 0.0  # a CCC lies in [−1, 1]
+    if not low <= score <= 1.0:
+        raise ModelFolderError(f"{path}: {name}.score must lie in [{low:g}, 1], got {score}")
     return KnnSettings(k, float(alpha), float(temperature), float(score), criterion, model_labels)
 
 
@@ -635,9 +666,18 @@ def load_knn_settings(folder: str | os.PathLike) -> TuningResult:
     """knn.json of `folder`, validated."""
     path = Path(folder) / KNN_SETTINGS_FILE
     data = _read_json(path)
+    regression = data.get("regression")
+    if regression is not None:
+        if not isinstance(regression, dict):
+            raise ModelFolderError(f"{path}: 'regression' must be a JSON object")
+        regression = TuningResult(
+            _knn_settings(regression.get("interpolated"), path, "regression.interpolated"),
+            _knn_settings(regression.get("knn_only"), path, "regression.knn_only"),
+        )
     return TuningResult(
         _knn_settings(data.get("interpolated"), path, "interpolated"),
         _knn_settings(data.get("knn_only"), path, "knn_only"),
+        regression,
     )
 
 
