@@ -1,0 +1,137 @@
+"""Dimensional and multi-task models on tiny configs: train (frozen and fine-tuned), fit the
+regression kNN, cross-validate, report."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from emoknn.corpora import label_names, load_synthetic
+from emoknn.corpora.utterance import Utterance
+from emoknn.errors import ConfigError
+from emoknn.folds import speaker_folds
+from emoknn.frozen import train_frozen_fold
+from emoknn.inference import embed_utterances, fit_run_knn
+from emoknn.knn import knn_predict_values, tune_knn_regression
+from emoknn.metrics import ccc_columns
+from emoknn.model_folder import load_datastore, load_knn_settings, load_model, read_model_meta
+from emoknn.train import make_config, train_fold
+
+
+@pytest.fixture(scope="module")
+def corpus(small_synthetic_corpus):
+    utterances = load_synthetic(small_synthetic_corpus)
+    return utterances, speaker_folds(utterances), label_names(utterances)
+
+
+@pytest.fixture(scope="module")
+def frozen_dimensional_run(corpus, tmp_path_factory):
+    utterances, folds, labels = corpus
+    fold = folds[0]
+    run = tmp_path_factory.mktemp("dimensional") / "run"
+    config = make_config("frozen", encoder="tiny", max_seconds=0.5, max_epochs=8, cache_views=1,
+                         task="dimensional", progress_bar=False)  # fmt: skip
+    train_frozen_fold(config, fold.train, fold.val, labels, run, extra_info={"fold": fold.name})
+    fit_run_knn(run, fold.train, fold.val, config.max_seconds)
+    return run, fold
+
+
+def test_a_frozen_dimensional_run_stores_its_attributes_and_regression_knn(
+    frozen_dimensional_run,
+):
+    run, fold = frozen_dimensional_run
+    model = load_model(run)
+    assert model.config.task == "dimensional" and not model.predicts_classes
+    assert model.attributes == ["arousal", "valence", "dominance"]
+    train_values = np.array([[u.arousal, u.valence, u.dominance] for u in fold.train])
+    # Targets are standardised with the training split's statistics (population std).
+    np.testing.assert_allclose(model.config.attribute_mean, train_values.mean(axis=0))
+    np.testing.assert_allclose(model.config.attribute_std, train_values.std(axis=0))
+    store = load_datastore(run, read_model_meta(run).fingerprint)
+    assert store.attributes == model.attributes
+    assert store.ids == [u.id for u in fold.train + fold.val]
+    val_values = np.array([[u.arousal, u.valence, u.dominance] for u in fold.val])
+    np.testing.assert_allclose(store.values, np.concatenate([train_values, val_values]))
+    tuning = load_knn_settings(run)
+    assert tuning.regression is not None and tuning.regression.interpolated.criterion == "ccc"
+    # The stored choice is the tuning on the validation speaker against a train-only store.
+    from emoknn.knn import Datastore
+
+    train_emb = embed_utterances(model, fold.train, 0.5)
+    val_emb = embed_utterances(model, fold.val, 0.5)
+    train_store = Datastore(train_emb.embeddings, train_emb.labels, model.labels, train_emb.ids,
+                            "fp", values=train_values, attributes=model.attributes)  # fmt: skip
+    again = tune_knn_regression(val_emb.embeddings, val_values, val_emb.attributes, train_store,
+                                query_ids=val_emb.ids)  # fmt: skip
+    assert again.interpolated.k == tuning.regression.interpolated.k
+    assert again.interpolated.alpha == tuning.regression.interpolated.alpha
+    assert again.interpolated.score == pytest.approx(tuning.regression.interpolated.score, abs=1e-4)
+    predicted = knn_predict_values(val_emb.embeddings, val_emb.attributes, train_store,
+                                   again.interpolated)  # fmt: skip
+    assert ccc_columns(predicted, val_values).mean() == pytest.approx(again.interpolated.score)
+
+
+def test_a_fine_tuned_multitask_model_trains_and_fits_both_knn_stages(corpus, tmp_path):
+    from emoknn.experiments import evaluate_test_speaker
+
+    _, folds, labels = corpus
+    fold = folds[1]
+    config = make_config("tiny", max_epochs=1, max_seconds=0.5, batch_size=8, task="both",
+                         regression_loss="mse", progress_bar=False)  # fmt: skip
+    train_fold(config, fold.train, fold.val, labels, tmp_path / "run")
+    metrics = (tmp_path / "run" / "logs" / "attempt0" / "metrics.csv").read_text()
+    assert "val_ccc" in metrics and "train_regression" in metrics
+    fit_run_knn(tmp_path / "run", fold.train, fold.val, 0.5)
+    scores = evaluate_test_speaker(tmp_path / "run", fold, 0.5, device="cpu")
+    assert set(scores) == {"model", "knn", "interpolated", "dimensional"}
+    dimensional = scores["dimensional"]
+    assert dimensional["attributes"] == ["arousal", "valence", "dominance"]
+    for inference in ("model", "knn", "interpolated"):
+        assert -1 <= dimensional[inference]["mean"]["ccc"] <= 1
+    rows = (tmp_path / "run" / "attribute_predictions.csv").read_text().splitlines()
+    assert len(rows) == 1 + len(fold.test) and rows[0].startswith("id,speaker,arousal_true")
+
+
+def test_dimensional_tasks_need_ratings_and_fitting_monitors(corpus, tmp_path):
+    _, folds, labels = corpus
+    fold = folds[0]
+    unrated = [Utterance(u.id, u.path, u.label, u.speaker, u.session) for u in fold.train]
+    config = make_config("frozen", encoder="tiny", max_seconds=0.5, max_epochs=1, cache_views=1,
+                         task="dimensional")  # fmt: skip
+    with pytest.raises(ConfigError, match="needs arousal, valence or dominance ratings"):
+        train_frozen_fold(config, unrated, fold.val, labels, tmp_path / "run")
+    assert not (tmp_path / "run").exists()  # refused before anything was written
+    with pytest.raises(ConfigError, match="monitor val_ua needs classes"):
+        make_config("tiny", task="dimensional", monitor="val_ua")
+    with pytest.raises(ConfigError, match="val_ccc needs"):
+        make_config("tiny", monitor="val_ccc")
+    with pytest.raises(ConfigError, match="task"):
+        make_config("tiny", task="regression")
+
+
+def test_crossval_of_a_dimensional_model_reports_ccc_with_and_without_knn(corpus, tmp_path):
+    from emoknn.experiments import crossval
+    from emoknn.report import write_report
+
+    utterances, folds, labels = corpus
+    config = make_config("frozen", encoder="tiny", max_seconds=0.5, max_epochs=4, cache_views=1,
+                         task="dimensional", progress_bar=False)  # fmt: skip
+    out = tmp_path / "cv"
+    results = crossval(utterances, folds[:2], config, out)
+    learned = [r for r in results if r["training"] != "baseline"]
+    assert len(learned) == 4 and all(r["scores"] == {} for r in learned)  # no classes
+    report = write_report([out], out, {"corpus_name": "synthetic", "labels": labels,
+                                       "synthetic": True})  # fmt: skip
+    data = json.loads((out / "results.json").read_text())
+    assert [r for r in data["records"] if r["training"] != "baseline"] == []
+    variants = {r["variant"] for r in data["dimensional_summary"]}
+    assert {"Reg", "Reg + kNN", "Reg kNN only", "Reg+SCL + kNN",
+            "Baseline (features + ridge)"} <= variants  # fmt: skip
+    names = [c["name"] for c in data["dimensional_comparisons"]]
+    assert "Reg + kNN vs Reg" in names
+    text = report.read_text()
+    assert "## Dimensional attributes" in text and "figures/scatter-scl.png" in text
+    assert (out / "figures" / "scatter-scl.png").is_file()
+    assert (out / "figures" / "scatter-baseline.png").is_file()
