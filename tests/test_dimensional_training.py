@@ -28,7 +28,7 @@ def corpus(small_synthetic_corpus):
 
 @pytest.fixture(scope="module")
 def frozen_dimensional_run(corpus, tmp_path_factory):
-    utterances, folds, labels = corpus
+    _, folds, labels = corpus
     fold = folds[0]
     run = tmp_path_factory.mktemp("dimensional") / "run"
     config = make_config("frozen", encoder="tiny", max_seconds=0.5, max_epochs=8, cache_views=1,
