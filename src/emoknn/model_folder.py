@@ -730,6 +730,14 @@ def read_export_meta(folder: str | os.PathLike) -> dict[str, Any]:
         raise ModelFolderError(
             f"{path}: 'max_input_seconds' must be a positive number or null, got {limit!r:.60}"
         )
+    attributes = data.get("attributes")  # a dimensional model's regression outputs, in order
+    if attributes is not None and (
+        not isinstance(attributes, list) or not attributes
+        or not all(isinstance(a, str) and a for a in attributes)
+    ):  # fmt: skip
+        raise ModelFolderError(f"{path}: 'attributes' must be a list of names or null")
+    if data.get("task", "categorical") not in ("categorical", "dimensional", "both"):
+        raise ModelFolderError(f"{path}: 'task' must be categorical, dimensional or both")
     if "int8" in data:
         int8 = _require(data, "int8", dict, path)
         name = _require(int8, "file", str, path, "int8.")
