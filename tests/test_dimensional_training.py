@@ -135,3 +135,117 @@ def test_crossval_of_a_dimensional_model_reports_ccc_with_and_without_knn(corpus
     assert "## Dimensional attributes" in text and "figures/scatter-scl.png" in text
     assert (out / "figures" / "scatter-scl.png").is_file()
     assert (out / "figures" / "scatter-baseline.png").is_file()
+
+
+@pytest.fixture(scope="module")
+def frozen_both_run(corpus, tmp_path_factory):
+    _, folds, labels = corpus
+    fold = folds[0]
+    run = tmp_path_factory.mktemp("both") / "run"
+    config = make_config("frozen", encoder="tiny", max_seconds=0.5, max_epochs=3, cache_views=1,
+                         task="both", progress_bar=False)  # fmt: skip
+    train_frozen_fold(config, fold.train, fold.val, labels, run, extra_info={"fold": fold.name})
+    fit_run_knn(run, fold.train, fold.val, config.max_seconds)
+    return run, fold
+
+
+@pytest.mark.parametrize("which", ["dimensional", "both"])
+def test_dimensional_and_multitask_models_predict_serve_and_export(
+    which, frozen_dimensional_run, frozen_both_run, tmp_path
+):
+    from fastapi.testclient import TestClient
+
+    from emoknn.audio import center_crop, load_audio, max_samples
+    from emoknn.export import OnnxEmotionRecognizer, export_onnx
+    from emoknn.predict import EmotionRecognizer
+    from emoknn.serve import create_app
+
+    run, fold = frozen_dimensional_run if which == "dimensional" else frozen_both_run
+    recognizer = EmotionRecognizer.load(run, device="cpu")
+    clip = fold.test[0].path
+    cropped = center_crop(load_audio(clip), max_samples(0.5))  # what embed_utterances sees
+    long_input = np.concatenate([load_audio(u.path) for u in fold.test[:4]])
+    short, long = recognizer.predict([cropped, (long_input, 16000)], window_seconds=0.5)
+    model = load_model(run)
+    store = load_datastore(run)
+    settings = load_knn_settings(run).regression.interpolated
+    # By hand: the model's attributes, the kNN's weighted mean, their interpolation.
+    embedded = embed_utterances(model, [fold.test[0]], 0.5)
+    y_knn = knn_predict_values(embedded.embeddings, embedded.attributes, store, settings)
+    expected = dict(zip(model.attributes, y_knn[0], strict=True))
+    assert short.attributes == pytest.approx(expected, abs=1e-4)
+    assert short.model_attributes == pytest.approx(
+        dict(zip(model.attributes, embedded.attributes[0], strict=True)), abs=1e-4
+    )
+    data = short.to_dict()
+    assert {"arousal", "valence", "dominance"} <= set(data) and data["valence"] is not None
+    assert len(long.segments) >= 4 and all(s.attributes for s in long.segments)
+    if which == "dimensional":
+        assert short.label is None and short.probabilities == {}
+    else:
+        assert short.label in model.labels and short.knn_probabilities is not None
+    alone = EmotionRecognizer.load(run, device="cpu", use_knn=False).predict(cropped)[0]
+    assert alone.attributes == pytest.approx(alone.model_attributes)
+    assert alone.knn_attributes is None
+
+    client = TestClient(create_app(recognizer, max_upload_mb=1.0, max_seconds=20.0))
+    health = client.get("/health").json()
+    assert health["task"] == which and health["attributes"] == model.attributes
+    low, high = health["attribute_axes"]["valence"]
+    assert low < model.config.attribute_mean[1] < high
+    from_file = recognizer.predict(clip)[0]
+    response = client.post("/predict", files={"file": ("a.wav", clip.read_bytes())})
+    assert response.status_code == 200
+    assert response.json()["arousal"] == pytest.approx(from_file.arousal, abs=1e-6)
+    assert response.json()["label"] == from_file.label
+
+    export_onnx(run, tmp_path / "onnx")
+    exported = OnnxEmotionRecognizer.load(tmp_path / "onnx").predict(cropped)[0]
+    assert exported.attributes == pytest.approx(short.attributes, abs=1e-4)
+    assert exported.label == short.label
+    meta = json.loads((tmp_path / "onnx" / "export.json").read_text())
+    assert meta["attributes"] == model.attributes and meta["task"] == which
+
+
+def test_web_page_draws_a_dimensional_result_on_the_valence_arousal_plane():
+    import re
+    import shutil
+    import subprocess
+    from importlib import resources
+
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed")
+    page = resources.files("emoknn.web").joinpath("index.html").read_text(encoding="utf-8")
+    from test_web_page import DOM_SHIM
+
+    shim = DOM_SHIM + r"""
+El.prototype.setAttribute = function (k, v) { this.attrs = { ...(this.attrs || {}), [k]: v }; };
+globalThis.document.createElementNS = (ns, tag) => {
+  const e = new El(tag); e.tag = tag; return e; };
+"""
+    segment = {"start_s": 0.0, "end_s": 1.0, "label": None, "probabilities": {},
+               "no_speech": False, "attributes": {"arousal": 4.0, "valence": 2.0,
+                                                  "dominance": 3.0}}  # fmt: skip
+    result = {"source": "a.wav", "label": None, "probabilities": {}, "duration_s": 1.0,
+              "segments": [segment], "no_speech": False, "level_dbfs": -12.0,
+              "arousal": 5.0, "valence": 1.0, "dominance": 3.0}  # fmt: skip
+    script = re.search(r"<script>(.*)</script>", page, re.S).group(1)
+    program = shim + script + f"""
+axes = {{arousal: [1, 5], valence: [1, 5]}};
+render({json.dumps(result)});
+const circles = elements["plane-svg"].children.filter((e) => e.tag === "circle");
+console.log(JSON.stringify({{verdict: elements.verdict.textContent,
+  hidden: elements.plane.hidden, circles: circles.map((c) => [Number(c.attrs.cx), Number(c.attrs.cy)]),
+  timeline: elements.timeline.children.map((b) => b.textContent)}}));
+"""
+    done = subprocess.run([node, "-e", program], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    shown = json.loads(done.stdout)
+    assert shown["verdict"] == "arousal 5.00, valence 1.00, dominance 3.00"
+    assert shown["hidden"] is False
+    # 320-px plane, 34-px margins: valence 1 → left edge, arousal 5 → top edge; the segment
+    # (valence 2, arousal 4) a quarter in from each.
+    assert shown["circles"][-1] == [34, 34]
+    assert shown["circles"][0] == pytest.approx([34 + 0.25 * 252, 320 - 34 - 0.75 * 252])
+    assert shown["timeline"] == ["A 4.0 V 2.0"]

@@ -195,6 +195,8 @@ def _export_into(model: EmotionModel, model_meta, model_dir: Path, out_dir: Path
         "fingerprint": model_meta.fingerprint,
         "task": model.config.task,
         "attributes": model.attributes,
+        "attribute_statistics": None if model.attributes is None else {
+            "mean": model.config.attribute_mean, "std": model.config.attribute_std},
         "source": str(model_dir),
         "parity_max_abs_logit_difference": parity,
         "parity_clips": len(clips),

@@ -736,6 +736,16 @@ def read_export_meta(folder: str | os.PathLike) -> dict[str, Any]:
         or not all(isinstance(a, str) and a for a in attributes)
     ):  # fmt: skip
         raise ModelFolderError(f"{path}: 'attributes' must be a list of names or null")
+    statistics = data.get("attribute_statistics")
+    if statistics is not None and (
+        not attributes or not isinstance(statistics, dict)
+        or not all(isinstance(statistics.get(k), list) and len(statistics[k]) == len(attributes)
+                   and all(isinstance(v, (int, float)) for v in statistics[k])
+                   for k in ("mean", "std"))
+    ):  # fmt: skip
+        raise ModelFolderError(
+            f"{path}: 'attribute_statistics' must hold a mean and a std per attribute"
+        )
     if data.get("task", "categorical") not in ("categorical", "dimensional", "both"):
         raise ModelFolderError(f"{path}: 'task' must be categorical, dimensional or both")
     if "int8" in data:

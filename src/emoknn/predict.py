@@ -194,6 +194,22 @@ class EmotionRecognizer:
         """False for a "dimensional" model: it gives attributes only."""
         return self.model.predicts_classes
 
+    def attribute_statistics(self) -> tuple[list[float], list[float]] | None:
+        """The training mean and standard deviation of each attribute, or None."""
+        config = self.model.config
+        if config.attributes is None:
+            return None
+        return list(config.attribute_mean), list(config.attribute_std)
+
+    def attribute_axes(self, spread: float = 2.5) -> dict[str, list[float]] | None:
+        """{attribute: [mean − spread·std, mean + spread·std]} of the training ratings: the range
+        a plot of predictions can use; None for a categorical model."""
+        statistics = self.attribute_statistics()
+        if statistics is None or self.attributes is None:
+            return None
+        return {name: [round(m - spread * s, 4), round(m + spread * s, 4)]
+                for name, m, s in zip(self.attributes, *statistics, strict=True)}  # fmt: skip
+
     @property
     def labels(self) -> list[str]:
         return self.model.labels
@@ -819,6 +835,7 @@ class OnnxEmotionRecognizer(EmotionRecognizer):
                          meta.get("max_input_seconds"))  # fmt: skip
         recognizer._attributes = meta.get("attributes")
         recognizer._task = meta.get("task", "categorical")
+        recognizer._statistics = meta.get("attribute_statistics")
         recognizer.regression_settings = _regression_settings(recognizer._attributes, store,
                                                               tuning)  # fmt: skip
         return recognizer
@@ -834,6 +851,12 @@ class OnnxEmotionRecognizer(EmotionRecognizer):
     @property
     def predicts_classes(self) -> bool:
         return self._task != "dimensional"
+
+    def attribute_statistics(self) -> tuple[list[float], list[float]] | None:
+        statistics = getattr(self, "_statistics", None)
+        if not self._attributes or not isinstance(statistics, dict):
+            return None
+        return list(statistics["mean"]), list(statistics["std"])
 
     def forward_all(
         self, clips: Sequence[np.ndarray], batch_size: int = 16

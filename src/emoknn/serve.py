@@ -149,6 +149,12 @@ def create_app(
             "model": model_name,
             "labels": recognizer.labels,
             "knn": recognizer.store is not None,
+            # A dimensional model: its attributes, whether it gives classes, and each attribute's
+            # training mean ± 2.5 standard deviations (the page's valence-arousal plane).
+            "task": "categorical" if recognizer.attributes is None else (
+                "both" if recognizer.predicts_classes else "dimensional"),
+            "attributes": recognizer.attributes,
+            "attribute_axes": recognizer.attribute_axes(),
             "max_upload_mb": max_upload_mb,  # kept at the top level for earlier clients
             "max_seconds": max_seconds,
             "limits": limits,
