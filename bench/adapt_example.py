@@ -36,12 +36,13 @@ def main() -> None:
 
     from emoknn.adapt import INFERENCES, adapt_model, load_source
     from emoknn.audio import load_audio
+    from emoknn.config import make_config
     from emoknn.corpora import generate_synthetic_corpus, label_names, load_synthetic
     from emoknn.folds import speaker_folds
     from emoknn.inference import fit_run_knn
     from emoknn.knn import knn_predict_probs
     from emoknn.predict import EmotionRecognizer
-    from emoknn.train import make_config, train_fold
+    from emoknn.train import train_fold
 
     out = args.out
     shutil.rmtree(out, ignore_errors=True)

@@ -36,11 +36,11 @@ def fill_rate(encoder: str, clips: int, rounds: int, views: int) -> dict:
     import torch
 
     from emoknn.augment import make_augmentation
+    from emoknn.config import make_config
     from emoknn.corpora import generate_synthetic_corpus, label_names, load_synthetic
     from emoknn.data import pad_batch
     from emoknn.features import FeatureCache, ViewSpec, _clip_batches
     from emoknn.frozen import build_frozen_model
-    from emoknn.train import make_config
 
     work = Path(tempfile.mkdtemp(prefix="emoknn-bench-"))
     try:
@@ -97,10 +97,10 @@ def model_max(config) -> int:
 
 
 def crossval_time(encoder: str, utterances: int, corpus: Path | None, out: Path) -> dict:
+    from emoknn.config import make_config
     from emoknn.corpora import generate_synthetic_corpus, label_names, load_corpus
     from emoknn.experiments import crossval, prepare_frozen
     from emoknn.folds import speaker_folds
-    from emoknn.train import make_config
 
     if corpus is None:
         corpus = out / f"synthetic-{utterances}"

@@ -21,11 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
+from emoknn.config import TrainConfig, make_config
 from emoknn.corpora import generate_synthetic_corpus, label_names, load_corpus
 from emoknn.features import FeatureCache
 from emoknn.folds import speaker_folds
 from emoknn.frozen import build_frozen_model, fit_head, fold_features, view_spec
-from emoknn.train import TrainConfig, make_config
 
 CANDIDATES: dict[str, dict] = {
     "preset": {},

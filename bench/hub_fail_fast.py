@@ -33,8 +33,8 @@ def main() -> None:
 
     from transformers import AutoFeatureExtractor, AutoModel
 
-    from emoknn.hub import hub_unreachable
     from emoknn.model import ModelConfig, default_normalization, load_encoder
+    from emoknn.sources import hub_unreachable
 
     def baseline() -> None:
         with contextlib.suppress(OSError):  # the old default_normalization fell back to True

@@ -50,7 +50,8 @@ from emoknn.data import pad_batch
 from emoknn.export import OnnxEmotionRecognizer, onnx_session, write_int8, write_onnx
 from emoknn.knn import Datastore, KnnSettings
 from emoknn.model import EmotionModel, ModelConfig, tiny_encoder_config
-from emoknn.predict import EmotionRecognizer, Prediction, window_segments
+from emoknn.predict import EmotionRecognizer, Prediction
+from emoknn.segments import window_segments
 
 BASE_CONFIG = {"model_type": "wav2vec2"}  # transformers' Wav2Vec2Config defaults = wav2vec2-base
 OURS = "emoknn predict"

@@ -34,10 +34,11 @@ def isolated_cache(tmp_path_factory):
 @pytest.fixture(scope="session")
 def trained_run(small_synthetic_corpus, tmp_path_factory) -> Path:
     """A tiny model trained 1 epoch on fold 0 (1 s crops), with its kNN stage fitted."""
+    from emoknn.config import make_config
     from emoknn.corpora import label_names, load_synthetic
     from emoknn.folds import speaker_folds
     from emoknn.inference import fit_run_knn
-    from emoknn.train import make_config, train_fold
+    from emoknn.train import train_fold
 
     utterances = load_synthetic(small_synthetic_corpus)
     fold = speaker_folds(utterances)[0]

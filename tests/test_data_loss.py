@@ -15,13 +15,14 @@ import torch
 from typer.testing import CliRunner
 
 from emoknn.cli import app
+from emoknn.config import make_config
 from emoknn.corpora import FOUR_CLASSES, generate_synthetic_corpus, load_synthetic
 from emoknn.errors import ConfigError, EmoknnError
 from emoknn.experiments import crossval
 from emoknn.files import write_text_atomic
 from emoknn.folds import speaker_folds
 from emoknn.model_folder import load_datastore
-from emoknn.train import make_config, read_metrics, train_fold
+from emoknn.train import read_metrics, train_fold
 
 warnings.filterwarnings("ignore", ".*does not have many workers.*")
 runner = CliRunner()

@@ -219,11 +219,14 @@ def test_web_page_draws_a_dimensional_result_on_the_valence_arousal_plane():
     page = resources.files("emoknn.web").joinpath("index.html").read_text(encoding="utf-8")
     from test_web_page import DOM_SHIM
 
-    shim = DOM_SHIM + r"""
+    shim = (
+        DOM_SHIM
+        + r"""
 El.prototype.setAttribute = function (k, v) { this.attrs = { ...(this.attrs || {}), [k]: v }; };
 globalThis.document.createElementNS = (ns, tag) => {
   const e = new El(tag); e.tag = tag; return e; };
 """
+    )
     segment = {"start_s": 0.0, "end_s": 1.0, "label": None, "probabilities": {},
                "no_speech": False, "attributes": {"arousal": 4.0, "valence": 2.0,
                                                   "dominance": 3.0}}  # fmt: skip
@@ -231,14 +234,19 @@ globalThis.document.createElementNS = (ns, tag) => {
               "segments": [segment], "no_speech": False, "level_dbfs": -12.0,
               "arousal": 5.0, "valence": 1.0, "dominance": 3.0}  # fmt: skip
     script = re.search(r"<script>(.*)</script>", page, re.S).group(1)
-    program = shim + script + f"""
+    program = (
+        shim
+        + script
+        + f"""
 axes = {{arousal: [1, 5], valence: [1, 5]}};
 render({json.dumps(result)});
 const circles = elements["plane-svg"].children.filter((e) => e.tag === "circle");
 console.log(JSON.stringify({{verdict: elements.verdict.textContent,
-  hidden: elements.plane.hidden, circles: circles.map((c) => [Number(c.attrs.cx), Number(c.attrs.cy)]),
+  hidden: elements.plane.hidden,
+  circles: circles.map((c) => [Number(c.attrs.cx), Number(c.attrs.cy)]),
   timeline: elements.timeline.children.map((b) => b.textContent)}}));
 """
+    )
     done = subprocess.run([node, "-e", program], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     shown = json.loads(done.stdout)

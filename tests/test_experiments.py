@@ -8,12 +8,12 @@ from typer.testing import CliRunner
 
 import emoknn.experiments as experiments
 from emoknn.cli import app
+from emoknn.config import make_config
 from emoknn.corpora import load_synthetic
 from emoknn.experiments import crossval, trainings_for
 from emoknn.folds import speaker_folds
 from emoknn.metrics import unweighted_accuracy, weighted_accuracy
 from emoknn.report import write_report
-from emoknn.train import make_config
 
 runner = CliRunner()
 VARIANTS = {"CE", "CE + kNN", "CE kNN only", "CE+SCL", "CE+SCL + kNN", "CE+SCL kNN only",

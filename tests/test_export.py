@@ -53,7 +53,7 @@ def test_int8_probability_difference_is_per_clip(exported, trained_run):
     from scipy.special import softmax
 
     from emoknn.export import _reference_clips
-    from emoknn.predict import onnx_session
+    from emoknn.onnx_runtime import onnx_session
 
     out, meta = exported
     clips = _reference_clips(trained_run, meta["max_seconds"])

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from emoknn.augment import AddNoise, make_augmentation
 from emoknn.cli import app
+from emoknn.config import make_config
 from emoknn.corpora import label_names, load_synthetic
 from emoknn.errors import ConfigError
 from emoknn.features import FeatureCache, ViewSpec, utterance_seed
@@ -21,7 +22,7 @@ from emoknn.folds import speaker_folds
 from emoknn.frozen import build_frozen_model, fit_head, fold_features, train_frozen_fold
 from emoknn.inference import embed_pooled, embed_utterances
 from emoknn.model import EmotionModel, ModelConfig
-from emoknn.train import make_config, train_fold
+from emoknn.train import train_fold
 
 runner = CliRunner()
 
@@ -100,8 +101,8 @@ def test_every_part_of_the_key_invalidates(corpus, tmp_path):
     samples, rate = __import__("soundfile").read(path)
     __import__("soundfile").write(path, samples[:-100], rate)
     assert computed() == 3
-    os.utime(corpus[6].path, ns=(1, 1))  # only the modification time
-    assert computed() == 3
+    os.utime(corpus[6].path, ns=(1, 1))  # only the modification time: the same content
+    assert computed() == 0
     assert computed() == 0
 
 
@@ -166,7 +167,8 @@ def frozen_run(small_synthetic_corpus, tmp_path_factory):
 
 
 def test_a_frozen_run_embeds_live_as_its_cache_does(frozen_run, small_synthetic_corpus):
-    from emoknn.model_folder import fold_of_run, load_model
+    from emoknn.inference import fold_of_run
+    from emoknn.model_folder import load_model
 
     run_config = json.loads((frozen_run / "train_config.json").read_text())["train_config"]
     assert run_config["freeze_encoder"] and run_config["feature_cache"]

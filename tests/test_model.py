@@ -169,11 +169,12 @@ def test_pretrained_encoder_from_a_local_folder(tmp_path, small_synthetic_corpus
 
     from transformers import AutoConfig, AutoModel, Wav2Vec2FeatureExtractor
 
+    from emoknn.config import make_config
     from emoknn.corpora import FOUR_CLASSES, load_synthetic
     from emoknn.folds import speaker_folds
     from emoknn.model import default_normalization
     from emoknn.model_folder import load_model
-    from emoknn.train import make_config, train_fold
+    from emoknn.train import train_fold
 
     settings = tiny_encoder_config()
     model_type = settings.pop("model_type")

@@ -13,7 +13,8 @@ from emoknn.audio import load_audio, stream_audio
 from emoknn.cli import app
 from emoknn.corpora import load_synthetic
 from emoknn.errors import AudioError, EmoknnError
-from emoknn.predict import EmotionRecognizer, voice_segments, window_segments
+from emoknn.predict import EmotionRecognizer
+from emoknn.segments import voice_segments, window_segments
 
 runner = CliRunner()
 

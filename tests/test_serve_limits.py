@@ -15,7 +15,8 @@ from fastapi.testclient import TestClient
 
 from emoknn.corpora import load_synthetic
 from emoknn.errors import ConfigError
-from emoknn.predict import EmotionRecognizer, window_segments
+from emoknn.predict import EmotionRecognizer
+from emoknn.segments import window_segments
 from emoknn.serve import count_windows, create_app
 
 LIMIT_MB = 1.0

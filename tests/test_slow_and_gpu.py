@@ -9,9 +9,10 @@ import sys
 import pytest
 import torch
 
+from emoknn.config import make_config
 from emoknn.corpora import FOUR_CLASSES, load_synthetic
 from emoknn.folds import speaker_folds
-from emoknn.train import make_config, train_fold
+from emoknn.train import train_fold
 
 
 @pytest.mark.slow

@@ -8,11 +8,12 @@ import warnings
 import pytest
 import torch
 
+from emoknn.config import make_config
 from emoknn.corpora import FOUR_CLASSES, load_synthetic
 from emoknn.errors import ConfigError, EmoknnError
 from emoknn.folds import speaker_folds
 from emoknn.model_folder import load_checkpoint_model, load_model
-from emoknn.train import make_config, read_metrics, train_fold
+from emoknn.train import read_metrics, train_fold
 
 warnings.filterwarnings("ignore", ".*does not have many workers.*")
 

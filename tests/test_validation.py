@@ -16,6 +16,8 @@ import torch
 from emoknn import cli
 from emoknn.audio import load_audio, prepare_samples
 from emoknn.checks import check_choice, check_device, check_int, check_number
+from emoknn.cli import common as cli_common
+from emoknn.config import make_config
 from emoknn.corpora import (
     Utterance,
     generate_synthetic_corpus,
@@ -27,7 +29,6 @@ from emoknn.corpora import (
 from emoknn.errors import AudioError, ConfigError, CorpusError, EmoknnError, FoldError
 from emoknn.folds import select_folds, speaker_folds
 from emoknn.predict import EmotionRecognizer
-from emoknn.train import make_config
 
 NO_GPU = not torch.cuda.is_available()
 
@@ -529,7 +530,7 @@ def test_cli_says_no_speech_in_every_format(trained_run, tmp_path, capsys):
 
 
 def test_missing_local_encoder_is_folder_not_found(tmp_path):
-    from emoknn.hub import pretrained_kwargs
+    from emoknn.sources import pretrained_kwargs
 
     for name in ("./no/such", str(tmp_path / "nothing"), "~/nowhere-emoknn", "bad name!"):
         with pytest.raises(ConfigError, match="folder not found"):
@@ -547,7 +548,7 @@ def unreachable_hub(monkeypatch, tmp_path):
     """The Hub endpoint is a closed local port, and the HF cache an empty folder."""
     from huggingface_hub import constants
 
-    from emoknn import hub
+    from emoknn import sources
 
     with SocketInUse() as port:
         pass  # the port is free again and nothing listens on it: connections are refused
@@ -556,9 +557,9 @@ def unreachable_hub(monkeypatch, tmp_path):
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
-    hub.hub_unreachable.cache_clear()
+    sources.hub_unreachable.cache_clear()
     yield tmp_path / "hf-cache"
-    hub.hub_unreachable.cache_clear()
+    sources.hub_unreachable.cache_clear()
 
 
 def test_unreachable_hub_fails_at_once_with_the_offline_hint(unreachable_hub, monkeypatch):
@@ -598,8 +599,8 @@ def test_encoder_in_the_hf_cache_loads_without_the_hub(unreachable_hub, tmp_path
 
 def test_consoles_print_markup_literally(capsys):
     """Every print of the CLI goes through these consoles: tags and emoji codes stay text."""
-    cli.console.print("[bold]x.wav :smile: take[")
-    cli.error_console.print("[/red] gone")
+    cli_common.console.print("[bold]x.wav :smile: take[")
+    cli_common.error_console.print("[/red] gone")
     captured = capsys.readouterr()
     assert captured.out.strip() == "[bold]x.wav :smile: take["
     assert captured.err.strip() == "[/red] gone"

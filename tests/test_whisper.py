@@ -218,11 +218,12 @@ def whisper_run(small_synthetic_corpus, tmp_path_factory):
     the folder is deleted afterwards: everything later must rebuild from the run alone."""
     import shutil
 
+    from emoknn.config import make_config
     from emoknn.corpora import FOUR_CLASSES, load_synthetic
     from emoknn.folds import speaker_folds
     from emoknn.inference import fit_run_knn
     from emoknn.model import default_normalization
-    from emoknn.train import make_config, train_fold
+    from emoknn.train import train_fold
 
     root = tmp_path_factory.mktemp("whisper")
     folder = save_tiny_whisper(root / "tiny-whisper")

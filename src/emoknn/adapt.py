@@ -44,11 +44,11 @@ from emoknn.corpora.utterance import Utterance, check_unique_ids, require_files
 from emoknn.errors import ConfigError, CorpusError, EmoknnError
 from emoknn.files import write_json_atomic, write_text_atomic
 from emoknn.inference import best_device, embed_utterances
+from emoknn.inputs import AUDIO_SUFFIXES
 from emoknn.knn import Datastore, TuningResult, knn_predict_probs, store_knn_probs, tune_knn
 from emoknn.metrics import unweighted_accuracy, weighted_accuracy
 from emoknn.model import EmotionModel, ModelConfig
 from emoknn.model_folder import fingerprint_of, save_knn, save_model
-from emoknn.predict import AUDIO_SUFFIXES
 from emoknn.stats import METHOD_NOTE, compare
 
 ADAPT_REPORT_FILE = "adapt.json"
@@ -304,6 +304,77 @@ def tune_on(embeddings, labels, probs, ids, groups, user_labels, fingerprint,
     return store, tuning
 
 
+def check_distinct_audio(clips: list[Utterance], source: str) -> None:
+    """Refuse the same audio given twice (two files with the same bytes): a clip and its copy in
+    two folds would each find the other as an exact neighbour and inflate every held-out
+    figure."""
+    from emoknn.files import file_sha256
+
+    first: dict[str, Utterance] = {}
+    repeats = []
+    for clip in clips:
+        try:
+            digest = file_sha256(clip.path)
+        except OSError as error:
+            raise CorpusError(f"{clip.path}: cannot read the audio file ({error.strerror})"
+                              ) from error  # fmt: skip
+        if digest in first:
+            repeats.append((first[digest], clip))
+        else:
+            first[digest] = clip
+    if repeats:
+        a, b = repeats[0]
+        more = f" (and {len(repeats) - 1} more pair(s))" if len(repeats) > 1 else ""
+        raise CorpusError(
+            f"{source}: {b.path} is the same audio as {a.path}{more}; give each clip once "
+            "(a copy would be its own nearest neighbour and inflate the held-out scores)"
+        )
+
+
+def _check_distinct_embeddings(clips: list[Utterance], embeddings: np.ndarray, source: str
+                               ) -> None:  # fmt: skip
+    """The same check on decoded audio: identical embeddings (a re-encoded copy of a clip)."""
+    _, first, counts = np.unique(embeddings, axis=0, return_index=True, return_counts=True)
+    if (counts > 1).any():
+        row = embeddings[first[np.flatnonzero(counts > 1)[0]]]
+        same = np.flatnonzero((embeddings == row).all(axis=1))
+        raise CorpusError(
+            f"{source}: {clips[same[1]].path} holds the same audio as {clips[same[0]].path} (an "
+            "identical embedding); give each clip once (a copy would be its own nearest "
+            "neighbour and inflate the held-out scores)"
+        )
+
+
+# A kept source entry this close to one of the user's clips (relative to the embeddings' size)
+# is that clip's own audio: float rounding between batchings is ~1e-6.
+SAME_AUDIO_RELATIVE_DISTANCE = 1e-4
+
+
+def drop_overlap(original: Datastore, clips: list[Utterance], embeddings: np.ndarray
+                 ) -> tuple[Datastore | None, int]:  # fmt: skip
+    """The source model's kept entries minus those that are one of the user's clips (same id or
+    file name, or the same audio: an embedding at distance ~0), so that no query is ever scored
+    against itself; and how many were dropped."""
+    names = {u.id for u in clips} | {Path(u.path).stem for u in clips}
+    source_ids = [entry.removeprefix("original/") for entry in original.ids]
+    same = np.array([i in names or i.rsplit("/", 1)[-1] in names for i in source_ids])
+    exact = original if original.index_type == "exact" else Datastore(
+        original.keys, original.labels, original.label_names, original.ids, original.fingerprint)
+    distances, rows = exact.search(embeddings, 1)  # (N, 1) nearest kept entry of each clip
+    scale = float(np.linalg.norm(embeddings, axis=1).max()) or 1.0
+    close = rows[:, 0][distances[:, 0] <= SAME_AUDIO_RELATIVE_DISTANCE * scale]
+    same[close[close >= 0]] = True
+    if not same.any():
+        return original, 0
+    keep = ~same
+    if not keep.any():
+        return None, int(same.sum())
+    kept = Datastore(original.keys[keep], original.labels[keep], original.label_names,
+                     [original.ids[i] for i in np.flatnonzero(keep)], original.fingerprint,
+                     original.index_type)  # fmt: skip
+    return kept, int(same.sum())
+
+
 def check_new_folder(out_dir: str | os.PathLike) -> Path:
     """`out_dir` may be written: absent, or an empty folder."""
     out_dir = Path(out_dir)
@@ -339,8 +410,12 @@ def adapt_model(
         raise CorpusError(f"{data}: clips of at least 2 labels are needed, found {user_labels}")
     if keep_datastore and source.store is None:
         raise ConfigError(f"{source.description['name']}: has no datastore to keep")
+    check_distinct_audio(clips, str(data))
     mapping = resolve_label_map(source.model.labels, user_labels, label_map)
     model_labels = sorted(set(mapping.values()), key=user_labels.index)
+    # A model that keeps none of the user's labels gives every clip a uniform p_model: its
+    # "model alone" figure would be the first label's share, not a measurement. Skip it.
+    inferences = INFERENCES if model_labels else ("knn",)
     model = adapted_model(source.model, user_labels, mapping)
     fingerprint = fingerprint_of(model)
     original = None
@@ -355,8 +430,12 @@ def adapt_model(
     device = device or best_device()
     embedded = embed_utterances(model, clips, source.max_seconds, batch_size, device)
     E, P, ids = embedded.embeddings, embedded.probs.astype(np.float64), embedded.ids
+    _check_distinct_embeddings(clips, E, str(data))
+    dropped = 0
+    if original is not None:
+        original, dropped = drop_overlap(original, clips, E)
 
-    per_fold, pooled = [], {name: np.zeros((len(clips), len(user_labels))) for name in INFERENCES}
+    per_fold, pooled = [], {name: np.zeros((len(clips), len(user_labels))) for name in inferences}
     for fold in range(int(folds.max()) + 1):
         test, rest = folds == fold, folds != fold
         rest_ids = [ids[i] for i in np.flatnonzero(rest)]
@@ -372,13 +451,13 @@ def adapt_model(
                   if has_speakers else None,
                   "k": tuning.interpolated.k, "alpha": tuning.interpolated.alpha,
                   "temperature": tuning.interpolated.to_dict()["temperature"]}  # fmt: skip
-        for name, p in probabilities.items():
-            record[name] = _scores(labels[test], p)
-            pooled[name][test] = p
+        for name in inferences:
+            record[name] = _scores(labels[test], probabilities[name])
+            pooled[name][test] = probabilities[name]
         per_fold.append(record)
 
     summary = {}
-    for name in INFERENCES:
+    for name in inferences:
         ua = np.array([r[name]["ua"] for r in per_fold])
         wa = np.array([r[name]["wa"] for r in per_fold])
         pooled_scores = _scores(labels, pooled[name])  # every clip predicted once, held out
@@ -387,12 +466,13 @@ def adapt_model(
             "wa_mean": float(wa.mean()), "wa_std": float(wa.std()),
             "pooled_ua": pooled_scores["ua"], "pooled_wa": pooled_scores["wa"],
         }  # fmt: skip
-    scores = {name: {str(r["fold"]): r[name] for r in per_fold} for name in INFERENCES}
+    scores = {name: {str(r["fold"]): r[name] for r in per_fold} for name in inferences}
     comparisons = [
         compare(title, a, b, scores).to_dict()
         for title, a, b in (("kNN-adapted vs the model alone", "interpolated", "model"),
                             ("kNN alone vs the model alone", "knn", "model"),
                             ("kNN-adapted vs kNN alone", "interpolated", "knn"))
+        if a in inferences and b in inferences
     ]  # fmt: skip
 
     store, tuning = tune_on(E, labels, P, ids, groups, user_labels, fingerprint, original, known,
@@ -408,8 +488,10 @@ def adapt_model(
         "labels": user_labels,
         "model_labels": model_labels,
         "label_map": mapping,
-        "kept_original_datastore": original is not None,
+        "kept_original_datastore": keep_datastore,
         "original_entries": 0 if original is None else len(original),
+        "original_entries_dropped": dropped,  # kept entries that were one of the clips
+        "model_knows_no_label": not model_labels,
         "protocol": {
             "grouping": "speaker" if has_speakers else "stratified",
             "folds": len(per_fold),
@@ -463,7 +545,7 @@ def load_source(model: str | os.PathLike, device: str = "cpu") -> SourceModel:
         loaded = load_model(path, device)
         store = None
         if (path / "datastore.npz").is_file():
-            store = load_datastore(path, meta.fingerprint, meta.labels)
+            store = load_datastore(path, meta.fingerprint, meta.labels, loaded.embedding_size)
         description = {"kind": "emoknn", "name": str(model), "encoder": loaded.config.encoder,
                        "labels": meta.labels}  # fmt: skip
         return SourceModel(loaded, meta.max_seconds, store, description)

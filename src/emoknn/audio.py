@@ -44,11 +44,81 @@ def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> np.nd
         raise AudioError(f"{path}: file not found")
     if path.is_dir():
         raise AudioError(f"{path}: is a directory, expected an audio file")
+    if path.suffix.lower() in CONTAINER_SUFFIXES:
+        samples, file_rate = _decode_container(path)
+        return prepare_samples(samples, file_rate, sample_rate, source=str(path))
     try:
         samples, file_rate = sf.read(str(path), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as error:
         raise AudioError(f"{path}: cannot decode audio ({decoder_reason(error)})") from error
     return prepare_samples(samples, file_rate, sample_rate, source=str(path))
+
+
+# Video and AAC containers (MELD's clips are mp4): their first audio stream is decoded with PyAV,
+# which bundles FFmpeg's decoders (`pip install av`, or emoknn[video]).
+CONTAINER_SUFFIXES = (".mp4", ".m4a", ".aac", ".mkv", ".webm", ".mov", ".avi")
+
+
+def _import_av(path: Path):  # -> the av module
+    try:
+        import av
+    except ImportError:
+        raise AudioError(
+            f"{path}: decoding {path.suffix} needs PyAV; install it with `pip install av` "
+            "(or emoknn[video])"
+        ) from None
+    return av
+
+
+def _container_duration(path: Path) -> float:
+    """Seconds of the first audio stream, from the container's header where it says."""
+    av = _import_av(path)
+    if not path.is_file():
+        raise AudioError(f"{path}: file not found")
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.audio:
+                raise AudioError(f"{path}: has no audio stream")
+            stream = container.streams.audio[0]
+            if stream.duration is not None and stream.time_base is not None:
+                return float(stream.duration * stream.time_base)
+            if container.duration is not None:
+                return container.duration / av.time_base
+    except AudioError:
+        raise
+    except (av.error.FFmpegError, ValueError, OSError) as error:
+        raise AudioError(f"{path}: cannot read audio header ({error})") from error
+    samples, rate = _decode_container(path)
+    return samples.shape[0] / rate
+
+
+def _decode_container(path: Path) -> tuple[np.ndarray, int]:
+    """The first audio stream of a video/AAC container → ((T, channels) float32, rate)."""
+    av = _import_av(path)
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.audio:
+                raise AudioError(f"{path}: has no audio stream")
+            stream = container.streams.audio[0]
+            rate = stream.codec_context.sample_rate or stream.rate
+            resampler = None
+            blocks = []
+            for frame in container.decode(stream):
+                if resampler is None:  # planar float keeps every channel: (channels, samples)
+                    resampler = av.AudioResampler(format="fltp", layout=frame.layout, rate=rate)
+                for out in resampler.resample(frame):
+                    blocks.append(out.to_ndarray())
+            if resampler is not None:
+                for out in resampler.resample(None):
+                    blocks.append(out.to_ndarray())
+    except AudioError:
+        raise
+    except (av.error.FFmpegError, ValueError, OSError) as error:
+        raise AudioError(f"{path}: cannot decode audio ({error})") from error
+    if not blocks:
+        raise AudioError(f"{path}: audio has no samples")
+    samples = np.concatenate(blocks, axis=1).T  # (channels, T) -> (T, channels)
+    return np.ascontiguousarray(samples, dtype=np.float32), int(rate)
 
 
 # PCM integer dtypes → (offset, scale): float = (pcm − offset) / scale. Wider integers (int64,
@@ -132,7 +202,10 @@ def prepare_samples(
 
 
 def audio_duration(path: str | os.PathLike) -> float:
-    """Duration of an audio file in seconds, from its header (no decoding)."""
+    """Duration of an audio file in seconds, from its header (no decoding; containers such as
+    mp4 are decoded)."""
+    if Path(path).suffix.lower() in CONTAINER_SUFFIXES:
+        return _container_duration(Path(path))
     try:
         return float(sf.info(str(path)).duration)
     except (sf.LibsndfileError, RuntimeError) as error:
@@ -184,6 +257,12 @@ def stream_audio(
     path = Path(path)
     if not path.is_file():
         raise AudioError(f"{path}: file not found" if not path.exists() else f"{path}: not a file")
+    if path.suffix.lower() in CONTAINER_SUFFIXES:  # decoded whole (clips, not hour-long files)
+        samples = load_audio(path, sample_rate)
+        step = max(1, round(block_seconds * sample_rate))
+        for start in range(0, samples.shape[0], step):
+            yield samples[start : start + step]
+        return
     try:
         info = sf.info(str(path))
     except (sf.LibsndfileError, RuntimeError) as error:

@@ -31,6 +31,10 @@ def model_card(report: dict[str, Any]) -> str:
     source, data, protocol = report["source"], report["data"], report["protocol"]
     licence = report.get("licence") or "other"
     chosen = report["tuning"]["interpolated"]
+    shown = {name: title for name, title in INFERENCE_NAMES.items() if name in report["summary"]}
+    note = (["The model part knows none of these labels (every label is served by the kNN "
+             "alone), so there is no model-alone or interpolated figure.", ""]
+            if report.get("model_knows_no_label") else [])  # fmt: skip
     lines = [
         "---",
         f"license: {licence}",
@@ -74,11 +78,12 @@ def model_card(report: dict[str, Any]) -> str:
         "",
         _protocol_sentence(protocol, data),
         "",
+        *note,
         "| inference | UA % (mean ± std over folds) | WA % (mean ± std) | UA % pooled | "
         "WA % pooled |",
         "|---|---:|---:|---:|---:|",
     ]
-    for name, title in INFERENCE_NAMES.items():
+    for name, title in shown.items():
         row = report["summary"][name]
         lines.append(
             f"| {title} | {_percent(row['ua_mean'])} ± {_percent(row['ua_std'])} | "
@@ -89,15 +94,15 @@ def model_card(report: dict[str, Any]) -> str:
               f"Statistics: {protocol['statistics']}", "", "### Per fold", ""]  # fmt: skip
     speakers = protocol["grouping"] == "speaker"
     header = "| fold | " + ("held-out speakers | " if speakers else "") + "clips | "
-    header += " | ".join(f"{INFERENCE_NAMES[n]} UA / WA %" for n in INFERENCE_NAMES) + " |"
-    lines += [header, "|" + "---|" * (2 + speakers + len(INFERENCE_NAMES))]
+    header += " | ".join(f"{title} UA / WA %" for title in shown.values()) + " |"
+    lines += [header, "|" + "---|" * (2 + speakers + len(shown))]
     for record in report["per_fold"]:
         cells = [str(record["fold"])]
         if speakers:
             cells.append(", ".join(record["speakers"]))
         cells.append(str(record["clips"]))
         cells += [f"{_percent(record[n]['ua'])} / {_percent(record[n]['wa'])}"
-                  for n in INFERENCE_NAMES]  # fmt: skip
+                  for n in shown]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     lines += [
         "",

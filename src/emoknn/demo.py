@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from emoknn import baseline
-from emoknn.corpora import load_synthetic
-from emoknn.errors import EmoknnError
+from emoknn.corpora import CORPORA, load_corpus
+from emoknn.errors import CorpusError, EmoknnError
 from emoknn.stats import SIGNIFICANCE, WILCOXON_MIN_FOLDS, format_p
 
 DEFAULT_ENCODER = "openai/whisper-base"
@@ -32,6 +32,63 @@ HEAD_SETTINGS: dict[str, Any] = {"normalize_layers": True}
 
 
 @dataclass(frozen=True)
+class DemoCorpus:
+    """The corpus a demo runs on: a real one (`--corpus`), or None for the synthetic one."""
+
+    path: Path | None
+    kind: str
+    scheme: str  # the corpus's official split where it has one, else leave-one-speaker-out
+    line: str  # one line saying which corpus and why
+
+
+def demo_corpus(
+    spec: str,
+    out: Path,
+    accept_licence: bool,
+    progress: Any = None,
+    url: str | None = None,
+) -> DemoCorpus:
+    """`--corpus NAME|PATH`: an existing folder or manifest is used as it is; a downloadable
+    corpus NAME is downloaded into OUT/corpora/NAME once (its licence accepted first). Offline,
+    the demo falls back to the synthetic corpus, saying so in one line. A licence-gated NAME
+    raises with where to get it."""
+    from emoknn.corpora import detect_corpus_kind
+    from emoknn.corpora.download import RECORD_FILE, DownloadError, download_corpus
+
+    path = Path(spec)
+    if path.exists():
+        kind = detect_corpus_kind(path)
+        official = all(u.split is not None for u in load_corpus(path, kind))
+        scheme = "official" if official else "speaker"
+        return DemoCorpus(path, kind, scheme, f"Corpus: {path} ({kind}).")
+    if spec not in CORPORA:
+        raise CorpusError(
+            f"--corpus {spec!r}: neither an existing folder or manifest nor a corpus name "
+            f"({', '.join(CORPORA)})"
+        )
+    dest = out / "corpora" / spec
+    if (dest / RECORD_FILE).is_file():
+        return DemoCorpus(dest, spec, _scheme_for(spec), f"Corpus: {spec}, downloaded in {dest}.")
+    try:
+        report = download_corpus(spec, dest, url=url, accept_licence=accept_licence,
+                                 progress=progress)  # fmt: skip
+    except DownloadError as error:
+        if not getattr(error, "resumable", False):
+            raise
+        reason = " ".join(str(error).split())
+        return DemoCorpus(
+            None, "synthetic", "speaker",
+            f"Offline: {spec} could not be downloaded ({reason}); using the synthetic corpus.",
+        )  # fmt: skip
+    return DemoCorpus(dest, spec, _scheme_for(spec), " ".join(report.lines))
+
+
+def _scheme_for(kind: str) -> str:
+    info = CORPORA.get(kind)
+    return "official" if info is not None and info.official_split else "speaker"
+
+
+@dataclass(frozen=True)
 class EncoderChoice:
     encoder: str  # what the demo trains on: the requested encoder, or "tiny"
     line: str  # one line saying which and why
@@ -41,12 +98,12 @@ def choose_encoder(requested: str) -> EncoderChoice:
     """The requested encoder if it can be loaded now, else the tiny random-weight encoder.
 
     "Can be loaded" is decided before any training, in seconds: a local folder with a config, a
-    hub name in the Hugging Face cache, or a reachable Hub (`emoknn.hub`: one short request, no
+    hub name in the Hugging Face cache, or a reachable Hub (`emoknn.sources`: one short request, no
     retries); then its config is read. Anything else falls back to tiny, with the reason.
     """
     if requested == "tiny":
         return EncoderChoice("tiny", "Encoder: tiny (random weights), as asked.")
-    from emoknn.hub import pretrained_kwargs
+    from emoknn.sources import pretrained_kwargs
 
     try:
         from transformers import AutoConfig
@@ -101,7 +158,9 @@ def verdict(results: dict[str, Any], encoder: str) -> str:
     )
 
 
-def try_it(crossval_dir: Path, results: dict[str, Any], corpus: Path) -> list[str]:
+def try_it(
+    crossval_dir: Path, results: dict[str, Any], corpus: Path, kind: str = "synthetic"
+) -> list[str]:
     """Lines naming a trained model (CE+SCL on the first fold) and the commands that use it."""
     key = next((k for k in sorted(results["fold_dirs"]) if k.startswith("scl/")), None)
     if key is None:
@@ -110,7 +169,7 @@ def try_it(crossval_dir: Path, results: dict[str, Any], corpus: Path) -> list[st
     fold = key.split("/", 1)[1]
     with (model_dir / "predictions.csv").open(newline="") as handle:
         first = next(csv.DictReader(handle), None)
-    paths = {u.id: u.path for u in load_synthetic(corpus)}
+    paths = {u.id: u.path for u in load_corpus(corpus, kind)}
     clip = paths.get(first["id"]) if first else None
     speaker = first["speaker"] if first else "?"
     quoted = shlex.quote(str(model_dir))

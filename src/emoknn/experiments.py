@@ -37,6 +37,7 @@ import numpy as np
 
 from emoknn import __version__, baseline
 from emoknn.attributes import attribute_matrix, rated_attributes
+from emoknn.config import TrainConfig
 from emoknn.corpora.utterance import Utterance, label_names
 from emoknn.errors import ConfigError, EmoknnError, FileFormatError
 from emoknn.features import FeatureCache, default_cache_dir
@@ -55,7 +56,7 @@ from emoknn.model_folder import (
     save_knn,
 )
 from emoknn.stats import Comparison, compare, paired_test
-from emoknn.train import TrainConfig, train_fold
+from emoknn.train import train_fold
 
 INFERENCES = ("model", "knn", "interpolated")  # α = 0, α = 1, tuned α
 FOLD_RESULT_FILE = "fold_result.json"

@@ -32,19 +32,21 @@ import numpy as np
 from scipy.special import softmax
 
 from emoknn.errors import EmoknnError
+from emoknn.inference import fold_of_run
 from emoknn.model_folder import (
     DATASTORE_FILE,
     EXPORT_META_FILE,
     INT8_ONNX_FILE,
     KNN_SETTINGS_FILE,
     ONNX_FILE,
-    fold_of_run,
     load_knn,
     load_model,
+    predictable_labels,
     read_model_meta,
     write_export_meta,
 )
-from emoknn.predict import OnnxEmotionRecognizer, _load_onnxruntime, onnx_session
+from emoknn.onnx_runtime import load_onnxruntime, onnx_session
+from emoknn.predict import OnnxEmotionRecognizer
 
 if TYPE_CHECKING:
     import torch
@@ -132,14 +134,14 @@ def export_onnx(
     model_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None, quantize: bool = False
 ) -> dict[str, Any]:
     """Export a run's model to ONNX (see the module docstring); return export.json's data."""
-    _load_onnxruntime()  # before the slow export: a clear error if the extra is missing
+    load_onnxruntime()  # before the slow export: a clear error if the extra is missing
     model_dir = Path(model_dir)
     # Everything is read and validated before anything is written.
     model_meta = read_model_meta(model_dir)
     model = load_model(model_dir, device="cpu")
     has_knn = (model_dir / DATASTORE_FILE).is_file()
     if has_knn:
-        load_knn(model_dir, model_meta.fingerprint, model_meta.labels)
+        load_knn(model_dir, model_meta.fingerprint, model_meta.labels, model.embedding_size)
     out_dir = Path(out_dir) if out_dir else model_dir / "onnx"
     # Built in a staging folder and moved into place only when complete and checked, so that a
     # failed or interrupted export never leaves a mix of an old export and a new model.
@@ -195,8 +197,10 @@ def _export_into(model: EmotionModel, model_meta, model_dir: Path, out_dir: Path
         "fingerprint": model_meta.fingerprint,
         "task": model.config.task,
         "attributes": model.attributes,
-        "attribute_statistics": None if model.attributes is None else {
-            "mean": model.config.attribute_mean, "std": model.config.attribute_std},
+        "attribute_statistics": None
+        if model.attributes is None
+        else {"mean": model.config.attribute_mean, "std": model.config.attribute_std},
+        "model_labels": predictable_labels(model_meta.model_config),
         "source": str(model_dir),
         "parity_max_abs_logit_difference": parity,
         "parity_clips": len(clips),

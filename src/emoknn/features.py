@@ -11,9 +11,13 @@ centred crop evaluation uses) and for K augmented views of each utterance, and s
         encoder.json                   what that key covers, for people reading the folder
         shard-<time>-<pid>-<n>.npz     keys (N,) entry keys; features (N, L + 1, H)
 
-An entry key is a hash of everything else that changes a value: the audio file (resolved path,
-size, modification time), and for a view the utterance id, seed, view index and the augmentation
-(its name and parameters, and the room impulse responses it draws from). View k of an utterance
+An entry key is a hash of everything else that changes a value: the audio file's content (the
+SHA-256 of its bytes), and for a view the utterance id, seed, view index and the augmentation
+(its name and parameters, and the room impulse responses it draws from). A file's content hash is
+computed once and remembered (in `CACHE/content-hashes.json`) under its resolved path, size,
+modification time, inode and status-change time: a file rewritten with its old size and time
+restored (`cp -p`, `rsync -t`, `tar`) has a new inode or status-change time, so it is hashed
+again, and never served the old file's features. View k of an utterance
 is `augmentation(random_crop(audio), rng)` with `rng = default_rng([seed, hash(utterance id), k])`,
 the same whatever else is filled alongside. A changed file, setting or encoder gives new keys, so a
 stale entry is never read; entries of a fill are written in shards of a few hundred, each written
@@ -34,6 +38,7 @@ import hashlib
 import json
 import os
 import time
+import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -43,6 +48,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from emoknn import files
 from emoknn.audio import SAMPLE_RATE, center_crop, load_audio, max_samples, random_crop
 from emoknn.augment import Augmentation, Mixed, Reverberate
 from emoknn.corpora.utterance import Utterance
@@ -56,6 +62,7 @@ FORMAT_VERSION = 1  # bump when what a key means changes (the pooling, the crop,
 CACHE_FOLDER_NAME = "emoknn-features"
 SHARD_ENTRIES = 256  # entries per shard file: what an interruption can lose at most
 FLOAT16_MAX = float(np.finfo(np.float16).max)
+CONTENT_HASHES_FILE = "content-hashes.json"
 
 
 def default_cache_dir(out_dir: str | os.PathLike) -> Path:
@@ -86,15 +93,71 @@ def utterance_seed(utterance_id: str) -> int:
     return int.from_bytes(hashlib.sha256(utterance_id.encode()).digest()[:8], "little")
 
 
-def _audio_identity(utterance: Utterance) -> dict[str, Any]:
-    path = Path(utterance.path).resolve()
+def _file_stamp(path: Path, shown: str | os.PathLike) -> str:
+    """What identifies a file's current version without reading it: resolved path, size,
+    modification time, inode and status-change time (the last two change when the file is
+    replaced or rewritten, even with its old modification time restored)."""
     try:
         stat = path.stat()
     except OSError as error:
-        raise AudioError(
-            f"{utterance.path}: cannot read the audio file ({error.strerror})"
-        ) from error
-    return {"path": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+        raise AudioError(f"{shown}: cannot read the audio file ({error.strerror})") from error
+    return f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\0{stat.st_ino}\0{stat.st_ctime_ns}"
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of an audio file's bytes."""
+    try:
+        return files.file_sha256(path)
+    except OSError as error:
+        raise AudioError(f"{path}: cannot read the audio file ({error.strerror})") from error
+
+
+class ContentHashes:
+    """Content hashes of audio files, each computed once per file version (`_file_stamp`) and
+    kept in `root/content-hashes.json` for the next run. A damaged or missing file only costs
+    hashing again."""
+
+    def __init__(self, root: Path) -> None:
+        self.path = root / CONTENT_HASHES_FILE
+        self._known: dict[str, str] | None = None
+        self._new = 0
+
+    def _load(self) -> dict[str, str]:
+        if self._known is None:
+            self._known = {}
+            try:
+                data = json.loads(self.path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                data = {}
+            if isinstance(data, dict):
+                self._known = {k: v for k, v in data.items()
+                               if isinstance(k, str) and isinstance(v, str)}  # fmt: skip
+        return self._known
+
+    def of(self, audio: str | os.PathLike) -> str:
+        path = Path(audio).resolve()
+        stamp = _file_stamp(path, audio)
+        known = self._load()
+        value = known.get(stamp)
+        if value is None:
+            value = known[stamp] = file_sha256(path)
+            self._new += 1
+        return value
+
+    def save(self) -> None:
+        """Write the hashes computed since the last save (merged with what is on disk now)."""
+        if not self._new or self._known is None:
+            return
+        try:
+            on_disk = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            on_disk = {}
+        merged = {**(on_disk if isinstance(on_disk, dict) else {}), **self._known}
+        try:
+            write_json_atomic(merged, self.path)
+        except OSError:
+            return  # a read-only cache folder: hashed again next time
+        self._new = 0
 
 
 @dataclass(frozen=True)
@@ -141,16 +204,24 @@ class FeatureCache:
         self._index: dict[str, tuple[Path, int]] = {}  # entry key → (shard, row)
         self._loaded: dict[Path, np.ndarray] = {}  # shard → its features, once read
         self._scanned: set[Path] = set()
+        self.hashes = ContentHashes(self.root)
 
     # ---- keys -------------------------------------------------------------------------------
 
+    def _audio_identity(self, utterance: Utterance) -> dict[str, Any]:
+        return {"sha256": self.hashes.of(utterance.path)}
+
     def original_keys(self, utterances: Sequence[Utterance]) -> list[str]:
-        return [_digest({"audio": _audio_identity(u), "view": None})[:32] for u in utterances]
+        keys = [_digest({"audio": self._audio_identity(u), "view": None})[:32]
+                for u in utterances]  # fmt: skip
+        self.hashes.save()
+        return keys
 
     def view_keys(self, utterances: Sequence[Utterance], spec: ViewSpec) -> list[list[str]]:
         """keys[k][i]: view k of utterance i."""
         identity = spec.identity()
-        audio = [_audio_identity(u) for u in utterances]
+        audio = [self._audio_identity(u) for u in utterances]
+        self.hashes.save()
         keys = []
         for k in range(spec.views):
             views = [
@@ -175,7 +246,7 @@ class FeatureCache:
             try:
                 with np.load(shard, allow_pickle=False) as stored:
                     keys = stored["keys"]
-            except (OSError, KeyError, ValueError, EOFError):
+            except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
                 continue  # unreadable (damaged outside emoknn): its entries count as missing
             for row, key in enumerate(keys.tolist()):
                 self._index.setdefault(key, (shard, row))
@@ -183,12 +254,23 @@ class FeatureCache:
     def _features_of(self, shard: Path) -> np.ndarray:
         features = self._loaded.get(shard)
         if features is None:
-            with np.load(shard, allow_pickle=False) as stored:
-                features = stored["features"]
-            if features.shape[1:] != self.shape:
+            remedy = "delete it (its entries are computed again on the next run)"
+            try:
+                with np.load(shard, allow_pickle=False) as stored:
+                    features = stored["features"]
+            except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as error:
+                message = str(error).splitlines()[0] if str(error) else type(error).__name__
+                raise EmoknnError(
+                    f"{shard}: a damaged feature-cache shard ({message}); {remedy}"
+                ) from error
+            if features.ndim != 3 or features.shape[1:] != self.shape:
                 raise EmoknnError(
                     f"{shard}: features of shape {features.shape[1:]}, expected {self.shape}; "
                     f"delete the cache folder {self.folder}"
+                )
+            if features.dtype.kind != "f" or not np.isfinite(features).all():
+                raise EmoknnError(
+                    f"{shard}: the feature cache holds NaN or infinite features (damaged); {remedy}"
                 )
             self._loaded[shard] = features
         return features
@@ -278,12 +360,18 @@ class FeatureCache:
         pending: dict[bool, tuple[list[str], list[np.ndarray]]] = {True: ([], []), False: ([], [])}
         done = 0
         audio_samples = 0
+        source_of = {key: u.path for u, entries in jobs for key, _ in entries}
         try:
             batches = _clip_batches(jobs, self.max_length, augmentation, seed, batch_size)
             for clips in _prefetched(batches):
                 waveforms, lengths = pad_batch([clip for _, _, clip in clips])
                 with torch.inference_mode():
                     pooled = model.pooled_layers(waveforms, lengths).numpy()  # (B, L + 1, H)
+                if not np.isfinite(pooled).all():
+                    raise EmoknnError(
+                        "the encoder gives NaN or infinite features for "
+                        f"{source_of[clips[bad_rows(pooled)[0]][0]]}; nothing of it was cached"
+                    )
                 for row, (key, is_view, _) in enumerate(clips):
                     pending[is_view][0].append(key)
                     pending[is_view][1].append(pooled[row])
@@ -315,6 +403,11 @@ class FeatureCache:
         self._loaded[path] = stacked
         for row, key in enumerate(keys):
             self._index.setdefault(key, (path, row))
+
+
+def bad_rows(features: np.ndarray) -> np.ndarray:
+    """Rows (first axis) of `features` holding a NaN or infinite value."""
+    return np.flatnonzero(~np.isfinite(features.reshape(len(features), -1)).all(axis=1))
 
 
 def _clip_batches(

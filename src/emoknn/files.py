@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Iterator
@@ -50,6 +51,15 @@ def _is_running(pid: int) -> bool:
     return True
 
 
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's bytes (OSError if it cannot be read)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     with atomic_path(path) as temporary:
         temporary.write_text(text, encoding="utf-8")
@@ -59,10 +69,15 @@ def write_json_atomic(data: Any, path: str | os.PathLike) -> None:
     write_text_atomic(path, json.dumps(data, indent=2, default=str) + "\n")
 
 
-def read_json_object(path: str | os.PathLike, error: type[FileFormatError] = FileFormatError
-                     ) -> dict[str, Any]:  # fmt: skip
+def _no_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a number")
+
+
+def read_json_object(path: str | os.PathLike, error: type[FileFormatError] = FileFormatError,
+                     allow_nan: bool = True) -> dict[str, Any]:  # fmt: skip
     """The JSON object in `path`, or `error` with one line saying why not (missing, empty,
-    truncated, not an object)."""
+    truncated, nested too deeply, not an object; with `allow_nan` False, NaN or Infinity
+    anywhere)."""
     path = Path(path)
     if not path.is_file():
         raise error(f"{path}: not found")
@@ -73,11 +88,15 @@ def read_json_object(path: str | os.PathLike, error: type[FileFormatError] = Fil
     if not text.strip():
         raise error(f"{path}: the file is empty")
     try:
-        data = json.loads(text)
+        data = json.loads(text) if allow_nan else json.loads(text, parse_constant=_no_constant)
     except json.JSONDecodeError as problem:
         raise error(
             f"{path}: not valid JSON ({problem.msg} at line {problem.lineno}; truncated?)"
         ) from problem
+    except RecursionError as problem:
+        raise error(f"{path}: JSON nested too deeply to read") from problem
+    except ValueError as problem:  # NaN / Infinity refused
+        raise error(f"{path}: {problem} (a finite number is expected)") from problem
     if not isinstance(data, dict):
         raise error(f"{path}: expected a JSON object, got {type(data).__name__}")
     return data

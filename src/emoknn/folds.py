@@ -13,7 +13,15 @@ Leave-one-session-out (`scheme="session"`): each session is the test set once, t
 (sorted, wrapping) validates, the rest train; `test_speaker` and `val_speaker` then hold the
 session names.
 
-Disjointness of train, validation and test speakers is checked for every fold, not assumed.
+Official (`scheme="official"`): the corpus's own train / validation / test sets, read from
+`Utterance.split` — MSP-Podcast Train / Development / Test1 / Test2, MELD train / dev / test, ESD
+train / evaluation / test. One fold per test set (MSP-Podcast gives two: test1 and test2), each
+training on `train` and validating on the development set; `test_speaker` and `val_speaker` hold
+the split names. These sets are the corpus's choice, so they may share speakers: that is reported
+(`Fold.speaker_independent`), not refused.
+
+Disjointness of train, validation and test speakers is checked for every speaker and session fold,
+not assumed; for official folds it is measured and reported.
 """
 
 from __future__ import annotations
@@ -25,7 +33,10 @@ from dataclasses import dataclass
 from emoknn.corpora.utterance import Utterance
 from emoknn.errors import FoldError
 
-SCHEMES = ("speaker", "session")
+SCHEMES = ("speaker", "session", "official")
+# Official split names (lower-cased) that play the validation role; `train` trains and every name
+# starting with `test` is a test set of its own.
+VALIDATION_SPLITS = ("development", "dev", "validation", "evaluation", "valid", "val")
 
 
 @dataclass(frozen=True)
@@ -38,10 +49,18 @@ class Fold:
     train: list[Utterance]
     val: list[Utterance]
     test: list[Utterance]
+    scheme: str = "speaker"
 
     @property
     def name(self) -> str:
         return f"fold{self.index:02d}-{self.test_speaker}"
+
+    @property
+    def speaker_independent(self) -> bool:
+        """True when train, validation and test share no speaker."""
+        train, val = {u.speaker for u in self.train}, {u.speaker for u in self.val}
+        test = {u.speaker for u in self.test}
+        return not (train & val or train & test or val & test)
 
 
 def speaker_folds(utterances: Sequence[Utterance], scheme: str = "speaker") -> list[Fold]:
@@ -67,6 +86,8 @@ def speaker_folds(utterances: Sequence[Utterance], scheme: str = "speaker") -> l
         )
     if scheme == "session":
         return _session_folds(utterances)
+    if scheme == "official":
+        return _official_folds(utterances)
 
     speakers = sorted({u.speaker for u in utterances})
     if len(speakers) < 3:
@@ -83,7 +104,8 @@ def speaker_folds(utterances: Sequence[Utterance], scheme: str = "speaker") -> l
 
 
 def _split(index: int, test_group: str, val_group: str, utterances: list[Utterance],
-           group_of: Callable[[Utterance], str | None]) -> Fold:  # fmt: skip
+           group_of: Callable[[Utterance], str | None],
+           scheme: str = "speaker") -> Fold:  # fmt: skip
     """The fold testing on `test_group` and validating on `val_group` (speakers or sessions)."""
     fold = Fold(
         index=index,
@@ -92,6 +114,7 @@ def _split(index: int, test_group: str, val_group: str, utterances: list[Utteran
         train=[u for u in utterances if group_of(u) not in (test_group, val_group)],
         val=[u for u in utterances if group_of(u) == val_group],
         test=[u for u in utterances if group_of(u) == test_group],
+        scheme=scheme,
     )
     check_fold(fold)
     return fold
@@ -130,17 +153,71 @@ def _session_folds(utterances: list[Utterance]) -> list[Fold]:
     _session_of_speakers(utterances)  # a speaker spanning sessions would leak across splits
     return [
         _split(index, test_session, sessions[(index + 1) % len(sessions)], utterances,
-               lambda u: u.session)
+               lambda u: u.session, "session")
         for index, test_session in enumerate(sessions)
     ]  # fmt: skip
 
 
+def _official_folds(utterances: list[Utterance]) -> list[Fold]:
+    without = [u.id for u in utterances if u.split is None]
+    if without:
+        raise FoldError(
+            f"the official protocol needs the corpus's own split on every utterance; "
+            f"{len(without)} of {len(utterances)} have none (e.g. {without[:3]}); this corpus "
+            "has no official split: use --scheme speaker or session"
+        )
+    splits = sorted({u.split for u in utterances if u.split is not None})
+    validation = [s for s in VALIDATION_SPLITS if s in splits]
+    tests = [s for s in splits if s.startswith("test")]
+    unknown = [s for s in splits if s != "train" and s not in validation and s not in tests]
+    if "train" not in splits or len(validation) != 1 or not tests or unknown:
+        raise FoldError(
+            f"official splits found: {', '.join(splits)}; expected train, one validation set "
+            f"({' or '.join(VALIDATION_SPLITS)}) and test set(s) (test, test1, ...)"
+        )
+    val_split = validation[0]
+    folds = []
+    for index, test_split in enumerate(tests):
+        fold = Fold(
+            index=index,
+            test_speaker=test_split,
+            val_speaker=val_split,
+            train=[u for u in utterances if u.split == "train"],
+            val=[u for u in utterances if u.split == val_split],
+            test=[u for u in utterances if u.split == test_split],
+            scheme="official",
+        )
+        check_fold(fold)
+        folds.append(fold)
+    return folds
+
+
+def describe_protocol(folds: Sequence[Fold]) -> dict[str, object]:
+    """What a report says about its folds: the scheme, in words, and speaker independence."""
+    scheme = folds[0].scheme if folds else "speaker"
+    words = {
+        "speaker": "leave-one-speaker-out",
+        "session": "leave-one-session-out",
+        "official": "the corpus's official train / validation / test split",
+    }[scheme]
+    independent = all(f.speaker_independent for f in folds)
+    return {
+        "scheme": scheme,
+        "protocol": words,
+        "speaker_independent": independent,
+        "num_folds": len(folds),
+    }
+
+
 def check_fold(fold: Fold) -> None:
-    """Raise FoldError unless train, val and test are non-empty and share no speaker."""
+    """Raise FoldError unless train, val and test are non-empty and (for speaker and session
+    folds) share no speaker. Official folds may share speakers: see `Fold.speaker_independent`."""
     splits = {"train": fold.train, "val": fold.val, "test": fold.test}
     for name, split in splits.items():
         if not split:
             raise FoldError(f"{fold.name}: the {name} split is empty")
+    if fold.scheme == "official":
+        return
     speakers = {name: {u.speaker for u in split} for name, split in splits.items()}
     for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
         shared = speakers[a] & speakers[b]

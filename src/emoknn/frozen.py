@@ -41,6 +41,15 @@ import torch.nn.functional as F
 
 from emoknn.attributes import attribute_matrix
 from emoknn.augment import make_augmentation
+from emoknn.config import (
+    MONITORS,
+    TrainConfig,
+    TrainResult,
+    check_fold_run,
+    epoch_seed,
+    model_config_for,
+    task_attributes,
+)
 from emoknn.corpora.utterance import Utterance
 from emoknn.errors import ConfigError
 from emoknn.features import FeatureCache, ViewSpec, default_cache_dir
@@ -49,19 +58,6 @@ from emoknn.losses import combined_loss, regression_loss, task_loss
 from emoknn.metrics import ccc_columns, unweighted_accuracy, weighted_accuracy
 from emoknn.model import EmotionModel, ModelConfig, load_encoder
 from emoknn.model_folder import MODEL_FILE, save_model, write_run_config
-from emoknn.train import (
-    MONITORS,
-    TrainConfig,
-    TrainResult,
-    check_hardware,
-    check_labels,
-    check_run_dir,
-    check_trainable,
-    epoch_seed,
-    model_config_for,
-    split_digests,
-    task_attributes,
-)
 
 
 @dataclass
@@ -311,13 +307,9 @@ def train_frozen_fold(
     """
     if not config.freeze_encoder:
         raise ConfigError("train_frozen_fold needs freeze_encoder=True (use train_fold otherwise)")
-    check_hardware(config)
-    check_trainable(train, labels)
     run_dir = Path(run_dir)
     model_file = run_dir / MODEL_FILE  # the run's result: a frozen run has no checkpoints
-    check_labels(train + val, labels)
-    info = {**(extra_info or {}), **split_digests(train, val)}
-    check_run_dir(config, run_dir, resume, model_file, labels, info)
+    info = check_fold_run(config, train, val, labels, run_dir, resume, model_file, extra_info)
     model = build_frozen_model(config, labels, encoder, task_attributes(config, train, val))
     if cache is None:
         root = Path(config.feature_cache) if config.feature_cache else default_cache_dir(run_dir)

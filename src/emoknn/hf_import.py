@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +66,7 @@ def hf_classifier_architecture(folder: str | os.PathLike) -> str | None:
         return None
     try:
         architectures = json.loads(config_file.read_text()).get("architectures") or []
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError, RecursionError):
         return None
     return next((name for name in architectures if name in HF_CLASSIFIERS), None)
 
@@ -92,6 +93,8 @@ def import_hf_classifier(source: str | os.PathLike) -> tuple[EmotionModel, float
     source = str(source)
     try:
         config = AutoConfig.from_pretrained(source)
+    except RecursionError as error:
+        raise EmoknnError(f"{source}: config.json is nested too deeply to read") from error
     except (OSError, ValueError) as error:
         raise EmoknnError(
             f"cannot read {source!r} as a Hugging Face model: {str(error).splitlines()[0]}"
@@ -108,8 +111,15 @@ def import_hf_classifier(source: str | os.PathLike) -> tuple[EmotionModel, float
         classifier = AutoModelForAudioClassification.from_pretrained(
             source, weights_only=True, trust_remote_code=False
         ).eval()
-    except (OSError, ValueError) as error:
-        raise EmoknnError(f"{source}: cannot load the classifier ({error})") from error
+    except pickle.UnpicklingError as error:
+        raise EmoknnError(
+            f"{source}: its weights file holds pickled objects beyond plain tensors; emoknn "
+            "never unpickles code from a model (convert the checkpoint to model.safetensors in "
+            "a session you trust)"
+        ) from error
+    except (OSError, ValueError, RecursionError) as error:
+        message = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+        raise EmoknnError(f"{source}: cannot load the classifier ({message})") from error
     family = HF_CLASSIFIERS[architecture]
     whisper = family == "whisper"
     pad_to_seconds = float(extractor.chunk_length) if whisper else 0.0

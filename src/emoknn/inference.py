@@ -4,6 +4,8 @@
 with the model fingerprint) and `knn.json` (interpolation (k, α, T) and kNN-only (k, T)), through
 `emoknn.model_folder`. For a model with a regression head, the datastore also holds each entry's
 attribute values, and knn.json the regression stage's (k, α, T), tuned for the mean CCC.
+`fold_of_run` rebuilds the fold a run trained on from its corpus (the model-folder format itself
+never reads a corpus).
 """
 
 from __future__ import annotations
@@ -18,16 +20,19 @@ from torch.utils.data import DataLoader
 
 from emoknn.attributes import attribute_matrix
 from emoknn.audio import SAMPLE_RATE, max_samples
+from emoknn.corpora import load_corpus
 from emoknn.corpora.utterance import Utterance
 from emoknn.data import BucketBatchSampler, EvaluationAudio, collate_evaluation, utterance_lengths
 from emoknn.errors import ConfigError, EmoknnError, ModelFolderError
 from emoknn.features import FeatureCache
+from emoknn.folds import Fold, speaker_folds
 from emoknn.knn import Datastore, TuningResult, tune_knn, tune_knn_regression
 from emoknn.model import EmotionModel
 from emoknn.model_folder import (
     DATASTORE_FILE,
+    RUN_CONFIG_FILE,
     fingerprint_of,
-    fold_of_run,
+    ids_digest,
     load_datastore,
     load_model,
     read_model_meta,
@@ -168,6 +173,37 @@ def feature_cache_of(run_dir: str | os.PathLike) -> Path | None:
     if not config.get("freeze_encoder") or not config.get("feature_cache"):
         return None
     return Path(config["feature_cache"])
+
+
+def fold_of_run(folder: str | os.PathLike, corpus: str | os.PathLike | None = None) -> Fold:
+    """The fold a run was trained on: its corpus (or `corpus`, if moved) split as it was then.
+
+    Refuses a corpus whose split of that fold holds other utterances than the run trained on.
+    """
+    folder = Path(folder)
+    info = read_run_config(folder)
+    path = folder / RUN_CONFIG_FILE
+    if "fold" not in info or "corpus" not in info:
+        raise ModelFolderError(f"{path}: does not say which corpus and fold the run trained on")
+    utterances = load_corpus(corpus or Path(info["corpus"]), info.get("kind", "auto"))
+    folds = {f.name: f for f in speaker_folds(utterances, info.get("scheme", "speaker"))}
+    source = corpus or info["corpus"]
+    if info["fold"] not in folds:
+        raise ModelFolderError(
+            f"{source}: has no fold {info['fold']} (the fold {folder} trained on); is it the "
+            "corpus the run was trained on?"
+        )
+    fold = folds[info["fold"]]
+    expected = {"train_ids_sha256": fold.train, "val_ids_sha256": fold.val}
+    for key, split in expected.items():
+        if key in info and ids_digest([u.id for u in split]) != info[key]:
+            raise ModelFolderError(
+                f"{source}: fold {fold.name} holds other {key.split('_')[0]} utterances than "
+                f"{folder} was trained on; give the corpus it was trained on (--corpus)"
+            )
+    if sorted({u.label for u in utterances}) != sorted(info["labels"]):
+        raise ModelFolderError(f"{source}: its labels differ from those {folder} was trained on")
+    return fold
 
 
 def best_device() -> str:

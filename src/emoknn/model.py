@@ -233,7 +233,7 @@ def load_encoder(config: ModelConfig) -> nn.Module:
         # LayerDrop off, as for pretrained encoders below.
         encoder_config = AutoConfig.for_model(model_type, **{**encoder_dict, "layerdrop": 0.0})
         return AutoModel.from_config(encoder_config)
-    from emoknn.hub import pretrained_kwargs
+    from emoknn.sources import pretrained_kwargs
 
     source = pretrained_kwargs(config.encoder)  # fails in seconds on a bad path or no network
     try:
@@ -265,7 +265,7 @@ def default_normalization(encoder_name: str) -> bool:
     """
     if encoder_name == "tiny":
         return True
-    from emoknn.hub import pretrained_kwargs
+    from emoknn.sources import pretrained_kwargs
 
     source = pretrained_kwargs(encoder_name)  # fails in seconds on a bad path or no network
     try:

@@ -66,12 +66,22 @@ def fingerprint_of(model: torch.nn.Module) -> str:
     return model_fingerprint(model.state_dict())
 
 
+def predictable_labels(model_config: dict[str, Any]) -> list[str] | None:
+    """The output labels a model's classifier can predict, when that is not all of them (an
+    adapted model given labels of its own: `ModelConfig.label_map`); None when it predicts all."""
+    output, label_map = model_config.get("output_labels"), model_config.get("label_map")
+    if not output or not isinstance(label_map, dict):
+        return None
+    known = [name for name in output if name in label_map.values()]
+    return None if known == list(output) else known
+
+
 # ── small validated readers ─────────────────────────────────────────────────────────────────────
 
 
 def _read_json(path: Path) -> dict[str, Any]:
     """A JSON object from `path`, or one line saying why not."""
-    return read_json_object(path, ModelFolderError)
+    return read_json_object(path, ModelFolderError, allow_nan=False)
 
 
 def _require(data: dict[str, Any], key: str, kind: type | tuple[type, ...], path: Path,
@@ -480,40 +490,6 @@ def run_max_seconds(folder: str | os.PathLike) -> float:
     return read_model_meta(folder).max_seconds
 
 
-def fold_of_run(folder: str | os.PathLike, corpus: str | os.PathLike | None = None):
-    """The fold a run was trained on: its corpus (or `corpus`, if moved) split as it was then.
-
-    Refuses a corpus whose split of that fold holds other utterances than the run trained on.
-    """
-    from emoknn.corpora import load_corpus
-    from emoknn.folds import speaker_folds
-
-    folder = Path(folder)
-    info = read_run_config(folder)
-    path = folder / RUN_CONFIG_FILE
-    if "fold" not in info or "corpus" not in info:
-        raise ModelFolderError(f"{path}: does not say which corpus and fold the run trained on")
-    utterances = load_corpus(corpus or Path(info["corpus"]), info.get("kind", "auto"))
-    folds = {f.name: f for f in speaker_folds(utterances, info.get("scheme", "speaker"))}
-    source = corpus or info["corpus"]
-    if info["fold"] not in folds:
-        raise ModelFolderError(
-            f"{source}: has no fold {info['fold']} (the fold {folder} trained on); is it the "
-            "corpus the run was trained on?"
-        )
-    fold = folds[info["fold"]]
-    expected = {"train_ids_sha256": fold.train, "val_ids_sha256": fold.val}
-    for key, split in expected.items():
-        if key in info and ids_digest([u.id for u in split]) != info[key]:
-            raise ModelFolderError(
-                f"{source}: fold {fold.name} holds other {key.split('_')[0]} utterances than "
-                f"{folder} was trained on; give the corpus it was trained on (--corpus)"
-            )
-    if sorted({u.label for u in utterances}) != sorted(info["labels"]):
-        raise ModelFolderError(f"{source}: its labels differ from those {folder} was trained on")
-    return fold
-
-
 # ── datastore.npz and knn.json ──────────────────────────────────────────────────────────────────
 
 
@@ -536,9 +512,10 @@ def save_datastore(folder: str | os.PathLike, store: Datastore) -> None:
 
 
 def load_datastore(folder: str | os.PathLike, fingerprint: str | None = None,
-                   labels: list[str] | None = None) -> Datastore:  # fmt: skip
-    """datastore.npz of `folder`, validated; with `fingerprint` (and `labels`), refused unless
-    made by that model (with those classes)."""
+                   labels: list[str] | None = None, width: int | None = None
+                   ) -> Datastore:  # fmt: skip
+    """datastore.npz of `folder`, validated; with `fingerprint` (and `labels`, `width`), refused
+    unless made by that model (with those classes, embeddings `width` wide)."""
     path = Path(folder) / DATASTORE_FILE
     if not path.is_file():
         raise ModelFolderError(f"{path}: datastore not found")
@@ -561,6 +538,11 @@ def load_datastore(folder: str | os.PathLike, fingerprint: str | None = None,
                                f"{keys.dtype} {keys.shape}")  # fmt: skip
     if not np.isfinite(keys).all():
         raise ModelFolderError(f"{path}: keys hold NaN or infinite values")
+    if width is not None and keys.shape[1] != width:
+        raise ModelFolderError(
+            f"{path}: holds {keys.shape[1]}-wide embeddings, the model gives {width}-wide ones; "
+            "the folder mixes files of two models"
+        )
     count = keys.shape[0]
     if stored_labels.shape != (count,) or stored_labels.dtype.kind not in "iu":
         raise ModelFolderError(f"{path}: labels must be {count} integers, got "
@@ -686,16 +668,54 @@ def save_knn(folder: str | os.PathLike, store: Datastore, tuning: TuningResult) 
     save_knn_settings(folder, tuning)
 
 
-def load_knn(folder: str | os.PathLike, fingerprint: str, labels: list[str]
+def _check_model_labels(tuning: TuningResult, labels: list[str], known: list[str] | None,
+                        path: Path) -> None:  # fmt: skip
+    """Each setting's `model_labels` are the labels the model predicts (`known`; None: all)."""
+    for name in ("interpolated", "knn_only"):
+        stored = getattr(tuning, name).model_labels
+        if stored is not None:
+            outside = [label for label in stored if label not in labels]
+            if outside or len(set(stored)) != len(stored):
+                raise ModelFolderError(
+                    f"{path}: {name}.model_labels {stored!r:.80} must be distinct labels of the "
+                    f"model ({', '.join(labels)})"
+                )
+            if sorted(stored) == sorted(labels):
+                stored = None
+        if (sorted(stored) if stored else stored) != (sorted(known) if known else known):
+            said = "all of its labels" if known is None else ", ".join(known) or "none"
+            raise ModelFolderError(
+                f"{path}: {name}.model_labels is {stored!r:.80}, but the model predicts {said}; "
+                "the folder mixes files of two models"
+            )
+
+
+_NOT_GIVEN: Any = object()
+
+
+def load_knn(folder: str | os.PathLike, fingerprint: str, labels: list[str],
+             width: int | None = None, known: list[str] | None = _NOT_GIVEN
              ) -> tuple[Datastore, TuningResult]:  # fmt: skip
-    """The datastore and kNN settings of `folder`, checked against the model's fingerprint."""
+    """The datastore and kNN settings of `folder`, checked against the model: its fingerprint,
+    labels, embedding `width`, and the labels it can predict (`known`, None for all; by default
+    read from the folder's model.json or export.json)."""
     folder = Path(folder)
     if not (folder / DATASTORE_FILE).is_file():
         raise ModelFolderError(
             f"{folder}: no kNN datastore; build it with `emoknn datastore build {folder}`, or "
             "predict with the model alone (--no-knn / use_knn=False)"
         )
-    return load_datastore(folder, fingerprint, labels), load_knn_settings(folder)
+    store = load_datastore(folder, fingerprint, labels, width)
+    tuning = load_knn_settings(folder)
+    if known is _NOT_GIVEN:
+        if has_model(folder):
+            known = predictable_labels(read_model_meta(folder).model_config)
+        elif is_export_folder(folder):
+            known = read_export_meta(folder).get("model_labels")  # None: it predicts all
+        else:
+            known = None
+    _check_model_labels(tuning, labels, known, folder / KNN_SETTINGS_FILE)
+    return store, tuning
 
 
 # ── export folders: export.json, model.onnx, model.int8.onnx ───────────────────────────────────
@@ -748,6 +768,13 @@ def read_export_meta(folder: str | os.PathLike) -> dict[str, Any]:
         )
     if data.get("task", "categorical") not in ("categorical", "dimensional", "both"):
         raise ModelFolderError(f"{path}: 'task' must be categorical, dimensional or both")
+    known = data.get("model_labels")  # an adapted model's predictable labels, null if all
+    if known is not None and (not isinstance(known, list)
+                              or not all(isinstance(x, str) and x in data["labels"]
+                                         for x in known)):  # fmt: skip
+        raise ModelFolderError(
+            f"{path}: 'model_labels' must be null or a list of its labels, got {known!r:.60}"
+        )
     if "int8" in data:
         int8 = _require(data, "int8", dict, path)
         name = _require(int8, "file", str, path, "int8.")

@@ -16,10 +16,12 @@ regression kNN stage, or the model's own without kNN; `model_attributes` and `kn
 hold the two parts. A "dimensional" model predicts no class: `label` is None and the
 probabilities are empty.
 
-Inputs longer than the model's crop length (7.5 s for the paper preset) are split into segments,
-either fixed windows (`window_seconds`, `hop_seconds`) or energy-based voice activity
-(`segmentation="vad"`); each segment is predicted and the whole gets the duration-weighted mean.
-Files are read as a stream, so memory does not grow with the file's length.
+Inputs (`emoknn.inputs`: paths, arrays, `(array, rate)` pairs) longer than the model's crop length
+(7.5 s for the paper preset) are split into segments (`emoknn.segments`), either fixed windows
+(`window_seconds`, `hop_seconds`) or energy-based voice activity (`segmentation="vad"`); each
+segment is predicted and the whole gets the duration-weighted mean. Files are read as a stream,
+so memory does not grow with the file's length. `OnnxEmotionRecognizer` runs an export with
+ONNX Runtime (`emoknn.onnx_runtime`).
 
 Batches are sorted by length so padding stays small; padding does not change a prediction, so
 a batch gives the same results as its items one at a time.
@@ -27,22 +29,18 @@ a batch gives the same results as its items one at a time.
 
 from __future__ import annotations
 
-import numbers
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
 from emoknn.audio import (
-    MIN_SAMPLES,
     SAMPLE_RATE,
     audio_duration,
     load_audio,
-    prepare_samples,
     stream_audio,
 )
 from emoknn.checks import check_choice, check_device, check_int, check_number
@@ -51,6 +49,7 @@ from emoknn.errors import AudioError, ConfigError, EmoknnError, ModelFolderError
 from emoknn.hf_import import hf_classifier_architecture, import_hf_classifier
 from emoknn.hub import resolve_model
 from emoknn.inference import best_device
+from emoknn.inputs import AudioInput, as_input_list, check_input
 from emoknn.knn import Datastore, KnnSettings, TuningResult, store_knn_probs, store_knn_values
 from emoknn.model import EmotionModel
 from emoknn.model_folder import (
@@ -60,25 +59,26 @@ from emoknn.model_folder import (
     load_knn,
     load_model,
     onnx_model_file,
+    predictable_labels,
     read_export_meta,
     read_model_meta,
 )
+from emoknn.onnx_runtime import check_onnx_outputs, onnx_session
+from emoknn.segments import (
+    LEVEL_FLOOR_DBFS,
+    MAX_WINDOW_SECONDS,
+    NO_SPEECH_DBFS,
+    SEGMENTATIONS,
+    speech_level_dbfs,
+    voice_segments,
+    window_segments,
+)
 
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif", ".au", ".w64")
-SEGMENTATIONS = ("window", "vad")
 # Compute precision of the PyTorch forward. bf16 runs the encoder under autocast (convs and matmuls
 # in bfloat16; the pooled embedding and the softmax in fp32). `bench/predict_throughput.py`
 # measured it 2.4x faster at base size on a CPU with native bf16 (AVX512-BF16), with probabilities
 # within 0.03 of fp32; on CPUs without native bf16 it can be slower (GPUs: not measured yet).
 PRECISIONS = ("fp32", "bf16")
-# A final window shorter than this is dropped (unless it is all there is): too little to judge.
-MIN_SEGMENT_SECONDS = 0.5
-# Level below which a clip holds no speech: the loudest 30 ms frame's RMS, after removing the
-# frame's mean (so a constant offset counts as silence), under -45 dBFS. The VAD uses the same.
-NO_SPEECH_DBFS = -45.0
-LEVEL_FLOOR_DBFS = -120.0  # digital silence is reported as this, not -inf (JSON has no -inf)
-LEVEL_FRAME_SAMPLES = int(0.03 * SAMPLE_RATE)
-MAX_WINDOW_SECONDS = 60.0  # longest segment scored in one forward pass
 
 
 @dataclass
@@ -123,9 +123,6 @@ class Prediction:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-AudioInput = str | os.PathLike | np.ndarray | tuple[np.ndarray, int]
 
 
 class EmotionRecognizer:
@@ -175,10 +172,16 @@ class EmotionRecognizer:
             model, max_seconds = import_hf_classifier(model_dir)
             return cls(model, max_seconds=max_seconds, device=device, precision=precision)
         meta = read_model_meta(model_dir)
+        if not use_knn and predictable_labels(meta.model_config) == []:
+            raise ConfigError(
+                f"{model_dir}: the model part knows none of its labels ({', '.join(meta.labels)}; "
+                "it was adapted to labels its classifier never learnt), so it cannot predict "
+                "without its kNN; drop --no-knn / use_knn=False"
+            )
         model = load_model(model_dir, device)
         store = settings = tuning = None
         if use_knn:
-            store, tuning = load_knn(model_dir, meta.fingerprint, meta.labels)
+            store, tuning = load_knn(model_dir, meta.fingerprint, meta.labels, model.embedding_size)
             settings = tuning.interpolated
         recognizer = cls(model, store, settings, meta.max_seconds, device, precision)
         recognizer.regression_settings = _regression_settings(model.attributes, store, tuning)
@@ -282,7 +285,7 @@ class EmotionRecognizer:
         Raises AudioError for an input that cannot be used (use `predict_files` to skip those),
         ConfigError for a bad setting.
         """
-        results = self._predict(_as_input_list(inputs), batch_size, window_seconds, hop_seconds,
+        results = self._predict(as_input_list(inputs), batch_size, window_seconds, hop_seconds,
                                 segmentation, skip_errors=False,
                                 max_segments=max_segments)  # fmt: skip
         return results  # type: ignore[return-value]  # no errors without skip_errors
@@ -301,7 +304,7 @@ class EmotionRecognizer:
 
         Files are read and scored `chunk_size` at a time, batched within each chunk.
         """
-        paths = _as_input_list(paths)
+        paths = as_input_list(paths)
         check_int(chunk_size, "chunk_size", 1)
         self._check_settings(batch_size, window_seconds, hop_seconds, segmentation, max_segments)
         for start in range(0, len(paths), chunk_size):
@@ -368,7 +371,7 @@ class EmotionRecognizer:
         checked: list = [None] * len(inputs)
         for position, item in enumerate(inputs):
             try:
-                checked[position] = _check_input(item)
+                checked[position] = check_input(item)
             except EmoknnError as error:
                 if not skip_errors:
                     raise
@@ -473,47 +476,6 @@ def _regression_settings(attributes: list[str] | None, store: Datastore | None,
             "knn.json no regression settings; rebuild them with `emoknn datastore build`"
         )
     return tuning.regression.interpolated
-
-
-def _is_one_input(item: object) -> bool:
-    """A path, an array, or an `(array, sample_rate)` pair (not a pair of paths)."""
-    if isinstance(item, (str, os.PathLike, np.ndarray, np.generic)):
-        return True
-    return (
-        isinstance(item, tuple)
-        and len(item) == 2
-        and not isinstance(item[0], (str, os.PathLike))
-        and isinstance(item[1], numbers.Number)
-    )
-
-
-def _as_input_list(inputs: object) -> list:
-    """`inputs` as a list of single inputs (one input becomes a list of one)."""
-    if _is_one_input(inputs):
-        return [inputs]
-    if isinstance(inputs, (bytes, dict)) or not isinstance(inputs, Iterable):
-        raise AudioError(
-            "expected a path, a 1-D array of 16 kHz samples, an (array, sample_rate) pair, or a "
-            f"list of those; got {type(inputs).__name__}"
-        )
-    return list(inputs)
-
-
-def _check_input(item: object) -> Path | tuple[str, np.ndarray]:
-    """One input as a Path, or as ("<array>", checked mono 16 kHz samples)."""
-    if isinstance(item, (str, os.PathLike)):
-        return Path(item)
-    if isinstance(item, np.generic):
-        raise AudioError(f"<array>: got a numpy scalar ({item!r}); expected a 1-D array of samples")
-    if isinstance(item, np.ndarray):
-        return "<array>", prepare_samples(item, SAMPLE_RATE)
-    if _is_one_input(item):
-        samples, rate = item  # type: ignore[misc]
-        return "<array>", prepare_samples(samples, rate)
-    raise AudioError(
-        "expected a path, a 1-D array of 16 kHz samples or an (array, sample_rate) pair; got "
-        f"{type(item).__name__}" + (f" of length {len(item)}" if isinstance(item, tuple) else "")
-    )
 
 
 def load_recognizer(
@@ -641,159 +603,6 @@ class _Tally:
         )
 
 
-def frame_levels_dbfs(samples: np.ndarray, frame: int = LEVEL_FRAME_SAMPLES) -> np.ndarray:
-    """Level of each whole frame: 20·log10(RMS of the frame minus its mean), floored at -120.
-
-    Removing each frame's mean makes a constant (DC) signal silent, as it sounds.
-    """
-    usable = len(samples) // frame * frame
-    frames = samples[:usable].reshape(-1, frame).astype(np.float64)  # (F, frame)
-    ac = frames - frames.mean(axis=1, keepdims=True)
-    rms = np.sqrt(np.mean(ac**2, axis=1))
-    return np.maximum(20 * np.log10(np.maximum(rms, 1e-12)), LEVEL_FLOOR_DBFS)
-
-
-def speech_level_dbfs(samples: np.ndarray) -> float:
-    """The loudest frame's level (dBFS); a clip shorter than one frame is one frame."""
-    frame = min(LEVEL_FRAME_SAMPLES, len(samples))
-    if frame == 0:
-        return LEVEL_FLOOR_DBFS
-    return float(frame_levels_dbfs(samples, frame).max())
-
-
-def window_segments(blocks: Iterable[np.ndarray], window: int, hop: int
-                    ) -> Iterator[tuple[int, np.ndarray]]:  # fmt: skip
-    """Fixed windows `(start_sample, samples)` over a stream of blocks; holds one window at most.
-
-    The last window may be shorter; it is kept if at least MIN_SEGMENT_SECONDS long (or if it is
-    the only one).
-    """
-    buffer = np.zeros(0, dtype=np.float32)
-    offset = 0  # sample index of buffer[0]
-    emitted = False
-    for block in blocks:
-        buffer = np.concatenate([buffer, block])
-        while len(buffer) >= window:
-            yield offset, buffer[:window].copy()
-            emitted = True
-            buffer = buffer[hop:]
-            offset += hop
-    # The last full window ended at offset − hop + window; samples past it are not yet covered.
-    uncovered = len(buffer) - (window - hop) if emitted else len(buffer)
-    long_enough = len(buffer) >= max(MIN_SAMPLES, MIN_SEGMENT_SECONDS * SAMPLE_RATE)
-    only_one = not emitted and len(buffer) >= MIN_SAMPLES
-    if uncovered > 0 and (long_enough or only_one):
-        yield offset, buffer.copy()
-
-
-def voice_segments(
-    blocks: Iterable[np.ndarray],
-    window: int,
-    hop: int,
-    threshold_db: float = NO_SPEECH_DBFS,
-    min_silence_seconds: float = 0.3,
-    min_speech_seconds: float = 0.3,
-) -> Iterator[tuple[int, np.ndarray]]:
-    """Energy-based voice activity: runs of 30 ms frames above `threshold_db` dBFS (RMS of the
-    frame minus its mean, `frame_levels_dbfs`), with gaps shorter than `min_silence_seconds`
-    bridged; speech longer than `window` is cut into windows. `hop` is unused (segments do not
-    overlap). Holds at most one segment in memory."""
-    frame = LEVEL_FRAME_SAMPLES
-    max_gap = round(min_silence_seconds * SAMPLE_RATE / frame)
-    min_frames = max(1, round(min_speech_seconds * SAMPLE_RATE / frame))
-    carry = np.zeros(0, dtype=np.float32)
-    position = 0  # sample index of carry[0]
-    speech: list[np.ndarray] = []
-    speech_start = 0
-    silent_frames = 0
-    held_silence: list[np.ndarray] = []
-
-    def finish() -> Iterator[tuple[int, np.ndarray]]:
-        if len(speech) >= min_frames:
-            samples = np.concatenate(speech)
-            for start in range(0, len(samples), window):
-                piece = samples[start : start + window]
-                if len(piece) >= MIN_SAMPLES:
-                    yield speech_start + start, piece
-
-    for block in blocks:
-        carry = np.concatenate([carry, block])
-        usable = len(carry) // frame * frame
-        frames = carry[:usable].reshape(-1, frame)
-        loud = frame_levels_dbfs(carry[:usable], frame) > threshold_db
-        for index, is_loud in enumerate(loud):
-            start = position + index * frame
-            if is_loud:
-                if not speech:
-                    speech_start = start
-                else:
-                    speech.extend(held_silence)
-                held_silence.clear()
-                silent_frames = 0
-                speech.append(frames[index])
-                if len(speech) * frame >= window:  # a full window of speech: emit now
-                    yield from finish()
-                    speech.clear()
-            elif speech:
-                silent_frames += 1
-                held_silence.append(frames[index])
-                if silent_frames > max_gap:
-                    yield from finish()
-                    speech.clear()
-                    held_silence.clear()
-        position += usable
-        carry = carry[usable:]
-    yield from finish()
-
-
-def find_audio_files(paths: Iterable[str | os.PathLike]) -> tuple[list[Path], list[str]]:
-    """Expand files and folders (recursively) into audio files; return (files, problems)."""
-    files: list[Path] = []
-    problems: list[str] = []
-    for raw in paths:
-        path = Path(raw)
-        if path.is_dir():
-            found = sorted(
-                p
-                for p in path.rglob("*")
-                if p.suffix.lower() in AUDIO_SUFFIXES and not p.name.startswith(".")
-            )
-            if not found:
-                problems.append(
-                    f"{path}: folder holds no audio files ({', '.join(AUDIO_SUFFIXES)})"
-                )
-            files.extend(found)
-        elif path.exists():
-            files.append(path)
-        else:
-            problems.append(f"{path}: file not found")
-    return files, problems
-
-
-def _load_onnxruntime():
-    try:
-        import onnxruntime
-    except ImportError as error:
-        raise EmoknnError(
-            "ONNX models need onnx and onnxruntime: pip install 'emoknn[export]'"
-        ) from error
-    return onnxruntime
-
-
-def onnx_session(path: Path) -> Any:
-    """An onnxruntime CPU session whose worker threads sleep between runs rather than spin:
-    prediction shares the CPU with decoding, the kNN search and, in `serve`, the web server (no
-    throughput lost in `bench/predict_throughput.py`)."""
-    ort = _load_onnxruntime()
-    options = ort.SessionOptions()
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    try:
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    except Exception as error:  # onnxruntime raises its own types for a bad model file
-        message = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
-        raise ModelFolderError(f"{path}: not a usable ONNX model ({message})") from error
-
-
 class OnnxEmotionRecognizer(EmotionRecognizer):
     """`EmotionRecognizer` running an exported ONNX model with onnxruntime (CPU)."""
 
@@ -826,10 +635,12 @@ class OnnxEmotionRecognizer(EmotionRecognizer):
             )
         model_file = onnx_model_file(export_dir, quantized)
         session = onnx_session(model_file)
-        _check_onnx_outputs(session, meta, model_file)
+        check_onnx_outputs(session, meta, model_file)
         store = settings = tuning = None
         if use_knn:
-            store, tuning = load_knn(export_dir, meta["fingerprint"], meta["labels"])
+            store, tuning = load_knn(
+                export_dir, meta["fingerprint"], meta["labels"], meta["embedding_size"]
+            )
             settings = tuning.interpolated
         recognizer = cls(session, meta["labels"], store, settings, meta["max_seconds"],
                          meta.get("max_input_seconds"))  # fmt: skip
@@ -878,22 +689,3 @@ class OnnxEmotionRecognizer(EmotionRecognizer):
             return (np.zeros((0, len(self.labels))), np.zeros((0, width), dtype=np.float32),
                     rated)  # fmt: skip
         return np.array(probabilities), np.array(embeddings, dtype=np.float32), rated
-
-
-def _check_onnx_outputs(session, meta: dict, path: Path) -> None:
-    """The graph maps `waveform` to (embedding (1, D), logits (1, C)) (+ attributes (1, A)) as
-    export.json says."""
-    inputs = [i.name for i in session.get_inputs()]
-    outputs = session.get_outputs()
-    expected = ["embedding", "logits"] + (["attributes"] if meta.get("attributes") else [])
-    if inputs != ["waveform"] or [o.name for o in outputs] != expected:
-        raise ModelFolderError(
-            f"{path}: expected input waveform and outputs {', '.join(expected)}; got {inputs} "
-            f"and {[o.name for o in outputs]}"
-        )
-    width, classes = outputs[0].shape[-1], outputs[1].shape[-1]
-    if width != meta["embedding_size"] or classes != len(meta["labels"]):
-        raise ModelFolderError(
-            f"{path}: gives {width}-wide embeddings and {classes} classes; export.json says "
-            f"{meta['embedding_size']} and {len(meta['labels'])}"
-        )

@@ -283,6 +283,31 @@ def plot_attribute_scatter(results: dict[str, Any], figures: Path) -> dict[str, 
     return paths
 
 
+def _protocol_words(meta: dict) -> str:
+    """The protocol sentence of a report: which split, and whether it is speaker-independent."""
+    protocol = meta.get("protocol")
+    scheme = protocol.get("scheme") if isinstance(protocol, dict) else None
+    if scheme in (None, "speaker"):
+        return (
+            "leave-one-speaker-out, speaker-independent: the test speaker is unseen, the "
+            "validation speaker picks the checkpoint and tunes k, α, T"
+        )
+    if scheme == "session":
+        return (
+            "leave-one-session-out, speaker-independent: the test session's speakers are "
+            "unseen, the validation session picks the checkpoint and tunes k, α, T"
+        )
+    independence = (
+        "speaker-independent: no speaker is in two sets"
+        if protocol.get("speaker_independent")
+        else "NOT speaker-independent: the corpus's own sets share speakers"
+    )
+    return (
+        f"{protocol.get('protocol', scheme)} (the per-fold table names the test and validation "
+        f"sets), {independence}"
+    )
+
+
 def write_report(
     run_dirs: list[str | os.PathLike], out_dir: str | os.PathLike, meta: dict[str, Any]
 ) -> Path:
@@ -306,8 +331,7 @@ def write_report(
     lines += [
         f"- corpus: `{meta.get('corpus', '?')}` ({meta.get('num_utterances', '?')} utterances, "
         f"classes: {', '.join(labels)})",
-        f"- folds evaluated: {len(folds)} ({', '.join(folds)}), speaker-independent: the test "
-        "speaker is unseen, the validation speaker picks the checkpoint and tunes k, α, T",
+        f"- folds evaluated: {len(folds)} ({', '.join(folds)}), {_protocol_words(meta)}",
         f"- preset: `{meta.get('preset', '?')}`, encoder: `{meta.get('encoder', '?')}`",
         f"- created {results['created']} by emoknn {results['emoknn_version']}",
         "",

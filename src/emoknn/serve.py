@@ -33,7 +33,8 @@ from typing import Annotated, Any
 from emoknn.audio import MIN_SAMPLES, SAMPLE_RATE, decoder_reason
 from emoknn.checks import check_int, check_number
 from emoknn.errors import ConfigError, EmoknnError
-from emoknn.predict import SEGMENTATIONS, EmotionRecognizer, load_recognizer
+from emoknn.predict import EmotionRecognizer, load_recognizer
+from emoknn.segments import SEGMENTATIONS
 
 try:
     from fastapi import FastAPI, File, HTTPException, Query, UploadFile
@@ -151,8 +152,9 @@ def create_app(
             "knn": recognizer.store is not None,
             # A dimensional model: its attributes, whether it gives classes, and each attribute's
             # training mean ± 2.5 standard deviations (the page's valence-arousal plane).
-            "task": "categorical" if recognizer.attributes is None else (
-                "both" if recognizer.predicts_classes else "dimensional"),
+            "task": "categorical"
+            if recognizer.attributes is None
+            else ("both" if recognizer.predicts_classes else "dimensional"),
             "attributes": recognizer.attributes,
             "attribute_axes": recognizer.attribute_axes(),
             "max_upload_mb": max_upload_mb,  # kept at the top level for earlier clients

@@ -32,6 +32,9 @@ from emoknn.errors import ConfigError
 WILCOXON_MIN_FOLDS = 6  # below this, 2 / 2^n ≥ 0.0625: no test can reach p < 0.05
 SIGNIFICANCE = 0.05
 CONFIDENCE = 0.95
+# Paired differences (fractions: 0.01 = 1 point) smaller than this are float noise, not a result:
+# 0.1 + 0.2 − 0.3 = 5.6e-17. Such differences count as zero (dropped by both tests, 0 in the mean).
+TOLERANCE = 1e-9
 METHOD_NOTE = (
     "95 % CI: t-interval of the mean paired difference over folds. p: two-sided paired test of "
     "no difference — exact Wilcoxon signed-rank with ≥ 6 folds (zero differences dropped, ties "
@@ -144,7 +147,15 @@ def paired_test(a: np.ndarray, b: np.ndarray) -> PairedResult:
         raise ConfigError(
             f"paired scores must be two 1-D arrays of one length, got {a.shape} and {b.shape}"
         )
+    for name, values in (("first", a), ("second", b)):
+        if not np.isfinite(values).all():
+            bad = int(np.flatnonzero(~np.isfinite(values))[0])
+            raise ConfigError(
+                f"paired scores: the {name} variant's score {bad + 1} of {len(values)} is "
+                f"{values[bad]} (scores must be finite numbers)"
+            )
     d = a - b
+    d[np.abs(d) < TOLERANCE] = 0.0  # float noise is no difference
     mean, low, high = mean_confidence_interval(d)
     if len(d) >= WILCOXON_MIN_FOLDS:
         test, (statistic, p_value) = "wilcoxon", wilcoxon_signed_rank(d)

@@ -278,7 +278,7 @@ def load_whisper_encoder(name: str) -> nn.Module:
     import transformers
     from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
-    from emoknn.hub import pretrained_kwargs
+    from emoknn.sources import pretrained_kwargs
 
     verbosity = transformers.logging.get_verbosity()
     # The skipped decoder weights would be listed as "unexpected" in a long report: quiet it, and
@@ -290,7 +290,7 @@ def load_whisper_encoder(name: str) -> nn.Module:
             key_mapping=ENCODER_KEY_MAPPING,
             output_loading_info=True,
             encoder_layerdrop=0.0,
-            **pretrained_kwargs(name),  # local folder, cache, or a Hub that answers (emoknn.hub)
+            **pretrained_kwargs(name),  # local folder, cache, or a Hub that answers (sources.py)
         )
     except (OSError, ValueError, RuntimeError) as error:  # RuntimeError: weights of wrong shape
         raise EmoknnError(

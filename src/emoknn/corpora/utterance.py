@@ -63,8 +63,10 @@ class Utterance:
             value = getattr(self, name)
             if value is None:
                 continue
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(
-                value
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not math.isfinite(value)
             ):
                 raise CorpusError(f"utterance {self.id!r}: {name} must be a finite number or "
                                   f"None, got {value!r}")  # fmt: skip

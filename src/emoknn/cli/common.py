@@ -1,0 +1,91 @@
+"""What every command module of the command line shares: the consoles, the one-line reporting of
+skipped inputs, and the checks of options that several commands take (training settings, output
+folders, corpus and folds).
+
+Console output never interprets rich markup or emoji codes: file and folder names, labels and
+error messages are user text and are printed exactly as they are (`take[`, `[bold]x.wav`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+from rich.text import Text
+
+from emoknn.checks import check_choice
+from emoknn.errors import ConfigError
+
+# soft_wrap: long lines (paths) wrap in the terminal, never mid-path. markup and emoji off: what
+# is printed is user text (names of files, folders, labels; messages quoting them); styles are
+# given explicitly (`style=`, `Text.assemble`), never by [tags] inside strings.
+console = Console(soft_wrap=True, markup=False, emoji=False, highlight=False)
+error_console = Console(stderr=True, soft_wrap=True, markup=False, emoji=False, highlight=False)
+
+
+def skipped(message: str) -> None:
+    error_console.print(Text.assemble(("skipped:", "yellow"), " ", message))
+
+
+# Training settings whose option is not `--` + the setting's name with dashes.
+SETTING_OPTIONS = {
+    "contrastive_weight": "--lambda",
+    "max_epochs": "--epochs",
+    "learning_rate": "--lr",
+    "early_stopping_patience": "--early-stopping",
+    "num_workers": "--workers",
+    "progress_bar": "--progress",
+}
+
+
+def option_of(setting: str) -> str:
+    return SETTING_OPTIONS.get(setting, "--" + setting.replace("_", "-"))
+
+
+def train_config(preset: str, **overrides):
+    """`make_config`, checked against this machine; errors name the command-line option."""
+    from emoknn.config import PRESETS, check_hardware, make_config
+
+    check_choice(preset, "--preset", PRESETS)
+    try:
+        config = make_config(preset, **overrides)
+        check_hardware(config)
+    except ConfigError as error:
+        if error.setting is None:
+            raise
+        raise error.renamed(option_of(error.setting)) from None
+    return config
+
+
+def check_encoder(config) -> None:
+    """A pretrained encoder is found (local folder, HF cache or reachable Hub) before any work."""
+    from emoknn.sources import check_encoder_source
+
+    check_encoder_source(config.encoder)
+
+
+def check_output_folder(path: Path, option: str) -> None:
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{option} {path}: exists and is not a folder", setting=option)
+
+
+def check_folder(path: Path | None, option: str) -> None:
+    if path is not None and not path.is_dir():
+        what = "not a folder" if path.exists() else "folder not found"
+        raise ConfigError(f"{option} {path}: {what}", setting=option)
+
+
+def load_folds(corpus: Path, kind: str, scheme: str, folds: str | None):
+    """The corpus's utterances and the selected folds, every option checked first."""
+    from emoknn.config import check_trainable
+    from emoknn.corpora import CORPUS_KINDS, load_corpus
+    from emoknn.folds import SCHEMES, select_folds, speaker_folds
+
+    check_choice(kind, "--kind", CORPUS_KINDS)
+    check_choice(scheme, "--scheme", SCHEMES)
+    utterances = load_corpus(corpus, kind)
+    chosen = select_folds(speaker_folds(utterances, scheme), folds)
+    labels = sorted({u.label for u in utterances})
+    for fold in chosen:
+        check_trainable(fold.train, labels)
+    return utterances, chosen

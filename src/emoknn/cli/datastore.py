@@ -1,0 +1,89 @@
+"""`emoknn datastore build` / `add`: a run's kNN datastore, built from its fold or extended with
+one's own labelled audio (no retraining); `build_datastore` also serves `emoknn train`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from emoknn.checks import check_choice
+from emoknn.cli.common import check_folder, console
+from emoknn.cli.options import Criterion
+from emoknn.errors import ConfigError, EmoknnError
+
+datastore_app = typer.Typer(help="Build or extend a run's kNN datastore.", no_args_is_help=True)
+
+
+def build_datastore(run_dir, train, val, max_seconds, criterion, index_type,
+                     discard_added: bool = False) -> None:  # fmt: skip
+    from emoknn.inference import fit_run_knn
+
+    store, tuning = fit_run_knn(run_dir, train, val, max_seconds, criterion, index_type,
+                                discard_added=discard_added)  # fmt: skip
+    chosen, alone = tuning.interpolated, tuning.knn_only
+    console.print(
+        f"kNN datastore: {len(store)} utterances → {run_dir / 'datastore.npz'}\n"
+        f"tuned on the validation speaker ({criterion.upper()}): k={chosen.k} α={chosen.alpha} "
+        f"T={chosen.temperature:.3g} ({criterion.upper()} {chosen.score:.3f}); kNN alone: "
+        f"k={alone.k} T={alone.temperature:.3g} ({criterion.upper()} {alone.score:.3f})"
+    )
+
+
+@datastore_app.command("build")
+def datastore_build(
+    run: Annotated[Path, typer.Argument(help="A training run folder")],
+    corpus: Annotated[Path | None, typer.Option(help="Corpus, if moved since training")] = None,
+    criterion: Criterion = "ua",
+    index: Annotated[
+        str, typer.Option(help="exact, or hnsw (approximate, large stores)")
+    ] = "exact",
+    discard_added: Annotated[
+        bool, typer.Option(help="Drop utterances added by an earlier model (`datastore add`)")
+    ] = False,
+) -> None:
+    """Embed the run's train + validation utterances and tune k, α, T on validation; utterances
+    added with `datastore add` are kept."""
+    from emoknn.inference import fold_of_run
+    from emoknn.knn import CRITERIA, INDEX_TYPES
+    from emoknn.model_folder import run_max_seconds
+
+    check_choice(criterion, "--criterion", CRITERIA)
+    check_choice(index, "--index", INDEX_TYPES)
+    check_folder(run, "RUN")
+
+    fold = fold_of_run(run, corpus)
+    build_datastore(run, fold.train, fold.val, run_max_seconds(run), criterion, index,
+                     discard_added)  # fmt: skip
+
+
+@datastore_app.command("add")
+def datastore_add(
+    run: Annotated[Path, typer.Argument(help="A run folder with a datastore")],
+    audio: Annotated[list[Path] | None, typer.Argument(help="Audio files, all of --label")] = None,
+    label: Annotated[str | None, typer.Option(help="Label of the audio files given")] = None,
+    manifest: Annotated[Path | None, typer.Option(help="CSV path,label,speaker to add")] = None,
+) -> None:
+    """Add your own labelled audio to a run's datastore, without retraining."""
+
+    from dataclasses import replace
+
+    from emoknn.corpora import Utterance, load_manifest
+    from emoknn.inference import add_to_datastore
+
+    check_folder(run, "RUN")
+    if manifest is not None and (audio or label):
+        raise ConfigError("give either audio files with --label, or --manifest CSV, not both")
+    if manifest is not None:
+        utterances = [replace(u, id=f"added/{u.id}") for u in load_manifest(manifest)]
+    elif audio and label is not None and label.strip():
+        missing = [str(p) for p in audio if not p.is_file()]
+        if missing:
+            raise EmoknnError(f"{missing[0]}: file not found" + (
+                f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))  # fmt: skip
+        utterances = [Utterance(f"added/{p.resolve()}", p, label, "added") for p in audio]
+    else:
+        raise EmoknnError("give audio files with a non-empty --label, or --manifest CSV")
+    store = add_to_datastore(run, utterances)
+    console.print(f"Added {len(utterances)} utterances; the datastore now holds {len(store)}.")

@@ -1,0 +1,143 @@
+"""Models from elsewhere and to elsewhere: `emoknn convert` (old checkpoints), `emoknn import`
+(a Hugging Face audio classifier), `emoknn adapt` (to one's own labelled clips, with kNN) and
+`emoknn push` (to the Hugging Face Hub)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from emoknn.cli.common import console, error_console
+from emoknn.cli.options import ClipBatch, Criterion, Device
+
+
+def convert_command(
+    run: Annotated[Path, typer.Argument(help="A run folder from an earlier emoknn version")],
+    trust_pickle: Annotated[
+        bool,
+        typer.Option(
+            help="Unpickle the checkpoint if it needs it: runs any code the file holds; "
+            "only for files you made yourself"
+        ),
+    ] = False,
+) -> None:
+    """Write model.safetensors + model.json for a run folder that has only checkpoints/best.ckpt."""
+    from emoknn.model_folder import MODEL_FILE, convert_checkpoint, has_model
+
+    if has_model(run):
+        console.print(f"{run} already holds {MODEL_FILE}; nothing to convert.")
+        return
+    if trust_pickle:
+        error_console.print(
+            Text.assemble(
+                ("warning:", "yellow"),
+                " --trust-pickle unpickles the checkpoint, which runs any code it carries; use it "
+                "only on files you trust (made by you).",
+            )
+        )
+    meta = convert_checkpoint(run, trust_pickle=trust_pickle)
+    console.print(
+        f"Wrote {run / MODEL_FILE} and model.json ({len(meta.labels)} classes, crop "
+        f"{meta.max_seconds:g} s); predict, serve and export now load that file."
+    )
+
+
+def import_command(
+    model: Annotated[str, typer.Argument(help="Hugging Face audio classifier: folder or hub name")],
+    out: Annotated[Path, typer.Argument(help="emoknn model folder to write")],
+) -> None:
+    """Turn a published Hugging Face audio classifier into an emoknn model folder."""
+    from emoknn.hf_import import import_to_folder
+    from emoknn.hub import resolve_model
+
+    folder = import_to_folder(resolve_model(model), out)
+    console.print(f"Wrote {folder}; predict, serve, export and adapt read it.", highlight=False)
+
+
+def adapt_command(
+    model: Annotated[
+        str,
+        typer.Option(
+            help="emoknn model folder, or a Hugging Face audio classifier (folder or hub name)"
+        ),
+    ],
+    data: Annotated[
+        Path,
+        typer.Option(
+            help="A folder per label (DIR/angry/*.wav …) or a CSV path,label[,speaker[,session]]"
+        ),
+    ],
+    out: Annotated[Path, typer.Option(help="New model folder to write")],
+    label_map: Annotated[
+        str | None,
+        typer.Option(
+            help="Model labels → yours, e.g. hap=happy,exc=happy,fea= (empty: drop); "
+            "unnamed labels keep their name if you have clips of it, else are dropped"
+        ),
+    ] = None,
+    keep_datastore: Annotated[
+        bool, typer.Option(help="Keep the model's own datastore beside your clips")
+    ] = False,
+    folds: Annotated[int, typer.Option(help="Most cross-validation folds")] = 10,
+    criterion: Criterion = "ua",
+    licence: Annotated[
+        str | None, typer.Option(help="Licence for the model card (e.g. cc-by-4.0)")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the stratified folds")] = 0,
+    device: Device = None,
+    batch_size: ClipBatch = 16,
+) -> None:
+    """Adapt a trained or published model to your own labelled clips with kNN (no training)."""
+    from emoknn.adapt import INFERENCES, adapt_model, check_new_folder, load_source, parse_label_map
+
+    mapping = parse_label_map(label_map) if label_map else None
+    check_new_folder(out)
+    source = load_source(model, "cpu")
+    result = adapt_model(source, data, out, mapping, keep_datastore, folds, criterion, seed,
+                         device, batch_size, licence)  # fmt: skip
+    names = {"model": "model alone", "knn": "kNN alone", "interpolated": "model + kNN"}
+    grouping = "speaker-grouped" if result.grouping == "speaker" else "stratified"
+    table = Table(title=f"held-out clips, {result.folds} {grouping} folds")
+    for column in ("inference", "UA % mean ± std", "WA % mean ± std"):
+        table.add_column(column, justify="left" if column == "inference" else "right")
+    for name in INFERENCES:
+        row = result.summary[name]
+        table.add_row(names[name], f"{100 * row['ua_mean']:.1f} ± {100 * row['ua_std']:.1f}",
+                      f"{100 * row['wa_mean']:.1f} ± {100 * row['wa_std']:.1f}")  # fmt: skip
+    console.print(table)
+    for comparison in result.comparisons:
+        console.print(comparison["sentence"], highlight=False)
+    only_knn = sorted(set(result.labels) - set(result.model_labels))
+    if only_knn:
+        console.print(f"served by the kNN alone (the model does not know them): "
+                      f"{', '.join(only_knn)}", highlight=False)  # fmt: skip
+    chosen = result.tuning.interpolated
+    console.print(
+        f"Wrote {result.out_dir} (labels {', '.join(result.labels)}; k = {chosen.k}, "
+        f"α = {chosen.alpha}, T = {chosen.to_dict()['temperature']}). Try: emoknn predict "
+        f"CLIP.wav --model {result.out_dir}",
+        highlight=False,
+    )
+
+
+def push_command(
+    run: Annotated[Path, typer.Argument(help="Model folder (with its README.md model card)")],
+    repo_id: Annotated[str, typer.Argument(help="Hugging Face Hub repo id: owner/name")],
+    private: Annotated[bool, typer.Option(help="Create the repo as private")] = False,
+    licence: Annotated[
+        str | None, typer.Option(help="Licence for a generated model card (e.g. cc-by-4.0)")
+    ] = None,
+) -> None:
+    """Upload a model folder to the Hugging Face Hub (log in first: `hf auth login`)."""
+    from emoknn.hub import push_model
+
+    had_card = (run / "README.md").is_file()
+    url = push_model(run, repo_id, private=private, licence=licence)
+    if not had_card:
+        console.print(f"Wrote the model card {run / 'README.md'} from the run's files.")
+    console.print(f"Uploaded {run} to {url}; load it anywhere with --model {repo_id}",
+                  highlight=False)  # fmt: skip

@@ -1,0 +1,76 @@
+"""Options that more than one command takes, each declared once (type, flag, help).
+
+A command names the alias as its parameter's type and gives the default beside it, e.g.
+`freeze_encoder: FreezeEncoder = None`. Options only one command takes are declared with it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+# ── Corpus and folds (train, crossval, corpus summarize) ────────────────────────────────────────
+CorpusOption = Annotated[Path, typer.Option("--corpus", help="Corpus folder or manifest .csv")]
+Kind = Annotated[str, typer.Option("--kind", help="Corpus kind, or auto")]
+Scheme = Annotated[str, typer.Option("--scheme", help="Folds: speaker (LOSO) or session")]
+
+# ── Training settings (train, crossval); None keeps the preset's value ──────────────────────────
+Preset = Annotated[
+    str,
+    typer.Option("--preset", help="paper (wav2vec2-base), tiny (CPU demo) or frozen (head only)"),
+]
+Encoder = Annotated[str | None, typer.Option("--encoder", help="HF hub name or local dir")]
+Epochs = Annotated[int | None, typer.Option("--epochs", help="Maximum epochs")]
+BatchSize = Annotated[int | None, typer.Option("--batch-size", help="Originals per batch")]
+LearningRate = Annotated[float | None, typer.Option("--lr", help="Learning rate")]
+MaxSeconds = Annotated[float | None, typer.Option("--max-seconds", help="Crop length in seconds")]
+FreezeEncoder = Annotated[
+    bool | None,
+    typer.Option(
+        "--freeze-encoder/--no-freeze-encoder",
+        help="Train only the head, on cached encoder features (frozen preset: on)",
+    ),
+]
+FeatureCache = Annotated[
+    Path | None,
+    typer.Option(
+        "--feature-cache", help="Feature cache folder (default: emoknn-features beside --out)"
+    ),
+]
+CacheViews = Annotated[
+    int | None,
+    typer.Option("--cache-views", help="Augmented views cached per utterance (frozen encoder)"),
+]
+Seed = Annotated[int | None, typer.Option("--seed", help="Random seed")]
+Workers = Annotated[int | None, typer.Option("--workers", help="Data loader worker processes")]
+Accelerator = Annotated[str | None, typer.Option("--accelerator", help="auto, cpu, gpu")]
+Devices = Annotated[int | None, typer.Option("--devices", help="Devices per node (DDP when > 1)")]
+TrainPrecision = Annotated[
+    str | None, typer.Option("--precision", help="auto, 32-true, bf16-mixed, 16-mixed")
+]
+Progress = Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars")]
+
+# ── The kNN stage (train, crossval, datastore build, adapt) ─────────────────────────────────────
+Criterion = Annotated[str, typer.Option("--criterion", help="Tune k, α, T for ua or wa")]
+
+# ── Using a model (predict, serve, adapt) ───────────────────────────────────────────────────────
+RecognizerModel = Annotated[
+    Path,
+    typer.Option(
+        "--model", help="Trained run folder, a .ckpt file, or an `emoknn export` folder"
+    ),
+]
+Knn = Annotated[bool, typer.Option("--knn/--no-knn", help="Interpolate with the kNN model")]
+Int8 = Annotated[
+    bool, typer.Option("--int8/--no-int8", help="ONNX export folders: use the int8 model")
+]
+InferencePrecision = Annotated[
+    str,
+    typer.Option(
+        "--precision", help="fp32, or bf16: faster where the hardware has bf16 (see README)"
+    ),
+]
+Device = Annotated[str | None, typer.Option("--device", help="cpu or cuda (default: best)")]
+ClipBatch = Annotated[int, typer.Option("--batch-size", help="Clips per forward pass")]

@@ -1,0 +1,180 @@
+"""Using a trained model: `emoknn predict` (one's own recordings), `emoknn serve` (HTTP and a web
+page) and `emoknn export` (ONNX)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from emoknn.checks import check_choice, check_int, check_number, check_port
+from emoknn.cli.common import check_folder, check_output_folder, console, error_console, skipped
+from emoknn.cli.options import ClipBatch, Device, InferencePrecision, Int8, Knn, RecognizerModel
+from emoknn.errors import ConfigError, EmoknnError
+
+
+def predict_command(
+    inputs: Annotated[list[Path], typer.Argument(help="Audio files or folders (recursive)")],
+    model: RecognizerModel,
+    output_format: Annotated[str, typer.Option("--format", help="table, json or csv")] = "table",
+    knn: Knn = True,
+    window: Annotated[float | None, typer.Option(help="Segment length (s) for long files")] = None,
+    hop: Annotated[float | None, typer.Option(help="Hop between segments (s)")] = None,
+    segmentation: Annotated[str, typer.Option(help="window or vad (energy)")] = "window",
+    batch_size: ClipBatch = 16,
+    device: Device = None,
+    precision: InferencePrecision = "fp32",
+    int8: Int8 = False,
+) -> None:
+    """Predict the emotion of your own recordings."""
+    import csv
+    import json
+    import sys
+
+    from rich.progress import Progress
+
+    from emoknn.checks import check_device
+    from emoknn.inputs import find_audio_files
+    from emoknn.predict import PRECISIONS, load_recognizer
+    from emoknn.segments import MAX_WINDOW_SECONDS, SEGMENTATIONS
+
+    check_choice(output_format, "--format", ("table", "json", "csv"))
+    check_choice(segmentation, "--segmentation", SEGMENTATIONS)
+    check_int(batch_size, "--batch-size", 1)
+    check_choice(precision, "--precision", PRECISIONS)
+    check_device(device, "--device")
+    if window is not None:
+        check_number(window, "--window", 0.5, MAX_WINDOW_SECONDS)
+    if hop is not None:
+        check_number(hop, "--hop", 0.0, window, strict_minimum=True)
+    files, problems = find_audio_files(inputs)
+    for problem in problems:
+        skipped(problem)
+    recognizer = load_recognizer(model, device, knn, precision, int8)
+    predictions = []
+    with Progress(console=error_console, transient=True, disable=len(files) < 20) as progress:
+        task = progress.add_task("predicting", total=len(files))
+        for result in recognizer.predict_files(files, batch_size, window, hop, segmentation):
+            if isinstance(result, EmoknnError):
+                skipped(str(result))
+            else:
+                predictions.append(result)
+            progress.advance(task)
+    if not predictions:
+        raise EmoknnError("nothing could be predicted")
+    labels = recognizer.labels
+    if output_format == "json":
+        print(json.dumps([p.to_dict() for p in predictions], indent=2))
+    elif output_format == "csv":
+        writer = csv.writer(sys.stdout)
+        # no_speech last: the columns earlier versions wrote keep their places.
+        writer.writerow(["source", "start_s", "end_s", "label", *labels, "no_speech"])
+        for p in predictions:
+            writer.writerow([p.source, 0.0, p.duration_s, p.label,
+                             *(f"{p.probabilities[label]:.4f}" for label in labels),
+                             int(p.no_speech)])  # fmt: skip
+            for segment in p.segments:
+                writer.writerow([p.source, segment.start_s, segment.end_s, segment.label,
+                                 *(f"{segment.probabilities[x]:.4f}" for x in labels),
+                                 int(segment.no_speech)])  # fmt: skip
+    else:
+        # What was used, not what was asked: a checkpoint (or --no-knn) has no kNN stage.
+        used_knn = recognizer.store is not None
+        table = Table(title=f"emoknn — {'model + kNN' if used_knn else 'model only'} ({model})")
+        table.add_column("file")
+        table.add_column("seconds", justify="right")
+        table.add_column("emotion", style="bold")
+        for label in labels:
+            table.add_column(label, justify="right")
+        for p in predictions:
+            # No speech: say so instead of an emotion; the model's probabilities stay visible.
+            emotion = "no speech" if p.no_speech else p.label
+            table.add_row(Path(p.source).name, f"{p.duration_s:.1f}", emotion,
+                          *(f"{p.probabilities[label]:.2f}" for label in labels))  # fmt: skip
+            for segment in p.segments:
+                table.add_row(f"  {segment.start_s:.1f}–{segment.end_s:.1f} s", "",
+                              "no speech" if segment.no_speech else segment.label,
+                              *(f"{segment.probabilities[x]:.2f}" for x in labels))  # fmt: skip
+        console.print(table)
+        if any(p.no_speech for p in predictions):
+            error_console.print(
+                "no speech: no 30 ms frame is louder than -45 dBFS (silence, a constant signal or "
+                "faint noise); the probabilities of such inputs say nothing about emotion",
+                style="yellow",
+            )
+
+
+def serve_command(
+    model: RecognizerModel,
+    host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port")] = 8000,
+    knn: Knn = True,
+    max_upload_mb: Annotated[float, typer.Option(help="Largest upload accepted")] = 50.0,
+    max_seconds: Annotated[float, typer.Option(help="Longest audio accepted")] = 600.0,
+    max_segments: Annotated[
+        int, typer.Option(help="Most segments (model forward passes) one request may need")
+    ] = 256,
+    precision: InferencePrecision = "fp32",
+    int8: Int8 = False,
+) -> None:
+    """Serve the model over HTTP, with a web page to upload or record audio."""
+    from emoknn.predict import PRECISIONS
+    from emoknn.serve import check_listen_address, serve
+
+    check_port(port, "--port")
+    check_number(max_upload_mb, "--max-upload-mb", 0.0, strict_minimum=True)
+    check_number(max_seconds, "--max-seconds", 0.0, strict_minimum=True)
+    check_int(max_segments, "--max-segments", 1)
+    check_choice(precision, "--precision", PRECISIONS)
+    check_listen_address(host, port)  # before loading the model: a busy port fails at once
+    console.print(f"emoknn serving {model} on http://{host}:{port}/ (API docs: /docs)")
+    serve(str(model), host, port, knn, max_upload_mb, max_seconds, precision, int8,
+          max_segments=max_segments)  # fmt: skip
+
+
+def export_command(
+    model: Annotated[Path, typer.Option(help="Trained run folder")],
+    export_format: Annotated[str, typer.Option("--format", help="onnx")] = "onnx",
+    out: Annotated[Path | None, typer.Option(help="Output folder (default: MODEL/onnx)")] = None,
+    quantize: Annotated[bool, typer.Option(help="Also write a dynamic int8 model")] = False,
+) -> None:
+    """Export encoder + head to ONNX (onnxruntime on CPU); the kNN stage is carried along."""
+    check_choice(export_format, "--format", ("onnx",))
+    check_folder(model, "--model")
+    if out is not None:
+        check_export_out(model, out)
+    from emoknn.export import export_onnx
+
+    meta = export_onnx(model, out, quantize)
+    where = out or model / "onnx"
+    console.print(
+        f"Exported to {where / 'model.onnx'}: ONNX vs PyTorch max |Δ logit| = "
+        f"{meta['parity_max_abs_logit_difference']:.1e} on {meta['parity_clips']} clips"
+    )
+    if "int8" in meta:
+        q = meta["int8"]
+        console.print(
+            f"int8: {where / q['file']} ({q['size_mb']} MB vs {q['fp32_size_mb']} MB); "
+            f"same prediction on {100 * q['prediction_agreement']:.1f}% of {q['clips']} clips, "
+            f"max |Δ probability| {q['max_abs_probability_difference']:.3f}"
+        )
+
+
+def check_export_out(model: Path, out: Path) -> None:
+    """`export --out` may be a new or empty folder, or an earlier export: never the run itself,
+    another run, or a folder of other files (the export writes datastore.npz, knn.json, ...)."""
+    from emoknn.export import EXPORT_META_FILE
+
+    check_output_folder(out, "--out")
+    if out.resolve() == model.resolve():
+        raise ConfigError(
+            f"--out {out} is the run folder itself; export into a folder of its own (default: "
+            f"{model / 'onnx'})"
+        )
+    if out.is_dir() and any(out.iterdir()) and not (out / EXPORT_META_FILE).is_file():
+        raise ConfigError(
+            f"--out {out}: folder exists, is not empty and holds no earlier export; choose a new "
+            "folder so nothing is overwritten"
+        )
