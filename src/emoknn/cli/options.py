@@ -43,6 +43,14 @@ CacheViews = Annotated[
     int | None,
     typer.Option("--cache-views", help="Augmented views cached per utterance (frozen encoder)"),
 ]
+Task = Annotated[
+    str | None,
+    typer.Option("--task", help="categorical (classes), dimensional (arousal, valence, "
+                 "dominance) or both"),
+]  # fmt: skip
+RegressionLoss = Annotated[
+    str | None, typer.Option("--regression-loss", help="ccc (1 − CCC, default) or mse")
+]
 Seed = Annotated[int | None, typer.Option("--seed", help="Random seed")]
 Workers = Annotated[int | None, typer.Option("--workers", help="Data loader worker processes")]
 Accelerator = Annotated[str | None, typer.Option("--accelerator", help="auto, cpu, gpu")]

@@ -64,21 +64,30 @@ def predict_command(
             progress.advance(task)
     if not predictions:
         raise EmoknnError("nothing could be predicted")
-    labels = recognizer.labels
+    # A dimensional model gives no class (its labels say nothing); it and a multi-task model
+    # give their attributes, after the class columns.
+    labels = recognizer.labels if recognizer.predicts_classes else []
+    attributes = recognizer.attributes or []
+
+    def rated(values: dict[str, float] | None, digits: int) -> list[str]:
+        return [f"{values[a]:.{digits}f}" if values else "" for a in attributes]
+
     if output_format == "json":
         print(json.dumps([p.to_dict() for p in predictions], indent=2))
     elif output_format == "csv":
         writer = csv.writer(sys.stdout)
         # no_speech last: the columns earlier versions wrote keep their places.
-        writer.writerow(["source", "start_s", "end_s", "label", *labels, "no_speech"])
+        writer.writerow(["source", "start_s", "end_s", "label", *labels, "no_speech",
+                         *attributes])  # fmt: skip
         for p in predictions:
-            writer.writerow([p.source, 0.0, p.duration_s, p.label,
+            writer.writerow([p.source, 0.0, p.duration_s, p.label or "",
                              *(f"{p.probabilities[label]:.4f}" for label in labels),
-                             int(p.no_speech)])  # fmt: skip
+                             int(p.no_speech), *rated(p.attributes, 4)])  # fmt: skip
             for segment in p.segments:
-                writer.writerow([p.source, segment.start_s, segment.end_s, segment.label,
+                writer.writerow([p.source, segment.start_s, segment.end_s, segment.label or "",
                                  *(f"{segment.probabilities[x]:.4f}" for x in labels),
-                                 int(segment.no_speech)])  # fmt: skip
+                                 int(segment.no_speech),
+                                 *rated(segment.attributes, 4)])  # fmt: skip
     else:
         # What was used, not what was asked: a checkpoint (or --no-knn) has no kNN stage.
         used_knn = recognizer.store is not None
@@ -88,15 +97,19 @@ def predict_command(
         table.add_column("emotion", style="bold")
         for label in labels:
             table.add_column(label, justify="right")
+        for attribute in attributes:
+            table.add_column(attribute, justify="right", style="cyan")
         for p in predictions:
             # No speech: say so instead of an emotion; the model's probabilities stay visible.
-            emotion = "no speech" if p.no_speech else p.label
+            emotion = "no speech" if p.no_speech else (p.label or "—")
             table.add_row(Path(p.source).name, f"{p.duration_s:.1f}", emotion,
-                          *(f"{p.probabilities[label]:.2f}" for label in labels))  # fmt: skip
+                          *(f"{p.probabilities[label]:.2f}" for label in labels),
+                          *rated(p.attributes, 2))  # fmt: skip
             for segment in p.segments:
                 table.add_row(f"  {segment.start_s:.1f}–{segment.end_s:.1f} s", "",
-                              "no speech" if segment.no_speech else segment.label,
-                              *(f"{segment.probabilities[x]:.2f}" for x in labels))  # fmt: skip
+                              "no speech" if segment.no_speech else (segment.label or "—"),
+                              *(f"{segment.probabilities[x]:.2f}" for x in labels),
+                              *rated(segment.attributes, 2))  # fmt: skip
         console.print(table)
         if any(p.no_speech for p in predictions):
             error_console.print(
