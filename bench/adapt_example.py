@@ -11,8 +11,8 @@ clips of another (`emoknn adapt`), before and after, on held-out speakers of the
    model with its own (source) kNN — both "before" — and after adaptation: the kNN over target
    clips alone and the adapted interpolation.
 
-The synthetic corpus is not emotional speech (see README): the figures say what adaptation does
-to a model moved to voices it was not trained on, not what it does for real SER.
+The synthetic corpus is not emotional speech (see docs/getting-started.md): the figures say what
+adaptation does to a model moved to voices it was not trained on, not what it does for real SER.
 """
 
 from __future__ import annotations

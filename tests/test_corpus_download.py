@@ -282,6 +282,7 @@ def test_per_file_corpus_from_shipped_manifest(server, monkeypatch, tmp_path):
     report = download_corpus("cremad", tmp_path / "c", url=f"{server.url}/mirror/",
                              accept_licence=True)  # fmt: skip
     assert report.verified and report.utterances == 4
+    assert report.lines[1] == "verified: all 4 files match their published size and checksum"
     assert sorted(p.name for p in (tmp_path / "c" / "AudioWAV").iterdir()) == [
         f"{n}.wav" for n in sorted(names)
     ]
@@ -488,7 +489,9 @@ def test_demo_corpus_downloads_once_falls_back_offline_and_refuses_gated(
     by_path = demo_corpus(str(first.path), tmp_path, accept_licence=False)
     assert (by_path.kind, by_path.scheme) == ("ravdess", "speaker")
     with pytest.raises(LicenceNotAcceptedError):
-        demo_corpus("tess", tmp_path / "x", accept_licence=False)
+        demo_corpus("ravdess", tmp_path / "x", accept_licence=False)
+    with pytest.raises(CorpusError, match="has 2 speakers"):
+        demo_corpus("tess", tmp_path / "y", accept_licence=True)
     with pytest.raises(DownloadError, match="not downloaded by emoknn"):
         demo_corpus("esd", tmp_path, accept_licence=True)
     with pytest.raises(CorpusError, match="neither an existing folder"):

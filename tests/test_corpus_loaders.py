@@ -485,3 +485,15 @@ def test_label_map_choices_json_file_and_errors(tmp_path):
         load_corpus(tmp_path / "shemo", label_map="five")
     with pytest.raises(CorpusError, match="keeps none of the labels present"):
         load_corpus(tmp_path / "shemo", label_map={"calm": "calm"})
+
+
+def test_model_card_names_the_fold_by_its_scheme():
+    from emoknn.card import _fold_words
+
+    assert _fold_words({"test_speaker": "Ses01F", "val_speaker": "Ses01M"}) == (
+        "test speaker Ses01F, validation speaker Ses01M"
+    )
+    official = {"scheme": "official", "test_speaker": "test1", "val_speaker": "development"}
+    assert _fold_words(official) == (
+        "the corpus's official split: test set test1, validation set development"
+    )

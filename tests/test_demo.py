@@ -6,28 +6,53 @@ from emoknn.corpora import load_synthetic
 from emoknn.demo import choose_encoder, try_it, verdict
 
 
-def _summary(best_ua: float, baseline_ua: float) -> dict:
-    return {"summary": [
-        {"variant": "Baseline (features + LR)", "training": "baseline", "ua_mean": baseline_ua},
+def _summary(best_ua: float, baseline_ua: float, probe_ua: float | None = None) -> dict:
+    summary = [
         {"variant": "CE", "training": "ce", "ua_mean": best_ua - 0.05},
         {"variant": "CE+SCL + kNN", "training": "scl", "ua_mean": best_ua},
-    ]}  # fmt: skip
+        {"variant": "Baseline (features + LR)", "training": "baseline", "ua_mean": baseline_ua},
+    ]
+    if probe_ua is not None:
+        summary.append({"variant": "Encoder probe (LR)", "training": "probe", "ua_mean": probe_ua})
+    return {"summary": summary}
+
+
+def _tested(results: dict, reference: str, p_value: float, folds: int = 10) -> dict:
+    results.setdefault("comparisons", []).append(
+        {"b": reference, "folds": list(range(folds)), "ua": {"p_value": p_value}})  # fmt: skip
+    return results
 
 
 def test_verdict_says_in_plain_words_where_learned_variants_stand():
     above = verdict(_summary(0.81, 0.73), "openai/whisper-base")
-    assert above.startswith("The learned variants reach the hand-crafted baseline")
-    assert "CE+SCL + kNN UA 81.0 %" in above and "UA 73.0 %" in above
+    assert above.startswith("The learned variants (best: CE+SCL + kNN UA 81.0 %) reach the "
+                            "hand-crafted baseline (Baseline (features + LR) UA 73.0 %; too few "
+                            "folds")  # fmt: skip
     below = verdict(_summary(0.55, 0.73), "tiny")
-    assert below.startswith("The learned variants stay below the hand-crafted baseline")
+    assert "stay below the hand-crafted baseline" in below
     assert "random weights" in below
     assert "random weights" not in verdict(_summary(0.55, 0.73), "openai/whisper-base")
-    tested = _summary(0.71, 0.76)
-    tested["comparisons"] = [{"b": "Baseline (features + LR)", "folds": list(range(10)),
-                              "ua": {"p_value": 0.09}}]  # fmt: skip
-    assert "within fold-to-fold noise, p = 0.09)" in verdict(tested, "openai/whisper-base")
+    tested = _tested(_summary(0.71, 0.76), "Baseline (features + LR)", 0.09)
+    assert "UA 76.0 %; within fold-to-fold noise, p = 0.09)" in verdict(tested, "tiny")
     tested["comparisons"][0]["ua"]["p_value"] = 0.002
-    assert "larger than fold-to-fold noise, p = 0.002)" in verdict(tested, "tiny")
+    assert "UA 76.0 %; beyond fold-to-fold noise, p = 0.002)" in verdict(tested, "tiny")
+
+
+def test_verdict_weighs_the_heads_against_the_probe_and_the_baseline():
+    results = _summary(0.78, 0.72, probe_ua=0.80)
+    _tested(results, "Encoder probe (LR)", 0.01)
+    _tested(results, "Baseline (features + LR)", 0.004)
+    sentence = verdict(results, "openai/whisper-base")
+    assert sentence == (
+        "The learned variants (best: CE+SCL + kNN UA 78.0 %) stay below the encoder probe "
+        "(Encoder probe (LR) UA 80.0 %; beyond fold-to-fold noise, p = 0.01) and beat the "
+        "hand-crafted baseline (Baseline (features + LR) UA 72.0 %; beyond fold-to-fold noise, "
+        "p = 0.004) on this corpus."
+    )
+    results["comparisons"][0]["ua"]["p_value"] = 0.3
+    assert "within fold-to-fold noise, p = 0.30) and beat" in verdict(results, "tiny")
+    assert "random weights" in verdict(results, "tiny")  # below the probe
+    assert verdict({"summary": [_summary(0.7, 0.7)["summary"][0]]}, "tiny").startswith("No probe")
 
 
 def test_encoder_choice_falls_back_to_tiny_with_the_reason(tmp_path):

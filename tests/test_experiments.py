@@ -17,7 +17,7 @@ from emoknn.report import write_report
 
 runner = CliRunner()
 VARIANTS = {"CE", "CE + kNN", "CE kNN only", "CE+SCL", "CE+SCL + kNN", "CE+SCL kNN only",
-            "Baseline (features + LR)"}  # fmt: skip
+            "Baseline (features + LR)", "Encoder probe (LR)"}  # fmt: skip
 
 
 def tiny_config():
@@ -26,7 +26,7 @@ def tiny_config():
 
 @pytest.fixture(scope="module")
 def two_fold_run(small_synthetic_corpus, tmp_path_factory):
-    out = tmp_path_factory.mktemp("crossval")
+    out = tmp_path_factory.mktemp("crossval") / "cv"  # the probe's feature cache goes beside it
     result = runner.invoke(app, [
         "crossval", "--corpus", str(small_synthetic_corpus), "--out", str(out), "--folds", "0,2",
         "--preset", "tiny", "--epochs", "1", "--max-seconds", "1.0", "--batch-size", "8",
@@ -39,7 +39,7 @@ def test_crossval_writes_results_and_report_with_every_variant(two_fold_run):
     out, output = two_fold_run
     results = json.loads((out / "results.json").read_text())
     assert {r["variant"] for r in results["summary"]} == VARIANTS
-    assert len(results["records"]) == 2 * 7  # 2 folds × (6 variants + the baseline)
+    assert len(results["records"]) == 2 * 8  # 2 folds × (6 variants + the baseline + the probe)
     assert {r["fold"] for r in results["records"]} == {"fold00-Syn01F", "fold02-Syn02F"}
     assert all(r["folds"] == 2 for r in results["summary"])
     interpolated = [r for r in results["records"] if r["inference"] == "interpolated"]
@@ -49,7 +49,7 @@ def test_crossval_writes_results_and_report_with_every_variant(two_fold_run):
     for variant in VARIANTS:
         assert f"| {variant} |" in report
     figures = sorted(p.name for p in (out / "figures").glob("*.png"))
-    assert len(figures) == 8 and "tsne-ce-vs-scl.png" in figures
+    assert len(figures) == 9 and "tsne-ce-vs-scl.png" in figures
     assert all(f"figures/{name}" in report for name in figures)
     assert "not emotional speech" in output and "Report:" in output
     assert "Paired comparisons over folds" in report
@@ -67,6 +67,7 @@ def test_comparisons_are_paired_differences_of_the_records(two_fold_run):
                          "CE+SCL + kNN vs CE"]  # fmt: skip
     assert names[4].startswith("best learned variant (")
     assert names[4].endswith("vs Baseline (features + LR)")
+    assert names[5] == names[4].replace("Baseline (features + LR)", "Encoder probe (LR)")
     for comparison in results["comparisons"]:
         assert comparison["folds"] == ["fold00-Syn01F", "fold02-Syn02F"]
         for metric in ("ua", "wa"):
@@ -102,7 +103,8 @@ def test_json_scores_equal_those_recomputed_from_saved_predictions(two_fold_run)
 def test_resume_skips_finished_folds(small_synthetic_corpus, tmp_path, monkeypatch):
     utterances = load_synthetic(small_synthetic_corpus)
     folds = speaker_folds(utterances)
-    crossval(utterances, folds[:1], tiny_config(), tmp_path)
+    # A cross-validation from before the encoder probe: resuming it adds the probe's rows.
+    crossval(utterances, folds[:1], tiny_config(), tmp_path, with_probe=False)
     finished = {p: p.stat().st_mtime_ns for p in tmp_path.glob("*/*/fold_result.json")}
     assert len(finished) == 3  # CE, CE+SCL and the baseline
     trained = []
@@ -111,8 +113,14 @@ def test_resume_skips_finished_folds(small_synthetic_corpus, tmp_path, monkeypat
         experiments, "train_fold", lambda *a, **k: trained.append(a[0]) or real_train_fold(*a, **k)
     )
     results = crossval(utterances, folds[:2], tiny_config(), tmp_path)
-    assert len(results) == 6 and len(trained) == 2  # only fold 1's two models were trained
+    assert len(results) == 8 and len(trained) == 2  # only fold 1's two models were trained
     assert {p: p.stat().st_mtime_ns for p in finished} == finished
+    assert sorted(r["fold"] for r in results if r["training"] == "probe") == [
+        folds[0].name, folds[1].name]  # fmt: skip
+    probes = {p: p.stat().st_mtime_ns for p in tmp_path.glob("probe/*/fold_result.json")}
+    again = crossval(utterances, folds[:2], tiny_config(), tmp_path)
+    assert len(trained) == 2 and {p: p.stat().st_mtime_ns for p in probes} == probes
+    assert [r["scores"] for r in again] == [r["scores"] for r in results]
 
 
 def test_report_merges_folds_run_as_separate_jobs(small_synthetic_corpus, tmp_path):
@@ -125,6 +133,9 @@ def test_report_merges_folds_run_as_separate_jobs(small_synthetic_corpus, tmp_pa
     assert result.exit_code == 0, result.output
     merged = json.loads((tmp_path / "merged" / "results.json").read_text())
     assert {r["fold"] for r in merged["records"]} == {"fold00-Syn01F", "fold03-Syn02M"}
+    probe_rows = [r for r in merged["records"] if r["training"] == "probe"]
+    assert sorted(r["fold"] for r in probe_rows) == ["fold00-Syn01F", "fold03-Syn02M"]
+    assert "Encoder probe (LR)" in (tmp_path / "merged" / "report.md").read_text()
     assert (tmp_path / "merged" / "report.md").is_file()
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -139,3 +150,32 @@ def test_tables_select_trainings():
     assert "scl-l0.5" in names
     with pytest.raises(Exception, match="unknown table"):
         trainings_for(["table9"])
+
+
+def test_a_fine_tuning_crossval_probes_the_untuned_encoder(two_fold_run, small_synthetic_corpus):
+    """The probe of a fine-tuning run equals a probe fitted directly on the features of the
+    encoder training starts from, on training and validation clips only."""
+    from emoknn.features import FeatureCache, default_cache_dir
+    from emoknn.frozen import build_frozen_model
+    from emoknn.probe import fit_fold
+
+    out, output = two_fold_run
+    assert "Encoder probe: pretrained tiny features of 72 utterances" in " ".join(output.split())
+    utterances = load_synthetic(small_synthetic_corpus)
+    fold = speaker_folds(utterances)[0]
+    labels = sorted({u.label for u in utterances})
+    config = tiny_config()
+    cache = FeatureCache(default_cache_dir(out), build_frozen_model(config, labels), 1.0)
+    assert cache.missing(cache.original_keys(utterances)) == []  # the crossval filled these
+    direct = fit_fold(fold.train, fold.val, fold.test, labels, cache.originals)
+    result = json.loads((out / "probe" / fold.name / "fold_result.json").read_text())
+    assert (result["layer"], result["c"]) == (direct.probe.layer_, direct.probe.c_)
+    assert result["val_ua"] == pytest.approx(direct.probe.val_ua_)
+    assert result["training"] == "probe" and result["encoder"] == "tiny"
+    with open(out / "probe" / fold.name / "predictions.csv", newline="") as handle:
+        predicted = [row["model"] for row in csv.DictReader(handle)]
+    assert predicted == [labels[i] for i in direct.predicted]
+    record = next(r for r in json.loads((out / "results.json").read_text())["records"]
+                  if r["training"] == "probe" and r["fold"] == fold.name)  # fmt: skip
+    assert (record["layer"], record["c"], record["inference"]) == (
+        direct.probe.layer_, direct.probe.c_, "model")  # fmt: skip

@@ -219,7 +219,12 @@ def test_crossval_through_the_fast_path(small_synthetic_corpus, tmp_path):
     assert "Feature cache: 120 of 120 entries computed" in result.output
     records = json.loads((out / "results.json").read_text())["records"]
     records = [r for r in records if r["training"] != "baseline"]
-    assert len(records) == 2 * 2 * 3  # folds × trainings × inferences
+    assert len(records) == 2 * 2 * 3 + 2  # folds × trainings × inferences, and the probe per fold
+    probe_rows = [r for r in records if r["training"] == "probe"]
+    assert [r["inference"] for r in probe_rows] == ["model", "model"]
+    assert all(0 <= r["layer"] <= 2 and r["c"] > 0 for r in probe_rows)  # tiny: L + 1 = 3
+    assert "Encoder probe (LR)" in result.output and "| Encoder probe (LR) |" in (
+        out / "report.md").read_text()  # fmt: skip
     assert (out / "report.md").is_file()
     assert (out / "scl" / "fold00-Syn01F" / "model.safetensors").is_file()
     shutil.rmtree(out)  # the cache beside it stays: the same crossval again computes nothing

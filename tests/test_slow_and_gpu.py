@@ -27,7 +27,8 @@ def test_demo_end_to_end(tmp_path):
     assert "Encoder: tiny (random weights, the fallback)" in output
     results = json.loads((tmp_path / "crossval" / "results.json").read_text())
     assert all(row["folds"] == 10 for row in results["summary"])
-    assert "baseline" in {row["training"] for row in results["summary"]}
+    assert {"baseline", "probe"} <= {row["training"] for row in results["summary"]}
+    assert "the encoder probe (Encoder probe (LR) UA" in output
     assert all(c["sentence"] in output for c in results["comparisons"])
     best = max(row["ua_mean"] for row in results["summary"])
     assert best > 0.35  # above the 25 % of chance on 4 balanced classes

@@ -43,7 +43,7 @@ import numpy as np
 from emoknn.corpora.utterance import Utterance, check_unique_ids, require_files
 from emoknn.errors import ConfigError, CorpusError, EmoknnError
 from emoknn.files import write_json_atomic, write_text_atomic
-from emoknn.inference import best_device, embed_utterances
+from emoknn.inference import best_device, embed_utterances, record_origins
 from emoknn.inputs import AUDIO_SUFFIXES
 from emoknn.knn import Datastore, TuningResult, knn_predict_probs, store_knn_probs, tune_knn
 from emoknn.metrics import unweighted_accuracy, weighted_accuracy
@@ -268,11 +268,11 @@ def _scores(y_true: np.ndarray, probabilities: np.ndarray) -> dict[str, float]:
 
 def _store(keys, labels, ids, label_names, fingerprint, original: Datastore | None) -> Datastore:
     """A datastore of the clips given, plus the source model's (relabelled) entries if any."""
+    store = Datastore(keys, labels, label_names, list(ids), fingerprint)
     if original is not None and len(original):
-        keys = np.concatenate([keys, original.keys])
-        labels = np.concatenate([labels, original.labels])
-        ids = list(ids) + list(original.ids)
-    return Datastore(keys, labels, label_names, list(ids), fingerprint)
+        store.add(original.keys, original.labels, original.ids, original.sources,
+                  original.speakers)  # fmt: skip
+    return store
 
 
 def relabel_store(store: Datastore, mapping: dict[str, str], user_labels: list[str],
@@ -285,8 +285,11 @@ def relabel_store(store: Datastore, mapping: dict[str, str], user_labels: list[s
     keep = labels >= 0
     if not keep.any():
         return None
-    ids = [f"original/{store.ids[i]}" for i in np.flatnonzero(keep)]
-    return Datastore(store.keys[keep], labels[keep], user_labels, ids, fingerprint)
+    rows = np.flatnonzero(keep).tolist()
+    ids = [f"original/{store.ids[i]}" for i in rows]
+    return Datastore(store.keys[keep], labels[keep], user_labels, ids, fingerprint,
+                     sources=[store.sources[i] for i in rows],
+                     speakers=[store.speakers[i] for i in rows])  # fmt: skip
 
 
 def tune_on(embeddings, labels, probs, ids, groups, user_labels, fingerprint,
@@ -369,10 +372,7 @@ def drop_overlap(original: Datastore, clips: list[Utterance], embeddings: np.nda
     keep = ~same
     if not keep.any():
         return None, int(same.sum())
-    kept = Datastore(original.keys[keep], original.labels[keep], original.label_names,
-                     [original.ids[i] for i in np.flatnonzero(keep)], original.fingerprint,
-                     original.index_type)  # fmt: skip
-    return kept, int(same.sum())
+    return original.subset(np.flatnonzero(keep)), int(same.sum())
 
 
 def check_new_folder(out_dir: str | os.PathLike) -> Path:
@@ -477,6 +477,7 @@ def adapt_model(
 
     store, tuning = tune_on(E, labels, P, ids, groups, user_labels, fingerprint, original, known,
                             criterion)  # fmt: skip
+    record_origins(store, clips, speakers=has_speakers)
     report = {
         "source": source.description,
         "data": {

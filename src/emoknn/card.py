@@ -158,6 +158,17 @@ def _protocol_sentence(protocol: dict[str, Any], data: dict[str, Any]) -> str:
     )
 
 
+def _fold_words(run: dict) -> str:
+    """What the fold's test and validation sets were, by the run's fold scheme."""
+    test, val = run.get("test_speaker", "?"), run.get("val_speaker", "?")
+    scheme = run.get("scheme", "speaker")
+    if scheme == "official":
+        return f"the corpus's official split: test set {test}, validation set {val}"
+    if scheme == "session":
+        return f"test session {test}, validation session {val}"
+    return f"test speaker {test}, validation speaker {val}"
+
+
 def run_card(folder: str | os.PathLike, licence: str | None = None) -> str:
     """Markdown model card of a training run folder, from its own files: model.json (encoder,
     labels, window), train_config.json (corpus, fold, settings), knn.json (k, α, T and the
@@ -179,8 +190,7 @@ def run_card(folder: str | os.PathLike, licence: str | None = None) -> str:
         f"| encoder | `{meta.model_config.get('encoder')}` |",
         f"| labels | {', '.join(meta.labels)} |",
         f"| corpus | `{run.get('corpus', 'not recorded')}` |",
-        f"| fold | {run.get('fold', 'not recorded')} (test speaker "
-        f"{run.get('test_speaker', '?')}, validation speaker {run.get('val_speaker', '?')}) |",
+        f"| fold | {run.get('fold', 'not recorded')} ({_fold_words(run)}) |",
         f"| training | preset {settings.get('preset_name')}, λ = "
         f"{settings.get('contrastive_weight')}, augmentation {settings.get('augment')}, "
         f"{settings.get('max_epochs')} epochs at most, crop {settings.get('max_seconds')} s |",

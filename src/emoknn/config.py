@@ -171,7 +171,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "preload_audio": True,
     },
     # The encoder frozen, its outputs cached; only the head trains (emoknn.frozen). How these
-    # settings were chosen: README, "No GPU? Use a frozen encoder".
+    # settings were chosen: docs/training.md, "No GPU? Use a frozen encoder".
     "frozen": {
         "freeze_encoder": True,
         "optimizer": "adamw",

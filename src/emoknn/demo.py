@@ -1,12 +1,13 @@
 """`emoknn demo`, the main job: the whole method on a generated corpus, on every fold, in minutes.
 
     synthetic corpus → frozen encoder (pretrained if one loads, else the tiny random one), its
-    outputs cached → per fold: CE and CE+SCL heads, each alone, kNN alone and interpolated, and
-    the classical baseline → table, paired comparisons, report → a trained model to try
+    outputs cached → per fold: CE and CE+SCL heads, each alone, kNN alone and interpolated, the
+    encoder probe and the classical baseline → table, paired comparisons, report → a trained
+    model to try
 
 This module holds the demo's decisions; the CLI prints. `choose_encoder` picks the encoder and says
 in one line which and why; `verdict` says in plain words where the learned variants stand against
-the baseline; `try_it` names a trained model and the commands that use it.
+the encoder probe and the baseline; `try_it` names a trained model and the commands that use it.
 """
 
 from __future__ import annotations
@@ -17,13 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from emoknn import baseline
+from emoknn import baseline, probe
 from emoknn.corpora import CORPORA, load_corpus
 from emoknn.errors import CorpusError, EmoknnError
 from emoknn.stats import SIGNIFICANCE, WILCOXON_MIN_FOLDS, format_p
 
 DEFAULT_ENCODER = "openai/whisper-base"
-# Sized to finish in under 5 minutes on a 2-core CPU with whisper-base (README, "emoknn demo"):
+# Sized to finish in under 5 minutes on a 2-core CPU with whisper-base (docs/getting-started.md):
 # 5 sessions × 2 speakers × 4 classes × 8 clips of 1–3 s = 320 utterances, 10 folds.
 CORPUS_SETTINGS: dict[str, Any] = {"num_sessions": 5, "utterances_per_class": 8}
 CACHE_VIEWS = 2  # augmented views per training utterance in the feature cache
@@ -65,6 +66,12 @@ def demo_corpus(
         raise CorpusError(
             f"--corpus {spec!r}: neither an existing folder or manifest nor a corpus name "
             f"({', '.join(CORPORA)})"
+        )
+    info = CORPORA[spec]
+    if info.speakers is not None and info.speakers < 3 and not info.official_split:
+        raise CorpusError(
+            f"--corpus {spec}: {info.title} has {info.speakers} speakers; the demo's "
+            "speaker-independent folds need 3 (test, validation, training)"
         )
     dest = out / "corpora" / spec
     if (dest / RECORD_FILE).is_file():
@@ -119,43 +126,48 @@ def choose_encoder(requested: str) -> EncoderChoice:
     return EncoderChoice(requested, f"Encoder: {requested} (pretrained, frozen; outputs cached).")
 
 
-def _mean_ua(summary: list[dict[str, Any]]) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-    """(best learned row, baseline row) of a results.json summary, by mean UA."""
-    learned = [row for row in summary if row["training"] != baseline.NAME]
-    best = max(learned, key=lambda row: row["ua_mean"]) if learned else None
-    reference = next((row for row in summary if row["training"] == baseline.NAME), None)
-    return best, reference
+def _against(
+    best: dict[str, Any], reference: dict[str, Any], what: str, results: dict[str, Any]
+) -> str:
+    """Where the best learned variant stands against one reference row, and whether the paired
+    comparison tells the difference from fold-to-fold noise."""
+    figures = f"{reference['variant']} UA {100 * reference['ua_mean']:.1f} %"
+    test = next((c for c in results.get("comparisons", []) if c["b"] == reference["variant"]), None)
+    if test is None or len(test["folds"]) < WILCOXON_MIN_FOLDS:
+        noise = "too few folds to tell it from fold-to-fold noise"
+    elif test["ua"]["p_value"] < SIGNIFICANCE:
+        noise = f"beyond fold-to-fold noise, {format_p(test['ua']['p_value'])}"
+    else:
+        noise = f"within fold-to-fold noise, {format_p(test['ua']['p_value'])}"
+    if best["ua_mean"] >= reference["ua_mean"]:
+        verb = "beat" if noise.startswith("beyond") else "reach"
+        return f"{verb} {what} ({figures}; {noise})"
+    return f"stay below {what} ({figures}; {noise})"
 
 
 def verdict(results: dict[str, Any], encoder: str) -> str:
-    """One plain sentence: are the learned variants at least as good as the baseline here, and is
-    the difference distinguishable from fold-to-fold noise (the paired comparison's test)?"""
-    best, reference = _mean_ua(results["summary"])
-    if best is None or reference is None:
-        return "No baseline or no learned variant to compare."
-    figures = (
-        f"best learned variant {best['variant']} UA {100 * best['ua_mean']:.1f} %, "
-        f"{reference['variant']} UA {100 * reference['ua_mean']:.1f} %"
+    """One plain sentence: do the learned variants reach the encoder probe and the classical
+    baseline here, and is each difference beyond fold-to-fold noise (the paired comparison's
+    test)?"""
+    summary = results["summary"]
+    references = {row["training"]: row for row in summary
+                  if row["training"] in (probe.NAME, baseline.NAME)}  # fmt: skip
+    learned = [row for row in summary if row["training"] not in (probe.NAME, baseline.NAME)]
+    if not learned or not references:
+        return "No probe or baseline, or no learned variant, to compare."
+    best = max(learned, key=lambda row: row["ua_mean"])
+    wanted = ((probe.NAME, "the encoder probe"), (baseline.NAME, "the hand-crafted baseline"))
+    parts = [_against(best, references[n], what, results) for n, what in wanted if n in references]
+    sentence = (
+        f"The learned variants (best: {best['variant']} UA {100 * best['ua_mean']:.1f} %) "
+        f"{' and '.join(parts)} on this corpus."
     )
-    if best["ua_mean"] >= reference["ua_mean"]:
-        return f"The learned variants reach the hand-crafted baseline on this corpus ({figures})."
-    test = next((c for c in results.get("comparisons", []) if c["b"] == reference["variant"]), None)
-    if test is not None and len(test["folds"]) >= WILCOXON_MIN_FOLDS:
-        p_value = test["ua"]["p_value"]
-        if p_value < SIGNIFICANCE:
-            figures += f"; the gap is larger than fold-to-fold noise, {format_p(p_value)}"
-        else:
-            figures += f"; though the gap is within fold-to-fold noise, {format_p(p_value)}"
-    why = (
-        " The tiny encoder has random weights: the heads learn from random features, which is "
-        "why a pretrained encoder (--encoder) is what the method needs."
-        if encoder == "tiny"
-        else ""
-    )
-    return (
-        f"The learned variants stay below the hand-crafted baseline on this corpus ({figures})."
-        + why
-    )
+    if encoder == "tiny" and any(best["ua_mean"] < r["ua_mean"] for r in references.values()):
+        sentence += (
+            " The tiny encoder has random weights: the heads learn from random features, which "
+            "is why a pretrained encoder (--encoder) is what the method needs."
+        )
+    return sentence
 
 
 def try_it(

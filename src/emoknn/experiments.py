@@ -17,9 +17,11 @@ the model alone, the kNN regression alone and their interpolation, with the tune
 test speaker's predicted attributes go to `attribute_predictions.csv`. A "dimensional" model's
 classifier is never trained, so its fold result has no class scores (`scores` is empty).
 
-Every fold also runs the classical baseline (`emoknn.baseline`) into `OUT/baseline/<fold>/`, the
-same way, so each table shows what hand-crafted features and a logistic regression reach on the
-same folds; and the results carry the paired comparisons of `emoknn.stats` (`paper_comparisons`).
+Every fold also runs the classical baseline (`emoknn.baseline`) into `OUT/baseline/<fold>/` and the
+encoder probe (`emoknn.probe`: logistic regression on one cached layer of the same, un-tuned
+encoder) into `OUT/probe/<fold>/`, the same way, so each table shows what hand-crafted features
+and the simplest use of the encoder reach on the same folds; and the results carry the paired
+comparisons of `emoknn.stats` (`paper_comparisons`), the best learned variant against both.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from emoknn import __version__, baseline
+from emoknn import __version__, baseline, probe
 from emoknn.attributes import attribute_matrix, rated_attributes
 from emoknn.config import TrainConfig
 from emoknn.corpora.utterance import Utterance, label_names
@@ -380,6 +382,27 @@ def is_helper_process() -> bool:
     return bool(int(os.environ.get("LOCAL_RANK", "0")) or int(os.environ.get("NODE_RANK", "0")))
 
 
+def _write_model_predictions(
+    run_dir: Path, test: list[Utterance], labels: list[str], predicted: np.ndarray
+) -> None:
+    """predictions.csv of a single-inference row (baseline, probe): the model's column only."""
+    with (
+        atomic_path(run_dir / PREDICTIONS_FILE) as temporary,
+        temporary.open("w", newline="") as handle,
+    ):
+        writer = csv.writer(handle)
+        writer.writerow(["id", "speaker", "label", "model"])
+        for utterance, label_id in zip(test, predicted, strict=True):
+            writer.writerow([utterance.id, utterance.speaker, utterance.label, labels[label_id]])
+
+
+def _model_scores(truth: np.ndarray, predicted: np.ndarray) -> dict[str, Any]:
+    return {"model": {
+        "wa": weighted_accuracy(truth, predicted), "ua": unweighted_accuracy(truth, predicted),
+        "k": None, "alpha": 0.0, "temperature": None,
+    }}  # fmt: skip
+
+
 def run_baseline_fold(fold: Fold, labels: list[str], out_dir: Path,
                       task: str = "categorical") -> dict[str, Any]:  # fmt: skip
     """Fit and evaluate the classical baseline on one fold; skip it if already finished.
@@ -413,20 +436,48 @@ def run_baseline_fold(fold: Fold, labels: list[str], out_dir: Path,
         model = baseline.FeatureBaseline().fit(x(fold.train), y(fold.train), x(fold.val),
                                                y(fold.val))  # fmt: skip
         truth, predicted = y(fold.test), model.predict(x(fold.test))
-        with (
-            atomic_path(run_dir / PREDICTIONS_FILE) as temporary,
-            temporary.open("w", newline="") as handle,
-        ):
-            writer = csv.writer(handle)
-            writer.writerow(["id", "speaker", "label", "model"])
-            for utterance, label_id in zip(fold.test, predicted, strict=True):
-                writer.writerow([utterance.id, utterance.speaker, utterance.label,
-                                 labels[label_id]])  # fmt: skip
+        _write_model_predictions(run_dir, fold.test, labels, predicted)
         result["c"] = model.c_
-        result["scores"] = {"model": {
-            "wa": weighted_accuracy(truth, predicted), "ua": unweighted_accuracy(truth, predicted),
-            "k": None, "alpha": 0.0, "temperature": None,
-        }}  # fmt: skip
+        result["scores"] = _model_scores(truth, predicted)
+    write_json_atomic(result, result_file)
+    return result
+
+
+def probe_done(fold: Fold, out_dir: Path) -> bool:
+    return (out_dir / probe.NAME / fold.name / FOLD_RESULT_FILE).is_file()
+
+
+def run_probe_fold(
+    fold: Fold,
+    labels: list[str],
+    out_dir: Path,
+    features_of: probe.FeaturesOf | None,
+    encoder: str,
+) -> dict[str, Any]:
+    """Fit and evaluate the encoder probe (`emoknn.probe`) on one fold; skip it if already
+    finished. `features_of` gives the cached pooled layers of the (pretrained, un-tuned) encoder;
+    it is only called when the fold is not finished yet."""
+    run_dir = out_dir / probe.NAME / fold.name
+    result_file = run_dir / FOLD_RESULT_FILE
+    if result_file.is_file():
+        return read_fold_result(result_file)
+    if features_of is None:
+        raise ConfigError("the encoder probe needs the encoder's cached features")
+    fitted = probe.fit_fold(fold.train, fold.val, fold.test, labels, features_of)
+    _write_model_predictions(run_dir, fold.test, labels, fitted.predicted)
+    result = {
+        "training": probe.NAME,
+        "label": probe.LABEL,
+        "description": probe.DESCRIPTION,
+        "encoder": encoder,
+        "layer": fitted.probe.layer_,
+        "c": fitted.probe.c_,
+        "val_ua": fitted.probe.val_ua_,
+        "val_ua_by_layer": [float(x) for x in fitted.probe.scores_.max(axis=1)],
+        "seconds": round(fitted.seconds, 3),
+        **_fold_fields(fold),
+        "scores": _model_scores(fitted.truth, fitted.predicted),
+    }
     write_json_atomic(result, result_file)
     return result
 
@@ -464,15 +515,20 @@ def crossval(
     criterion: str = "ua",
     with_baseline: bool = True,
     log: Callable[[str], None] | None = None,
+    with_probe: bool = True,
 ) -> list[dict[str, Any]]:
-    """Run every (training, fold) not yet finished in `out_dir`, and the classical baseline on
-    each fold first (unless `with_baseline` is False); return all fold results.
+    """Run every (training, fold) not yet finished in `out_dir`, and on each fold first the
+    classical baseline (unless `with_baseline` is False) and the encoder probe (unless
+    `with_probe` is False); return all fold results.
 
     Everything is checked before anything is written: the tables and criterion, and, when
     `out_dir` already holds a cross-validation, that it was run with the same settings on the
     same corpus (its finished folds are reused, so other settings would be reported over them).
     With a frozen-encoder config, one feature-cache fill serves every fold and training (`log`
-    hears where the cache is, its progress and size).
+    hears where the cache is, its progress and size). The encoder probe reads the same cache; with
+    a fine-tuning config it reads the pretrained encoder's originals, cached in the same place
+    (`--feature-cache`, else beside `out_dir`), filled only when a fold's probe is not finished —
+    so resuming a cross-validation from before the probe existed adds its rows.
     """
     out_dir = Path(out_dir)
     tables = list(tables)
@@ -502,12 +558,26 @@ def crossval(
     if base_config.freeze_encoder and not is_helper_process():
         base_config, frozen = prepare_frozen(folds, labels, base_config, tables, out_dir, log)
         experiment["train_config"] = vars(base_config)  # with the cache folder resolved
+    probe_features: probe.FeaturesOf | None = None
+    with_probe = with_probe and not is_helper_process()
+    if with_probe and frozen is not None:
+        probe_features = frozen.cache.originals
+    elif with_probe and not all(probe_done(fold, out_dir) for fold in folds):
+        everyone = list({u.id: u for f in folds for u in f.train + f.val + f.test}.values())
+        root = base_config.feature_cache or default_cache_dir(out_dir)
+        probe_features = probe.prepare_features(everyone, base_config, labels, root, log)
     write_json_atomic(experiment, experiment_file)
     info = experiment["corpus"]
     results = []
     for fold in folds:
         if with_baseline and not is_helper_process():
             results.append(run_baseline_fold(fold, labels, out_dir, base_config.task))
+            if on_fold_done is not None:
+                on_fold_done(results[-1])
+        if with_probe:
+            results.append(
+                run_probe_fold(fold, labels, out_dir, probe_features, base_config.encoder)
+            )
             if on_fold_done is not None:
                 on_fold_done(results[-1])
         for spec in specs:
@@ -569,6 +639,12 @@ def read_fold_result(path: Path) -> dict[str, Any]:
             raise FileFormatError(f"{path}: {key!r} must be a string")
     if not isinstance(result.get("num_test"), int) or isinstance(result.get("num_test"), bool):
         raise FileFormatError(f"{path}: 'num_test' must be an integer")
+    if result["training"] == probe.NAME:  # reports and logs show what the probe chose
+        layer, c = result.get("layer"), result.get("c")
+        if isinstance(layer, bool) or not isinstance(layer, int) or layer < 0:
+            raise FileFormatError(f"{path}: 'layer' must be a layer index (an integer ≥ 0)")
+        if isinstance(c, bool) or not isinstance(c, (int, float)) or not c > 0:
+            raise FileFormatError(f"{path}: 'c' must be a positive number")
     scores = result.get("scores")
     dimensional = result.get("dimensional")
     if dimensional is not None:
@@ -645,6 +721,9 @@ def collect_fold_results(run_dirs: Iterable[str | os.PathLike]) -> list[dict[str
     return [found[key] for key in sorted(found)]
 
 
+PROBE_FIELDS = ("layer", "c", "val_ua", "val_ua_by_layer")  # kept in the records when present
+
+
 def result_records(fold_results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One record per (fold, variant), the rows of results.json."""
     records = []
@@ -660,14 +739,19 @@ def result_records(fold_results: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "val_speaker": result["val_speaker"],
                 "num_test": result["num_test"],
                 **score,
+                # what the baseline (C) and the probe (layer, C) chose on the validation speaker
+                **{key: result[key] for key in PROBE_FIELDS if key in result},
             })  # fmt: skip
     return records
 
 
 def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Mean and standard deviation (over folds, sample std, ddof=1) of WA and UA per variant."""
+    """Mean and standard deviation (over folds, sample std, ddof=1) of WA and UA per variant;
+    the learned variants first, then the encoder probe and the classical baseline (the bars they
+    are measured against)."""
+    last = {probe.NAME: 1, baseline.NAME: 2}
     by_variant: dict[str, list[dict[str, Any]]] = {}
-    for record in records:
+    for record in sorted(records, key=lambda r: last.get(r["training"], 0)):  # stable
         by_variant.setdefault(record["variant"], []).append(record)
     summary = []
     for variant, rows in by_variant.items():
@@ -687,7 +771,7 @@ def paper_comparisons(records: list[dict[str, Any]]) -> list[Comparison]:
     have: CE+SCL vs CE; + kNN vs the model alone (CE, CE+SCL); the whole method (CE+SCL + kNN) vs
     CE; each augmentation vs mixed and each λ vs 0.1 (when those tables ran); and the best learned
     variant (highest mean UA; chosen after seeing the results, so its p-value is optimistic) vs
-    the classical baseline. Differences are first minus second."""
+    the classical baseline and vs the encoder probe. Differences are first minus second."""
     scores: dict[str, dict[str, dict[str, float]]] = {}
     variant_of: dict[tuple[str, str], str] = {}
     for r in records:
@@ -703,17 +787,18 @@ def paper_comparisons(records: list[dict[str, Any]]) -> list[Comparison]:
     pairs += [((t, "model"), ("scl", "model")) for t in trainings
               if t.startswith("scl-") and not t.startswith("scl-l")]  # fmt: skip
     pairs += [((t, "model"), ("scl", "model")) for t in trainings if t.startswith("scl-l")]
-    learned = [v for (t, _), v in variant_of.items() if t != baseline.NAME]
-    if learned and (baseline.NAME, "model") in variant_of:
+    references = (baseline.NAME, probe.NAME)  # fitted on the folds, not learned variants
+    learned = [v for (t, _), v in variant_of.items() if t not in references]
+    if learned:
         mean_ua = lambda v: float(np.mean([s["ua"] for s in scores[v].values()]))  # noqa: E731
         best = max(learned, key=mean_ua)  # max keeps the first of ties
         best_key = next(key for key, v in variant_of.items() if v == best)
-        pairs.append((best_key, (baseline.NAME, "model")))
+        pairs += [(best_key, (reference, "model")) for reference in references]
     comparisons = []
     for a, b in pairs:
         if a in variant_of and b in variant_of:
             name = f"{variant_of[a]} vs {variant_of[b]}"
-            if b[0] == baseline.NAME:
+            if b[0] in references:
                 name = f"best learned variant ({variant_of[a]}) vs {variant_of[b]}"
             found = compare(name, variant_of[a], variant_of[b], scores)
             if found is not None:
@@ -815,6 +900,7 @@ def write_results(fold_results: list[dict[str, Any]], out_dir: str | os.PathLike
         "summary": summarize(records),
         "comparisons": [c.to_dict() for c in paper_comparisons(records)],
         "baseline": baseline.DESCRIPTION,
+        "probe": probe.DESCRIPTION,
         "fold_dirs": {f"{r['training']}/{r['fold']}": r["dir"] for r in fold_results if "dir" in r},
     }
     dimensional = dimensional_records(fold_results)

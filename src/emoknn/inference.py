@@ -145,7 +145,7 @@ def fit_knn(
             "utterance needs those ratings for its datastore"
         )
     tuning_store = Datastore(train.embeddings, train.labels, model.labels, train.ids, fingerprint,
-                             index_type, train.targets, attributes)  # fmt: skip
+                             index_type, values=train.targets, attributes=attributes)  # fmt: skip
     tuning = tune_knn(val.embeddings, val.labels, val.probs, tuning_store, query_ids=val.ids,
                       criterion=criterion)  # fmt: skip
     if attributes is not None:
@@ -158,8 +158,8 @@ def fit_knn(
         train.ids + val.ids,
         fingerprint,
         index_type,
-        None if attributes is None else np.concatenate([train.targets, val.targets]),
-        attributes,
+        values=None if attributes is None else np.concatenate([train.targets, val.targets]),
+        attributes=attributes,
     )
     return full_store, tuning
 
@@ -185,7 +185,8 @@ def fold_of_run(folder: str | os.PathLike, corpus: str | os.PathLike | None = No
     path = folder / RUN_CONFIG_FILE
     if "fold" not in info or "corpus" not in info:
         raise ModelFolderError(f"{path}: does not say which corpus and fold the run trained on")
-    utterances = load_corpus(corpus or Path(info["corpus"]), info.get("kind", "auto"))
+    utterances = load_corpus(corpus or Path(info["corpus"]), info.get("kind", "auto"),
+                             label_map=info.get("label_map"))  # fmt: skip
     folds = {f.name: f for f in speaker_folds(utterances, info.get("scheme", "speaker"))}
     source = corpus or info["corpus"]
     if info["fold"] not in folds:
@@ -246,8 +247,11 @@ def fit_run_knn(
         train_embedded = embed_utterances(model, train, max_seconds, device=device)
         val_embedded = embed_utterances(model, val, max_seconds, device=device)
     store, tuning = fit_knn(model, train_embedded, val_embedded, criterion, index_type)
+    record_origins(store, train + val)
     if added is not None and added.fingerprint == fingerprint:
-        store.add(added.keys, added.labels, added.ids, added.values)
+        store.add(
+            added.keys, added.labels, added.ids, added.sources, added.speakers, values=added.values
+        )
     save_knn(run_dir, store, tuning)
     return store, tuning
 
@@ -264,10 +268,20 @@ def _added_entries(run_dir: Path, base_ids: set[str]) -> Datastore | None:
     rows = [i for i, id_ in enumerate(store.ids) if id_ not in base_ids]
     if not rows:
         return None
-    values = None if store.values is None else store.values[rows]
-    return Datastore(store.keys[rows], store.labels[rows], store.label_names,
-                     [store.ids[i] for i in rows], store.fingerprint, store.index_type, values,
-                     store.attributes)  # fmt: skip
+    return store.subset(rows)
+
+
+def record_origins(store: Datastore, utterances: list[Utterance], speakers: bool = True) -> None:
+    """Record in `store` the source file (absolute) and, with `speakers`, the speaker of each
+    entry that is one of `utterances` (matched by id): prediction shows where a neighbour came
+    from, `emoknn datastore inspect` counts speakers."""
+    by_id = {u.id: u for u in utterances}
+    for row, id_ in enumerate(store.ids):
+        utterance = by_id.get(id_)
+        if utterance is not None:
+            store.sources[row] = str(Path(utterance.path).resolve())
+            if speakers:
+                store.speakers[row] = str(utterance.speaker or "")
 
 
 def add_to_datastore(
@@ -302,7 +316,8 @@ def add_to_datastore(
     model = load_model(run_dir, device=device)
     embedded = embed_utterances(model, utterances, meta.max_seconds, device=device)
     _refuse_same_audio(embedded, store)
-    store.add(embedded.embeddings, embedded.labels, ids, values)
+    store.add(embedded.embeddings, embedded.labels, ids, [str(p) for p in paths],
+              [str(u.speaker or "") for u in utterances], values=values)  # fmt: skip
     save_datastore(run_dir, store)
     return store
 

@@ -81,15 +81,22 @@ def knn_probs(
         raise ConfigError(f"temperature must be > 0, got {temperature}")
     if neighbor_labels.size and (neighbor_labels.min() < 0 or neighbor_labels.max() >= num_classes):
         raise ConfigError(f"neighbor_labels must lie in [0, {num_classes}), got values outside")
+    weights = knn_weights(distances, temperature)  # (Q, k)
+    probabilities = np.zeros((distances.shape[0], num_classes))
+    np.add.at(probabilities, (np.arange(distances.shape[0])[:, None], neighbor_labels), weights)
+    return probabilities
+
+
+def knn_weights(distances: np.ndarray, temperature: float) -> np.ndarray:
+    """Each neighbour's share of p_knn: softmax of −d/T over a query's k neighbours, (Q, k) rows
+    summing to 1 (`np.inf`: equal shares). p_knn(y) is the sum of the shares of label y."""
+    distances = np.asarray(distances, dtype=np.float64)
     if np.isinf(temperature):
         weights = np.ones_like(distances)
     else:
         # Subtracting each row's smallest distance keeps the softmax and avoids underflow.
         weights = np.exp(-(distances - distances.min(axis=1, keepdims=True)) / temperature)
-    weights /= weights.sum(axis=1, keepdims=True)  # (Q, k)
-    probabilities = np.zeros((distances.shape[0], num_classes))
-    np.add.at(probabilities, (np.arange(distances.shape[0])[:, None], neighbor_labels), weights)
-    return probabilities
+    return weights / weights.sum(axis=1, keepdims=True)
 
 
 def interpolate(
@@ -128,6 +135,10 @@ class Datastore:
 
     `search` returns `(distances, indices)` like faiss, with distances Euclidean (faiss's L2
     indexes return squared distances; they are converted here).
+
+    `sources` and `speakers` (one string per entry, "" where unknown) record where each entry's
+    audio came from and who spoke it, when the builder knew: prediction shows the source of a
+    neighbour, `emoknn datastore inspect` counts speakers.
     """
 
     def __init__(
@@ -138,6 +149,8 @@ class Datastore:
         ids: list[str],
         fingerprint: str,
         index_type: str = "exact",
+        sources: list[str] | None = None,
+        speakers: list[str] | None = None,
         values: np.ndarray | None = None,
         attributes: list[str] | None = None,
     ) -> None:
@@ -154,6 +167,8 @@ class Datastore:
             raise ConfigError("datastore keys contain NaN or infinite values")
         self.keys, self.labels, self.label_names = keys, labels, list(label_names)
         self.ids, self.fingerprint, self.index_type = list(ids), fingerprint, index_type
+        self.sources = _entry_strings(sources, len(ids), "sources")
+        self.speakers = _entry_strings(speakers, len(ids), "speakers")
         if (values is None) != (attributes is None):
             raise ConfigError("give both attribute values and attribute names, or neither")
         if values is not None:
@@ -194,8 +209,15 @@ class Datastore:
         squared, indices = self._index.search(queries, k)
         return np.sqrt(np.maximum(squared, 0.0)), indices
 
-    def add(self, keys: np.ndarray, labels: np.ndarray, ids: list[str],
-            values: np.ndarray | None = None) -> None:  # fmt: skip
+    def add(
+        self,
+        keys: np.ndarray,
+        labels: np.ndarray,
+        ids: list[str],
+        sources: list[str] | None = None,
+        speakers: list[str] | None = None,
+        values: np.ndarray | None = None,
+    ) -> None:
         """Add labelled embeddings (of the same model) without retraining anything; a store with
         attribute values needs the new entries' values (n, A)."""
         keys = np.ascontiguousarray(keys, dtype=np.float32)
@@ -216,12 +238,36 @@ class Datastore:
         clash = set(ids) & set(self.ids)
         if clash:
             raise ConfigError(f"ids already in the datastore: {sorted(clash)[:5]}")
+        new_sources = _entry_strings(sources, len(ids), "sources")
+        new_speakers = _entry_strings(speakers, len(ids), "speakers")
         self.keys = np.concatenate([self.keys, keys])
         self.labels = np.concatenate([self.labels, np.asarray(labels, dtype=np.int64)])
         self.ids += list(ids)
+        self.sources += new_sources
+        self.speakers += new_speakers
         if self.values is not None:
             self.values = np.concatenate([self.values, values])
         self._index.add(keys)
+
+    def subset(self, rows: list[int] | np.ndarray) -> Datastore:
+        """The entries at `rows` (in that order), as a datastore of their own."""
+        rows = np.asarray(rows, dtype=np.int64)
+        pick = rows.tolist()
+        return Datastore(self.keys[rows], self.labels[rows], self.label_names,
+                         [self.ids[i] for i in pick], self.fingerprint, self.index_type,
+                         [self.sources[i] for i in pick], [self.speakers[i] for i in pick],
+                         values=None if self.values is None else self.values[rows],
+                         attributes=self.attributes)  # fmt: skip
+
+
+def _entry_strings(values: list[str] | None, count: int, name: str) -> list[str]:
+    """One string per datastore entry ("" where unknown)."""
+    if values is None:
+        return [""] * count
+    values = ["" if value is None else str(value) for value in values]
+    if len(values) != count:
+        raise ConfigError(f"datastore {name}: need one per entry ({count}), got {len(values)}")
+    return values
 
 
 @dataclass
@@ -446,8 +492,75 @@ def _first_best(primary: np.ndarray, secondary: np.ndarray) -> int:
 def store_knn_probs(embeddings: np.ndarray, store: Datastore, settings: KnnSettings) -> np.ndarray:
     """p_knn (Q, C) of queries against `store` with the k and T of `settings` (k is capped at the
     datastore's size)."""
-    distances, indices = store.search(embeddings, min(settings.k, len(store)))
-    return knn_probs(distances, store.labels[indices], len(store.label_names), settings.temperature)
+    return store_knn_search(embeddings, store, settings).p_knn
+
+
+# The most neighbours a prediction may list (beyond the tuned k they carry no weight).
+MAX_NEIGHBOURS = MAX_K
+
+
+@dataclass
+class Neighbour:
+    """One datastore entry near a query: why a prediction leans the way it does."""
+
+    id: str
+    label: str
+    distance: float  # Euclidean, in the model's embedding space
+    # Its share of p_knn (the shares of one label sum to that label's p_knn); 0 for an entry
+    # beyond the k neighbours the kNN uses.
+    weight: float
+    source: str | None = None  # the entry's audio file, where the datastore recorded one
+
+
+@dataclass
+class KnnSearch:
+    """p_knn of queries and the neighbours behind it, from one index search.
+
+    `distances`, `indices`, `weights` are (Q, m), nearest first, m = max(k, neighbours asked)
+    capped at the datastore's size; `weights` is 0 past the k the kNN uses.
+    """
+
+    p_knn: np.ndarray  # (Q, C)
+    distances: np.ndarray
+    indices: np.ndarray
+    weights: np.ndarray
+
+    def neighbours(self, row: int, count: int, store: Datastore) -> list[Neighbour]:
+        """The `count` nearest entries of query `row`, nearest first."""
+        return [
+            Neighbour(store.ids[index], store.label_names[store.labels[index]],
+                      float(distance), float(weight), store.sources[index] or None)
+            for distance, index, weight in zip(self.distances[row, :count],
+                                               self.indices[row, :count].tolist(),
+                                               self.weights[row, :count], strict=True)
+        ]  # fmt: skip
+
+
+def check_neighbours(count: int) -> int:
+    """A neighbour count for prediction: 0 (none) to MAX_NEIGHBOURS."""
+    if isinstance(count, bool) or not isinstance(count, (int, np.integer)):
+        raise ConfigError(f"neighbours must be a whole number, got {count!r}")
+    if not 0 <= count <= MAX_NEIGHBOURS:
+        raise ConfigError(f"neighbours must lie in [0, {MAX_NEIGHBOURS}], got {count}")
+    return int(count)
+
+
+def store_knn_search(
+    embeddings: np.ndarray, store: Datastore, settings: KnnSettings, neighbours: int = 0
+) -> KnnSearch:
+    """p_knn (Q, C) of queries against `store` with the k and T of `settings` (k capped at the
+    datastore's size), and the `neighbours` nearest entries of each query from the same search:
+    asking for up to k neighbours costs nothing more than p_knn itself."""
+    k = min(settings.k, len(store))
+    width = min(max(k, check_neighbours(neighbours)), len(store))
+    distances, indices = store.search(embeddings, width)
+    shares = knn_weights(distances[:, :k], settings.temperature)  # (Q, k)
+    weights = np.zeros_like(distances, dtype=np.float64)
+    weights[:, :k] = shares
+    num_classes = len(store.label_names)
+    p_knn = np.zeros((distances.shape[0], num_classes))
+    np.add.at(p_knn, (np.arange(distances.shape[0])[:, None], store.labels[indices[:, :k]]), shares)
+    return KnnSearch(p_knn, distances, indices, weights)
 
 
 def knn_predict_probs(

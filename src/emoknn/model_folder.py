@@ -7,7 +7,8 @@
                         `max_seconds`, and the fingerprint of the weights
     train_config.json   training settings, labels, the corpus and fold trained on (training runs)
     datastore.npz       kNN datastore: embeddings, labels, ids, fingerprint of the model (no
-                        pickle); a dimensional model's also `values` (N, A), `attribute_names`
+                        pickle), and each entry's source file and speaker where known; a dimensional
+                        model's also `values` (N, A) and `attribute_names`
     knn.json            tuned kNN settings: interpolation (k, α, T) and kNN only (k, T); a
                         dimensional model's also `regression` (the same two, tuned for mean CCC)
     checkpoints/        Lightning checkpoints (best.ckpt, last.ckpt), for `train --resume` only;
@@ -447,7 +448,8 @@ def convert_checkpoint(folder: str | os.PathLike, trust_pickle: bool = False) ->
 
 # ── train_config.json ───────────────────────────────────────────────────────────────────────────
 
-RUN_INFO_STRINGS = ("corpus", "kind", "scheme", "fold", "test_speaker", "val_speaker", "training")
+RUN_INFO_STRINGS = ("corpus", "kind", "scheme", "label_map", "fold", "test_speaker", "val_speaker",
+                    "training")  # fmt: skip
 
 
 def write_run_config(folder: str | os.PathLike, train_config: dict[str, Any], labels: list[str],
@@ -505,6 +507,10 @@ def save_datastore(folder: str | os.PathLike, store: Datastore) -> None:
             ids=np.array(store.ids, dtype=str),
             fingerprint=np.array(store.fingerprint),
             index_type=np.array(store.index_type),
+            # Where each entry came from, when known ("" where not); older files lack them.
+            **{name: np.array(values, dtype=str)
+               for name, values in (("sources", store.sources), ("speakers", store.speakers))
+               if any(values)},
             # A dimensional model's datastore: each entry's attribute values (N, A) and names.
             **({} if store.values is None else {
                 "values": store.values, "attribute_names": np.array(store.attributes)}),
@@ -574,9 +580,18 @@ def load_datastore(folder: str | os.PathLike, fingerprint: str | None = None,
         )
     if labels is not None and label_names != list(labels):
         raise ModelFolderError(f"{path}: its classes {label_names} are not the model's {labels}")
+    recorded = {}
+    for name in ("sources", "speakers"):  # optional: one string per entry
+        if name in arrays:
+            value = arrays[name]
+            if value.shape != (count,) or value.dtype.kind != "U":
+                raise ModelFolderError(f"{path}: {name} must be {count} strings, got "
+                                       f"{value.dtype} {value.shape}")  # fmt: skip
+            recorded[name] = value.tolist()
     values, attributes = _datastore_values(arrays, count, path)
     return Datastore(keys, stored_labels, label_names, id_list, scalars["fingerprint"],
-                     scalars["index_type"], values, attributes)  # fmt: skip
+                     scalars["index_type"], **recorded, values=values,
+                     attributes=attributes)  # fmt: skip
 
 
 def _datastore_values(arrays: dict[str, np.ndarray], count: int, path: Path

@@ -33,6 +33,7 @@ import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -50,7 +51,15 @@ from emoknn.hf_import import hf_classifier_architecture, import_hf_classifier
 from emoknn.hub import resolve_model
 from emoknn.inference import best_device
 from emoknn.inputs import AudioInput, as_input_list, check_input
-from emoknn.knn import Datastore, KnnSettings, TuningResult, store_knn_probs, store_knn_values
+from emoknn.knn import (
+    Datastore,
+    KnnSettings,
+    Neighbour,
+    TuningResult,
+    check_neighbours,
+    store_knn_search,
+    store_knn_values,
+)
 from emoknn.model import EmotionModel
 from emoknn.model_folder import (
     has_model,
@@ -88,6 +97,7 @@ class Segment:
     label: str | None  # None for a dimensional model (no classes)
     probabilities: dict[str, float]
     no_speech: bool = False  # the segment is below NO_SPEECH_DBFS: its label means nothing
+    neighbours: list[Neighbour] = field(default_factory=list)  # when asked (`neighbours=N`)
     attributes: dict[str, float] | None = None  # a dimensional model's final attributes
 
 
@@ -106,6 +116,11 @@ class Prediction:
     # segments only, when it has any.
     no_speech: bool = False
     level_dbfs: float = LEVEL_FLOOR_DBFS  # loudest 30 ms frame (RMS, mean removed), dBFS
+    # The N nearest datastore entries when asked (`neighbours=N`), nearest first, each with its
+    # share of `knn_probabilities`. For a long input: the N entries nearest to any of its (speech)
+    # segments, at that smallest distance, with their duration-weighted mean share, so that the
+    # shares still add up, with the other entries', to the whole's `knn_probabilities`.
+    neighbours: list[Neighbour] = field(default_factory=list)
     # A dimensional model's attributes (its training corpus's scale), interpolated with the
     # regression kNN (or the model's when kNN is off); None for a categorical model.
     arousal: float | None = None
@@ -248,18 +263,24 @@ class EmotionRecognizer:
                 attributes[rows] = output.attributes.float().cpu().numpy()
         return model_probs, embeddings, attributes
 
-    def score(self, clips: Sequence[np.ndarray], batch_size: int = 16) -> dict[str, np.ndarray]:
-        """Probabilities of clips (each ≤ the crop length): model (N, C), knn, final; for a
-        dimensional model also its attributes (N, A): attributes_model, attributes_knn,
-        attributes_final."""
+    def score(self, clips: Sequence[np.ndarray], batch_size: int = 16, neighbours: int = 0
+              ) -> dict[str, Any]:  # fmt: skip
+        """Probabilities of clips (each ≤ the crop length): model (N, C), knn, final; with
+        `neighbours`, also "search": the `KnnSearch` they came from (one index search either way);
+        for a dimensional model also its attributes (N, A): attributes_model, attributes_knn,
+        attributes_final.
+        """
         check_int(batch_size, "batch_size", 1)
+        self._check_neighbours(neighbours)
         model_probs, embeddings, attributes = self.forward_all(clips, batch_size)
-        scores = {"model": model_probs, "knn": None, "final": model_probs}
+        scores: dict[str, Any] = {"model": model_probs, "knn": None, "final": model_probs}
         if self.store is not None and len(clips):
-            p_knn = store_knn_probs(embeddings, self.store, self.knn_settings)
-            scores["knn"] = p_knn
-            scores["final"] = self.knn_settings.interpolate(p_knn, model_probs,
+            search = store_knn_search(embeddings, self.store, self.knn_settings, neighbours)
+            scores["knn"] = search.p_knn
+            scores["final"] = self.knn_settings.interpolate(search.p_knn, model_probs,
                                                             self.store.label_names)  # fmt: skip
+            if neighbours:
+                scores["search"] = search
         if attributes is not None:
             scores["attributes_model"] = scores["attributes_final"] = attributes
             scores["attributes_knn"] = None
@@ -270,6 +291,16 @@ class EmotionRecognizer:
                 scores["attributes_final"] = alpha * y_knn + (1.0 - alpha) * attributes
         return scores
 
+    def _check_neighbours(self, neighbours: int) -> int:
+        neighbours = check_neighbours(neighbours)
+        if neighbours and self.store is None:
+            raise ConfigError(
+                "neighbours: this model has no kNN datastore (or it was turned off), so no "
+                "prediction has neighbours; build one with `emoknn datastore build` or `emoknn "
+                "adapt`, or leave neighbours at 0"
+            )
+        return neighbours
+
     def predict(
         self,
         inputs: AudioInput | Sequence[AudioInput],
@@ -278,16 +309,19 @@ class EmotionRecognizer:
         hop_seconds: float | None = None,
         segmentation: str = "window",
         max_segments: int | None = None,
+        neighbours: int = 0,
     ) -> list[Prediction]:
         """Predict each input: a path, a 1-D 16 kHz array, or an `(array, sample_rate)` pair
-        (or a list of those). `max_segments` bounds the segments scored per input.
+        (or a list of those). `max_segments` bounds the segments scored per input; `neighbours`
+        (0 to 32, needs a datastore) lists that many nearest datastore entries per input and per
+        segment (`Prediction.neighbours`).
 
         Raises AudioError for an input that cannot be used (use `predict_files` to skip those),
         ConfigError for a bad setting.
         """
         results = self._predict(as_input_list(inputs), batch_size, window_seconds, hop_seconds,
                                 segmentation, skip_errors=False,
-                                max_segments=max_segments)  # fmt: skip
+                                max_segments=max_segments, neighbours=neighbours)  # fmt: skip
         return results  # type: ignore[return-value]  # no errors without skip_errors
 
     def predict_files(
@@ -299,6 +333,7 @@ class EmotionRecognizer:
         segmentation: str = "window",
         chunk_size: int = 256,
         max_segments: int | None = None,
+        neighbours: int = 0,
     ) -> Iterator[Prediction | EmoknnError]:
         """Yield, in input order, a Prediction or the error that made a file unusable.
 
@@ -307,10 +342,12 @@ class EmotionRecognizer:
         paths = as_input_list(paths)
         check_int(chunk_size, "chunk_size", 1)
         self._check_settings(batch_size, window_seconds, hop_seconds, segmentation, max_segments)
+        self._check_neighbours(neighbours)
         for start in range(0, len(paths), chunk_size):
             chunk = list(paths[start : start + chunk_size])
             yield from self._predict(chunk, batch_size, window_seconds, hop_seconds, segmentation,
-                                     skip_errors=True, max_segments=max_segments)  # fmt: skip
+                                     skip_errors=True, max_segments=max_segments,
+                                     neighbours=neighbours)  # fmt: skip
 
     def _check_settings(self, batch_size: int, window_seconds: float | None,
                         hop_seconds: float | None, segmentation: str, max_segments: int | None
@@ -324,12 +361,14 @@ class EmotionRecognizer:
 
     def _predict(self, inputs: list, batch_size: int, window_seconds: float | None,
                  hop_seconds: float | None, segmentation: str, skip_errors: bool,
-                 max_segments: int | None = None) -> list[Prediction | EmoknnError]:  # fmt: skip
+                 max_segments: int | None = None, neighbours: int = 0
+                 ) -> list[Prediction | EmoknnError]:  # fmt: skip
         """Every input's clips (a short input is one clip; a long one, its streamed segments)
         share one pool, scored in length-sorted batches whenever it fills: batching stays full
         across inputs while memory stays bounded by the pool, however long the files."""
         window, hop = self._check_settings(batch_size, window_seconds, hop_seconds, segmentation,
                                            max_segments)  # fmt: skip
+        neighbours = self._check_neighbours(neighbours)
         cut = window_segments if segmentation == "window" else voice_segments
         # The pool holds up to 8 batches of full windows' worth of samples (61 MB of float32 for
         # 7.5 s windows and batches of 16): many more clips when they are short, so that typical
@@ -341,11 +380,14 @@ class EmotionRecognizer:
         def flush() -> None:
             nonlocal pooled_samples
             live = [(tally, start, clip) for tally, start, clip in pool if not tally.failed]
-            scores = self.score([clip for _, _, clip in live], batch_size)
+            scores = self.score([clip for _, _, clip in live], batch_size, neighbours)
+            search = scores.pop("search", None)
             for row, (tally, start, clip) in enumerate(live):
+                near = None if search is None else (search.distances[row], search.indices[row],
+                                                    search.weights[row])  # fmt: skip
                 tally.add(start, len(clip), {name: None if value is None else value[row]
                                              for name, value in scores.items()},
-                          speech_level_dbfs(clip))  # fmt: skip
+                          speech_level_dbfs(clip), near)  # fmt: skip
             pool.clear()
             pooled_samples = 0
 
@@ -409,9 +451,16 @@ class EmotionRecognizer:
                 results.append(tally)
                 continue
             try:
-                results.append(tally.prediction(self.labels, knn=self.store is not None,
-                                                classes=self.predicts_classes,
-                                                attributes=self.attributes))  # fmt: skip
+                results.append(
+                    tally.prediction(
+                        self.labels,
+                        knn=self.store is not None,
+                        store=self.store,
+                        neighbours=neighbours,
+                        classes=self.predicts_classes,
+                        attributes=self.attributes,
+                    )
+                )
             except EmoknnError as error:
                 if not skip_errors:
                     raise
@@ -530,6 +579,10 @@ class _Tally:
         self.seconds = {"all": 0.0, "speech": 0.0}
         self.sums: dict[str, dict[str, np.ndarray]] = {"all": {}, "speech": {}}
         self.segments: list[tuple[int, int, np.ndarray, bool]] = []  # start, length, final, silent
+        # Neighbours, when asked: per segment its rows (distances, indices, weights), and per
+        # group each entry's smallest distance and duration-weighted share.
+        self.segment_near: list[tuple | None] = []
+        self.near: dict[str, dict[int, list[float]]] = {"all": {}, "speech": {}}
 
     def count(self, blocks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
         """Pass blocks through, adding up the input's duration."""
@@ -538,7 +591,7 @@ class _Tally:
             yield block
 
     def add(self, start: int, length: int, scores: dict[str, np.ndarray | None],
-            level_dbfs: float) -> None:  # fmt: skip
+            level_dbfs: float, near: tuple | None = None) -> None:  # fmt: skip
         seconds = length / SAMPLE_RATE
         silent = level_dbfs < NO_SPEECH_DBFS
         self.level_dbfs = max(self.level_dbfs, level_dbfs)
@@ -547,11 +600,19 @@ class _Tally:
                 if value is not None:
                     self.sums[group][name] = self.sums[group].get(name, 0.0) + seconds * value
             self.seconds[group] += seconds
+            if near is not None:
+                entries = self.near[group]
+                for distance, index, weight in zip(*near, strict=True):
+                    entry = entries.setdefault(int(index), [float(distance), 0.0])
+                    entry[0] = min(entry[0], float(distance))
+                    entry[1] += seconds * float(weight)
         if self.segmented:
             self.segments.append((start, length, scores["final"], silent,
                                   scores.get("attributes_final")))  # fmt: skip
+            self.segment_near.append(near)
 
-    def prediction(self, labels: list[str], knn: bool, classes: bool = True,
+    def prediction(self, labels: list[str], knn: bool, store: Datastore | None = None,
+                   neighbours: int = 0, classes: bool = True,
                    attributes: list[str] | None = None) -> Prediction:  # fmt: skip
         if self.failed is not None:
             raise self.failed
@@ -577,6 +638,28 @@ class _Tally:
 
         final_attributes = rated(sums["attributes_final"] / seconds) if attributes else None
         knn_attributes = sums.get("attributes_knn")  # absent without a kNN stage
+
+        def listed(rows: Iterable[tuple[float, int, float]]) -> list[Neighbour]:
+            return [Neighbour(store.ids[index], store.label_names[store.labels[index]], distance,
+                              weight, store.sources[index] or None)
+                    for distance, index, weight in rows]  # fmt: skip
+
+        def segment_neighbours(near: tuple | None) -> list[Neighbour]:
+            if near is None or not neighbours:
+                return []
+            distances, indices, weights = near
+            return listed(zip(distances[:neighbours].tolist(), indices[:neighbours].tolist(),
+                              weights[:neighbours].tolist(), strict=True))  # fmt: skip
+
+        nearest = sorted(self.near[group].items(), key=lambda item: (item[1][0], item[0]))
+        whole = (
+            listed(
+                (distance, index, share / seconds)
+                for index, (distance, share) in nearest[:neighbours]
+            )
+            if neighbours
+            else []
+        )
         return Prediction(
             source=self.source,
             label=label_of(final),
@@ -591,12 +674,16 @@ class _Tally:
                     label_of(p),
                     named(p),
                     no_speech=silent,
+                    neighbours=segment_neighbours(near),
                     attributes=rated(a),
                 )
-                for start, length, p, silent, a in self.segments
+                for (start, length, p, silent, a), near in zip(
+                    self.segments, self.segment_near, strict=True
+                )
             ],
             no_speech=self.seconds["speech"] == 0,
             level_dbfs=round(self.level_dbfs, 1),
+            neighbours=whole,
             **(final_attributes or {}),
             model_attributes=rated(sums["attributes_model"] / seconds) if attributes else None,
             knn_attributes=None if knn_attributes is None else rated(knn_attributes / seconds),

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from emoknn import baseline
+from emoknn import baseline, probe
 from emoknn.experiments import INFERENCES, PREDICTIONS_FILE, collect_fold_results, write_results
 from emoknn.files import write_text_atomic
 from emoknn.metrics import confusion_matrix
@@ -308,6 +308,29 @@ def _protocol_words(meta: dict) -> str:
     )
 
 
+def probe_lines(records: list[dict[str, Any]]) -> list[str]:
+    """The encoder probe's choices per fold (layer and C, chosen on the validation speaker)."""
+    rows = [r for r in records if r["training"] == probe.NAME]
+    if not rows:
+        return []
+    lines = [
+        "", f"## {probe.LABEL}: the layer and C chosen on each fold's validation set", "",
+        "| fold | test / val speaker | layer | C | validation UA % | test UA % |",
+        "|---|---|---:|---:|---:|---:|",
+    ]  # fmt: skip
+    for r in rows:
+        val_ua = f"{100 * r['val_ua']:.2f}" if isinstance(r.get("val_ua"), float) else "—"
+        lines.append(f"| {r['fold']} | {r['test_speaker']} / {r['val_speaker']} | "
+                     f"{r['layer']} | {r['c']:g} | {val_ua} | {100 * r['ua']:.2f} |")  # fmt: skip
+    by_layer = [r.get("val_ua_by_layer") for r in rows]
+    numbers = lambda v: isinstance(v, list) and all(isinstance(x, float) for x in v)  # noqa: E731
+    if all(numbers(v) and v and len(v) == len(by_layer[0]) for v in by_layer):
+        means = np.mean(np.array(by_layer, dtype=np.float64), axis=0)
+        layers = ", ".join(f"layer {i} {100 * m:.1f}" for i, m in enumerate(means))
+        lines += ["", f"Validation UA % of each layer (its best C), mean over folds: {layers}."]
+    return lines
+
+
 def write_report(
     run_dirs: list[str | os.PathLike], out_dir: str | os.PathLike, meta: dict[str, Any]
 ) -> Path:
@@ -337,7 +360,9 @@ def write_report(
         "",
         "WA = accuracy over utterances; UA = mean of per-class recalls. Mean ± sample standard "
         "deviation over folds, in %. *kNN only* is α = 1; *+ kNN* is the tuned interpolation. "
-        f"*{baseline.LABEL}* is a classical baseline on the same folds: {baseline.DESCRIPTION}.",
+        f"*{baseline.LABEL}* is a classical baseline on the same folds: {baseline.DESCRIPTION}. "
+        f"*{probe.LABEL}*, the bar a learned head has to clear, is the simplest use of the "
+        f"encoder on the same folds: {probe.DESCRIPTION}.",
         "",
         "## Results",
         "",
@@ -368,6 +393,7 @@ def write_report(
             f"{record['val_speaker']} | {100 * record['wa']:.2f} | {100 * record['ua']:.2f} | "
             f"{record['k'] if record['k'] is not None else '—'} | {record['alpha']:g} | {shown_t} |"
         )
+    lines += probe_lines(results["records"])
     lines += ["", "## Confusion matrices (pooled over folds, rows normalised)", ""]
     for variant, path in confusion_paths.items():
         lines.append(f"![{variant}]({path})")

@@ -1,10 +1,18 @@
 """An HTTP service around `EmotionRecognizer`: `emoknn serve --model RUN_DIR`.
 
-    GET  /          a page to upload or record audio and see the emotion (bars, and a timeline
-                    for long audio)
-    GET  /health    {"status": "ok", "labels": [...], "knn": true, "limits": {...}}
+    GET  /          a page to upload or record audio and see the emotion: the waveform with a
+                    timeline of segments on a time axis, playback, bars, and the nearest
+                    training clips behind the prediction
+    GET  /health    {"status": "ok", "labels": [...], "knn": true, "limits": {...},
+                     "model_info": {...} (encoder, frozen or fine-tuned, corpus: what the model
+                     folder says), "neighbours": {"max": 32, "audio": false}}
     POST /predict   multipart upload (field "file") → the Prediction as JSON
-                    query: segmentation=window|vad, window_seconds, hop_seconds
+                    query: segmentation=window|vad, window_seconds, hop_seconds, neighbours=N
+    GET  /neighbour-audio?id=ID   the audio file of datastore entry ID, only when the server was
+                    started with `serve_neighbour_audio` (`--serve-neighbour-audio`): it exposes
+                    training audio. The id is looked up in the datastore; only the file the
+                    datastore lists for it is ever served (and only if it reads as audio), so no
+                    request can name any other path.
     GET  /docs      the OpenAPI schema, browsable
 
 Limits, each stated in `/health` (what one request can cost the server):
@@ -33,12 +41,14 @@ from typing import Annotated, Any
 from emoknn.audio import MIN_SAMPLES, SAMPLE_RATE, decoder_reason
 from emoknn.checks import check_int, check_number
 from emoknn.errors import ConfigError, EmoknnError
+from emoknn.inputs import AUDIO_SUFFIXES
+from emoknn.knn import MAX_NEIGHBOURS
 from emoknn.predict import EmotionRecognizer, load_recognizer
 from emoknn.segments import SEGMENTATIONS
 
 try:
     from fastapi import FastAPI, File, HTTPException, Query, UploadFile
-    from fastapi.responses import HTMLResponse, JSONResponse
+    from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 except ImportError as error:  # pragma: no cover - exercised only without the extra installed
     raise EmoknnError("the HTTP service needs FastAPI: pip install 'emoknn[serve]'") from error
 
@@ -115,8 +125,11 @@ def create_app(
     max_seconds: float = 600.0,
     model_name: str = "model",
     max_segments: int = 256,
+    model_info: dict[str, Any] | None = None,
+    serve_neighbour_audio: bool = False,
 ) -> FastAPI:
-    """The FastAPI application serving `recognizer` (see the module docstring)."""
+    """The FastAPI application serving `recognizer` (see the module docstring). `model_info`:
+    `emoknn.model_info.describe_model` of the model folder, shown by the page."""
     import soundfile as sf
 
     check_number(max_upload_mb, "max_upload_mb", 0.0, strict_minimum=True)
@@ -139,9 +152,35 @@ def create_app(
         "default_window_seconds": recognizer.max_seconds,
     }
 
+    # The only files /neighbour-audio can serve: the datastore's own list, fixed at start-up.
+    store = recognizer.store
+    audio_of: dict[str, Path] = {}
+    if serve_neighbour_audio and store is not None:
+        audio_of = {id_: Path(source) for id_, source in zip(store.ids, store.sources, strict=True)
+                    if source and Path(source).suffix.lower() in AUDIO_SUFFIXES}  # fmt: skip
+
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def index() -> str:
         return page
+
+    @app.get("/neighbour-audio")
+    def neighbour_audio(
+        entry: Annotated[
+            str, Query(alias="id", description="A datastore entry id, as /predict lists it")
+        ],
+    ) -> FileResponse:
+        if not serve_neighbour_audio:
+            raise HTTPException(
+                404, "neighbour audio is off (start the server with --serve-neighbour-audio)"
+            )
+        source = audio_of.get(entry)
+        if source is None:
+            raise HTTPException(404, "no audio recorded for that datastore entry")
+        try:
+            sf.info(str(source))  # a listed file that is not (or no longer) audio is not served
+        except (sf.LibsndfileError, RuntimeError, OSError):
+            raise HTTPException(404, "the audio of that datastore entry is not available") from None
+        return FileResponse(source, media_type="audio/" + source.suffix.lower().lstrip("."))
 
     @app.get("/health")
     def health() -> dict[str, Any]:
@@ -157,6 +196,11 @@ def create_app(
             else ("both" if recognizer.predicts_classes else "dimensional"),
             "attributes": recognizer.attributes,
             "attribute_axes": recognizer.attribute_axes(),
+            "model_info": model_info or {"name": model_name},
+            "neighbours": {
+                "max": MAX_NEIGHBOURS if recognizer.store is not None else 0,
+                "audio": bool(audio_of),
+            },
             "max_upload_mb": max_upload_mb,  # kept at the top level for earlier clients
             "max_seconds": max_seconds,
             "limits": limits,
@@ -170,7 +214,12 @@ def create_app(
             float | None, Query(ge=MIN_WINDOW_SECONDS, le=MAX_WINDOW_SECONDS)
         ] = None,
         hop_seconds: Annotated[float | None, Query(gt=0)] = None,
+        neighbours: Annotated[
+            int, Query(ge=0, le=MAX_NEIGHBOURS, description="List the N nearest training clips")
+        ] = 0,
     ) -> dict[str, Any]:
+        if neighbours and recognizer.store is None:
+            raise HTTPException(422, "neighbours: this model has no kNN datastore")
         if segmentation not in SEGMENTATIONS:
             raise HTTPException(422, f"segmentation must be one of {', '.join(SEGMENTATIONS)}")
         window = window_seconds if window_seconds is not None else recognizer.max_seconds
@@ -220,7 +269,8 @@ def create_app(
                 with lock:
                     result = recognizer.predict(path, window_seconds=window_seconds,
                                                 hop_seconds=hop_seconds, segmentation=segmentation,
-                                                max_segments=max_segments)[0]  # fmt: skip
+                                                max_segments=max_segments,
+                                                neighbours=neighbours)[0]  # fmt: skip
             except EmoknnError as error:
                 raise HTTPException(422, client_message(error)) from error
         result.source = name
@@ -249,11 +299,20 @@ def check_listen_address(host: str, port: int) -> None:
 
 def serve(model_dir: str, host: str = "127.0.0.1", port: int = 8000, use_knn: bool = True,
           max_upload_mb: float = 50.0, max_seconds: float = 600.0, precision: str = "fp32",
-          int8: bool = False, max_segments: int = 256) -> None:  # fmt: skip
-    """Load the model (see `load_recognizer`) and run the service with uvicorn until interrupted."""
+          int8: bool = False, max_segments: int = 256,
+          serve_neighbour_audio: bool = False) -> None:  # fmt: skip
+    """Load the model (see `load_recognizer`) and run the service with uvicorn until interrupted.
+
+    `serve_neighbour_audio` lets the page play the datastore's training clips (off by default:
+    it exposes that audio to whoever can reach the server)."""
     import uvicorn
 
+    from emoknn.hub import resolve_model
+    from emoknn.model_info import describe_model
+
     recognizer = load_recognizer(model_dir, use_knn=use_knn, precision=precision, int8=int8)
+    info = describe_model(resolve_model(Path(model_dir)))
     app = create_app(recognizer, max_upload_mb, max_seconds, model_name=Path(model_dir).name,
-                     max_segments=max_segments)  # fmt: skip
+                     max_segments=max_segments, model_info=info,
+                     serve_neighbour_audio=serve_neighbour_audio)  # fmt: skip
     uvicorn.run(app, host=host, port=port, log_level="info")

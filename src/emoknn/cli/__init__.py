@@ -9,7 +9,7 @@ One module per command group, registered below in the order `emoknn --help` list
 
     corpus.py     corpus summarize | synth, augment preview
     training.py   train, crossval, report
-    datastore.py  datastore build | add
+    datastore.py  datastore build | add | inspect
     demo.py       demo
     predict.py    predict, serve, export
     models.py     convert, import, adapt, push

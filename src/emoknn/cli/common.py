@@ -75,7 +75,24 @@ def check_folder(path: Path | None, option: str) -> None:
         raise ConfigError(f"{option} {path}: {what}", setting=option)
 
 
-def load_folds(corpus: Path, kind: str, scheme: str, folds: str | None):
+def label_map_setting(label_map: str) -> str:
+    """--label-map as a run records it: default, four, or the JSON file's absolute path."""
+    from emoknn.corpora import LABEL_MAP_CHOICES
+
+    if label_map in LABEL_MAP_CHOICES:
+        return label_map
+    path = Path(label_map)
+    if not path.is_file():
+        raise ConfigError(
+            f"--label-map {label_map!r}: expected default, four, or a JSON file; no such file",
+            setting="--label-map",
+        )
+    return str(path.resolve())
+
+
+def load_folds(
+    corpus: Path, kind: str, scheme: str, folds: str | None, label_map: str = "default"
+):
     """The corpus's utterances and the selected folds, every option checked first."""
     from emoknn.config import check_trainable
     from emoknn.corpora import CORPUS_KINDS, load_corpus
@@ -83,7 +100,7 @@ def load_folds(corpus: Path, kind: str, scheme: str, folds: str | None):
 
     check_choice(kind, "--kind", CORPUS_KINDS)
     check_choice(scheme, "--scheme", SCHEMES)
-    utterances = load_corpus(corpus, kind)
+    utterances = load_corpus(corpus, kind, label_map=label_map_setting(label_map))
     chosen = select_folds(speaker_folds(utterances, scheme), folds)
     labels = sorted({u.label for u in utterances})
     for fold in chosen:

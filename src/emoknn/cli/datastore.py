@@ -1,5 +1,6 @@
-"""`emoknn datastore build` / `add`: a run's kNN datastore, built from its fold or extended with
-one's own labelled audio (no retraining); `build_datastore` also serves `emoknn train`."""
+"""`emoknn datastore build` / `add` / `inspect`: a run's kNN datastore, built from its fold or
+extended with one's own labelled audio (no retraining), and looked over for duplicates and likely
+mislabels; `build_datastore` also serves `emoknn train`."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from emoknn.cli.common import check_folder, console
 from emoknn.cli.options import Criterion
 from emoknn.errors import ConfigError, EmoknnError
 
-datastore_app = typer.Typer(help="Build or extend a run's kNN datastore.", no_args_is_help=True)
+datastore_app = typer.Typer(help="Build, extend or inspect a run's kNN datastore.",
+                            no_args_is_help=True)  # fmt: skip
 
 
 def build_datastore(run_dir, train, val, max_seconds, criterion, index_type,
@@ -94,3 +96,37 @@ def datastore_add(
         raise EmoknnError("give audio files with a non-empty --label, or --manifest CSV")
     store = add_to_datastore(run, utterances)
     console.print(f"Added {len(utterances)} utterances; the datastore now holds {len(store)}.")
+
+
+@datastore_app.command("inspect")
+def datastore_inspect(
+    run: Annotated[Path, typer.Argument(help="A model folder with a datastore (run, export, ...)")],
+    plot: Annotated[
+        Path, typer.Option(help="Where to write the t-SNE map (.png, .pdf or .svg)")
+    ] = Path("datastore-map.png"),
+    no_plot: Annotated[bool, typer.Option("--no-plot", help="Skip the t-SNE map")] = False,
+    near_factor: Annotated[
+        float,
+        typer.Option(help="'Very near': within this fraction of the median nearest distance"),
+    ] = 0.25,
+    vote_k: Annotated[
+        int, typer.Option(help="Flag entries whose K nearest all carry one other label")
+    ] = 5,
+    output_format: Annotated[str, typer.Option("--format", help="text or json")] = "text",
+) -> None:
+    """Counts per label and speaker, exact duplicates, near duplicates with another label (likely
+    mislabels), and a t-SNE map of the datastore coloured by label."""
+    import json
+
+    from emoknn.checks import check_int, check_number
+    from emoknn.store_inspect import inspect_run
+
+    check_choice(output_format, "--format", ("text", "json"))
+    check_number(near_factor, "--near-factor", 0.0, strict_minimum=True)
+    check_int(vote_k, "--vote-k", 1)
+    check_folder(run, "RUN")
+    inspection = inspect_run(run, None if no_plot else plot, near_factor, vote_k)
+    if output_format == "json":
+        print(json.dumps(inspection.to_dict(), indent=2))
+    else:
+        console.print(inspection.to_text(), highlight=False, markup=False)

@@ -1,5 +1,7 @@
 """`emoknn demo`: the main job on a CPU, offline, from nothing: synthetic corpus → frozen encoder →
-CE vs CE+SCL, ± kNN, and a classical baseline on every fold → table, comparisons, report."""
+CE vs CE+SCL, ± kNN, the encoder probe and a classical baseline on every fold → table,
+comparisons, report. `--corpus NAME|PATH` runs it on a real corpus instead (downloaded where the
+network allows)."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from typing import Annotated
 import typer
 
 from emoknn.cli.common import check_output_folder, console, train_config
+from emoknn.cli.corpus import accept_licence, download_progress
 from emoknn.cli.training import run_crossval
 
 
@@ -19,9 +22,23 @@ def demo_command(
     ] = "openai/whisper-base",
     folds: Annotated[str | None, typer.Option(help="Folds to run, e.g. 0,5 (default: all)")] = None,
     epochs: Annotated[int | None, typer.Option(help="Maximum epochs per head")] = None,
+    corpus: Annotated[
+        str | None,
+        typer.Option(
+            help="A real corpus instead of the synthetic one: a folder or manifest, or a "
+            "downloadable NAME (emoknn corpus list), fetched into OUT/corpora/NAME"
+        ),
+    ] = None,
+    accept_licence_: Annotated[
+        bool, typer.Option("--accept-licence", help="Accept the --corpus NAME's licence terms")
+    ] = False,
+    url: Annotated[
+        str | None, typer.Option("--url", help="Mirror for the --corpus NAME download")
+    ] = None,
 ) -> None:
-    """The main job, on CPU: synthetic corpus → frozen encoder → CE vs CE+SCL, ± kNN, and a
-    classical baseline on every fold → table, paired comparisons, report, a model to try."""
+    """The main job, on CPU: synthetic corpus → frozen encoder → CE vs CE+SCL, ± kNN, the
+    encoder probe and a classical baseline on every fold → table, paired comparisons, report, a
+    model to try."""
     import json
     import time
 
@@ -31,22 +48,42 @@ def demo_command(
     start = time.perf_counter()
     check_output_folder(out, "--out")
     train_config("frozen", max_epochs=epochs)  # check the options before any work
-    corpus = out / "corpus"
-    if is_synthetic_corpus(corpus):
-        console.print(f"Reusing the synthetic corpus in {corpus}")
+    real = None
+    if corpus is not None:
+        real = _real_corpus(corpus, out, accept_licence_, url)
+        console.print(real.line, highlight=False)
+    if real is not None and real.path is not None:
+        corpus_path, kind, scheme = real.path, real.kind, real.scheme
     else:
-        console.print(f"Generating the synthetic corpus in {corpus} ...")
-        generate_synthetic_corpus(corpus, **demo.CORPUS_SETTINGS)
+        corpus_path, kind, scheme = out / "corpus", "synthetic", "speaker"
+        if is_synthetic_corpus(corpus_path):
+            console.print(f"Reusing the synthetic corpus in {corpus_path}")
+        else:
+            console.print(f"Generating the synthetic corpus in {corpus_path} ...")
+            generate_synthetic_corpus(corpus_path, **demo.CORPUS_SETTINGS)
     choice = demo.choose_encoder(encoder)
     console.print(choice.line, highlight=False)
     config = train_config("frozen", encoder=choice.encoder, max_epochs=epochs,
                            cache_views=demo.CACHE_VIEWS, progress_bar=False,
                            **demo.HEAD_SETTINGS)  # fmt: skip
     crossval_dir = out / "crossval"
-    run_crossval(corpus, "synthetic", "speaker", folds, "main", crossval_dir, config)
+    run_crossval(corpus_path, kind, scheme, folds, "main", crossval_dir, config)
     results = json.loads((crossval_dir / "results.json").read_text())
     console.print(demo.verdict(results, choice.encoder), highlight=False)
-    for line in demo.try_it(crossval_dir, results, corpus):
+    for line in demo.try_it(crossval_dir, results, corpus_path, kind):
         console.print(line, highlight=False, soft_wrap=True)
     console.print(f"Demo finished in {time.perf_counter() - start:.0f} s, encoder "
                   f"{choice.encoder}.", highlight=False)  # fmt: skip
+
+
+def _real_corpus(spec: str, out: Path, accepted: bool, url: str | None):
+    """--corpus: a folder as it is, or a downloadable NAME (its licence accepted first)."""
+    from emoknn import demo
+    from emoknn.corpora import CORPORA
+
+    info = CORPORA.get(spec)
+    if info is not None and not Path(spec).exists() and info.access == "download":
+        accept_licence(info, accepted)
+        accepted = True
+    with download_progress() as progress:
+        return demo.demo_corpus(spec, out, accepted, progress=progress, url=url)

@@ -12,7 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from emoknn.cli.common import console, error_console
-from emoknn.cli.options import ClipBatch, Criterion, Device
+from emoknn.cli.options import ClipBatch, Criterion, Device, Licence
 
 
 def convert_command(
@@ -84,9 +84,7 @@ def adapt_command(
     ] = False,
     folds: Annotated[int, typer.Option(help="Most cross-validation folds")] = 10,
     criterion: Criterion = "ua",
-    licence: Annotated[
-        str | None, typer.Option(help="Licence for the model card (e.g. cc-by-4.0)")
-    ] = None,
+    licence: Licence = None,
     seed: Annotated[int, typer.Option(help="Seed of the stratified folds")] = 0,
     device: Device = None,
     batch_size: ClipBatch = 16,
@@ -128,9 +126,7 @@ def push_command(
     run: Annotated[Path, typer.Argument(help="Model folder (with its README.md model card)")],
     repo_id: Annotated[str, typer.Argument(help="Hugging Face Hub repo id: owner/name")],
     private: Annotated[bool, typer.Option(help="Create the repo as private")] = False,
-    licence: Annotated[
-        str | None, typer.Option(help="Licence for a generated model card (e.g. cc-by-4.0)")
-    ] = None,
+    licence: Licence = None,
 ) -> None:
     """Upload a model folder to the Hugging Face Hub (log in first: `hf auth login`)."""
     from emoknn.hub import push_model

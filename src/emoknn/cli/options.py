@@ -11,10 +11,31 @@ from typing import Annotated
 
 import typer
 
-# ── Corpus and folds (train, crossval, corpus summarize) ────────────────────────────────────────
+# ── Corpus, folds, augmentation (train, crossval, corpus summarize, augment preview) ─────────
 CorpusOption = Annotated[Path, typer.Option("--corpus", help="Corpus folder or manifest .csv")]
-Kind = Annotated[str, typer.Option("--kind", help="Corpus kind, or auto")]
-Scheme = Annotated[str, typer.Option("--scheme", help="Folds: speaker (LOSO) or session")]
+Kind = Annotated[
+    str, typer.Option("--kind", help="Corpus kind (see `emoknn corpus list`), or auto")
+]
+Scheme = Annotated[
+    str,
+    typer.Option(
+        "--scheme",
+        help="Folds: speaker (LOSO), session, or official (the corpus's own train / validation "
+        "/ test: MSP-Podcast, MELD, ESD)",
+    ),
+]
+LabelMap = Annotated[
+    str,
+    typer.Option(
+        "--label-map",
+        help="default (the corpus's standard classes), four (angry, happy, neutral, sad), or a "
+        'JSON file {"class": "new class" or null}',
+    ),
+]
+RirDir = Annotated[
+    Path | None,
+    typer.Option("--rir-dir", help="Folder of room impulse responses for reverb"),
+]
 
 # ── Training settings (train, crossval); None keeps the preset's value ──────────────────────────
 Preset = Annotated[
@@ -63,6 +84,12 @@ Progress = Annotated[bool, typer.Option("--progress/--no-progress", help="Show p
 # ── The kNN stage (train, crossval, datastore build, adapt) ─────────────────────────────────────
 Criterion = Annotated[str, typer.Option("--criterion", help="Tune k, α, T for ua or wa")]
 
+# ── Sharing a model (adapt, push)
+Licence = Annotated[
+    str | None,
+    typer.Option("--licence", help="Licence for the model card it writes (e.g. cc-by-4.0)"),
+]
+
 # ── Using a model (predict, serve, adapt) ───────────────────────────────────────────────────────
 RecognizerModel = Annotated[
     Path,
@@ -77,7 +104,7 @@ Int8 = Annotated[
 InferencePrecision = Annotated[
     str,
     typer.Option(
-        "--precision", help="fp32, or bf16: faster where the hardware has bf16 (see README)"
+        "--precision", help="fp32, or bf16: faster where the hardware has bf16 (docs: prediction)"
     ),
 ]
 Device = Annotated[str | None, typer.Option("--device", help="cpu or cuda (default: best)")]

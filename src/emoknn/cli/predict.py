@@ -27,6 +27,13 @@ def predict_command(
     device: Device = None,
     precision: InferencePrecision = "fp32",
     int8: Int8 = False,
+    neighbours: Annotated[
+        int,
+        typer.Option(
+            help="List the N nearest training clips (datastore entries) behind each prediction "
+            "and segment, with their share of the kNN probabilities (0 = off, at most 32)"
+        ),
+    ] = 0,
 ) -> None:
     """Predict the emotion of your own recordings."""
     import csv
@@ -37,6 +44,7 @@ def predict_command(
 
     from emoknn.checks import check_device
     from emoknn.inputs import find_audio_files
+    from emoknn.knn import MAX_NEIGHBOURS
     from emoknn.predict import PRECISIONS, load_recognizer
     from emoknn.segments import MAX_WINDOW_SECONDS, SEGMENTATIONS
 
@@ -45,6 +53,7 @@ def predict_command(
     check_int(batch_size, "--batch-size", 1)
     check_choice(precision, "--precision", PRECISIONS)
     check_device(device, "--device")
+    check_int(neighbours, "--neighbours", 0, MAX_NEIGHBOURS)
     if window is not None:
         check_number(window, "--window", 0.5, MAX_WINDOW_SECONDS)
     if hop is not None:
@@ -53,10 +62,16 @@ def predict_command(
     for problem in problems:
         skipped(problem)
     recognizer = load_recognizer(model, device, knn, precision, int8)
+    if neighbours and recognizer.store is None:
+        raise ConfigError(
+            f"--neighbours: {model} has no kNN datastore here (a checkpoint, an imported "
+            "classifier, or --no-knn), so there are no training clips to list"
+        )
     predictions = []
     with Progress(console=error_console, transient=True, disable=len(files) < 20) as progress:
         task = progress.add_task("predicting", total=len(files))
-        for result in recognizer.predict_files(files, batch_size, window, hop, segmentation):
+        for result in recognizer.predict_files(files, batch_size, window, hop, segmentation,
+                                               neighbours=neighbours):  # fmt: skip
             if isinstance(result, EmoknnError):
                 skipped(str(result))
             else:
@@ -77,16 +92,27 @@ def predict_command(
     elif output_format == "csv":
         writer = csv.writer(sys.stdout)
         # no_speech last: the columns earlier versions wrote keep their places.
+        # Neighbours (when asked) after that: five columns per rank, nearest first.
+        fields = ("id", "label", "distance", "weight", "source")
         writer.writerow(["source", "start_s", "end_s", "label", *labels, "no_speech",
-                         *attributes])  # fmt: skip
+                         *(f"neighbour{rank}_{name}" for rank in range(1, neighbours + 1)
+                           for name in fields), *attributes])  # fmt: skip
+
+        def near(found) -> list:
+            cells = []
+            for n in found:
+                cells += [n.id, n.label, f"{n.distance:.6g}", f"{n.weight:.4f}", n.source or ""]
+            return cells + [""] * (len(fields) * (neighbours - len(found)))
+
         for p in predictions:
             writer.writerow([p.source, 0.0, p.duration_s, p.label or "",
                              *(f"{p.probabilities[label]:.4f}" for label in labels),
-                             int(p.no_speech), *rated(p.attributes, 4)])  # fmt: skip
+                             int(p.no_speech), *near(p.neighbours),
+                             *rated(p.attributes, 4)])  # fmt: skip
             for segment in p.segments:
                 writer.writerow([p.source, segment.start_s, segment.end_s, segment.label or "",
                                  *(f"{segment.probabilities[x]:.4f}" for x in labels),
-                                 int(segment.no_speech),
+                                 int(segment.no_speech), *near(segment.neighbours),
                                  *rated(segment.attributes, 4)])  # fmt: skip
     else:
         # What was used, not what was asked: a checkpoint (or --no-knn) has no kNN stage.
@@ -97,6 +123,18 @@ def predict_command(
         table.add_column("emotion", style="bold")
         for label in labels:
             table.add_column(label, justify="right")
+        if neighbours:
+            table.add_column("kNN weight", justify="right")
+            table.add_column("distance", justify="right")
+        blank = [""] * (2 if neighbours else 0)
+
+        def add_neighbours(found, indent: str) -> None:
+            # Under the prediction: the training clips it was pulled toward, nearest first.
+            for rank, n in enumerate(found, 1):
+                table.add_row(f"{indent}{rank}. {n.id}", "", n.label, *[""] * len(labels),
+                              f"{n.weight:.2f}", f"{n.distance:.3g}", *[""] * len(attributes),
+                              style="dim")  # fmt: skip
+
         for attribute in attributes:
             table.add_column(attribute, justify="right", style="cyan")
         for p in predictions:
@@ -104,12 +142,14 @@ def predict_command(
             emotion = "no speech" if p.no_speech else (p.label or "—")
             table.add_row(Path(p.source).name, f"{p.duration_s:.1f}", emotion,
                           *(f"{p.probabilities[label]:.2f}" for label in labels),
-                          *rated(p.attributes, 2))  # fmt: skip
+                          *blank, *rated(p.attributes, 2))  # fmt: skip
+            add_neighbours(p.neighbours, "  ")
             for segment in p.segments:
                 table.add_row(f"  {segment.start_s:.1f}–{segment.end_s:.1f} s", "",
                               "no speech" if segment.no_speech else (segment.label or "—"),
                               *(f"{segment.probabilities[x]:.2f}" for x in labels),
-                              *rated(segment.attributes, 2))  # fmt: skip
+                              *blank, *rated(segment.attributes, 2))  # fmt: skip
+                add_neighbours(segment.neighbours, "    ")
         console.print(table)
         if any(p.no_speech for p in predictions):
             error_console.print(
@@ -131,6 +171,14 @@ def serve_command(
     ] = 256,
     precision: InferencePrecision = "fp32",
     int8: Int8 = False,
+    serve_neighbour_audio: Annotated[
+        bool,
+        typer.Option(
+            help="Let the page play the nearest training clips (only the audio files the "
+            "datastore lists; off by default: it exposes training audio to anyone who can reach "
+            "the server)"
+        ),
+    ] = False,
 ) -> None:
     """Serve the model over HTTP, with a web page to upload or record audio."""
     from emoknn.predict import PRECISIONS
@@ -143,8 +191,15 @@ def serve_command(
     check_choice(precision, "--precision", PRECISIONS)
     check_listen_address(host, port)  # before loading the model: a busy port fails at once
     console.print(f"emoknn serving {model} on http://{host}:{port}/ (API docs: /docs)")
+    if serve_neighbour_audio:
+        error_console.print(
+            "--serve-neighbour-audio: the training clips the datastore lists can be played by "
+            "anyone who can reach this server",
+            style="yellow",
+        )
     serve(str(model), host, port, knn, max_upload_mb, max_seconds, precision, int8,
-          max_segments=max_segments)  # fmt: skip
+          max_segments=max_segments,
+          serve_neighbour_audio=serve_neighbour_audio)  # fmt: skip
 
 
 def export_command(

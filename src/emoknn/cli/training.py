@@ -17,6 +17,7 @@ from emoknn.cli.common import (
     check_folder,
     check_output_folder,
     console,
+    label_map_setting,
     load_folds,
     train_config,
 )
@@ -33,11 +34,13 @@ from emoknn.cli.options import (
     FeatureCache,
     FreezeEncoder,
     Kind,
+    LabelMap,
     LearningRate,
     MaxSeconds,
     Preset,
     Progress,
     RegressionLoss,
+    RirDir,
     Scheme,
     Seed,
     Task,
@@ -53,12 +56,13 @@ def train_command(
     out: Annotated[Path | None, typer.Option(help="Run folder (default runs/<corpus>/...)")] = None,
     kind: Kind = "auto",
     scheme: Scheme = "speaker",
+    label_map: LabelMap = "default",
     preset: Preset = "paper",
     encoder: Encoder = None,
     augment: Annotated[
         str | None, typer.Option(help="none|noise|volume|reverb|pitch|mixed")
     ] = None,
-    rir_dir: Annotated[str | None, typer.Option(help="Folder of room impulse responses")] = None,
+    rir_dir: RirDir = None,
     contrastive_weight: Annotated[
         float | None, typer.Option("--lambda", help="λ: weight of SupCon (0 = CE only)")
     ] = None,
@@ -100,13 +104,14 @@ def train_command(
     from emoknn.train import train_fold
 
     check_choice(criterion, "--criterion", CRITERIA)
-    check_folder(Path(rir_dir) if rir_dir is not None else None, "--rir-dir")
+    check_folder(rir_dir, "--rir-dir")
     if tensorboard and importlib.util.find_spec("tensorboard") is None:
         raise ConfigError("--tensorboard needs TensorBoard: pip install tensorboard")
     if out is not None:
         check_output_folder(out, "--out")
     config = train_config(
-        preset, encoder=encoder, augment=augment, rir_dir=rir_dir,
+        preset, encoder=encoder, augment=augment,
+        rir_dir=None if rir_dir is None else str(rir_dir),
         contrastive_weight=contrastive_weight, temperature=temperature, max_epochs=epochs,
         task=task, regression_loss=regression_loss,
         batch_size=batch_size, learning_rate=lr, optimizer=optimizer, max_seconds=max_seconds,
@@ -117,7 +122,7 @@ def train_command(
         feature_cache=None if feature_cache is None else str(feature_cache),
         cache_views=cache_views,
     )  # fmt: skip
-    utterances, chosen = load_folds(corpus, kind, scheme, fold)
+    utterances, chosen = load_folds(corpus, kind, scheme, fold, label_map)
     if len(chosen) != 1:
         raise EmoknnError(f"--fold must name one fold, got {fold!r} ({len(chosen)} folds)")
     selected = chosen[0]
@@ -129,6 +134,7 @@ def train_command(
         check_output_folder(out, "--out")
     check_encoder(config)
     extra_info = {"corpus": str(corpus.resolve()), "kind": kind, "scheme": scheme,
+                  "label_map": label_map_setting(label_map),
                   "fold": selected.name, "test_speaker": selected.test_speaker,
                   "val_speaker": selected.val_speaker}  # fmt: skip
     labels = label_names(utterances)
@@ -203,12 +209,14 @@ def print_comparisons(comparisons: list[dict]) -> None:
 
 
 def run_crossval(corpus: Path, kind: str, scheme: str, folds: str | None, tables: str,
-                  out: Path, config, criterion: str = "ua") -> Path:  # fmt: skip
+                 out: Path, config, criterion: str = "ua",
+                 label_map: str = "default") -> Path:  # fmt: skip
     """Cross-validate, print each finished fold and the summary, write the report."""
     import json
 
     from emoknn.corpora import HONESTY_NOTE, is_synthetic_corpus, label_names
     from emoknn.experiments import crossval, trainings_for
+    from emoknn.folds import describe_protocol
     from emoknn.knn import CRITERIA
     from emoknn.report import write_report
 
@@ -223,7 +231,7 @@ def run_crossval(corpus: Path, kind: str, scheme: str, folds: str | None, tables
     except ConfigError as error:
         raise ConfigError(f"--tables {tables!r}: {error}") from None
     check_output_folder(out, "--out")
-    utterances, chosen = load_folds(corpus, kind, scheme, folds)
+    utterances, chosen = load_folds(corpus, kind, scheme, folds, label_map)
     check_encoder(config)
     synthetic = corpus.is_dir() and is_synthetic_corpus(corpus)
     if synthetic:
@@ -233,29 +241,38 @@ def run_crossval(corpus: Path, kind: str, scheme: str, folds: str | None, tables
         "corpus_name": corpus.resolve().name + (" (synthetic)" if synthetic else ""),
         "scheme": scheme, "synthetic": synthetic, "num_utterances": len(utterances),
         "labels": label_names(utterances), "preset": config.preset_name,
-        "encoder": config.encoder,
+        "encoder": config.encoder, "label_map": label_map_setting(label_map),
+        "protocol": describe_protocol(chosen),
     }  # fmt: skip
     if not config.progress_bar:  # each fold prints its own line below; Lightning's add nothing
         import logging
 
         logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    protocol = meta["protocol"]
     console.print(
         f"Cross-validating {len(chosen)} fold(s) of {len(utterances)} utterances, tables: "
-        f"{', '.join(table_names)} → {out}"
-    )
+        f"{', '.join(table_names)} → {out}\nProtocol: {protocol['protocol']}, "
+        + ("speaker-independent" if protocol["speaker_independent"]
+           else "NOT speaker-independent (the corpus's own sets share speakers)")
+    )  # fmt: skip
 
     def done(result: dict) -> None:
         scores, parts = result["scores"], []
         if "model" in scores:
             with_knn = (f" (+kNN {100 * scores['interpolated']['ua']:.1f})"
                         if "interpolated" in scores else "")  # fmt: skip
+            if "layer" in result:  # the encoder probe: what it chose, and what it cost
+                seconds = result.get("seconds")
+                cost = f", {seconds:.1f} s" if isinstance(seconds, (int, float)) else ""
+                with_knn = f" (layer {result['layer']}, C {result['c']:g}{cost})"
             parts.append(f"UA {100 * scores['model']['ua']:.1f}{with_knn}")
         dimensional = result.get("dimensional")
         if dimensional:  # mean CCC over the attributes
             with_knn = (f" (+kNN {dimensional['interpolated']['mean']['ccc']:.3f})"
                         if "interpolated" in dimensional else "")  # fmt: skip
             parts.append(f"CCC {dimensional['model']['mean']['ccc']:.3f}{with_knn}")
-        console.print(f"  {result['fold']} {result['label']:<8} {', '.join(parts)}")
+        console.print(f"  {result['fold']} {result['label']:<8} {', '.join(parts)}",
+                      highlight=False)  # fmt: skip
 
     crossval(utterances, chosen, config, out, table_names, meta, on_fold_done=done,
              criterion=criterion, log=console.print)  # fmt: skip
@@ -280,6 +297,7 @@ def crossval_command(
     tables: Annotated[str, typer.Option(help="main, augment, lambda (comma list)")] = "main",
     kind: Kind = "auto",
     scheme: Scheme = "speaker",
+    label_map: LabelMap = "default",
     preset: Preset = "paper",
     encoder: Encoder = None,
     epochs: Epochs = None,
@@ -308,7 +326,7 @@ def crossval_command(
         freeze_encoder=freeze_encoder, cache_views=cache_views,
         feature_cache=None if feature_cache is None else str(feature_cache),
     )  # fmt: skip
-    run_crossval(corpus, kind, scheme, folds, tables, out, config, criterion)
+    run_crossval(corpus, kind, scheme, folds, tables, out, config, criterion, label_map)
 
 
 def report_command(

@@ -53,6 +53,7 @@ class CorpusInfo:
     files: FileList | None = None
     official_split: tuple[str, ...] = ()
     known_bad: tuple[str, ...] = ()
+    short: tuple[str, str] = ("", "")  # (licence, protocol) in a few words, for `corpus list`
     notes: tuple[str, ...] = field(default_factory=tuple)
 
 
@@ -63,6 +64,7 @@ CORPORA: dict[str, CorpusInfo] = {
     for info in (
         CorpusInfo(
             name="iemocap",
+            short=("release form", "LOSO 10 / sessions 5"),
             title="IEMOCAP",
             language="en",
             licence="USC SAIL release form",
@@ -79,6 +81,7 @@ CORPORA: dict[str, CorpusInfo] = {
         ),
         CorpusInfo(
             name="emodb",
+            short=("none stated", "LOSO 10"),
             title="Berlin EmoDB",
             language="de",
             licence="no licence text on the site; audeering republishes it as CC0-1.0",
@@ -98,6 +101,7 @@ CORPORA: dict[str, CorpusInfo] = {
         ),
         CorpusInfo(
             name="ravdess",
+            short=("CC BY-NC-SA 4.0", "LOSO 24"),
             title="RAVDESS (speech)",
             language="en",
             licence="CC BY-NC-SA 4.0 (non-commercial, share-alike; commercial licence sold "
@@ -122,6 +126,7 @@ CORPORA: dict[str, CorpusInfo] = {
         ),
         CorpusInfo(
             name="cremad",
+            short=("ODbL + DbCL", "LOSO 91"),
             title="CREMA-D",
             language="en",
             licence="ODbL 1.0 + DbCL 1.0 (share-alike); the maintainers ask users to fill a "
@@ -145,6 +150,7 @@ CORPORA: dict[str, CorpusInfo] = {
         ),
         CorpusInfo(
             name="tess",
+            short=("CC BY-NC-ND 4.0", "LOSO 2 only"),
             title="TESS (Toronto emotional speech set)",
             language="en",
             licence="CC BY-NC-ND 4.0 (non-commercial, no derivatives)",
@@ -153,7 +159,7 @@ CORPORA: dict[str, CorpusInfo] = {
             utterances=2800,
             speakers=2,
             classes="7",
-            size="1.6 h (2,800 files; bytes not published)",
+            size="1.6 h (bytes not published)",
             protocol="2 speakers only: leave-one-speaker-out (2 folds) is the only "
             "speaker-independent split",
             where="https://borealisdata.ca/dataset.xhtml?persistentId=doi:10.5683/SP2/E8H2MF",
@@ -165,6 +171,7 @@ CORPORA: dict[str, CorpusInfo] = {
         ),
         CorpusInfo(
             name="shemo",
+            short=("academic use", "LOSO 87"),
             title="ShEMO (Sharif emotional speech)",
             language="fa",
             licence="free for academic purposes (no licence text published)",
@@ -197,6 +204,7 @@ CORPORA: dict[str, CorpusInfo] = {
         ),
         CorpusInfo(
             name="meld",
+            short=("GPL-3.0", "official"),
             title="MELD (Friends dialogue)",
             language="en",
             licence="GPL-3.0",
@@ -228,6 +236,7 @@ CORPORA: dict[str, CorpusInfo] = {
         ),
         CorpusInfo(
             name="msp-podcast",
+            short=("academic EULA", "official"),
             title="MSP-Podcast 1.11 / 1.12",
             language="en",
             licence="academic EULA / commercial licence (UTD MSP lab)",
@@ -244,6 +253,7 @@ CORPORA: dict[str, CorpusInfo] = {
         ),
         CorpusInfo(
             name="esd",
+            short=("research form", "official"),
             title="ESD (Emotional Speech Dataset)",
             language="zh + en",
             licence="research only; licence form e-mailed to the authors",
@@ -261,6 +271,7 @@ CORPORA: dict[str, CorpusInfo] = {
         ),
         CorpusInfo(
             name="savee",
+            short=("registration", "LOSO 4"),
             title="SAVEE",
             language="en-GB",
             licence="free for research; registration at the University of Surrey",
@@ -276,6 +287,7 @@ CORPORA: dict[str, CorpusInfo] = {
         ),
         CorpusInfo(
             name="emovo",
+            short=("not published", "LOSO 6"),
             title="EMOVO",
             language="it",
             licence="not published",
@@ -291,6 +303,7 @@ CORPORA: dict[str, CorpusInfo] = {
         ),
         CorpusInfo(
             name="casia",
+            short=("not published", "LOSO 4"),
             title="CASIA (public 1,200-clip subset)",
             language="zh",
             licence="not published",
@@ -307,6 +320,7 @@ CORPORA: dict[str, CorpusInfo] = {
         ),
         CorpusInfo(
             name="jl",
+            short=("CC0 (or ODC-By)", "LOSO 4"),
             title="JL-Corpus",
             language="en-NZ",
             licence="CC0 1.0 per SER-datasets (another listing says ODC-By)",

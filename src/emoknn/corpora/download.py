@@ -633,9 +633,11 @@ def _check_and_publish(
     os.replace(tree, dest)
     lines = [f"{info.title}: {len(utterances)} utterances in {dest}"]
     for source in sources:
-        if source["verified"]:
-            lines.append(f"verified: {source.get('name', source.get('manifest', 'files'))} "
-                         f"matches its published size and checksum")  # fmt: skip
+        if source["verified"] and "files" in source:
+            lines.append(f"verified: all {source['files']} files match their published size and "
+                         "checksum")  # fmt: skip
+        elif source["verified"]:
+            lines.append(f"verified: {source['name']} matches its published size and checksum")
         elif "sha256" in source:
             lines.append(
                 f"nothing could be verified: no checksum is published for {source['name']}; "
