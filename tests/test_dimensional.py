@@ -183,7 +183,9 @@ def test_datastore_values_checked_and_added():
     store, _, _, _ = regression_problem(n=20, q=2)
     with pytest.raises(ConfigError, match="need their values"):
         store.add(np.zeros((1, store.keys.shape[1])), np.array([0]), ["new"])
-    store.add(np.zeros((1, store.keys.shape[1])), np.array([0]), ["new"], np.array([[1.0, 2, 3]]))
+    new_key = np.zeros((1, store.keys.shape[1]))
+    store.add(new_key, np.array([0]), ["new"], values=np.array([[1.0, 2, 3]]))
+    assert store.subset([0, len(store) - 1]).values.tolist()[-1] == [1, 2, 3]
     assert store.values.shape == (21, 3) and store.values[-1].tolist() == [1, 2, 3]
     with pytest.raises(ConfigError, match="both attribute values"):
         Datastore(np.zeros((2, 3)), np.zeros(2, dtype=int), ["x"], ["a", "b"], "fp",
