@@ -283,3 +283,12 @@ def test_command_line_trains_and_predicts_a_dimensional_model(small_synthetic_co
     bad = runner.invoke(app, ["train", "--corpus", str(small_synthetic_corpus), "--task", "x",
                               "--out", str(tmp_path / "bad")])  # fmt: skip
     assert bad.exit_code != 0 and "--task must be one of" in str(bad.exception)
+
+
+def test_adapt_refuses_a_dimensional_model_with_one_clear_line(frozen_dimensional_run, tmp_path):
+    from emoknn.adapt import adapt_model, load_source
+
+    run, _ = frozen_dimensional_run
+    with pytest.raises(ConfigError, match="adapt handles class labels only"):
+        adapt_model(load_source(run), tmp_path / "clips", tmp_path / "adapted")
+    assert not (tmp_path / "adapted").exists()
