@@ -519,7 +519,8 @@ def crossval(
 ) -> list[dict[str, Any]]:
     """Run every (training, fold) not yet finished in `out_dir`, and on each fold first the
     classical baseline (unless `with_baseline` is False) and the encoder probe (unless
-    `with_probe` is False); return all fold results.
+    `with_probe` is False, or the task is "dimensional": the probe is a classifier); return all
+    fold results.
 
     Everything is checked before anything is written: the tables and criterion, and, when
     `out_dir` already holds a cross-validation, that it was run with the same settings on the
@@ -559,7 +560,8 @@ def crossval(
         base_config, frozen = prepare_frozen(folds, labels, base_config, tables, out_dir, log)
         experiment["train_config"] = vars(base_config)  # with the cache folder resolved
     probe_features: probe.FeaturesOf | None = None
-    with_probe = with_probe and not is_helper_process()
+    # The probe is a classifier: a dimensional model (no classes) has nothing to compare it with.
+    with_probe = with_probe and not is_helper_process() and base_config.task != "dimensional"
     if with_probe and frozen is not None:
         probe_features = frozen.cache.originals
     elif with_probe and not all(probe_done(fold, out_dir) for fold in folds):
