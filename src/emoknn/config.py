@@ -23,8 +23,9 @@ from emoknn.augment import AUGMENTATION_NAMES
 from emoknn.checks import ACCELERATORS, check_accelerator, check_choice, check_int, check_number
 from emoknn.corpora.utterance import Utterance
 from emoknn.errors import ConfigError, EmoknnError
+from emoknn.files import check_writable_folder
 from emoknn.losses import REGRESSION_LOSSES
-from emoknn.model import TASKS, ModelConfig, default_normalization
+from emoknn.model import POOLINGS, PROJECTION_KINDS, TASKS, ModelConfig, default_normalization
 from emoknn.model_folder import (
     CHECKPOINT_DIR,
     LAST_CHECKPOINT,
@@ -35,6 +36,7 @@ from emoknn.model_folder import (
 )
 
 MONITORS = {"val_loss": "min", "val_ua": "max", "val_wa": "max", "val_ccc": "max"}
+LAYER_INITS = ("uniform", "best")
 # Lightning precisions, or auto = bf16-mixed on a GPU that supports it, else 32-true.
 PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true")
 
@@ -69,10 +71,21 @@ class TrainConfig:
     projection_size: int = 0  # > 0: an MLP maps the pooled output to a P-wide embedding
     projection_dropout: float = 0.0
     normalize_layers: bool = False  # standardise each layer's pooled output before weighting
+    projection_kind: str = "mlp"  # mlp (Linear, GELU, dropout, Linear) or linear (one Linear)
+    pooling: str = "mean"  # per-layer pooling over frames: mean, or mean_std (statistics pooling)
+    standardize: bool = False  # standardise pooled features with training-split statistics
+    input_dropout: float = 0.0  # dropout on the pooled (layer-weighted) vector
+    layer_lr_scale: float = 1.0  # the layer weights' learning rate = this × learning_rate
+    # uniform: the layer weights start equal; best: they start at 0.75 on the layer a ridge probe
+    # (training speakers) scores best on the validation speaker (frozen encoder only)
+    layer_init: str = "uniform"
+    # Standardise each speaker's features with that speaker's own clips (transductive: the test
+    # speaker's unlabelled clips too); an explicit evaluation option, never a preset default.
+    speaker_norm: bool = False
     # Frozen encoder (emoknn.frozen): train only the head, on encoder outputs computed once per
     # (utterance, view) and cached on disk.
     freeze_encoder: bool = False
-    cache_views: int = 4  # K augmented views per training utterance in the feature cache
+    cache_views: int = 4  # K augmented views per training utterance in the feature cache (≥ 0)
     feature_cache: str | None = None  # its folder; None = `emoknn-features` beside the output
     seed: int = 0
     num_workers: int = 2
@@ -126,7 +139,24 @@ class TrainConfig:
         check_choice(self.accelerator, "accelerator", ACCELERATORS)
         check_int(self.devices, "devices", 1)
         check_int(self.num_nodes, "num_nodes", 1)
-        check_int(self.cache_views, "cache_views", 1)
+        check_int(self.cache_views, "cache_views", 0)  # 0: the head trains on originals only
+        check_number(self.input_dropout, "input_dropout", 0.0, 0.99)
+        check_choice(self.pooling, "pooling", POOLINGS)
+        check_choice(self.layer_init, "layer_init", LAYER_INITS)
+        check_choice(self.projection_kind, "projection_kind", PROJECTION_KINDS)
+        check_number(self.layer_lr_scale, "layer_lr_scale", 0.0, strict_minimum=True)
+        if self.speaker_norm and not self.freeze_encoder:
+            raise ConfigError(
+                "speaker_norm needs a frozen encoder (freeze_encoder): the fine-tuning path does "
+                "not standardise per speaker",
+                setting="speaker_norm",
+            )
+        if self.standardize and not self.freeze_encoder:
+            raise ConfigError(
+                "standardize needs a frozen encoder (freeze_encoder): its statistics are those of "
+                "the training split's cached features",
+                setting="standardize",
+            )
 
 
 def check_hardware(config: TrainConfig) -> None:
@@ -176,15 +206,22 @@ PRESETS: dict[str, dict[str, Any]] = {
         "freeze_encoder": True,
         "optimizer": "adamw",
         "learning_rate": 1e-3,
-        "weight_decay": 1e-2,
+        "weight_decay": 0.05,
         "batch_size": 64,
         "max_epochs": 100,
         "lr_patience": 5,
         "early_stopping_patience": 15,
         "layer_weighting": True,
-        "projection_size": 256,
-        "projection_dropout": 0.1,
-        "head_dropout": 0.2,
+        "standardize": True,
+        "layer_lr_scale": 30.0,
+        "layer_init": "best",
+        "normalize_layers": True,
+        "input_dropout": 0.3,
+        "projection_kind": "linear",
+        "projection_size": 128,
+        "projection_dropout": 0.0,
+        "head_dropout": 0.0,
+        "cache_views": 0,
         "num_workers": 0,
     },
 }
@@ -272,7 +309,8 @@ def check_run_dir(config: TrainConfig, run_dir: Path, resume: bool, last_checkpo
     """Refuse, before anything in the folder is written: a resume with other settings, labels,
     fold or utterances; a resume of a finished run with nothing to resume from; and training over
     a run without resume. `last_checkpoint` is what a resume continues from (a frozen run's
-    model file)."""
+    model file). And a folder that cannot be written (read-only, a file in the way)."""
+    check_writable_folder(run_dir, "the run folder")
     if resume and (run_dir / RUN_CONFIG_FILE).is_file():
         _check_resume(run_dir, config, labels, info)
     if resume and not last_checkpoint.exists() and has_model(run_dir):
@@ -321,6 +359,10 @@ def model_config_for(config: TrainConfig, labels: list[str],
         projection_size=config.projection_size,
         projection_dropout=config.projection_dropout,
         normalize_layers=config.normalize_layers,
+        projection_kind=config.projection_kind,
+        pooling=config.pooling,
+        standardize=config.standardize,
+        input_dropout=config.input_dropout,
     )
 
 

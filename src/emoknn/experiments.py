@@ -45,7 +45,15 @@ from emoknn.errors import ConfigError, EmoknnError, FileFormatError
 from emoknn.features import FeatureCache, default_cache_dir
 from emoknn.files import atomic_path, read_json_object, write_json_atomic
 from emoknn.folds import Fold
-from emoknn.frozen import build_frozen_model, train_frozen_fold, view_spec
+from emoknn.frozen import (
+    SpeakerStats,
+    build_frozen_model,
+    check_speaker_norm,
+    pooled_originals,
+    speaker_statistics,
+    train_frozen_fold,
+    view_spec,
+)
 from emoknn.inference import Embedded, embed_pooled, embed_utterances, fit_knn, fit_run_knn
 from emoknn.knn import Datastore, TuningResult, knn_predict_probs, knn_predict_values
 from emoknn.metrics import regression_scores, unweighted_accuracy, weighted_accuracy
@@ -240,6 +248,7 @@ class FrozenContext:
 
     cache: FeatureCache
     encoder: Any  # torch.nn.Module
+    speaker_stats: SpeakerStats | None = None  # --speaker-norm: every speaker's, test included
 
 
 def _fold_fields(fold: Fold) -> dict[str, Any]:
@@ -313,15 +322,17 @@ def _frozen_fold(
     cached features (equal to the live encoder's to float rounding)."""
     cache = frozen.cache
     resume = has_model(run_dir)
+    stats = frozen.speaker_stats
     trained = train_frozen_fold(config, fold.train, fold.val, labels, run_dir, resume=resume,
-                                extra_info=info, cache=cache, encoder=frozen.encoder)  # fmt: skip
+                                extra_info=info, cache=cache, encoder=frozen.encoder,
+                                speaker_stats=stats)  # fmt: skip
     model = trained.model
     assert model is not None
-    train = embed_pooled(model, fold.train, cache.originals(fold.train))
-    val = embed_pooled(model, fold.val, cache.originals(fold.val))
+    train = embed_pooled(model, fold.train, pooled_originals(cache, fold.train, stats))
+    val = embed_pooled(model, fold.val, pooled_originals(cache, fold.val, stats))
     store, tuning = fit_knn(model, train, val, criterion)
     save_knn(run_dir, store, tuning)
-    test = embed_pooled(model, fold.test, cache.originals(fold.test))
+    test = embed_pooled(model, fold.test, pooled_originals(cache, fold.test, stats))
     return _score_fold(run_dir, fold, model, store, tuning, test)
 
 
@@ -345,6 +356,8 @@ def prepare_frozen(
     augmentations = sorted({spec.augment for spec in trainings_for(tables)})
     specs = [view_spec(TrainConfig(**{**vars(config), "augment": name})) for name in augmentations]
     total = len(everyone) + len(trained_on) * config.cache_views * len(specs)
+    if config.speaker_norm:
+        check_speaker_norm(everyone)  # before the fill
     say = log or (lambda message: None)
     say(f"Feature cache: {cache.folder} (originals of {len(everyone)} utterances, "
         f"{config.cache_views} views of {len(trained_on)} for {', '.join(augmentations)}: "
@@ -357,7 +370,11 @@ def prepare_frozen(
     seconds = time.perf_counter() - start
     say(f"Feature cache: {computed} of {total} entries computed in {seconds:.0f} s; "
         f"{cache.size_bytes() / 2**20:.1f} MB on disk")  # fmt: skip
-    return config, FrozenContext(cache, model.encoder)
+    stats = None
+    if config.speaker_norm:  # each speaker's own clips, the test speakers' unlabelled ones too
+        stats = speaker_statistics(cache, everyone)
+        say(f"Speaker normalisation (transductive): statistics of {len(stats)} speakers")
+    return config, FrozenContext(cache, model.encoder, stats)
 
 
 def _progress_printer(

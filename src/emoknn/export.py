@@ -32,6 +32,7 @@ import numpy as np
 from scipy.special import softmax
 
 from emoknn.errors import EmoknnError
+from emoknn.files import check_writable_folder
 from emoknn.inference import fold_of_run
 from emoknn.model_folder import (
     DATASTORE_FILE,
@@ -142,7 +143,8 @@ def export_onnx(
     has_knn = (model_dir / DATASTORE_FILE).is_file()
     if has_knn:
         load_knn(model_dir, model_meta.fingerprint, model_meta.labels, model.embedding_size)
-    out_dir = Path(out_dir) if out_dir else model_dir / "onnx"
+    out_dir = check_writable_folder(Path(out_dir) if out_dir else model_dir / "onnx",
+                                    "the export folder")  # fmt: skip
     # Built in a staging folder and moved into place only when complete and checked, so that a
     # failed or interrupted export never leaves a mix of an old export and a new model.
     staging = out_dir / f".staging-{os.getpid()}"

@@ -25,6 +25,7 @@ from emoknn.corpora.utterance import Utterance
 from emoknn.data import BucketBatchSampler, EvaluationAudio, collate_evaluation, utterance_lengths
 from emoknn.errors import ConfigError, EmoknnError, ModelFolderError
 from emoknn.features import FeatureCache
+from emoknn.files import check_writable_folder
 from emoknn.folds import Fold, speaker_folds
 from emoknn.knn import Datastore, TuningResult, tune_knn, tune_knn_regression
 from emoknn.model import EmotionModel
@@ -227,6 +228,7 @@ def fit_run_knn(
     valid while the model is the same. If the model changed since they were added, they would be
     lost, so this refuses unless `discard_added`.
     """
+    check_writable_folder(run_dir, "the run folder")
     device = device or best_device()
     model = load_model(run_dir, device=device)
     fingerprint = fingerprint_of(model)
@@ -296,6 +298,7 @@ def add_to_datastore(
     """
     run_dir = Path(run_dir)
     meta = read_model_meta(run_dir)
+    check_writable_folder(run_dir, "the run folder")
     unknown = sorted({u.label for u in utterances} - set(meta.labels))
     if unknown:
         raise ConfigError(f"labels {unknown} are not among the model's classes {meta.labels}")
@@ -319,8 +322,33 @@ def add_to_datastore(
     store.add(embedded.embeddings, embedded.labels, ids, [str(p) for p in paths],
               [str(u.speaker or "") for u in utterances], values=values)  # fmt: skip
     save_datastore(run_dir, store)
+    _count_added_clips(run_dir, len(utterances), len(store))
     return store
 
+
+ADAPTED_REPORT = "adapt.json"  # emoknn.adapt.ADAPT_REPORT_FILE (adapt imports this module)
+
+
+def _count_added_clips(folder: Path, added: int, entries: int) -> None:
+    """An adapted folder's adapt.json and model card count clips added after adaptation, which
+    the held-out figures do not cover (the card says so)."""
+    import json
+
+    from emoknn.card import model_card
+    from emoknn.files import write_json_atomic, write_text_atomic
+
+    path = folder / ADAPTED_REPORT
+    if not path.is_file():
+        return
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+        report["added_clips"] = int(report.get("added_clips", 0)) + added
+        report["datastore_entries"] = entries
+        card = model_card(report)
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # not a report this version wrote: leave it (and the card) as they are
+    write_json_atomic(report, path)
+    write_text_atomic(folder / "README.md", card)
 
 def _refuse_test_speaker(run_dir: Path, utterances: list[Utterance]) -> None:
     """Refuse files of the run's test speaker (when the run's corpus can be found)."""

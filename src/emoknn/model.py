@@ -55,6 +55,10 @@ SUPPORTED_MODEL_TYPES = ("wav2vec2", "hubert", "wavlm", "data2vec-audio", "whisp
 PROJECTION_KINDS = ("mlp", "linear")
 TASKS = ("categorical", "dimensional", "both")  # what the model's head is trained to predict
 ATTRIBUTES = ("arousal", "valence", "dominance")  # the dimensional attributes, in this order
+# How frames are pooled per layer: "mean" (H values), or "mean_std" (statistics pooling: the mean
+# and the standard deviation over real frames, 2H values; prosody lives in how frames vary).
+POOLINGS = ("mean", "mean_std")
+STD_EPSILON = 1e-5  # std = sqrt(var + ε): finite gradients and a defined value for one frame
 # The logit of an output label the classifier cannot predict (ModelConfig.label_map): softmax gives
 # it exactly 0 (exp(−10⁴) underflows), and it is finite, so exported graphs compare equal.
 UNKNOWN_LABEL_LOGIT = -1.0e4
@@ -110,6 +114,14 @@ class ModelConfig:
         normalize_layers: standardise each pooled hidden state (zero mean, unit variance over its
             H values, no learned scale) before the layers are weighted, so that layers whose
             activations are large do not dominate the weighted sum.
+        pooling: "mean" (the masked mean of each layer's frames: H values per layer) or "mean_std"
+            (statistics pooling: mean and standard deviation over frames, 2H values per layer).
+        standardize: standardise each pooled value with a mean and scale per (layer, value) held
+            in the model (`input_mean`, `input_scale`, saved with the weights), set from the
+            training split before training (`set_standardization`): layers of different scales
+            then weigh alike, and the statistics travel with the model to prediction.
+        input_dropout: dropout on the layer-weighted pooled vector, before the projection (a
+            strong regulariser for a head trained on a few hundred clips).
         projection_kind: "mlp" (the above) or "linear": one Linear H→P, no activation — the
             `projector` of Hugging Face's audio classifiers, kept as is when one is imported
             (`emoknn.hf_import`).
@@ -143,6 +155,9 @@ class ModelConfig:
     normalize_layers: bool = False
     projection_kind: str = "mlp"
     pad_to_seconds: float = 0.0
+    pooling: str = "mean"
+    standardize: bool = False
+    input_dropout: float = 0.0
     output_labels: list[str] | None = None
     label_map: dict[str, str] | None = None
     task: str = "categorical"
@@ -180,6 +195,8 @@ class ModelConfig:
             raise ConfigError(
                 f"projection_kind must be one of {PROJECTION_KINDS}, got {self.projection_kind!r}"
             )
+        if self.pooling not in POOLINGS:
+            raise ConfigError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
         if self.pad_to_seconds < 0:
             raise ConfigError(f"pad_to_seconds must be ≥ 0, got {self.pad_to_seconds}")
         if (self.output_labels is None) != (self.label_map is None):
@@ -192,7 +209,7 @@ class ModelConfig:
                     f"label_map must send classifier labels {self.labels} to distinct output "
                     f"labels {self.output_labels}; it names {unknown or targets}"
                 )
-        for name in ("head_dropout", "projection_dropout"):
+        for name in ("head_dropout", "projection_dropout", "input_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ConfigError(f"{name} must lie in [0, 1), got {getattr(self, name)}")
 
@@ -306,11 +323,18 @@ class EmotionModel(nn.Module):
         self.config = config
         self.hidden_size = int(self.encoder.config.hidden_size)
         self.num_layers = int(self.encoder.config.num_hidden_layers)
-        self.embedding_size = config.projection_size or self.hidden_size
+        # Width of each layer's pooled vector: H (mean), 2H (mean and std).
+        self.pooled_size = self.hidden_size * (2 if config.pooling == "mean_std" else 1)
+        self.embedding_size = config.projection_size or self.pooled_size
+        if config.standardize:  # identity until set_standardization; saved with the weights
+            shape = (self.num_layers + 1, self.pooled_size)
+            self.register_buffer("input_mean", torch.zeros(shape))
+            self.register_buffer("input_scale", torch.ones(shape))
         # The head (`head`): layer weights → projection → dropout → classifier.
         self.layer_weights = (
             nn.Parameter(torch.zeros(self.num_layers + 1)) if config.layer_weighting else None
         )  # softmax(0) = the plain mean of the L + 1 entries at the start
+        self.input_dropout = nn.Dropout(config.input_dropout)
         self.projection = self._projection(config)
         self.dropout = nn.Dropout(config.head_dropout)
         self.classifier = nn.Linear(self.embedding_size, len(config.labels))
@@ -349,9 +373,9 @@ class EmotionModel(nn.Module):
         if not config.projection_size:
             return None
         if config.projection_kind == "linear":  # Hugging Face's `projector`
-            return nn.Linear(self.hidden_size, config.projection_size)
+            return nn.Linear(self.pooled_size, config.projection_size)
         return nn.Sequential(
-            nn.Linear(self.hidden_size, config.projection_size),
+            nn.Linear(self.pooled_size, config.projection_size),
             nn.GELU(),
             nn.Dropout(config.projection_dropout),
             nn.Linear(config.projection_size, config.projection_size),
@@ -499,26 +523,50 @@ class EmotionModel(nn.Module):
         return (*collected, last)
 
     def pooled_layers(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """Masked mean over real frames of every hidden-state entry: (B, L + 1, H), fp32.
+        """Every hidden-state entry pooled over real frames: (B, L + 1, P), fp32 (P = H for
+        mean pooling, 2H for mean and std: `pooled_size`).
 
-        This is what the feature cache stores: the head (`head`) needs nothing else, because a
-        masked mean per layer followed by a weighted sum over layers equals the weighted sum
-        followed by the masked mean (both are linear).
+        This is what the feature cache stores: the head (`head`) needs nothing else, because it
+        pools each layer before weighting the layers (the weighted sum of per-layer means equals
+        the mean of the weighted sum; per-layer statistics are what the head weighs).
         """
         hidden, frame_mask = self.hidden_states(waveforms, lengths)
         # Pooled in fp32 even under bf16 autocast: the embedding is what kNN compares.
-        return torch.stack([masked_mean(h.float(), frame_mask) for h in hidden], dim=1)
+        return torch.stack([self._pool(h.float(), frame_mask) for h in hidden], dim=1)
+
+    def _pool(self, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(B, F, H) frames → (B, P) by the configured pooling, over real frames only."""
+        if self.config.pooling == "mean_std":
+            return masked_mean_std(frames, mask)
+        return masked_mean(frames, mask)
+
+    def set_standardization(self, mean: torch.Tensor, scale: torch.Tensor) -> None:
+        """The per-(layer, value) statistics `head` standardises with: (L + 1, P) each."""
+        if not self.config.standardize:
+            raise ConfigError("this model was built without standardize")
+        shape = tuple(self.input_mean.shape)
+        if tuple(mean.shape) != shape or tuple(scale.shape) != shape:
+            raise ConfigError(f"standardisation statistics must be {shape}, got "
+                              f"{tuple(mean.shape)} and {tuple(scale.shape)}")  # fmt: skip
+        with torch.no_grad():
+            self.input_mean.copy_(mean)
+            self.input_scale.copy_(scale)
 
     def head(self, pooled_layers: torch.Tensor) -> ModelOutput:
         """Embeddings and logits from pooled hidden states (B, L + 1, H).
 
         Without layer weighting only the last entry is read, so (B, 1, H) will do.
+            pooled_l ← (pooled_l − input_mean_l) / input_scale_l   (standardize)
             pooled_l ← layer_norm(pooled_l)    (normalize_layers)
             x = Σ_l softmax(w)_l · pooled_l   (layer weighting), else pooled_L
-            embedding = projection(x)        (when configured), else x
+            embedding = projection(dropout_in(x))  (when configured), else x
             logits = classifier(dropout(embedding)), mapped onto output_labels when configured
             z = regressor(dropout(embedding)); attributes = z·std + mean    (dimensional tasks)
         """
+        if self.config.standardize:
+            count = pooled_layers.shape[1]  # L + 1, or 1 (the last entry) without weighting
+            mean, scale = self.input_mean[-count:], self.input_scale[-count:]
+            pooled_layers = (pooled_layers - mean) / scale
         if self.config.normalize_layers:  # (x − mean) / sqrt(var + 1e-5) over H, per layer
             pooled_layers = F.layer_norm(pooled_layers, (pooled_layers.shape[-1],))
         if self.layer_weights is None:
@@ -526,11 +574,12 @@ class EmotionModel(nn.Module):
         else:
             if pooled_layers.shape[1] != self.num_layers + 1:
                 raise ConfigError(
-                    f"expected pooled layers (B, {self.num_layers + 1}, {self.hidden_size}), got "
+                    f"expected pooled layers (B, {self.num_layers + 1}, {self.pooled_size}), got "
                     f"{tuple(pooled_layers.shape)}"
                 )
             weights = torch.softmax(self.layer_weights, dim=0)  # (L + 1,)
             x = (weights[None, :, None] * pooled_layers).sum(dim=1)  # (B, H)
+        x = self.input_dropout(x)
         embeddings = self.projection(x) if self.projection is not None else x  # (B, D)
         dropped = self.dropout(embeddings)
         logits = self.classifier(dropped)  # (B, C)
@@ -569,7 +618,7 @@ class EmotionModel(nn.Module):
         if self.layer_weights is not None:
             return self.head(self.pooled_layers(waveforms, lengths))
         (last,), frame_mask = self.hidden_states(waveforms, lengths, all_layers=False)
-        return self.head(masked_mean(last.float(), frame_mask)[:, None])  # (B, 1, H)
+        return self.head(self._pool(last.float(), frame_mask)[:, None])  # (B, 1, P)
 
     def encode(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Utterance embeddings (B, D) of zero-padded waveforms (B, T) with lengths (B,)."""
@@ -580,6 +629,15 @@ def masked_mean(frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean over real frames: Σ_t m_t·h_t / Σ_t m_t.  frames (B, F, H), mask (B, F) → (B, H)."""
     weights = mask.to(frames.dtype).unsqueeze(-1)  # (B, F, 1)
     return (frames * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
+
+
+def masked_mean_std(frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """[mean, std] over real frames: (B, F, H), mask (B, F) → (B, 2H); std = sqrt(var + ε)."""
+    mean = masked_mean(frames, mask)  # (B, H)
+    weights = mask.to(frames.dtype).unsqueeze(-1)
+    centered = (frames - mean[:, None]) * weights
+    variance = (centered * centered).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
+    return torch.cat([mean, torch.sqrt(variance + STD_EPSILON)], dim=-1)
 
 
 def normalize_waveforms(waveforms: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

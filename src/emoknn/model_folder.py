@@ -41,7 +41,12 @@ import torch
 
 from emoknn import __version__
 from emoknn.errors import EmoknnError, ModelFolderError
-from emoknn.files import atomic_path, read_json_object, write_json_atomic
+from emoknn.files import (
+    atomic_path,
+    give_default_permissions,
+    read_json_object,
+    write_json_atomic,
+)
 from emoknn.knn import Datastore, KnnSettings, TuningResult, model_fingerprint
 from emoknn.model import EmotionModel, ModelConfig
 
@@ -194,6 +199,7 @@ def save_model(folder: str | os.PathLike, model: EmotionModel, max_seconds: floa
     _crop_seconds(meta.max_seconds, folder / MODEL_META_FILE)
     with atomic_path(folder / MODEL_FILE) as temporary:
         save_file(state, str(temporary), metadata={"format": MODEL_FORMAT})
+        give_default_permissions(temporary)
     write_json_atomic(meta.to_dict(), folder / MODEL_META_FILE)
     return meta
 

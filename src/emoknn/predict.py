@@ -62,6 +62,8 @@ from emoknn.knn import (
 )
 from emoknn.model import EmotionModel
 from emoknn.model_folder import (
+    DATASTORE_FILE,
+    RUN_CONFIG_FILE,
     has_model,
     is_export_folder,
     load_checkpoint_model,
@@ -83,6 +85,10 @@ from emoknn.segments import (
     window_segments,
 )
 
+NO_DATASTORE_NOTE = (
+    "this model has no kNN datastore: predicting with the model alone (give it your labelled "
+    "clips with `emoknn adapt` for the kNN stage)"
+)
 # Compute precision of the PyTorch forward. bf16 runs the encoder under autocast (convs and matmuls
 # in bfloat16; the pooled embedding and the softmax in fp32). `bench/predict_throughput.py`
 # measured it 2.4x faster at base size on a CPU with native bf16 (AVX512-BF16), with probabilities
@@ -158,6 +164,7 @@ class EmotionRecognizer:
             raise ConfigError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         self.model = model.eval().to(device)
         self.store, self.knn_settings = store, knn_settings
+        self.note: str | None = None  # what a user should know about how this model predicts
         self.max_seconds, self.device, self.precision = max_seconds, device, precision
         self.regression_settings = None  # KnnSettings of the regression kNN (`load` sets it)
 
@@ -195,11 +202,19 @@ class EmotionRecognizer:
             )
         model = load_model(model_dir, device)
         store = settings = tuning = None
-        if use_knn:
-            store, tuning = load_knn(model_dir, meta.fingerprint, meta.labels, model.embedding_size)
+        # A training run without its datastore is unfinished (`datastore build` fits it); any
+        # other model folder without one (an imported classifier) predicts with the model alone.
+        alone = not (model_dir / DATASTORE_FILE).is_file() and not (
+            model_dir / RUN_CONFIG_FILE).is_file()  # fmt: skip
+        if use_knn and not alone:
+            store, tuning = load_knn(model_dir, meta.fingerprint, meta.labels,
+                                     model.embedding_size)
             settings = tuning.interpolated
         recognizer = cls(model, store, settings, meta.max_seconds, device, precision)
-        recognizer.regression_settings = _regression_settings(model.attributes, store, tuning)
+        if use_knn and alone:
+            recognizer.note = NO_DATASTORE_NOTE
+        recognizer.regression_settings = _regression_settings(model.attributes, store,
+                                                              tuning)  # fmt: skip
         return recognizer
 
     @property
@@ -702,6 +717,7 @@ class OnnxEmotionRecognizer(EmotionRecognizer):
         self._attributes: list[str] | None = None  # a dimensional export's (export.json)
         self._task = "categorical"
         self.regression_settings = None
+        self.note: str | None = None
         self.store, self.knn_settings = store, knn_settings
         self.max_seconds, self.device, self.precision = max_seconds, "cpu", "fp32"
         self._max_input_seconds = max_input_seconds
@@ -724,13 +740,15 @@ class OnnxEmotionRecognizer(EmotionRecognizer):
         session = onnx_session(model_file)
         check_onnx_outputs(session, meta, model_file)
         store = settings = tuning = None
-        if use_knn:
-            store, tuning = load_knn(
-                export_dir, meta["fingerprint"], meta["labels"], meta["embedding_size"]
-            )
+        # An export of a model with no datastore (an imported classifier) predicts alone.
+        if use_knn and (export_dir / DATASTORE_FILE).is_file():
+            store, tuning = load_knn(export_dir, meta["fingerprint"], meta["labels"],
+                                     meta["embedding_size"])
             settings = tuning.interpolated
         recognizer = cls(session, meta["labels"], store, settings, meta["max_seconds"],
                          meta.get("max_input_seconds"))  # fmt: skip
+        if use_knn and store is None:
+            recognizer.note = NO_DATASTORE_NOTE
         recognizer._attributes = meta.get("attributes")
         recognizer._task = meta.get("task", "categorical")
         recognizer._statistics = meta.get("attribute_statistics")

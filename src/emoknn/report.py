@@ -42,6 +42,13 @@ SYNTHETIC_WARNING = (
 )
 
 
+SPEAKER_NORM_NOTE = (
+    "- **speaker normalisation on** (`--speaker-norm`, transductive): each speaker's features "
+    "were standardised with that speaker's own clips, the test speaker's unlabelled clips "
+    "included; figures are not comparable with runs without it"
+)
+
+
 def _percent(mean: float, std: float) -> str:
     return f"{100 * mean:.2f} ± {100 * std:.2f}"
 
@@ -356,6 +363,7 @@ def write_report(
         f"classes: {', '.join(labels)})",
         f"- folds evaluated: {len(folds)} ({', '.join(folds)}), {_protocol_words(meta)}",
         f"- preset: `{meta.get('preset', '?')}`, encoder: `{meta.get('encoder', '?')}`",
+        *([SPEAKER_NORM_NOTE] if meta.get("speaker_norm") else []),
         f"- created {results['created']} by emoknn {results['emoknn_version']}",
         "",
         "WA = accuracy over utterances; UA = mean of per-class recalls. Mean ± sample standard "

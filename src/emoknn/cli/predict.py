@@ -62,6 +62,8 @@ def predict_command(
     for problem in problems:
         skipped(problem)
     recognizer = load_recognizer(model, device, knn, precision, int8)
+    if getattr(recognizer, "note", None):
+        error_console.print(f"note: {recognizer.note}", highlight=False)
     if neighbours and recognizer.store is None:
         raise ConfigError(
             f"--neighbours: {model} has no kNN datastore here (a checkpoint, an imported "
@@ -169,6 +171,9 @@ def serve_command(
     max_segments: Annotated[
         int, typer.Option(help="Most segments (model forward passes) one request may need")
     ] = 256,
+    max_queue: Annotated[
+        int, typer.Option(help="Most requests waiting for the model; more get 503 (busy)")
+    ] = 8,
     precision: InferencePrecision = "fp32",
     int8: Int8 = False,
     serve_neighbour_audio: Annotated[
@@ -188,9 +193,9 @@ def serve_command(
     check_number(max_upload_mb, "--max-upload-mb", 0.0, strict_minimum=True)
     check_number(max_seconds, "--max-seconds", 0.0, strict_minimum=True)
     check_int(max_segments, "--max-segments", 1)
+    check_int(max_queue, "--max-queue", 0)
     check_choice(precision, "--precision", PRECISIONS)
     check_listen_address(host, port)  # before loading the model: a busy port fails at once
-    console.print(f"emoknn serving {model} on http://{host}:{port}/ (API docs: /docs)")
     if serve_neighbour_audio:
         error_console.print(
             "--serve-neighbour-audio: the training clips the datastore lists can be played by "
@@ -198,12 +203,17 @@ def serve_command(
             style="yellow",
         )
     serve(str(model), host, port, knn, max_upload_mb, max_seconds, precision, int8,
-          max_segments=max_segments,
-          serve_neighbour_audio=serve_neighbour_audio)  # fmt: skip
+          max_segments=max_segments, max_queue=max_queue,
+          serve_neighbour_audio=serve_neighbour_audio,
+          announce=lambda line: console.print(line, highlight=False))  # fmt: skip
 
 
 def export_command(
-    model: Annotated[Path, typer.Option(help="Trained run folder")],
+    model: Annotated[
+        Path,
+        typer.Option(help="An emoknn model folder: a training run, or an adapted or imported "
+                     "model (model.safetensors + model.json)"),
+    ],
     export_format: Annotated[str, typer.Option("--format", help="onnx")] = "onnx",
     out: Annotated[Path | None, typer.Option(help="Output folder (default: MODEL/onnx)")] = None,
     quantize: Annotated[bool, typer.Option(help="Also write a dynamic int8 model")] = False,

@@ -43,6 +43,7 @@ from emoknn.cli.options import (
     RirDir,
     Scheme,
     Seed,
+    SpeakerNorm,
     Task,
     TrainPrecision,
     Workers,
@@ -83,6 +84,7 @@ def train_command(
     freeze_encoder: FreezeEncoder = None,
     feature_cache: FeatureCache = None,
     cache_views: CacheViews = None,
+    speaker_norm: SpeakerNorm = False,
     seed: Seed = None,
     workers: Workers = None,
     accelerator: Accelerator = None,
@@ -120,7 +122,7 @@ def train_command(
         accelerator=accelerator, devices=devices, num_nodes=num_nodes, precision=precision,
         tensorboard=tensorboard, progress_bar=progress, freeze_encoder=freeze_encoder,
         feature_cache=None if feature_cache is None else str(feature_cache),
-        cache_views=cache_views,
+        cache_views=cache_views, speaker_norm=speaker_norm or None,
     )  # fmt: skip
     utterances, chosen = load_folds(corpus, kind, scheme, fold, label_map)
     if len(chosen) != 1:
@@ -156,7 +158,8 @@ def train_command(
         else f"best: {result.best_checkpoint}\nlast: {result.last_checkpoint}"
     )
     console.print(
-        f"Trained {selected.name} ({result.epochs} epochs). Best {config.monitor} = "
+        f"Trained {selected.name} ({result.epochs} epoch{'' if result.epochs == 1 else 's'}). "
+        f"Best {config.monitor} = "
         f"{result.best_score if result.best_score is not None else float('nan'):.4f}\n{files}"
     )
     if knn:
@@ -241,8 +244,8 @@ def run_crossval(corpus: Path, kind: str, scheme: str, folds: str | None, tables
         "corpus_name": corpus.resolve().name + (" (synthetic)" if synthetic else ""),
         "scheme": scheme, "synthetic": synthetic, "num_utterances": len(utterances),
         "labels": label_names(utterances), "preset": config.preset_name,
-        "encoder": config.encoder, "label_map": label_map_setting(label_map),
-        "protocol": describe_protocol(chosen),
+        "encoder": config.encoder, "speaker_norm": config.speaker_norm,
+        "label_map": label_map_setting(label_map), "protocol": describe_protocol(chosen),
     }  # fmt: skip
     if not config.progress_bar:  # each fold prints its own line below; Lightning's add nothing
         import logging
@@ -309,6 +312,7 @@ def crossval_command(
     cache_views: CacheViews = None,
     task: Task = None,
     regression_loss: RegressionLoss = None,
+    speaker_norm: SpeakerNorm = False,
     seed: Seed = None,
     workers: Workers = None,
     accelerator: Accelerator = None,
@@ -325,6 +329,7 @@ def crossval_command(
         devices=devices, precision=precision, progress_bar=progress,
         freeze_encoder=freeze_encoder, cache_views=cache_views,
         feature_cache=None if feature_cache is None else str(feature_cache),
+        speaker_norm=speaker_norm or None,
     )  # fmt: skip
     run_crossval(corpus, kind, scheme, folds, tables, out, config, criterion, label_map)
 

@@ -30,6 +30,7 @@ from emoknn.checks import check_int, check_number
 from emoknn.corpora.manifest import load_manifest, write_manifest
 from emoknn.corpora.utterance import FOUR_CLASSES, Utterance, as_path
 from emoknn.errors import CorpusError
+from emoknn.files import check_writable_folder
 
 MARKER_FILE = "SYNTHETIC_CORPUS.txt"
 MANIFEST_FILE = "manifest.csv"
@@ -269,6 +270,7 @@ def generate_synthetic_corpus(
             f"{out_dir}: folder exists and is not empty ({what}); choose a new folder, or delete "
             "this one first, so nothing is overwritten or left stale"
         )
+    check_writable_folder(out_dir, "the corpus folder")
     # Written beside, then renamed into place: an interrupted run leaves no half corpus.
     staging = out_dir.parent / f".{out_dir.name}.{os.getpid()}.partial"
     shutil.rmtree(staging, ignore_errors=True)
