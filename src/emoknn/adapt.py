@@ -402,6 +402,14 @@ def adapt_model(
     (see the module docstring). Everything is checked before anything is written; the folder
     appears whole or not at all."""
     out_dir = check_new_folder(out_dir)
+    if source.model.attributes is not None:
+        # Adapting attribute targets (arousal, valence, dominance of one's own clips) is not
+        # built: the adapted folder would keep a regression head with no regression datastore.
+        raise ConfigError(
+            f"{source.description['name']}: predicts {', '.join(source.model.attributes)} "
+            f"(--task {source.model.config.task}); adapt handles class labels only, so adapt a "
+            "categorical model, or train on your rated clips with --task dimensional"
+        )
     check_device(device, "--device")  # before the clips are read: the same check as predict's
     if criterion not in ("ua", "wa"):
         raise ConfigError(f"criterion must be ua or wa, got {criterion!r}")

@@ -18,12 +18,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from emoknn.attributes import attribute_matrix, attribute_statistics, rated_attributes
 from emoknn.augment import AUGMENTATION_NAMES
 from emoknn.checks import ACCELERATORS, check_accelerator, check_choice, check_int, check_number
 from emoknn.corpora.utterance import Utterance
 from emoknn.errors import ConfigError, EmoknnError
 from emoknn.files import check_writable_folder
-from emoknn.model import POOLINGS, PROJECTION_KINDS, ModelConfig, default_normalization
+from emoknn.losses import REGRESSION_LOSSES
+from emoknn.model import POOLINGS, PROJECTION_KINDS, TASKS, ModelConfig, default_normalization
 from emoknn.model_folder import (
     CHECKPOINT_DIR,
     LAST_CHECKPOINT,
@@ -33,7 +35,7 @@ from emoknn.model_folder import (
     read_run_config,
 )
 
-MONITORS = {"val_loss": "min", "val_ua": "max", "val_wa": "max"}
+MONITORS = {"val_loss": "min", "val_ua": "max", "val_wa": "max", "val_ccc": "max"}
 LAYER_INITS = ("uniform", "best")
 # Lightning precisions, or auto = bf16-mixed on a GPU that supports it, else 32-true.
 PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true")
@@ -47,6 +49,10 @@ class TrainConfig:
     augment: str = "mixed"
     rir_dir: str | None = None
     contrastive_weight: float = 0.1  # λ in L = (1 − λ)·CE + λ·SCL; 0 = CE-only baseline
+    # What the head learns: classes, attributes (arousal, valence, dominance) or both; the
+    # objective of each is `emoknn.losses.task_loss`. regression_loss: "ccc" (1 − CCC) or "mse".
+    task: str = "categorical"
+    regression_loss: str = "ccc"
     temperature: float = 0.07  # τ of SupCon
     optimizer: str = "sgd"  # sgd | adamw
     learning_rate: float = 1e-4
@@ -102,6 +108,8 @@ class TrainConfig:
             )
         check_choice(self.augment, "augment", AUGMENTATION_NAMES)
         check_number(self.contrastive_weight, "contrastive_weight", 0.0, 1.0)
+        check_choice(self.task, "task", TASKS)
+        check_choice(self.regression_loss, "regression_loss", REGRESSION_LOSSES)
         check_number(self.temperature, "temperature", 0.0, strict_minimum=True)
         check_choice(self.optimizer, "optimizer", ("sgd", "adamw"))
         check_number(self.learning_rate, "learning_rate", 0.0, strict_minimum=True)
@@ -115,6 +123,15 @@ class TrainConfig:
         if self.early_stopping_patience is not None:
             check_int(self.early_stopping_patience, "early_stopping_patience", 0)
         check_choice(self.monitor, "monitor", MONITORS)
+        if self.task == "dimensional" and self.monitor in ("val_ua", "val_wa"):
+            raise ConfigError(
+                f"monitor {self.monitor} needs classes; a dimensional model is watched by "
+                "val_loss or val_ccc",
+                setting="monitor",
+            )
+        if self.task == "categorical" and self.monitor == "val_ccc":
+            raise ConfigError("monitor val_ccc needs --task dimensional or both",
+                              setting="monitor")  # fmt: skip
         check_number(self.head_dropout, "head_dropout", 0.0, 0.99)
         check_int(self.seed, "seed", 0, 2**32 - 1)
         check_int(self.num_workers, "num_workers", 0)
@@ -314,9 +331,25 @@ def check_labels(utterances: list[Utterance], labels: list[str]) -> None:
         raise ConfigError(f"labels {unknown} occur in the data but not in the label list {labels}")
 
 
-def model_config_for(config: TrainConfig, labels: list[str]) -> ModelConfig:
-    """The model a training config describes."""
+def task_attributes(config: TrainConfig, train: list[Utterance], val: list[Utterance]
+                    ) -> dict[str, Any]:  # fmt: skip
+    """The ModelConfig fields of the config's task: for "dimensional" and "both", the attributes
+    rated on every training and validation utterance and their training statistics
+    (`emoknn.attributes`); nothing for "categorical"."""
+    if config.task == "categorical":
+        return {}
+    attributes = rated_attributes(train + val, config.task)
+    attribute_matrix(val, attributes)  # every validation utterance rated (else: which is not)
+    mean, std = attribute_statistics(train, attributes)
+    return {"task": config.task, "attributes": attributes, "attribute_mean": mean,
+            "attribute_std": std}  # fmt: skip
+
+
+def model_config_for(config: TrainConfig, labels: list[str],
+                     task_fields: dict[str, Any] | None = None) -> ModelConfig:  # fmt: skip
+    """The model a training config describes (`task_fields`: `task_attributes`'s answer)."""
     return ModelConfig(
+        **(task_fields or {}),
         encoder=config.encoder,
         labels=list(labels),
         freeze_feature_encoder=config.freeze_feature_encoder,

@@ -12,7 +12,9 @@ so its pooled per-layer outputs are computed once per (utterance, view) and cach
                (K = 0, `cache_views=0`: the originals of B alone)
         output = model.head(rows)                                   embeddings, logits
         L = (1 − λ)·CE + λ·SupCon over the 2|B| rows               (emoknn.losses.combined_loss)
-    validation on the validation speaker's originals: CE loss, UA, WA
+          (dimensional tasks: `emoknn.losses.task_loss`, on standardised attribute targets)
+    validation on the validation speaker's originals: CE loss, UA, WA (dimensional tasks: the
+        regression loss over the whole validation set, + CE for "both"; mean CCC as val_ccc)
     ReduceLROnPlateau on the validation loss; early stopping on `monitor`
 
 The same loss code as fine-tuning, and the same run folder: the best epoch's head is saved with the
@@ -38,6 +40,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from emoknn.attributes import attribute_matrix
 from emoknn.augment import make_augmentation
 from emoknn.config import (
     MONITORS,
@@ -46,14 +49,15 @@ from emoknn.config import (
     check_fold_run,
     epoch_seed,
     model_config_for,
+    task_attributes,
 )
 from emoknn.corpora.utterance import Utterance
 from emoknn.errors import ConfigError
 from emoknn.features import FeatureCache, ViewSpec, default_cache_dir
 from emoknn.files import atomic_path
-from emoknn.losses import combined_loss
-from emoknn.metrics import unweighted_accuracy, weighted_accuracy
-from emoknn.model import EmotionModel, load_encoder
+from emoknn.losses import combined_loss, regression_loss, task_loss
+from emoknn.metrics import ccc_columns, unweighted_accuracy, weighted_accuracy
+from emoknn.model import EmotionModel, ModelConfig, load_encoder
 from emoknn.model_folder import MODEL_FILE, save_model, write_run_config
 
 
@@ -66,6 +70,9 @@ class FoldFeatures:
     train_labels: torch.Tensor  # (N,) class ids
     val: torch.Tensor  # (M, L + 1, H) float32, originals of the validation speaker
     val_labels: torch.Tensor  # (M,)
+    # Standardised attribute targets (N, A) and (M, A) of a dimensional model; else None.
+    train_targets: torch.Tensor | None = None
+    val_targets: torch.Tensor | None = None
 
 
 def view_spec(config: TrainConfig) -> ViewSpec:
@@ -137,12 +144,22 @@ def fold_features(
     labels: list[str],
     spec: ViewSpec,
     speaker_stats: SpeakerStats | None = None,
+    model_config: ModelConfig | None = None,
 ) -> FoldFeatures:
     """Read (filling what is missing) the originals and views of `train`, originals of `val`;
-    with `speaker_stats` (`--speaker-norm`), every row standardised with its speaker's."""
+    with `speaker_stats` (`--speaker-norm`), every row standardised with its speaker's; with a
+    dimensional `model_config`, their attribute targets standardised as it says."""
     label_to_id = {label: i for i, label in enumerate(labels)}
+    targets = {}
+    if model_config is not None and model_config.attributes is not None:
+        mean = np.array(model_config.attribute_mean)
+        std = np.array(model_config.attribute_std)
+        for name, utterances in (("train_targets", train), ("val_targets", val)):
+            values = (attribute_matrix(utterances, model_config.attributes) - mean) / std
+            targets[name] = torch.tensor(values, dtype=torch.float32)
     views = speaker_normalized(cache.views(train, spec), train, speaker_stats)
     return FoldFeatures(
+        **targets,
         train=torch.from_numpy(pooled_originals(cache, train, speaker_stats)),
         train_views=torch.from_numpy(views),
         train_labels=torch.tensor([label_to_id[u.label] for u in train]),
@@ -270,7 +287,7 @@ def _fit_head(model: EmotionModel, data: FoldFeatures, config: TrainConfig) -> H
         order = rng.permutation(count)
         chosen_view = torch.from_numpy(rng.integers(max(num_views, 1), size=count))
         model.train()
-        totals = np.zeros(3)
+        totals = np.zeros(4)
         for start in range(0, count, config.batch_size):
             rows = torch.from_numpy(order[start : start + config.batch_size])
             if num_views:
@@ -280,29 +297,37 @@ def _fit_head(model: EmotionModel, data: FoldFeatures, config: TrainConfig) -> H
             else:  # no cached views (cache_views = 0): the originals alone
                 inputs, labels = data.train[rows], data.train_labels[rows]
             output = model.head(inputs)
-            loss = combined_loss(output.logits, output.embeddings, labels,
-                                 config.contrastive_weight, config.temperature)  # fmt: skip
+            if config.task == "categorical":
+                loss = combined_loss(output.logits, output.embeddings, labels,
+                                     config.contrastive_weight, config.temperature)  # fmt: skip
+                parts = (loss.total, loss.cross_entropy, torch.zeros(()), loss.contrastive)
+            else:
+                targets = data.train_targets[rows]  # (n, A)
+                if num_views:  # (2n, A): a view keeps its original's values
+                    targets = targets.repeat(2, 1)
+                loss = task_loss(config.task, output.logits, output.embeddings, labels,
+                                 output.standardized_attributes, targets,
+                                 config.contrastive_weight, config.temperature,
+                                 config.regression_loss)  # fmt: skip
+                parts = (loss.total, loss.cross_entropy, loss.regression, loss.contrastive)
             optimizer.zero_grad(set_to_none=True)
             loss.total.backward()
             optimizer.step()
-            parts = (loss.total, loss.cross_entropy, loss.contrastive)
             totals += np.array([float(part.detach()) for part in parts]) * len(rows)
         model.eval()
         with torch.no_grad():
-            logits = model.head(data.val).logits
-            val_loss = float(F.cross_entropy(logits, data.val_labels))
-        predictions = logits.argmax(dim=1).numpy()
-        val_labels = data.val_labels.numpy()
+            output = model.head(data.val)
         row = {
             "epoch": epoch,
             "lr": optimizer.param_groups[0]["lr"],
             "train_loss": totals[0] / count,
             "train_ce": totals[1] / count,
-            "train_scl": totals[2] / count,
-            "val_loss": val_loss,
-            "val_ua": unweighted_accuracy(val_labels, predictions),
-            "val_wa": weighted_accuracy(val_labels, predictions),
+            "train_scl": totals[3] / count,
+            **_validation_scores(output, data, config),
         }
+        if config.task != "categorical":
+            row["train_regression"] = totals[2] / count
+        val_loss = row["val_loss"]
         history.append(row)
         scheduler.step(val_loss)
         score = row[config.monitor]
@@ -317,6 +342,24 @@ def _fit_head(model: EmotionModel, data: FoldFeatures, config: TrainConfig) -> H
     return HeadFit(history, best_epoch, float(best_score))
 
 
+def _validation_scores(output, data: FoldFeatures, config: TrainConfig) -> dict[str, float]:
+    """val_loss (CE; regression loss over the whole set for dimensional tasks, + CE for "both"),
+    val_ua and val_wa (when the model predicts classes), val_ccc (mean CCC, dimensional tasks)."""
+    scores: dict[str, float] = {}
+    val_loss = 0.0
+    if config.task != "dimensional":
+        val_loss = float(F.cross_entropy(output.logits, data.val_labels))
+        predictions = output.logits.argmax(dim=1).numpy()
+        val_labels = data.val_labels.numpy()
+        scores["val_ua"] = unweighted_accuracy(val_labels, predictions)
+        scores["val_wa"] = weighted_accuracy(val_labels, predictions)
+    if config.task != "categorical":
+        predicted, targets = output.standardized_attributes, data.val_targets
+        val_loss += float(regression_loss(predicted, targets, config.regression_loss))
+        scores["val_ccc"] = float(ccc_columns(predicted.numpy(), targets.numpy()).mean())
+    return {"val_loss": val_loss, **scores}
+
+
 @dataclass
 class FrozenResult(TrainResult):
     """A frozen run: `TrainResult` plus the trained model, still in memory."""
@@ -326,11 +369,15 @@ class FrozenResult(TrainResult):
 
 
 def build_frozen_model(
-    config: TrainConfig, labels: list[str], encoder: torch.nn.Module | None = None
+    config: TrainConfig,
+    labels: list[str],
+    encoder: torch.nn.Module | None = None,
+    task_fields: dict[str, Any] | None = None,
 ) -> EmotionModel:
     """The model with its head initialised from `config.seed`, around `encoder` if given (one
-    encoder serves every run of a cross-validation), else the one `config.encoder` names."""
-    model_config = model_config_for(config, labels)
+    encoder serves every run of a cross-validation), else the one `config.encoder` names;
+    `task_fields`: a dimensional model's attributes (`emoknn.train.task_attributes`)."""
+    model_config = model_config_for(config, labels, task_fields)
     if encoder is None:
         torch.manual_seed(config.seed)  # an encoder built from a config (tiny) starts random
         encoder = load_encoder(model_config)
@@ -383,7 +430,7 @@ def train_frozen_fold(
     run_dir = Path(run_dir)
     model_file = run_dir / MODEL_FILE  # the run's result: a frozen run has no checkpoints
     info = check_fold_run(config, train, val, labels, run_dir, resume, model_file, extra_info)
-    model = build_frozen_model(config, labels, encoder)
+    model = build_frozen_model(config, labels, encoder, task_attributes(config, train, val))
     if cache is None:
         root = Path(config.feature_cache) if config.feature_cache else default_cache_dir(run_dir)
         cache = FeatureCache(root, model, config.max_seconds)
@@ -403,7 +450,7 @@ def train_frozen_fold(
         log(f"feature cache {cache.folder}: computed {filled.computed + filled_views.computed} "
             f"entries in {time.perf_counter() - start:.0f} s "
             f"({cache.size_bytes() / 2**20:.1f} MB)")  # fmt: skip
-    data = fold_features(cache, train, val, labels, spec, speaker_stats)
+    data = fold_features(cache, train, val, labels, spec, speaker_stats, model.config)
 
     write_run_config(run_dir, asdict(config), labels, info)
     fit = fit_head(model, data, config)

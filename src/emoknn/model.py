@@ -3,6 +3,13 @@
     waveforms (B, T) ─encoder─▶ hidden states L+1 × (B, F, H) ─masked mean─▶ pooled (B, L+1, H)
         ─head: layer choice or softmax layer weights─▶ (B, H) ─projection (optional)─▶
         embedding (B, D) ─dropout, linear─▶ logits (B, C)
+                         └dropout, linear─▶ standardised attributes (B, A) ─·σ + μ─▶ attributes
+
+The second branch exists for the dimensional tasks (`task` "dimensional" or "both"): one output
+per attribute (arousal, valence, dominance), trained on targets standardised with the training
+split's mean μ and standard deviation σ (stored in the config), and returned in the corpus's
+scale. A "dimensional" model keeps a classifier layer that is never trained: its class output
+means nothing, and predictions leave it out.
 
     forward(waveforms, lengths) = head(pooled_layers(waveforms, lengths))
 
@@ -46,6 +53,8 @@ from emoknn.whisper import (
 
 SUPPORTED_MODEL_TYPES = ("wav2vec2", "hubert", "wavlm", "data2vec-audio", "whisper")
 PROJECTION_KINDS = ("mlp", "linear")
+TASKS = ("categorical", "dimensional", "both")  # what the model's head is trained to predict
+ATTRIBUTES = ("arousal", "valence", "dominance")  # the dimensional attributes, in this order
 # How frames are pooled per layer: "mean" (H values), or "mean_std" (statistics pooling: the mean
 # and the standard deviation over real frames, 2H values; prosody lives in how frames vary).
 POOLINGS = ("mean", "mean_std")
@@ -127,6 +136,11 @@ class ModelConfig:
             renormalised over the labels kept. An output label no classifier label maps to gets
             the logit UNKNOWN_LABEL_LOGIT (probability 0): the kNN alone serves it. None = the
             classifier's labels as they are.
+        task: "categorical" (classes only), "dimensional" (attributes only) or "both".
+        attributes: the attributes the regression head predicts (a subset of ATTRIBUTES, in that
+            order); None for a categorical model.
+        attribute_mean, attribute_std: the training split's mean and standard deviation of each
+            attribute: the head predicts (y − mean) / std and returns y in the corpus's scale.
     """
 
     encoder: str = "facebook/wav2vec2-base"
@@ -146,8 +160,35 @@ class ModelConfig:
     input_dropout: float = 0.0
     output_labels: list[str] | None = None
     label_map: dict[str, str] | None = None
+    task: str = "categorical"
+    attributes: list[str] | None = None
+    attribute_mean: list[float] | None = None
+    attribute_std: list[float] | None = None
 
     def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ConfigError(f"task must be one of {', '.join(TASKS)}, got {self.task!r}")
+        if (self.task == "categorical") != (self.attributes is None):
+            raise ConfigError(
+                f"task {self.task!r}: attributes must be "
+                f"{'None' if self.task == 'categorical' else 'given'}, got {self.attributes!r}"
+            )
+        if self.attributes is not None:
+            count = len(self.attributes)
+            if (
+                not count
+                or [a for a in ATTRIBUTES if a in self.attributes] != list(self.attributes)
+                or self.attribute_mean is None
+                or self.attribute_std is None
+                or len(self.attribute_mean) != count
+                or len(self.attribute_std) != count
+                or not all(std > 0 for std in self.attribute_std)
+            ):
+                raise ConfigError(
+                    f"attributes must be distinct names among {ATTRIBUTES} (in that order), each "
+                    f"with a mean and a standard deviation > 0; got {self.attributes!r}, "
+                    f"{self.attribute_mean!r}, {self.attribute_std!r}"
+                )
         if self.projection_size < 0:
             raise ConfigError(f"projection_size must be ≥ 0, got {self.projection_size}")
         if self.projection_kind not in PROJECTION_KINDS:
@@ -180,6 +221,10 @@ class ModelConfig:
 class ModelOutput:
     embeddings: torch.Tensor  # (B, D) utterance embeddings (D = EmotionModel.embedding_size)
     logits: torch.Tensor  # (B, C)
+    # (B, A) attributes standardised with the training statistics (what the loss sees), and the
+    # same in the corpus's scale; None for a categorical model.
+    standardized_attributes: torch.Tensor | None = None
+    attributes: torch.Tensor | None = None
 
 
 def load_encoder(config: ModelConfig) -> nn.Module:
@@ -293,6 +338,13 @@ class EmotionModel(nn.Module):
         self.projection = self._projection(config)
         self.dropout = nn.Dropout(config.head_dropout)
         self.classifier = nn.Linear(self.embedding_size, len(config.labels))
+        self.regressor = None
+        if config.attributes is not None:  # one output per attribute
+            self.regressor = nn.Linear(self.embedding_size, len(config.attributes))
+            # The training statistics come from the config: not saved with the weights.
+            mean, std = torch.tensor(config.attribute_mean), torch.tensor(config.attribute_std)
+            self.register_buffer("attribute_mean", mean.float(), persistent=False)
+            self.register_buffer("attribute_std", std.float(), persistent=False)
         # (C_out, C) membership of classifier labels in output labels; derived from the config,
         # so not saved with the weights.
         groups = None
@@ -509,6 +561,7 @@ class EmotionModel(nn.Module):
             x = Σ_l softmax(w)_l · pooled_l   (layer weighting), else pooled_L
             embedding = projection(dropout_in(x))  (when configured), else x
             logits = classifier(dropout(embedding)), mapped onto output_labels when configured
+            z = regressor(dropout(embedding)); attributes = z·std + mean    (dimensional tasks)
         """
         if self.config.standardize:
             count = pooled_layers.shape[1]  # L + 1, or 1 (the last entry) without weighting
@@ -528,10 +581,25 @@ class EmotionModel(nn.Module):
             x = (weights[None, :, None] * pooled_layers).sum(dim=1)  # (B, H)
         x = self.input_dropout(x)
         embeddings = self.projection(x) if self.projection is not None else x  # (B, D)
-        logits = self.classifier(self.dropout(embeddings))  # (B, C)
+        dropped = self.dropout(embeddings)
+        logits = self.classifier(dropped)  # (B, C)
         if self.label_groups is not None:
             logits = self._map_labels(logits)  # (B, C_out)
-        return ModelOutput(embeddings=embeddings, logits=logits)
+        if self.regressor is None:
+            return ModelOutput(embeddings=embeddings, logits=logits)
+        standardized = self.regressor(dropped)  # (B, A)
+        attributes = standardized.float() * self.attribute_std + self.attribute_mean  # (B, A)
+        return ModelOutput(embeddings, logits, standardized, attributes)
+
+    @property
+    def attributes(self) -> list[str] | None:
+        """The attributes the regression head predicts, or None (a categorical model)."""
+        return self.config.attributes
+
+    @property
+    def predicts_classes(self) -> bool:
+        """False for a "dimensional" model, whose classifier layer is never trained."""
+        return self.config.task != "dimensional"
 
     def _map_labels(self, logits: torch.Tensor) -> torch.Tensor:
         """Output logits z'_j = log Σ_{i ↦ j} exp(z_i); UNKNOWN_LABEL_LOGIT where no i maps to j.

@@ -198,6 +198,13 @@ def create_app(
             "model": model_name,
             "labels": recognizer.labels,
             "knn": recognizer.store is not None,
+            # A dimensional model: its attributes, whether it gives classes, and each attribute's
+            # training mean ± 2.5 standard deviations (the page's valence-arousal plane).
+            "task": "categorical"
+            if recognizer.attributes is None
+            else ("both" if recognizer.predicts_classes else "dimensional"),
+            "attributes": recognizer.attributes,
+            "attribute_axes": recognizer.attribute_axes(),
             "model_info": model_info or {"name": model_name},
             "neighbours": {
                 "max": MAX_NEIGHBOURS if recognizer.store is not None else 0,

@@ -31,6 +31,13 @@ def build_datastore(run_dir, train, val, max_seconds, criterion, index_type,
         f"T={chosen.temperature:.3g} ({criterion.upper()} {chosen.score:.3f}); kNN alone: "
         f"k={alone.k} T={alone.temperature:.3g} ({criterion.upper()} {alone.score:.3f})"
     )
+    if tuning.regression is not None:  # a dimensional model: the regression kNN, for mean CCC
+        chosen, alone = tuning.regression.interpolated, tuning.regression.knn_only
+        console.print(
+            f"attributes ({', '.join(store.attributes or [])}), tuned for mean CCC: k={chosen.k} "
+            f"α={chosen.alpha} T={chosen.temperature:.3g} (CCC {chosen.score:.3f}); kNN alone: "
+            f"k={alone.k} T={alone.temperature:.3g} (CCC {alone.score:.3f})"
+        )
 
 
 @datastore_app.command("build")

@@ -64,6 +64,14 @@ CacheViews = Annotated[
     int | None,
     typer.Option("--cache-views", help="Augmented views cached per utterance (frozen encoder)"),
 ]
+Task = Annotated[
+    str | None,
+    typer.Option("--task", help="categorical (classes), dimensional (arousal, valence, "
+                 "dominance) or both"),
+]  # fmt: skip
+RegressionLoss = Annotated[
+    str | None, typer.Option("--regression-loss", help="ccc (1 − CCC, default) or mse")
+]
 SpeakerNorm = Annotated[
     bool,
     typer.Option(

@@ -81,7 +81,14 @@ def predict_command(
             progress.advance(task)
     if not predictions:
         raise EmoknnError("nothing could be predicted")
-    labels = recognizer.labels
+    # A dimensional model gives no class (its labels say nothing); it and a multi-task model
+    # give their attributes, after the class columns.
+    labels = recognizer.labels if recognizer.predicts_classes else []
+    attributes = recognizer.attributes or []
+
+    def rated(values: dict[str, float] | None, digits: int) -> list[str]:
+        return [f"{values[a]:.{digits}f}" if values else "" for a in attributes]
+
     if output_format == "json":
         print(json.dumps([p.to_dict() for p in predictions], indent=2))
     elif output_format == "csv":
@@ -91,7 +98,7 @@ def predict_command(
         fields = ("id", "label", "distance", "weight", "source")
         writer.writerow(["source", "start_s", "end_s", "label", *labels, "no_speech",
                          *(f"neighbour{rank}_{name}" for rank in range(1, neighbours + 1)
-                           for name in fields)])  # fmt: skip
+                           for name in fields), *attributes])  # fmt: skip
 
         def near(found) -> list:
             cells = []
@@ -100,13 +107,15 @@ def predict_command(
             return cells + [""] * (len(fields) * (neighbours - len(found)))
 
         for p in predictions:
-            writer.writerow([p.source, 0.0, p.duration_s, p.label,
+            writer.writerow([p.source, 0.0, p.duration_s, p.label or "",
                              *(f"{p.probabilities[label]:.4f}" for label in labels),
-                             int(p.no_speech), *near(p.neighbours)])  # fmt: skip
+                             int(p.no_speech), *near(p.neighbours),
+                             *rated(p.attributes, 4)])  # fmt: skip
             for segment in p.segments:
-                writer.writerow([p.source, segment.start_s, segment.end_s, segment.label,
+                writer.writerow([p.source, segment.start_s, segment.end_s, segment.label or "",
                                  *(f"{segment.probabilities[x]:.4f}" for x in labels),
-                                 int(segment.no_speech), *near(segment.neighbours)])  # fmt: skip
+                                 int(segment.no_speech), *near(segment.neighbours),
+                                 *rated(segment.attributes, 4)])  # fmt: skip
     else:
         # What was used, not what was asked: a checkpoint (or --no-knn) has no kNN stage.
         used_knn = recognizer.store is not None
@@ -125,20 +134,23 @@ def predict_command(
             # Under the prediction: the training clips it was pulled toward, nearest first.
             for rank, n in enumerate(found, 1):
                 table.add_row(f"{indent}{rank}. {n.id}", "", n.label, *[""] * len(labels),
-                              f"{n.weight:.2f}", f"{n.distance:.3g}", style="dim")  # fmt: skip
+                              f"{n.weight:.2f}", f"{n.distance:.3g}", *[""] * len(attributes),
+                              style="dim")  # fmt: skip
 
+        for attribute in attributes:
+            table.add_column(attribute, justify="right", style="cyan")
         for p in predictions:
             # No speech: say so instead of an emotion; the model's probabilities stay visible.
-            emotion = "no speech" if p.no_speech else p.label
+            emotion = "no speech" if p.no_speech else (p.label or "—")
             table.add_row(Path(p.source).name, f"{p.duration_s:.1f}", emotion,
                           *(f"{p.probabilities[label]:.2f}" for label in labels),
-                          *blank)  # fmt: skip
+                          *blank, *rated(p.attributes, 2))  # fmt: skip
             add_neighbours(p.neighbours, "  ")
             for segment in p.segments:
                 table.add_row(f"  {segment.start_s:.1f}–{segment.end_s:.1f} s", "",
-                              "no speech" if segment.no_speech else segment.label,
+                              "no speech" if segment.no_speech else (segment.label or "—"),
                               *(f"{segment.probabilities[x]:.2f}" for x in labels),
-                              *blank)  # fmt: skip
+                              *blank, *rated(segment.attributes, 2))  # fmt: skip
                 add_neighbours(segment.neighbours, "    ")
         console.print(table)
         if any(p.no_speech for p in predictions):
