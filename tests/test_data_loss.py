@@ -130,7 +130,8 @@ def test_crossval_refuses_other_settings_and_bad_tables_before_writing(finished_
         crossval(utterances, fold, config, out, tables=["main"], criterion="f1")
     assert (out / "experiment.json").read_text() == experiment
     # The same settings continue it (nothing to do), and more tables may be added.
-    assert len(crossval(utterances, fold, config, out, tables=["main"])) == 3  # baseline, CE, SCL
+    # baseline, probe, CE, SCL
+    assert len(crossval(utterances, fold, config, out, tables=["main"])) == 4
 
 
 def test_crossval_cli_refuses_a_preset_over_another(finished_crossval, small_synthetic_corpus,

@@ -120,3 +120,17 @@ def test_predict_and_serve_load_export_folders(exported, trained_run, small_synt
     assert result.exit_code == 0, result.output
     got = json.loads(result.stdout)[0]
     assert got["probabilities"] == pytest.approx(expected.probabilities, abs=1e-6)
+
+
+def test_an_export_lists_the_same_neighbours(exported, small_synthetic_corpus):
+    from emoknn.audio import load_audio
+    from emoknn.model_info import describe_model
+    from test_neighbours_models import check_neighbours
+
+    out, _ = exported
+    recognizer = load_recognizer(out)
+    assert isinstance(recognizer, OnnxEmotionRecognizer)
+    clips = [load_audio(u.path) for u in load_synthetic(small_synthetic_corpus)[:3]]
+    check_neighbours(recognizer, clips)  # brute force, shares, sources carried by the export
+    info = describe_model(out)
+    assert info["kind"] == "export" and info["training"] == "fine-tuned encoder"

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from emoknn.augment import AddNoise, make_augmentation
 from emoknn.cli import app
-from emoknn.config import make_config
+from emoknn.config import PRESETS, make_config
 from emoknn.corpora import label_names, load_synthetic
 from emoknn.errors import ConfigError
 from emoknn.features import FeatureCache, ViewSpec, utterance_seed
@@ -182,7 +182,8 @@ def test_a_frozen_run_embeds_live_as_its_cache_does(frozen_run, small_synthetic_
     live = embed_utterances(model, fold.val, max_seconds=1.0)
     np.testing.assert_allclose(cached.embeddings, live.embeddings, atol=1e-5, rtol=1e-5)
     np.testing.assert_allclose(cached.probs, live.probs, atol=1e-5)
-    assert model.embedding_size == 256 and model.layer_weights is not None
+    assert model.embedding_size == PRESETS["frozen"]["projection_size"]
+    assert model.layer_weights is not None and model.config.standardize
 
 
 def test_a_frozen_run_predicts_serves_and_exports(frozen_run, small_synthetic_corpus, tmp_path):
@@ -262,3 +263,114 @@ def test_a_frozen_resume_checks_the_fold_but_not_where_the_cache_lives(
     with pytest.raises(ConfigError, match="cannot resume"):
         train_frozen_fold(config, folds[1].train, folds[1].val, labels, run, resume=True,
                           extra_info={"fold": folds[1].name})  # fmt: skip
+    # Every head setting of #23 blocks a resume with another value.
+    other_init = "uniform" if config.layer_init == "best" else "best"
+    for setting, value in [("standardize", not config.standardize), ("pooling", "mean_std"),
+                           ("input_dropout", config.input_dropout + 0.1),
+                           ("layer_lr_scale", config.layer_lr_scale + 1.0),
+                           ("layer_init", other_init), ("speaker_norm", True)]:  # fmt: skip
+        other = make_config("frozen", encoder="tiny", max_seconds=0.5, max_epochs=2,
+                            cache_views=1, **{setting: value})  # fmt: skip
+        with pytest.raises(ConfigError, match=f"cannot resume with different settings.*{setting}"):
+            train_frozen_fold(other, folds[0].train, folds[0].val, labels, run, resume=True,
+                              extra_info={"fold": folds[0].name})  # fmt: skip
+
+
+def test_statistics_pooling_cache_equals_live_and_has_its_own_folder(corpus, tmp_path):
+    from emoknn.audio import load_audio
+    from emoknn.data import pad_batch
+
+    model = tiny_model(pooling="mean_std")
+    cache = FeatureCache(tmp_path / "cache", model, max_seconds=1.0)
+    assert cache.folder != FeatureCache(tmp_path / "cache", tiny_model(), 1.0).folder
+    originals = cache.originals(corpus)
+    assert originals.shape == (12, 3, 128)  # mean and std of 64 values per layer
+    with torch.no_grad():
+        samples = load_audio(corpus[3].path)[:16000]
+        live = model.pooled_layers(*pad_batch([samples]))[0].numpy()
+    np.testing.assert_allclose(originals[3], live, atol=1e-5, rtol=1e-5)
+    # The mean half is exactly what mean pooling computes ...
+    mean_only = FeatureCache(tmp_path / "other", tiny_model(), 1.0).originals(corpus)
+    np.testing.assert_allclose(originals[..., :64], mean_only, atol=1e-6)
+    assert (originals[..., 64:] > 0).all()
+    # ... so a mean cache beside a statistics one reads its entries and computes nothing.
+    beside = FeatureCache(tmp_path / "cache", tiny_model(), 1.0)
+    assert beside.fill(corpus, None).computed == 0
+    np.testing.assert_allclose(beside.originals(corpus), mean_only, atol=1e-6)
+
+
+def test_standardisation_statistics_come_from_the_training_speakers_only(
+    small_synthetic_corpus, tmp_path
+):
+    from emoknn.model_folder import load_model
+
+    utterances = load_synthetic(small_synthetic_corpus)
+    fold = speaker_folds(utterances)[0]
+    labels = label_names(utterances)
+    config = make_config("frozen", encoder="tiny", max_seconds=0.5, max_epochs=2, cache_views=1,
+                         standardize=True, feature_cache=str(tmp_path / "cache"))  # fmt: skip
+    run = tmp_path / "run"
+    result = train_frozen_fold(config, fold.train, fold.val, labels, run)
+    cache = FeatureCache(tmp_path / "cache", result.model, 0.5)
+    train = cache.originals(fold.train).astype(np.float64)
+    everyone = cache.originals(fold.train + fold.val + fold.test).astype(np.float64)
+    saved = load_model(run)  # the statistics travel with the model
+    for model in (result.model, saved):
+        mean = model.input_mean.numpy()
+        np.testing.assert_allclose(mean, train.mean(0), atol=1e-5)
+        np.testing.assert_allclose(model.input_scale.numpy(), train.std(0), rtol=1e-4, atol=1e-6)
+        assert not np.allclose(mean, everyone.mean(0), atol=1e-5)  # would catch a leak
+    # The saved model standardises live audio as the cached path does.
+    live = embed_utterances(saved, fold.test[:3], max_seconds=0.5)
+    cached = embed_pooled(saved, fold.test[:3], cache.originals(fold.test[:3]))
+    np.testing.assert_allclose(live.embeddings, cached.embeddings, atol=1e-4, rtol=1e-4)
+
+
+def test_standardize_and_speaker_norm_need_a_frozen_encoder():
+    for setting in ("standardize", "speaker_norm"):
+        with pytest.raises(ConfigError, match=f"{setting} needs a frozen encoder"):
+            make_config("tiny", **{setting: True})
+
+
+def test_speaker_norm_is_refused_for_a_speaker_with_one_clip(small_synthetic_corpus, tmp_path):
+    utterances = load_synthetic(small_synthetic_corpus)
+    fold = speaker_folds(utterances)[0]
+    lonely = fold.val[0]
+    train, val = fold.train, [lonely]  # the validation speaker has a single clip
+    config = make_config("frozen", encoder="tiny", max_seconds=0.5, max_epochs=2, cache_views=1,
+                         speaker_norm=True)  # fmt: skip
+    with pytest.raises(ConfigError, match=f"speaker {lonely.speaker!r} has 1"):
+        train_frozen_fold(config, train, val, label_names(utterances), tmp_path / "run")
+    assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
+def test_speaker_norm_is_recorded_standardises_each_speaker_and_blocks_a_resume_without_it(
+    small_synthetic_corpus, tmp_path
+):
+    from emoknn.frozen import speaker_statistics
+
+    out = tmp_path / "cv"
+    args = ["crossval", "--corpus", str(small_synthetic_corpus), "--out", str(out),
+            "--folds", "0", "--preset", "frozen", "--encoder", "tiny", "--max-seconds", "0.5",
+            "--epochs", "2", "--cache-views", "1", "--speaker-norm"]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "Speaker normalisation (transductive)" in result.output
+    assert json.loads((out / "results.json").read_text())["speaker_norm"] is True
+    experiment = json.loads((out / "experiment.json").read_text())
+    assert experiment["train_config"]["speaker_norm"] is True
+    assert "speaker normalisation on" in (out / "report.md").read_text()
+    # Each speaker's features are standardised with its own clips: mean 0, std 1 per speaker.
+    utterances = load_synthetic(small_synthetic_corpus)
+    model = build_frozen_model(make_config("frozen", encoder="tiny", max_seconds=0.5), ["a"])
+    cache = FeatureCache(out.parent / "emoknn-features", model, 0.5)
+    from emoknn.frozen import pooled_originals
+
+    stats = speaker_statistics(cache, utterances)
+    one = [u for u in utterances if u.speaker == utterances[0].speaker]
+    normalized = pooled_originals(cache, one, stats).astype(np.float64)
+    np.testing.assert_allclose(normalized.mean(0), 0.0, atol=1e-4)
+    # Continuing the same output folder without the option is refused (another experiment).
+    again = runner.invoke(app, args[:-1])
+    assert again.exit_code != 0
+    assert "speaker_norm True → False" in again.output + str(again.exception)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import ClassVar
 
 import huggingface_hub
+import numpy as np
 import pytest
 from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 from typer.testing import CliRunner
@@ -15,6 +16,7 @@ from typer.testing import CliRunner
 from emoknn.cli import app
 from emoknn.errors import EmoknnError
 from emoknn.hub import DOWNLOAD_PATTERNS, UPLOAD_PATTERNS, push_model, resolve_model
+from emoknn.model_folder import load_datastore
 from emoknn.predict import EmotionRecognizer, load_recognizer
 from tiny_hf import save_tiny_classifier
 
@@ -91,6 +93,15 @@ class FakeApi:
                                  response=httpx.Response(403, request=request))  # fmt: skip
         FakeApi.calls.append(("upload_folder", repo_id, folder_path, list(allow_patterns)))
 
+    def create_commit(self, repo_id, operations, commit_message, repo_type):
+        if FakeApi.fail_upload:
+            self.upload_folder(repo_id, None, [], commit_message, repo_type)
+        FakeApi.uploaded = {
+            op.path_in_repo: op.path_or_fileobj if isinstance(op.path_or_fileobj, bytes)
+            else Path(op.path_or_fileobj).read_bytes() for op in operations
+        }  # fmt: skip
+        FakeApi.calls.append(("create_commit", repo_id, sorted(FakeApi.uploaded)))
+
 
 @pytest.fixture
 def fake_api(monkeypatch):
@@ -106,13 +117,23 @@ def test_push_uploads_a_valid_folder(tmp_path, fake_api, trained_run):
     card = (folder / "README.md").read_text()  # generated from the run's own files
     assert "license: cc-by-4.0" in card and "angry, happy, neutral, sad" in card
     assert url == "https://huggingface.co/me/my-ser"
+    sent = sorted(name for name in UPLOAD_PATTERNS if (folder / name).is_file())
     assert fake_api.calls == [
         ("create_repo", "me/my-ser", True, True),
-        ("upload_folder", "me/my-ser", str(folder), UPLOAD_PATTERNS),
+        ("create_commit", "me/my-ser", sent),
     ]
+    assert fake_api.uploaded["README.md"] == card.encode()
+    # The datastore goes up with its entries' source files by name, not by local path.
+    import io
+
+    with np.load(io.BytesIO(fake_api.uploaded["datastore.npz"])) as sent_store:
+        names = sent_store["sources"].tolist()
+    local = load_datastore(folder).sources
+    assert all(Path(s).is_absolute() for s in local)
+    assert names == [Path(s).name for s in local] and not any("/" in n for n in names)
     # A failed upload is an error, never a success.
     fake_api.fail_upload = True
-    with pytest.raises(EmoknnError, match="push to me/my-ser failed: 403"):
+    with pytest.raises(EmoknnError, match=r"push to me/my-ser failed .*403"):
         push_model(folder, "me/my-ser")
     result = CliRunner().invoke(app, ["push", str(folder), "me/my-ser"])
     assert isinstance(result.exception, EmoknnError) and "403" in str(result.exception)

@@ -127,6 +127,12 @@ HARMLESS = {
     # Top-level extras are metadata this version does not read (a newer emoknn may add some);
     # an extra field *inside* a setting (model_config, knn settings) is refused.
     ("datastore.npz", "extra array"),
+    # Where each entry came from (file, speaker): optional (datastores written before
+    # `--neighbours` have none) and free text, shown beside a neighbour, never computed with.
+    ("datastore.npz", "missing sources"),
+    ("datastore.npz", "missing speakers"),
+    ("datastore.npz", "sources as text"),
+    ("datastore.npz", "speakers as text"),
     ("knn.json", "extra key"),
     ("model.json", "extra key"),
     ("train_config.json", "extra key"),

@@ -1,5 +1,6 @@
-"""Neighbours work the same for every kind of model: ONNX exports, adapted Hugging Face
-classifiers and frozen-encoder runs (fine-tuned runs: tests/test_neighbours.py)."""
+"""Neighbours work the same for every kind of model: adapted Hugging Face classifiers and
+frozen-encoder runs (fine-tuned runs: tests/test_neighbours.py; ONNX exports: tests/test_export.py,
+which shares this file's check)."""
 
 from __future__ import annotations
 
@@ -16,15 +17,6 @@ from emoknn.model_info import describe_model
 from emoknn.predict import load_recognizer
 
 runner = CliRunner()
-
-
-@pytest.fixture(scope="module")
-def exported(trained_run, tmp_path_factory) -> Path:
-    from emoknn.export import export_onnx
-
-    out = tmp_path_factory.mktemp("onnx-neighbours")
-    export_onnx(trained_run, out)
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +37,8 @@ def frozen_run(small_synthetic_corpus, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("frozen-n") / "run"
     result = runner.invoke(app, [
         "train", "--corpus", str(small_synthetic_corpus), "--fold", "0", "--out", str(out),
-        "--preset", "frozen", "--encoder", "tiny", "--max-seconds", "1.0", "--epochs", "2",
+        "--preset", "frozen", "--encoder", "tiny", "--max-seconds", "1.0", "--epochs", "1",
+        "--cache-views", "1", "--no-progress",
     ])  # fmt: skip
     assert result.exit_code == 0, result.output
     return out
@@ -73,14 +66,6 @@ def check_neighbours(recognizer, clips) -> None:
 @pytest.fixture(scope="module")
 def clips(small_synthetic_corpus):
     return [load_audio(u.path) for u in load_synthetic(small_synthetic_corpus)[:3]]
-
-
-def test_onnx_export(exported, clips):
-    recognizer = load_recognizer(exported)
-    assert type(recognizer).__name__ == "OnnxEmotionRecognizer"
-    check_neighbours(recognizer, clips)
-    info = describe_model(exported)
-    assert info["kind"] == "export" and info["training"] == "fine-tuned encoder"
 
 
 def test_adapted_model(adapted, clips):

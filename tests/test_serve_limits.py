@@ -145,7 +145,7 @@ def test_live_server_refuses_a_huge_declared_upload_at_once(app):
 def test_health_states_the_limits(client, recognizer):
     limits = client.get("/health").json()["limits"]
     assert limits == {
-        "max_upload_mb": 1.0, "max_seconds": 30.0, "max_segments": 20,
+        "max_upload_mb": 1.0, "max_seconds": 30.0, "max_segments": 20, "max_queue": 8,
         "window_seconds": [0.5, 30.0], "default_window_seconds": recognizer.max_seconds,
     }  # fmt: skip
 
@@ -172,9 +172,9 @@ def test_vad_segments_are_bounded_while_running(recognizer, monkeypatch):
     scored = []
     original = recognizer.score
 
-    def counting_score(clips, batch_size=16):
+    def counting_score(clips, batch_size=16, neighbours=0):
         scored.append(len(clips))
-        return original(clips, batch_size)
+        return original(clips, batch_size, neighbours)
 
     monkeypatch.setattr(recognizer, "score", counting_score)
     rng = np.random.default_rng(1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import urllib.parse
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -46,6 +47,7 @@ def open_client(recognizer, secret):
     fake.write_text("hunter2")
     store.sources[2] = str(fake)
     store.sources[3] = ""
+    store.sources[4] = Path(store.sources[4]).name  # a published datastore: a name, no path
     served = EmotionRecognizer(recognizer.model, store, recognizer.knn_settings,
                                recognizer.max_seconds)  # fmt: skip
     return TestClient(create_app(served, serve_neighbour_audio=True)), store
@@ -89,8 +91,9 @@ def test_neighbour_audio_serves_listed_files_only(open_client, secret):
     assert response.status_code == 200
     with open(store.sources[0], "rb") as handle:
         assert response.content == handle.read()
-    # Listed, but not audio (a text file, a text file named .wav), or no source: not served.
-    for row in (1, 2, 3):
+    # Listed, but not audio (a text file, a text file named .wav), no source, or a bare file name
+    # (a published datastore): not served.
+    for row in (1, 2, 3, 4):
         response = client.get("/neighbour-audio", params={"id": store.ids[row]})
         assert response.status_code == 404 and b"hunter2" not in response.content
 

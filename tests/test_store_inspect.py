@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -129,3 +130,23 @@ def test_datastore_inspect_command(planted_run, tmp_path):
     assert not (tmp_path / "m.jpg").exists()
     result = runner.invoke(app, ["datastore", "inspect", str(tmp_path / "nowhere")])
     assert result.exit_code == 1 and "nowhere" in str(result.exception)
+
+
+def test_an_older_datastore_gets_its_speakers_from_the_runs_corpus(trained_run, tmp_path):
+    from emoknn.model_folder import save_datastore
+
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("model.safetensors", "model.json", "train_config.json", "knn.json"):
+        shutil.copyfile(trained_run / name, run / name)
+    store = load_datastore(trained_run)
+    older = Datastore(store.keys, store.labels, store.label_names, store.ids, store.fingerprint)
+    save_datastore(run, older)  # as written before sources and speakers were recorded
+    assert not any(load_datastore(run).speakers)
+    inspection = inspect_run(run)
+    assert inspection.speakers is not None
+    assert {s: sum(c.values()) for s, c in inspection.speakers.items()} == dict(
+        Counter(s for s in store.speakers)
+    )
+    (run / "train_config.json").unlink()  # no corpus to ask: speakers are unknown, not guessed
+    assert inspect_run(run).speakers is None

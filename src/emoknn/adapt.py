@@ -40,9 +40,10 @@ from typing import Any
 
 import numpy as np
 
+from emoknn.checks import check_device
 from emoknn.corpora.utterance import Utterance, check_unique_ids, require_files
 from emoknn.errors import ConfigError, CorpusError, EmoknnError
-from emoknn.files import write_json_atomic, write_text_atomic
+from emoknn.files import check_writable_folder, write_json_atomic, write_text_atomic
 from emoknn.inference import best_device, embed_utterances, record_origins
 from emoknn.inputs import AUDIO_SUFFIXES
 from emoknn.knn import Datastore, TuningResult, knn_predict_probs, store_knn_probs, tune_knn
@@ -144,7 +145,8 @@ def _read_manifest(path: Path) -> tuple[list[Utterance], bool]:
             raise CorpusError(f"{path}:{number}: empty path or label")
         relative = Path(row["path"])
         audio = relative if relative.is_absolute() else path.parent / relative
-        clip_id = relative.with_suffix("").as_posix()
+        # relative to the manifest, also for absolute paths: an id is published with the model
+        clip_id = Path(os.path.relpath(audio, path.parent)).with_suffix("").as_posix()
         speaker, session = row.get("speaker") or NO_SPEAKER, row.get("session") or None
         utterances.append(Utterance(clip_id, audio, row["label"], speaker, session))
     check_unique_ids(utterances, str(path))
@@ -376,11 +378,11 @@ def drop_overlap(original: Datastore, clips: list[Utterance], embeddings: np.nda
 
 
 def check_new_folder(out_dir: str | os.PathLike) -> Path:
-    """`out_dir` may be written: absent, or an empty folder."""
+    """`out_dir` may be written: absent, or an empty folder, in a place that takes new files."""
     out_dir = Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise ConfigError(f"{out_dir}: already exists and is not empty; choose a new folder")
-    return out_dir
+    return check_writable_folder(out_dir, "the model folder")
 
 
 def adapt_model(
@@ -400,6 +402,15 @@ def adapt_model(
     (see the module docstring). Everything is checked before anything is written; the folder
     appears whole or not at all."""
     out_dir = check_new_folder(out_dir)
+    if source.model.attributes is not None:
+        # Adapting attribute targets (arousal, valence, dominance of one's own clips) is not
+        # built: the adapted folder would keep a regression head with no regression datastore.
+        raise ConfigError(
+            f"{source.description['name']}: predicts {', '.join(source.model.attributes)} "
+            f"(--task {source.model.config.task}); adapt handles class labels only, so adapt a "
+            "categorical model, or train on your rated clips with --task dimensional"
+        )
+    check_device(device, "--device")  # before the clips are read: the same check as predict's
     if criterion not in ("ua", "wa"):
         raise ConfigError(f"criterion must be ua or wa, got {criterion!r}")
     if not 3 <= max_folds <= 100:
@@ -450,7 +461,10 @@ def adapt_model(
                   "speakers": sorted({clips[i].speaker for i in np.flatnonzero(test)})
                   if has_speakers else None,
                   "k": tuning.interpolated.k, "alpha": tuning.interpolated.alpha,
-                  "temperature": tuning.interpolated.to_dict()["temperature"]}  # fmt: skip
+                  "temperature": tuning.interpolated.to_dict()["temperature"],
+                  "knn_only": {"k": tuning.knn_only.k,
+                               "temperature": tuning.knn_only.to_dict()["temperature"]},
+                  "ids": [ids[i] for i in np.flatnonzero(test)]}  # fmt: skip
         for name in inferences:
             record[name] = _scores(labels[test], probabilities[name])
             pooled[name][test] = probabilities[name]
@@ -492,6 +506,7 @@ def adapt_model(
         "kept_original_datastore": keep_datastore,
         "original_entries": 0 if original is None else len(original),
         "original_entries_dropped": dropped,  # kept entries that were one of the clips
+        "datastore_entries": len(store),
         "model_knows_no_label": not model_labels,
         "protocol": {
             "grouping": "speaker" if has_speakers else "stratified",

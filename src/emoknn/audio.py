@@ -44,6 +44,7 @@ def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> np.nd
         raise AudioError(f"{path}: file not found")
     if path.is_dir():
         raise AudioError(f"{path}: is a directory, expected an audio file")
+    check_complete_wav(path)
     if path.suffix.lower() in CONTAINER_SUFFIXES:
         samples, file_rate = _decode_container(path)
         return prepare_samples(samples, file_rate, sample_rate, source=str(path))
@@ -52,6 +53,40 @@ def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> np.nd
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as error:
         raise AudioError(f"{path}: cannot decode audio ({decoder_reason(error)})") from error
     return prepare_samples(samples, file_rate, sample_rate, source=str(path))
+
+
+UNKNOWN_WAV_LENGTHS = (0, 0xFFFFFFFF)  # streamed WAVs: the writer did not know the length
+
+
+def check_complete_wav(path: str | os.PathLike) -> None:
+    """Refuse a WAV file shorter than its header says (an interrupted copy or download):
+    libsndfile would decode the part that is there as if it were the whole recording. Reads the
+    RIFF chunk headers only; other formats, and WAVs streamed with an unknown length, pass."""
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as handle:
+            head = handle.read(12)
+            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+                return
+            offset = 12
+            for _ in range(64):  # chunks before "data": fmt, fact, LIST, ... (a handful)
+                handle.seek(offset)
+                chunk = handle.read(8)
+                if len(chunk) < 8:
+                    return
+                declared = int.from_bytes(chunk[4:], "little")
+                if chunk[:4] == b"data":
+                    available = size - offset - 8
+                    if declared not in UNKNOWN_WAV_LENGTHS and declared > available:
+                        raise AudioError(
+                            f"{path}: truncated WAV: its header declares {declared} bytes of "
+                            f"audio, the file holds {available} (an interrupted copy or "
+                            "download?)"
+                        )
+                    return
+                offset += 8 + declared + (declared & 1)
+    except OSError as error:
+        raise AudioError(f"{path}: cannot read the audio file ({error.strerror})") from error
 
 
 # Video and AAC containers (MELD's clips are mp4): their first audio stream is decoded with PyAV,
@@ -263,6 +298,7 @@ def stream_audio(
         for start in range(0, samples.shape[0], step):
             yield samples[start : start + step]
         return
+    check_complete_wav(path)
     try:
         info = sf.info(str(path))
     except (sf.LibsndfileError, RuntimeError) as error:

@@ -22,6 +22,24 @@ INFERENCE_NAMES = {
 }
 
 
+def local_name(value: Any) -> Any:
+    """A local path as its last component (a card or a published file never shows where the
+    files lay on the machine that made them); anything else unchanged."""
+    if isinstance(value, str) and (value.startswith(("/", "~", "./", "../")) or (
+            len(value) > 2 and value[1] == ":" and value[2] in "\\/")):  # fmt: skip
+        return Path(value.replace("\\", "/")).name or value
+    return value
+
+
+def without_local_paths(data: Any) -> Any:
+    """`data` (JSON values) with every local path replaced by its last component."""
+    if isinstance(data, dict):
+        return {key: without_local_paths(value) for key, value in data.items()}
+    if isinstance(data, list):
+        return [without_local_paths(value) for value in data]
+    return local_name(data)
+
+
 def _percent(value: float) -> str:
     return f"{100 * value:.1f}"
 
@@ -43,7 +61,7 @@ def model_card(report: dict[str, Any]) -> str:
         "tags: [speech-emotion-recognition, knn, emoknn]",
         "---",
         "",
-        f"# Emotion recognition adapted from `{source['name']}`",
+        f"# Emotion recognition adapted from `{local_name(source['name'])}`",
         "",
         "An emoknn model folder: the source model's weights, unchanged, "
         "interpolated with a k-nearest-neighbour model over a datastore of labelled clips "
@@ -51,17 +69,23 @@ def model_card(report: dict[str, Any]) -> str:
         "",
         "| | |",
         "|---|---|",
-        f"| source model | `{source['name']}` ({source['kind']}) |",
-        f"| encoder | `{source['encoder']}` |",
+        f"| source model | `{local_name(source['name'])}` ({source['kind']}) |",
+        f"| encoder | `{local_name(source['encoder'])}` |",
         f"| labels | {', '.join(report['labels'])} |",
         f"| labels the model part predicts | {', '.join(report['model_labels']) or 'none'} |",
         f"| label map (model → these labels) | {_mapping(report['label_map'])} |",
-        f"| adaptation clips | {data['clips']} from `{data['path']}` "
+        f"| adaptation clips | {data['clips']} from `{local_name(data['path'])}` "
         f"({_counts(data['per_label'])}) |",
         f"| datastore | {data['clips']} clips"
         + (
             f" + {report['original_entries']} of the source model's"
             if report["kept_original_datastore"]
+            else ""
+        )
+        + (
+            f" + {report['added_clips']} added later with `emoknn datastore add` (not in the "
+            "held-out figures below)"
+            if report.get("added_clips")
             else ""
         )
         + " |",
@@ -189,7 +213,7 @@ def run_card(folder: str | os.PathLike, licence: str | None = None) -> str:
         "", "| | |", "|---|---|",
         f"| encoder | `{meta.model_config.get('encoder')}` |",
         f"| labels | {', '.join(meta.labels)} |",
-        f"| corpus | `{run.get('corpus', 'not recorded')}` |",
+        f"| corpus | `{local_name(run.get('corpus', 'not recorded'))}` |",
         f"| fold | {run.get('fold', 'not recorded')} ({_fold_words(run)}) |",
         f"| training | preset {settings.get('preset_name')}, λ = "
         f"{settings.get('contrastive_weight')}, augmentation {settings.get('augment')}, "

@@ -18,11 +18,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from emoknn.attributes import attribute_matrix, attribute_statistics, rated_attributes
 from emoknn.augment import AUGMENTATION_NAMES
 from emoknn.checks import ACCELERATORS, check_accelerator, check_choice, check_int, check_number
 from emoknn.corpora.utterance import Utterance
 from emoknn.errors import ConfigError, EmoknnError
-from emoknn.model import ModelConfig, default_normalization
+from emoknn.files import check_writable_folder
+from emoknn.losses import REGRESSION_LOSSES
+from emoknn.model import POOLINGS, PROJECTION_KINDS, TASKS, ModelConfig, default_normalization
 from emoknn.model_folder import (
     CHECKPOINT_DIR,
     LAST_CHECKPOINT,
@@ -32,7 +35,8 @@ from emoknn.model_folder import (
     read_run_config,
 )
 
-MONITORS = {"val_loss": "min", "val_ua": "max", "val_wa": "max"}
+MONITORS = {"val_loss": "min", "val_ua": "max", "val_wa": "max", "val_ccc": "max"}
+LAYER_INITS = ("uniform", "best")
 # Lightning precisions, or auto = bf16-mixed on a GPU that supports it, else 32-true.
 PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true")
 
@@ -45,6 +49,10 @@ class TrainConfig:
     augment: str = "mixed"
     rir_dir: str | None = None
     contrastive_weight: float = 0.1  # λ in L = (1 − λ)·CE + λ·SCL; 0 = CE-only baseline
+    # What the head learns: classes, attributes (arousal, valence, dominance) or both; the
+    # objective of each is `emoknn.losses.task_loss`. regression_loss: "ccc" (1 − CCC) or "mse".
+    task: str = "categorical"
+    regression_loss: str = "ccc"
     temperature: float = 0.07  # τ of SupCon
     optimizer: str = "sgd"  # sgd | adamw
     learning_rate: float = 1e-4
@@ -63,10 +71,21 @@ class TrainConfig:
     projection_size: int = 0  # > 0: an MLP maps the pooled output to a P-wide embedding
     projection_dropout: float = 0.0
     normalize_layers: bool = False  # standardise each layer's pooled output before weighting
+    projection_kind: str = "mlp"  # mlp (Linear, GELU, dropout, Linear) or linear (one Linear)
+    pooling: str = "mean"  # per-layer pooling over frames: mean, or mean_std (statistics pooling)
+    standardize: bool = False  # standardise pooled features with training-split statistics
+    input_dropout: float = 0.0  # dropout on the pooled (layer-weighted) vector
+    layer_lr_scale: float = 1.0  # the layer weights' learning rate = this × learning_rate
+    # uniform: the layer weights start equal; best: they start at 0.75 on the layer a ridge probe
+    # (training speakers) scores best on the validation speaker (frozen encoder only)
+    layer_init: str = "uniform"
+    # Standardise each speaker's features with that speaker's own clips (transductive: the test
+    # speaker's unlabelled clips too); an explicit evaluation option, never a preset default.
+    speaker_norm: bool = False
     # Frozen encoder (emoknn.frozen): train only the head, on encoder outputs computed once per
     # (utterance, view) and cached on disk.
     freeze_encoder: bool = False
-    cache_views: int = 4  # K augmented views per training utterance in the feature cache
+    cache_views: int = 4  # K augmented views per training utterance in the feature cache (≥ 0)
     cache_precision: str = "fp32"  # fp32 | bf16-views | bf16: how the cache is filled (features)
     feature_cache: str | None = None  # its folder; None = `emoknn-features` beside the output
     seed: int = 0
@@ -90,6 +109,8 @@ class TrainConfig:
             )
         check_choice(self.augment, "augment", AUGMENTATION_NAMES)
         check_number(self.contrastive_weight, "contrastive_weight", 0.0, 1.0)
+        check_choice(self.task, "task", TASKS)
+        check_choice(self.regression_loss, "regression_loss", REGRESSION_LOSSES)
         check_number(self.temperature, "temperature", 0.0, strict_minimum=True)
         check_choice(self.optimizer, "optimizer", ("sgd", "adamw"))
         check_number(self.learning_rate, "learning_rate", 0.0, strict_minimum=True)
@@ -103,6 +124,15 @@ class TrainConfig:
         if self.early_stopping_patience is not None:
             check_int(self.early_stopping_patience, "early_stopping_patience", 0)
         check_choice(self.monitor, "monitor", MONITORS)
+        if self.task == "dimensional" and self.monitor in ("val_ua", "val_wa"):
+            raise ConfigError(
+                f"monitor {self.monitor} needs classes; a dimensional model is watched by "
+                "val_loss or val_ccc",
+                setting="monitor",
+            )
+        if self.task == "categorical" and self.monitor == "val_ccc":
+            raise ConfigError("monitor val_ccc needs --task dimensional or both",
+                              setting="monitor")  # fmt: skip
         check_number(self.head_dropout, "head_dropout", 0.0, 0.99)
         check_int(self.seed, "seed", 0, 2**32 - 1)
         check_int(self.num_workers, "num_workers", 0)
@@ -110,8 +140,25 @@ class TrainConfig:
         check_choice(self.accelerator, "accelerator", ACCELERATORS)
         check_int(self.devices, "devices", 1)
         check_int(self.num_nodes, "num_nodes", 1)
-        check_int(self.cache_views, "cache_views", 1)
+        check_int(self.cache_views, "cache_views", 0)  # 0: the head trains on originals only
         check_choice(self.cache_precision, "cache_precision", ("fp32", "bf16-views", "bf16"))
+        check_number(self.input_dropout, "input_dropout", 0.0, 0.99)
+        check_choice(self.pooling, "pooling", POOLINGS)
+        check_choice(self.layer_init, "layer_init", LAYER_INITS)
+        check_choice(self.projection_kind, "projection_kind", PROJECTION_KINDS)
+        check_number(self.layer_lr_scale, "layer_lr_scale", 0.0, strict_minimum=True)
+        if self.speaker_norm and not self.freeze_encoder:
+            raise ConfigError(
+                "speaker_norm needs a frozen encoder (freeze_encoder): the fine-tuning path does "
+                "not standardise per speaker",
+                setting="speaker_norm",
+            )
+        if self.standardize and not self.freeze_encoder:
+            raise ConfigError(
+                "standardize needs a frozen encoder (freeze_encoder): its statistics are those of "
+                "the training split's cached features",
+                setting="standardize",
+            )
 
 
 def check_hardware(config: TrainConfig) -> None:
@@ -161,15 +208,22 @@ PRESETS: dict[str, dict[str, Any]] = {
         "freeze_encoder": True,
         "optimizer": "adamw",
         "learning_rate": 1e-3,
-        "weight_decay": 1e-2,
+        "weight_decay": 0.05,
         "batch_size": 64,
         "max_epochs": 100,
         "lr_patience": 5,
         "early_stopping_patience": 15,
         "layer_weighting": True,
-        "projection_size": 256,
-        "projection_dropout": 0.1,
-        "head_dropout": 0.2,
+        "standardize": True,
+        "layer_lr_scale": 30.0,
+        "layer_init": "best",
+        "normalize_layers": True,
+        "input_dropout": 0.3,
+        "projection_kind": "linear",
+        "projection_size": 128,
+        "projection_dropout": 0.0,
+        "head_dropout": 0.0,
+        "cache_views": 0,
         "num_workers": 0,
     },
 }
@@ -257,7 +311,8 @@ def check_run_dir(config: TrainConfig, run_dir: Path, resume: bool, last_checkpo
     """Refuse, before anything in the folder is written: a resume with other settings, labels,
     fold or utterances; a resume of a finished run with nothing to resume from; and training over
     a run without resume. `last_checkpoint` is what a resume continues from (a frozen run's
-    model file)."""
+    model file). And a folder that cannot be written (read-only, a file in the way)."""
+    check_writable_folder(run_dir, "the run folder")
     if resume and (run_dir / RUN_CONFIG_FILE).is_file():
         _check_resume(run_dir, config, labels, info)
     if resume and not last_checkpoint.exists() and has_model(run_dir):
@@ -278,9 +333,25 @@ def check_labels(utterances: list[Utterance], labels: list[str]) -> None:
         raise ConfigError(f"labels {unknown} occur in the data but not in the label list {labels}")
 
 
-def model_config_for(config: TrainConfig, labels: list[str]) -> ModelConfig:
-    """The model a training config describes."""
+def task_attributes(config: TrainConfig, train: list[Utterance], val: list[Utterance]
+                    ) -> dict[str, Any]:  # fmt: skip
+    """The ModelConfig fields of the config's task: for "dimensional" and "both", the attributes
+    rated on every training and validation utterance and their training statistics
+    (`emoknn.attributes`); nothing for "categorical"."""
+    if config.task == "categorical":
+        return {}
+    attributes = rated_attributes(train + val, config.task)
+    attribute_matrix(val, attributes)  # every validation utterance rated (else: which is not)
+    mean, std = attribute_statistics(train, attributes)
+    return {"task": config.task, "attributes": attributes, "attribute_mean": mean,
+            "attribute_std": std}  # fmt: skip
+
+
+def model_config_for(config: TrainConfig, labels: list[str],
+                     task_fields: dict[str, Any] | None = None) -> ModelConfig:  # fmt: skip
+    """The model a training config describes (`task_fields`: `task_attributes`'s answer)."""
     return ModelConfig(
+        **(task_fields or {}),
         encoder=config.encoder,
         labels=list(labels),
         freeze_feature_encoder=config.freeze_feature_encoder,
@@ -290,6 +361,10 @@ def model_config_for(config: TrainConfig, labels: list[str]) -> ModelConfig:
         projection_size=config.projection_size,
         projection_dropout=config.projection_dropout,
         normalize_layers=config.normalize_layers,
+        projection_kind=config.projection_kind,
+        pooling=config.pooling,
+        standardize=config.standardize,
+        input_dropout=config.input_dropout,
     )
 
 

@@ -11,6 +11,12 @@ knn.json), `predictions.csv` (one row per test utterance: true label and the thr
 interrupted cross-validation continues where it stopped (a half-trained fold resumes from its last
 checkpoint). Folds can run as separate jobs (`--folds 3,4`) and `emoknn report` merges them.
 
+Dimensional tasks (`TrainConfig.task` "dimensional" or "both"): the fold result also holds
+`dimensional`, the CCC, Pearson r and MAE of each attribute (and their mean over attributes) for
+the model alone, the kNN regression alone and their interpolation, with the tuned k, α, T; the
+test speaker's predicted attributes go to `attribute_predictions.csv`. A "dimensional" model's
+classifier is never trained, so its fold result has no class scores (`scores` is empty).
+
 Every fold also runs the classical baseline (`emoknn.baseline`) into `OUT/baseline/<fold>/` and the
 encoder probe (`emoknn.probe`: logistic regression on one cached layer of the same, un-tuned
 encoder) into `OUT/probe/<fold>/`, the same way, so each table shows what hand-crafted features
@@ -24,7 +30,7 @@ import csv
 import os
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -32,16 +38,25 @@ from typing import Any
 import numpy as np
 
 from emoknn import __version__, baseline, probe
+from emoknn.attributes import attribute_matrix, rated_attributes
 from emoknn.config import TrainConfig
 from emoknn.corpora.utterance import Utterance, label_names
 from emoknn.errors import ConfigError, EmoknnError, FileFormatError
 from emoknn.features import FeatureCache, default_cache_dir
 from emoknn.files import atomic_path, read_json_object, write_json_atomic
 from emoknn.folds import Fold
-from emoknn.frozen import build_frozen_model, train_frozen_fold, view_spec
+from emoknn.frozen import (
+    SpeakerStats,
+    build_frozen_model,
+    check_speaker_norm,
+    pooled_originals,
+    speaker_statistics,
+    train_frozen_fold,
+    view_spec,
+)
 from emoknn.inference import Embedded, embed_pooled, embed_utterances, fit_knn, fit_run_knn
-from emoknn.knn import Datastore, TuningResult, knn_predict_probs
-from emoknn.metrics import unweighted_accuracy, weighted_accuracy
+from emoknn.knn import Datastore, TuningResult, knn_predict_probs, knn_predict_values
+from emoknn.metrics import regression_scores, unweighted_accuracy, weighted_accuracy
 from emoknn.model_folder import (
     ENCODER_STORE_DIR,
     has_model,
@@ -51,13 +66,14 @@ from emoknn.model_folder import (
     read_model_meta,
     save_knn,
 )
-from emoknn.stats import Comparison, compare
+from emoknn.stats import Comparison, compare, paired_test
 from emoknn.train import train_fold
 
 INFERENCES = ("model", "knn", "interpolated")  # α = 0, α = 1, tuned α
 FOLD_RESULT_FILE = "fold_result.json"
 EXPERIMENT_FILE = "experiment.json"
 PREDICTIONS_FILE = "predictions.csv"
+ATTRIBUTE_PREDICTIONS_FILE = "attribute_predictions.csv"
 
 
 @dataclass(frozen=True)
@@ -109,7 +125,10 @@ def variant_name(training_label: str, inference: str) -> str:
 def evaluate_test_speaker(
     run_dir: Path, fold: Fold, max_seconds: float, device: str | None = None
 ) -> dict[str, Any]:
-    """Predict the fold's test speaker three ways; write predictions.csv and embeddings."""
+    """Predict the fold's test speaker three ways; write predictions.csv and embeddings.
+
+    Returns the class scores by inference (empty for a "dimensional" model), and for a model
+    with a regression head also `"dimensional"` (`score_test_attributes`)."""
     from emoknn.inference import best_device
 
     device = device or best_device()
@@ -117,7 +136,71 @@ def evaluate_test_speaker(
     model = load_model(run_dir, device=device)
     store, tuning = load_knn(run_dir, meta.fingerprint, meta.labels)
     test = embed_utterances(model, fold.test, max_seconds, device=device)
-    return score_test_speaker(run_dir, fold, model.labels, store, tuning, test)
+    return _score_fold(run_dir, fold, model, store, tuning, test)
+
+
+def _score_fold(run_dir: Path, fold: Fold, model: Any, store: Datastore, tuning: TuningResult,
+                test: Embedded) -> dict[str, Any]:  # fmt: skip
+    """Class scores (unless the model is "dimensional") and attribute scores (when it has a
+    regression head) of the test speaker."""
+    scores: dict[str, Any] = {}
+    if model.predicts_classes:
+        scores = score_test_speaker(run_dir, fold, model.labels, store, tuning, test)
+    else:
+        _write_test_embeddings(run_dir, test, model.labels)
+    if model.attributes is not None:
+        scores["dimensional"] = score_test_attributes(run_dir, fold, store, tuning, test)
+    return scores
+
+
+def _write_test_embeddings(run_dir: Path, test: Embedded, labels: list[str]) -> None:
+    with atomic_path(run_dir / "test_embeddings.npz") as temporary, temporary.open("wb") as handle:
+        np.savez(handle, embeddings=test.embeddings, labels=test.labels,
+                 label_names=np.array(labels))  # fmt: skip
+
+
+def score_test_attributes(
+    run_dir: Path, fold: Fold, store: Datastore, tuning: TuningResult, test: Embedded
+) -> dict[str, Any]:
+    """CCC, Pearson r and MAE per attribute (and their mean) of the test speaker's predicted
+    attributes three ways (model alone, kNN regression alone, interpolated); writes
+    attribute_predictions.csv (the ratings and the three predictions of each attribute)."""
+    if tuning.regression is None or test.attributes is None or store.values is None:
+        raise ConfigError(f"{run_dir}: the model has a regression head but no regression kNN")
+    if test.targets is None:
+        raise ConfigError(
+            f"fold {fold.name}: every test utterance needs {', '.join(store.attributes)} ratings"
+        )
+    settings = {"model": None, "knn": tuning.regression.knn_only,
+                "interpolated": tuning.regression.interpolated}  # fmt: skip
+    predicted = {
+        name: test.attributes if chosen is None
+        else knn_predict_values(test.embeddings, test.attributes, store, chosen)
+        for name, chosen in settings.items()
+    }  # fmt: skip
+    attributes = store.attributes
+    with (
+        atomic_path(run_dir / ATTRIBUTE_PREDICTIONS_FILE) as temporary,
+        temporary.open("w", newline="") as handle,
+    ):
+        writer = csv.writer(handle)
+        writer.writerow(["id", "speaker", *(f"{a}_{what}" for a in attributes
+                                            for what in ("true", *INFERENCES))])  # fmt: skip
+        for row, utterance in enumerate(fold.test):
+            cells = []
+            for column in range(len(attributes)):
+                cells.append(f"{test.targets[row, column]:.6g}")
+                cells += [f"{predicted[name][row, column]:.6g}" for name in INFERENCES]
+            writer.writerow([utterance.id, utterance.speaker, *cells])
+    result: dict[str, Any] = {"attributes": list(attributes)}
+    for name, chosen in settings.items():
+        result[name] = {
+            **regression_scores(test.targets, predicted[name], attributes),
+            "k": None if chosen is None else chosen.k,
+            "alpha": 0.0 if chosen is None else chosen.alpha,
+            "temperature": None if chosen is None else chosen.to_dict()["temperature"],
+        }
+    return result
 
 
 def score_test_speaker(
@@ -145,9 +228,7 @@ def score_test_speaker(
         for row, utterance in enumerate(fold.test):
             writer.writerow([utterance.id, utterance.speaker, utterance.label,
                              *(labels[predictions[name][row]] for name in INFERENCES)])  # fmt: skip
-    with atomic_path(run_dir / "test_embeddings.npz") as temporary, temporary.open("wb") as handle:
-        np.savez(handle, embeddings=test.embeddings, labels=test.labels,
-                 label_names=np.array(labels))  # fmt: skip
+    _write_test_embeddings(run_dir, test, labels)
     settings = {"model": None, "knn": tuning.knn_only, "interpolated": tuning.interpolated}
     scores = {}
     for name in INFERENCES:
@@ -168,6 +249,7 @@ class FrozenContext:
 
     cache: FeatureCache
     encoder: Any  # torch.nn.Module
+    speaker_stats: SpeakerStats | None = None  # --speaker-norm: every speaker's, test included
 
 
 def _fold_fields(fold: Fold) -> dict[str, Any]:
@@ -213,13 +295,16 @@ def run_fold(
             return None  # under DDP, the first process alone fits kNN, evaluates and writes
         fit_run_knn(run_dir, fold.train, fold.val, config.max_seconds, criterion)
         scores = evaluate_test_speaker(run_dir, fold, config.max_seconds)
+    dimensional = scores.pop("dimensional", None)
     result = {
         "training": spec.name,
         "label": spec.label,
         "contrastive_weight": spec.contrastive_weight,
         "augment": spec.augment,
+        "task": config.task,
         **_fold_fields(fold),
         "scores": scores,
+        **({} if dimensional is None else {"dimensional": dimensional}),
     }
     write_json_atomic(result, result_file)
     return result
@@ -239,18 +324,19 @@ def _frozen_fold(
     cache = frozen.cache
     resume = has_model(run_dir)
     # run_dir is OUT/<training>/<fold>: every fold of every training shares OUT/encoders/.
-    store = run_dir.parent.parent / ENCODER_STORE_DIR
+    stats = frozen.speaker_stats
+    encoders = run_dir.parent.parent / ENCODER_STORE_DIR
     trained = train_frozen_fold(config, fold.train, fold.val, labels, run_dir, resume=resume,
                                 extra_info=info, cache=cache, encoder=frozen.encoder,
-                                encoder_store=store)  # fmt: skip
+                                speaker_stats=stats, encoder_store=encoders)  # fmt: skip
     model = trained.model
     assert model is not None
-    train = embed_pooled(model, fold.train, cache.originals(fold.train))
-    val = embed_pooled(model, fold.val, cache.originals(fold.val))
+    train = embed_pooled(model, fold.train, pooled_originals(cache, fold.train, stats))
+    val = embed_pooled(model, fold.val, pooled_originals(cache, fold.val, stats))
     store, tuning = fit_knn(model, train, val, criterion)
     save_knn(run_dir, store, tuning)
-    test = embed_pooled(model, fold.test, cache.originals(fold.test))
-    return score_test_speaker(run_dir, fold, labels, store, tuning, test)
+    test = embed_pooled(model, fold.test, pooled_originals(cache, fold.test, stats))
+    return _score_fold(run_dir, fold, model, store, tuning, test)
 
 
 def prepare_frozen(
@@ -273,6 +359,8 @@ def prepare_frozen(
     augmentations = sorted({spec.augment for spec in trainings_for(tables)})
     specs = [view_spec(TrainConfig(**{**vars(config), "augment": name})) for name in augmentations]
     total = len(everyone) + len(trained_on) * config.cache_views * len(specs)
+    if config.speaker_norm:
+        check_speaker_norm(everyone)  # before the fill
     say = log or (lambda message: None)
     say(f"Feature cache: {cache.folder} (originals of {len(everyone)} utterances, "
         f"{config.cache_views} views of {len(trained_on)} for {', '.join(augmentations)}: "
@@ -285,7 +373,11 @@ def prepare_frozen(
     seconds = time.perf_counter() - start
     say(f"Feature cache: {computed} of {total} entries computed in {seconds:.0f} s; "
         f"{cache.size_bytes() / 2**20:.1f} MB on disk")  # fmt: skip
-    return config, FrozenContext(cache, model.encoder)
+    stats = None
+    if config.speaker_norm:  # each speaker's own clips, the test speakers' unlabelled ones too
+        stats = speaker_statistics(cache, everyone)
+        say(f"Speaker normalisation (transductive): statistics of {len(stats)} speakers")
+    return config, FrozenContext(cache, model.encoder, stats)
 
 
 def _progress_printer(
@@ -331,11 +423,13 @@ def _model_scores(truth: np.ndarray, predicted: np.ndarray) -> dict[str, Any]:
     }}  # fmt: skip
 
 
-def run_baseline_fold(fold: Fold, labels: list[str], out_dir: Path) -> dict[str, Any]:
+def run_baseline_fold(fold: Fold, labels: list[str], out_dir: Path,
+                      task: str = "categorical") -> dict[str, Any]:  # fmt: skip
     """Fit and evaluate the classical baseline on one fold; skip it if already finished.
 
     Features come from the cross-validation's cache (`OUT/baseline/features.npz`): computed once
-    per utterance, reused by every fold and every resumed run.
+    per utterance, reused by every fold and every resumed run. The logistic regression runs for
+    the categorical tasks, the ridge regression (`dimensional` part) for the dimensional ones.
     """
     run_dir = out_dir / baseline.NAME / fold.name
     result_file = run_dir / FOLD_RESULT_FILE
@@ -344,20 +438,27 @@ def run_baseline_fold(fold: Fold, labels: list[str], out_dir: Path) -> dict[str,
     features = baseline.cached_features(
         [*fold.train, *fold.val, *fold.test], out_dir / baseline.NAME / "features.npz"
     )
-    index = {label: i for i, label in enumerate(labels)}
     x = lambda us: np.stack([features[u.id] for u in us])  # noqa: E731
-    y = lambda us: np.array([index[u.label] for u in us])  # noqa: E731
-    model = baseline.FeatureBaseline().fit(x(fold.train), y(fold.train), x(fold.val), y(fold.val))
-    truth, predicted = y(fold.test), model.predict(x(fold.test))
-    _write_model_predictions(run_dir, fold.test, labels, predicted)
-    result = {
+    result: dict[str, Any] = {
         "training": baseline.NAME,
         "label": baseline.LABEL,
         "description": baseline.DESCRIPTION,
-        "c": model.c_,
+        "task": task,
         **_fold_fields(fold),
-        "scores": _model_scores(truth, predicted),
+        "scores": {},
     }
+    if task != "categorical":
+        result["dimensional"] = _ridge_fold(fold, x, run_dir)
+        result["ridge_description"] = baseline.RIDGE_DESCRIPTION
+    if task != "dimensional":
+        index = {label: i for i, label in enumerate(labels)}
+        y = lambda us: np.array([index[u.label] for u in us])  # noqa: E731
+        model = baseline.FeatureBaseline().fit(x(fold.train), y(fold.train), x(fold.val),
+                                               y(fold.val))  # fmt: skip
+        truth, predicted = y(fold.test), model.predict(x(fold.test))
+        _write_model_predictions(run_dir, fold.test, labels, predicted)
+        result["c"] = model.c_
+        result["scores"] = _model_scores(truth, predicted)
     write_json_atomic(result, result_file)
     return result
 
@@ -401,6 +502,28 @@ def run_probe_fold(
     return result
 
 
+def _ridge_fold(fold: Fold, x: Callable, run_dir: Path) -> dict[str, Any]:
+    """The ridge baseline's attribute scores on the fold's test speaker (model inference only)."""
+    attributes = rated_attributes(fold.train + fold.val + fold.test, "dimensional")
+    y = lambda us: attribute_matrix(us, attributes)  # noqa: E731
+    ridge = baseline.FeatureRidge().fit(x(fold.train), y(fold.train), x(fold.val), y(fold.val))
+    truth, predicted = y(fold.test), ridge.predict(x(fold.test))
+    with (
+        atomic_path(run_dir / ATTRIBUTE_PREDICTIONS_FILE) as temporary,
+        temporary.open("w", newline="") as handle,
+    ):
+        writer = csv.writer(handle)
+        writer.writerow(["id", "speaker", *(f"{a}_{w}" for a in attributes
+                                            for w in ("true", "model"))])  # fmt: skip
+        for row, utterance in enumerate(fold.test):
+            cells = [f"{v:.6g}" for a in range(len(attributes))
+                     for v in (truth[row, a], predicted[row, a])]  # fmt: skip
+            writer.writerow([utterance.id, utterance.speaker, *cells])
+    scores = {**regression_scores(truth, predicted, attributes), "k": None, "alpha": 0.0,
+              "temperature": None, "ridge_alpha": ridge.alpha_}  # fmt: skip
+    return {"attributes": attributes, "model": scores}
+
+
 def crossval(
     utterances: list[Utterance],
     folds: list[Fold],
@@ -416,7 +539,8 @@ def crossval(
 ) -> list[dict[str, Any]]:
     """Run every (training, fold) not yet finished in `out_dir`, and on each fold first the
     classical baseline (unless `with_baseline` is False) and the encoder probe (unless
-    `with_probe` is False); return all fold results.
+    `with_probe` is False, or the task is "dimensional": the probe is a classifier); return all
+    fold results.
 
     Everything is checked before anything is written: the tables and criterion, and, when
     `out_dir` already holds a cross-validation, that it was run with the same settings on the
@@ -456,7 +580,8 @@ def crossval(
         base_config, frozen = prepare_frozen(folds, labels, base_config, tables, out_dir, log)
         experiment["train_config"] = vars(base_config)  # with the cache folder resolved
     probe_features: probe.FeaturesOf | None = None
-    with_probe = with_probe and not is_helper_process()
+    # The probe is a classifier: a dimensional model (no classes) has nothing to compare it with.
+    with_probe = with_probe and not is_helper_process() and base_config.task != "dimensional"
     if with_probe and frozen is not None:
         probe_features = frozen.cache.originals
     elif with_probe and not all(probe_done(fold, out_dir) for fold in folds):
@@ -468,7 +593,7 @@ def crossval(
     results = []
     for fold in folds:
         if with_baseline and not is_helper_process():
-            results.append(run_baseline_fold(fold, labels, out_dir))
+            results.append(run_baseline_fold(fold, labels, out_dir, base_config.task))
             if on_fold_done is not None:
                 on_fold_done(results[-1])
         if with_probe:
@@ -543,7 +668,10 @@ def read_fold_result(path: Path) -> dict[str, Any]:
         if isinstance(c, bool) or not isinstance(c, (int, float)) or not c > 0:
             raise FileFormatError(f"{path}: 'c' must be a positive number")
     scores = result.get("scores")
-    if not isinstance(scores, dict) or "model" not in scores:
+    dimensional = result.get("dimensional")
+    if dimensional is not None:
+        _check_dimensional(dimensional, path)
+    if not isinstance(scores, dict) or ("model" not in scores and dimensional is None):
         raise FileFormatError(f"{path}: 'scores' must hold at least the model's scores")
     for inference in (i for i in INFERENCES if i in scores):  # the baseline has the model's only
         score = scores[inference]
@@ -560,6 +688,35 @@ def read_fold_result(path: Path) -> dict[str, Any]:
     return result
 
 
+def _check_dimensional(dimensional: Any, path: Path) -> None:
+    """The `dimensional` part of a fold result: attribute names, and per inference a CCC and a
+    Pearson r in [−1, 1] and an MAE ≥ 0 for each attribute and their mean."""
+    attributes = dimensional.get("attributes") if isinstance(dimensional, dict) else None
+    if not isinstance(attributes, list) or not attributes:
+        raise FileFormatError(f"{path}: dimensional.attributes must be a list of names")
+    if "model" not in dimensional:
+        raise FileFormatError(f"{path}: dimensional.model is missing")
+    for inference in (i for i in INFERENCES if i in dimensional):  # the baseline: model only
+        scores = dimensional.get(inference)
+        if not isinstance(scores, dict):
+            raise FileFormatError(f"{path}: dimensional.{inference} must be a JSON object")
+        for name in [*attributes, "mean"]:
+            values = scores.get(name)
+            if not isinstance(values, dict):
+                raise FileFormatError(f"{path}: dimensional.{inference}.{name} is missing")
+            for metric, low, high in (("ccc", -1, 1), ("pearson", -1, 1), ("mae", 0, np.inf)):
+                value = values.get(metric)
+                if (
+                    isinstance(value, bool)
+                    or not isinstance(value, (int, float))
+                    or not (low - 1e-9 <= value <= high + 1e-9)
+                ):
+                    raise FileFormatError(
+                        f"{path}: dimensional.{inference}.{name}.{metric} must lie in "
+                        f"[{low}, {high}]"
+                    )
+
+
 def collect_fold_results(run_dirs: Iterable[str | os.PathLike]) -> list[dict[str, Any]]:
     """Every fold_result.json under the given cross-validation folders (one level of training,
     one of fold), each with `dir` set to its folder; duplicates of a (training, fold) are an error
@@ -574,7 +731,10 @@ def collect_fold_results(run_dirs: Iterable[str | os.PathLike]) -> list[dict[str
         for path in files:
             result = read_fold_result(path)
             key = (result["training"], result["fold"])
-            if key in found and found[key]["scores"] != result["scores"]:
+            if key in found and (found[key]["scores"], found[key].get("dimensional")) != (
+                result["scores"],
+                result.get("dimensional"),
+            ):
                 raise EmoknnError(
                     f"{path}: fold {key[1]} of {key[0]} is also in {found[key]['dir']} with other "
                     "results; merge runs of the same settings only"
@@ -668,6 +828,88 @@ def paper_comparisons(records: list[dict[str, Any]]) -> list[Comparison]:
     return comparisons
 
 
+def dimensional_records(fold_results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One flat record per (fold, variant) with attribute scores: `ccc_<attribute>`,
+    `pearson_<attribute>`, `mae_<attribute>` for each attribute and `mean`, and k, α, T."""
+    records = []
+    for result in fold_results:
+        dimensional = result.get("dimensional")
+        if not dimensional:
+            continue
+        is_baseline = result["training"] == baseline.NAME
+        label = baseline.RIDGE_LABEL if is_baseline else result["label"]
+        if result.get("task") == "dimensional" and not is_baseline:
+            label = label.replace("CE", "Reg")  # no cross-entropy: the regression loss alone
+        for inference in (i for i in INFERENCES if i in dimensional):
+            scores = dimensional[inference]
+            record = {
+                "variant": variant_name(label, inference), "training": result["training"],
+                "inference": inference, "fold": result["fold"],
+                "test_speaker": result["test_speaker"], "val_speaker": result["val_speaker"],
+                "num_test": result["num_test"], "attributes": dimensional["attributes"],
+                "k": scores.get("k"), "alpha": scores.get("alpha", 0.0),
+                "temperature": scores.get("temperature"),
+            }  # fmt: skip
+            for name in [*dimensional["attributes"], "mean"]:
+                for metric in ("ccc", "pearson", "mae"):
+                    record[f"{metric}_{name}"] = scores[name][metric]
+            records.append(record)
+    return records
+
+
+def summarize_dimensional(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean and sample standard deviation over folds of every score of `dimensional_records`."""
+    by_variant: dict[str, list[dict[str, Any]]] = {}
+    for record in records:
+        by_variant.setdefault(record["variant"], []).append(record)
+    summary = []
+    for variant, rows in by_variant.items():
+        row = {"variant": variant, "training": rows[0]["training"],
+               "inference": rows[0]["inference"], "folds": len(rows),
+               "attributes": rows[0]["attributes"]}  # fmt: skip
+        for key in (k for k in rows[0] if k.split("_")[0] in ("ccc", "pearson", "mae")):
+            values = np.array([r[key] for r in rows], dtype=np.float64)
+            row[f"{key}_mean"] = float(values.mean())
+            row[f"{key}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+        summary.append(row)
+    return summary
+
+
+def dimensional_comparisons(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Paired comparisons of the mean CCC over attributes (`emoknn.stats.paired_test`, per fold):
+    + kNN vs the model alone for each training; CE+SCL vs CE (models alone); the best learned
+    variant (highest mean CCC, chosen after seeing the results) vs the ridge baseline."""
+    scores: dict[str, dict[str, float]] = {}
+    variant_of: dict[tuple[str, str], str] = {}
+    for r in records:
+        scores.setdefault(r["variant"], {})[r["fold"]] = r["ccc_mean"]
+        variant_of[(r["training"], r["inference"])] = r["variant"]
+    trainings = sorted({t for t, _ in variant_of if t != baseline.NAME})
+    pairs = [((t, "interpolated"), (t, "model")) for t in trainings]
+    pairs.append((("scl", "model"), ("ce", "model")))
+    learned = [v for (t, _), v in variant_of.items() if t != baseline.NAME]
+    if learned and (baseline.NAME, "model") in variant_of:
+        best = max(learned, key=lambda v: float(np.mean(list(scores[v].values()))))
+        best_key = next(k for k, v in variant_of.items() if v == best)
+        pairs.append((best_key, (baseline.NAME, "model")))
+    comparisons = []
+    for a, b in pairs:
+        if a not in variant_of or b not in variant_of:
+            continue
+        first, second = variant_of[a], variant_of[b]
+        folds = sorted(set(scores[first]) & set(scores[second]))
+        if not folds:
+            continue
+        result = paired_test(np.array([scores[first][f] for f in folds]),
+                             np.array([scores[second][f] for f in folds]))  # fmt: skip
+        name = f"{first} vs {second}"
+        if b[0] == baseline.NAME:
+            name = f"best learned variant ({first}) vs {second}"
+        comparisons.append({"name": name, "a": first, "b": second, "folds": folds,
+                            "metric": "ccc_mean", **asdict(result)})  # fmt: skip
+    return comparisons
+
+
 def write_results(fold_results: list[dict[str, Any]], out_dir: str | os.PathLike,
                   meta: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
     """Write results.json (records per fold and variant, the summary, the paired comparisons)."""
@@ -683,5 +925,11 @@ def write_results(fold_results: list[dict[str, Any]], out_dir: str | os.PathLike
         "probe": probe.DESCRIPTION,
         "fold_dirs": {f"{r['training']}/{r['fold']}": r["dir"] for r in fold_results if "dir" in r},
     }
+    dimensional = dimensional_records(fold_results)
+    if dimensional:  # dimensional tasks: attribute scores beside (or instead of) class scores
+        results["dimensional_records"] = dimensional
+        results["dimensional_summary"] = summarize_dimensional(dimensional)
+        results["dimensional_comparisons"] = dimensional_comparisons(dimensional)
+        results["ridge_baseline"] = baseline.RIDGE_DESCRIPTION
     write_json_atomic(results, Path(out_dir) / "results.json")
     return results

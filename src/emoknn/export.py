@@ -5,7 +5,8 @@
 writes `RUN_DIR/onnx/` (or `--out`):
 
     model.onnx          encoder + head for ONE utterance: waveform (1, T) float32 at 16 kHz, any
-                        T ≥ 400 → embedding (1, D), logits (1, C). One utterance per call means
+                        T ≥ 400 → embedding (1, D), logits (1, C), and for a dimensional model
+                        attributes (1, A) in its corpus's scale. One utterance per call means
                         no padding, so it is exact for every encoder family.
     model.int8.onnx     with --quantize: weights of MatMul/Gemm dynamically quantised to int8
     datastore.npz, knn.json   copied from the run: the kNN step works unchanged on ONNX outputs
@@ -31,6 +32,7 @@ import numpy as np
 from scipy.special import softmax
 
 from emoknn.errors import EmoknnError
+from emoknn.files import check_writable_folder
 from emoknn.inference import fold_of_run
 from emoknn.model_folder import (
     DATASTORE_FILE,
@@ -73,7 +75,8 @@ def _reference_clips(run_dir: Path, max_seconds: float, count: int = 24) -> list
 
 def write_onnx(model: EmotionModel, path: Path) -> torch.nn.Module:
     """Write `model` (an EmotionModel) as a one-utterance ONNX graph with a dynamic length:
-    waveform (1, T) → embedding (1, D), logits (1, C). Returns the exported wrapper module."""
+    waveform (1, T) → embedding (1, D), logits (1, C) (+ attributes (1, A) for a dimensional
+    model). Returns the exported wrapper module."""
     import torch
 
     class SingleUtterance(torch.nn.Module):
@@ -84,6 +87,8 @@ def write_onnx(model: EmotionModel, path: Path) -> torch.nn.Module:
         def forward(self, waveform: torch.Tensor):  # (1, T)
             lengths = torch.ones(1, dtype=torch.long) * waveform.shape[1]
             output = self.model(waveform, lengths)
+            if output.attributes is not None:
+                return output.embeddings, output.logits, output.attributes
             return output.embeddings, output.logits
 
     wrapper = SingleUtterance(model.eval()).eval()
@@ -99,7 +104,8 @@ def write_onnx(model: EmotionModel, path: Path) -> torch.nn.Module:
     with contextlib.redirect_stdout(io.StringIO()):
         torch.onnx.export(
             wrapper, (example,), str(path), input_names=["waveform"],
-            output_names=["embedding", "logits"], dynamic_shapes={"waveform": {1: samples}},
+            output_names=["embedding", "logits"] + (["attributes"] if model.attributes else []),
+            dynamic_shapes={"waveform": {1: samples}},
             dynamo=True, verbose=False, external_data=False,  # one self-contained file
         )  # fmt: skip
     return wrapper
@@ -137,7 +143,8 @@ def export_onnx(
     has_knn = (model_dir / DATASTORE_FILE).is_file()
     if has_knn:
         load_knn(model_dir, model_meta.fingerprint, model_meta.labels, model.embedding_size)
-    out_dir = Path(out_dir) if out_dir else model_dir / "onnx"
+    out_dir = check_writable_folder(Path(out_dir) if out_dir else model_dir / "onnx",
+                                    "the export folder")  # fmt: skip
     # Built in a staging folder and moved into place only when complete and checked, so that a
     # failed or interrupted export never leaves a mix of an old export and a new model.
     staging = out_dir / f".staging-{os.getpid()}"
@@ -162,12 +169,21 @@ def _export_into(model: EmotionModel, model_meta, model_dir: Path, out_dir: Path
     clips = _reference_clips(model_dir, max_seconds)
     session = onnx_session(onnx_path)
     torch_logits, onnx_logits = [], []
+    torch_attributes, onnx_attributes = [], []
     with torch.inference_mode():
         for clip in clips:
             x = torch.from_numpy(clip)[None]
-            torch_logits.append(wrapper(x)[1].numpy()[0])
-            onnx_logits.append(session.run(None, {"waveform": clip[None]})[1][0])
+            expected = wrapper(x)
+            got = session.run(None, {"waveform": clip[None]})
+            torch_logits.append(expected[1].numpy()[0])
+            onnx_logits.append(got[1][0])
+            if model.attributes:  # the regression output, in the corpus's scale
+                torch_attributes.append(expected[2].numpy()[0])
+                onnx_attributes.append(got[2][0])
     parity = float(np.abs(np.array(torch_logits) - np.array(onnx_logits)).max())
+    if model.attributes:
+        parity = max(parity, float(np.abs(np.array(torch_attributes)
+                                          - np.array(onnx_attributes)).max()))  # fmt: skip
     if parity > PARITY_TOLERANCE:
         raise EmoknnError(
             f"ONNX output differs from PyTorch by {parity:.2e} (> {PARITY_TOLERANCE})"
@@ -181,6 +197,11 @@ def _export_into(model: EmotionModel, model_meta, model_dir: Path, out_dir: Path
         "embedding_size": model.embedding_size,
         "max_input_seconds": model.max_input_seconds,
         "fingerprint": model_meta.fingerprint,
+        "task": model.config.task,
+        "attributes": model.attributes,
+        "attribute_statistics": None
+        if model.attributes is None
+        else {"mean": model.config.attribute_mean, "std": model.config.attribute_std},
         "model_labels": predictable_labels(model_meta.model_config),
         "source": str(model_dir),
         "parity_max_abs_logit_difference": parity,

@@ -1,10 +1,11 @@
 """The feature cache of a frozen encoder: every layer's pooled output, computed once per view.
 
 With the encoder frozen, the model's head needs only `EmotionModel.pooled_layers` of each
-utterance, (L + 1, H): the masked mean over real frames of every hidden state. A weighted sum of
-layers followed by the mean equals the mean followed by the weighted sum, so the head's
-layer-weighted embedding is exact on these features. They are computed once for the original (the
-centred crop evaluation uses) and for K augmented views of each utterance, and stored on disk:
+utterance, (L + 1, P): every hidden state pooled over its real frames (P = H for the mean; 2H
+for mean and standard deviation, `pooling="mean_std"`, which gets its own cache folder). The head
+weighs layers after pooling, so its layer-weighted embedding is exact on these features. They are
+computed once for the original (the centred crop evaluation uses) and for K augmented views of
+each utterance, and stored on disk:
 
     CACHE/                             default: `emoknn-features` beside the output folder
       <encoder key>/                   one folder per encoder weights + crop length + normalisation
@@ -71,7 +72,7 @@ from emoknn.augment import Augmentation, Mixed, Reverberate
 from emoknn.corpora.utterance import Utterance
 from emoknn.data import pad_batch
 from emoknn.errors import AudioError, ConfigError, EmoknnError
-from emoknn.files import atomic_path, write_json_atomic
+from emoknn.files import atomic_path, check_writable_folder, write_json_atomic
 from emoknn.knn import module_fingerprint
 from emoknn.model import EmotionModel
 
@@ -279,7 +280,7 @@ class FeatureCache:
         self.model = model
         self.precision = precision
         self.max_length = max_samples(max_seconds)
-        self.shape = (model.num_layers + 1, model.hidden_size)
+        self.shape = (model.num_layers + 1, model.pooled_size)
         encoder = {
             "format": FORMAT_VERSION,
             "encoder": model.config.encoder,
@@ -289,6 +290,14 @@ class FeatureCache:
             "crop_samples": self.max_length,
             "shape": list(self.shape),
         }
+        # Statistics pooling's [mean, std] starts with exactly what mean pooling stores, so a mean
+        # cache also reads the entries of the same encoder's mean_std folder (their first H).
+        self._wider: Path | None = None
+        if model.config.pooling != "mean":  # (mean pooling's keys stay those of earlier caches)
+            encoder["pooling"] = model.config.pooling
+        else:
+            stats = {**encoder, "pooling": "mean_std", "shape": [self.shape[0], 2 * self.shape[1]]}
+            self._wider = self.root / _digest(stats)[:20]
         self.folder = self.root / _digest(encoder)[:20]
         self._encoder_info = encoder
         self._index: dict[str, tuple[Path, int]] = {}  # entry key → (shard, row)
@@ -333,10 +342,12 @@ class FeatureCache:
     # ---- reading ------------------------------------------------------------------------------
 
     def _scan(self) -> None:
-        """Index the shards on disk not yet indexed (their keys only; features on demand)."""
-        if not self.folder.is_dir():
-            return
-        for shard in sorted(self.folder.glob("shard-*.npz")):
+        """Index the shards on disk not yet indexed (their keys only; features on demand); this
+        folder's first, then those of the same encoder's statistics-pooling folder (mean only)."""
+        folders = [self.folder] + ([self._wider] if self._wider is not None else [])
+        shards = [s for folder in folders if folder.is_dir()
+                  for s in sorted(folder.glob("shard-*.npz"))]  # fmt: skip
+        for shard in shards:
             if shard in self._scanned:
                 continue
             self._scanned.add(shard)
@@ -360,11 +371,16 @@ class FeatureCache:
                 raise EmoknnError(
                     f"{shard}: a damaged feature-cache shard ({message}); {remedy}"
                 ) from error
-            if features.ndim != 3 or features.shape[1:] != self.shape:
+            expected = self.shape
+            if shard.parent == self._wider:  # [mean, std]: the mean is the first half
+                expected = (self.shape[0], 2 * self.shape[1])
+            if features.ndim != 3 or features.shape[1:] != expected:
                 raise EmoknnError(
-                    f"{shard}: features of shape {features.shape[1:]}, expected {self.shape}; "
-                    f"delete the cache folder {self.folder}"
+                    f"{shard}: features of shape {features.shape[1:]}, expected {expected}; "
+                    f"delete the cache folder {shard.parent}"
                 )
+            if shard.parent == self._wider:
+                features = np.ascontiguousarray(features[..., : self.shape[1]])
             if features.dtype.kind != "f" or not np.isfinite(features).all():
                 raise EmoknnError(
                     f"{shard}: the feature cache holds NaN or infinite features (damaged); {remedy}"
@@ -397,6 +413,8 @@ class FeatureCache:
 
     def views(self, utterances: Sequence[Utterance], spec: ViewSpec) -> np.ndarray:
         """(K, N, L + 1, H) float16 features of the augmented views; filled if missing."""
+        if spec.views == 0:
+            return np.empty((0, len(utterances), *self.shape), dtype=np.float16)
         self.fill(utterances, spec, originals=False)
         return np.stack(
             [self.gather(keys, np.float16) for keys in self.view_keys(utterances, spec)]
@@ -450,6 +468,8 @@ class FeatureCache:
                 "bfloat16 (a CPU needs AVX512-BF16 or AMX, a GPU Ampere or newer); use fp32",
                 setting="cache_precision",
             )
+        # Before computing anything: a cache that cannot store what is computed would lose it.
+        check_writable_folder(self.folder, "the feature cache folder")
         self.folder.mkdir(parents=True, exist_ok=True)
         info_file = self.folder / "encoder.json"
         if not info_file.is_file():

@@ -5,12 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from emoknn.errors import FileFormatError
+from emoknn.errors import ConfigError, FileFormatError
 
 
 @contextmanager
@@ -49,6 +50,38 @@ def _is_running(pid: int) -> bool:
     except PermissionError:
         return True  # it exists, under another user
     return True
+
+
+def check_writable_folder(folder: str | os.PathLike, what: str = "the output folder") -> Path:
+    """Refuse, before any work, a folder that cannot be created or written: a file in its place
+    or on its path, or a parent that refuses new files (read-only, no permission). The check
+    writes and removes a probe file in the folder, or in its nearest existing parent."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"{folder}: {what} is a file; expected a folder")
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ConfigError(f"{folder}: cannot create {what} ({probe} is a file)")
+    try:
+        handle, name = tempfile.mkstemp(dir=probe, prefix=".emoknn-write-check-")
+        os.close(handle)
+        os.unlink(name)
+    except OSError as error:
+        raise ConfigError(
+            f"{folder}: cannot write {what} ({probe}: {error.strerror or error})"
+        ) from error
+    return folder
+
+
+def give_default_permissions(path: str | os.PathLike) -> None:
+    """The permissions a file created with open() would have (0666 less the umask): some
+    writers (safetensors) create their files 0600, unreadable to the user's other accounts and
+    services, unlike every other file of a model folder."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
 
 
 def file_sha256(path: str | os.PathLike) -> str:

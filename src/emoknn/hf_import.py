@@ -82,6 +82,15 @@ def _labels(config: Any, source: str) -> list[str]:
     labels = [id2label[i] for i in range(config.num_labels)]
     if len(set(labels)) != len(labels):
         raise ConfigError(f"{source}: id2label repeats a class name: {labels}")
+    for index, label in enumerate(labels):
+        # emoknn names labels in --label-map (MODEL=YOURS,…) and model.json refuses empty ones
+        unusable = not label.strip() or label != label.strip() or any(c in label for c in ",=")
+        if unusable or not label.isprintable():
+            raise ConfigError(
+                f"{source}: id2label[{index}] = {label!r} cannot be an emoknn label (names must "
+                "be non-empty, printable, without surrounding spaces, ',' or '='); rename it in "
+                "config.json"
+            )
     return labels
 
 
@@ -145,14 +154,43 @@ def import_hf_classifier(source: str | os.PathLike) -> tuple[EmotionModel, float
     return model.eval(), max_seconds
 
 
-def import_to_folder(source: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
-    """Write the emoknn model folder (model.safetensors + model.json, no datastore) of a Hugging
-    Face audio classifier: what `export` and `adapt` read, with no transformers checkpoint."""
-    from emoknn.model_folder import has_model, save_model
+def check_import_destination(source: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
+    """`out_dir` may receive an imported model: absent or an empty folder, writable, and neither
+    the source folder nor a folder holding it (which would overwrite the checkpoint's own
+    model.safetensors)."""
+    from emoknn.files import check_writable_folder
 
     out_dir = Path(out_dir)
-    if has_model(out_dir):
-        raise ConfigError(f"{out_dir}: already holds a model; choose a new folder")
+    source_path = Path(source)
+    if source_path.exists():
+        src, out = source_path.resolve(), out_dir.resolve()
+        if out == src or src.is_relative_to(out):
+            raise ConfigError(
+                f"{out_dir}: is (or holds) the model being imported, {source}; choose a new "
+                "folder for the emoknn model"
+            )
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise ConfigError(f"{out_dir}: already exists and is not empty; choose a new folder")
+    return check_writable_folder(out_dir, "the model folder")
+
+
+def import_to_folder(source: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
+    """Write the emoknn model folder (model.safetensors + model.json, no datastore) of a Hugging
+    Face audio classifier: what `export` and `adapt` read, with no transformers checkpoint. The
+    folder appears whole (written beside, then renamed) or not at all."""
+    import shutil
+
+    from emoknn.model_folder import save_model
+
+    out_dir = check_import_destination(source, out_dir)
     model, max_seconds = import_hf_classifier(source)
-    save_model(out_dir, model, max_seconds)
+    staging = out_dir.with_name(f".{out_dir.name}.{os.getpid()}.tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        save_model(staging, model, max_seconds)
+        if out_dir.exists():
+            out_dir.rmdir()  # empty (checked above)
+        os.replace(staging, out_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return out_dir

@@ -18,10 +18,12 @@ module `emoknn.sources`; this one needs the model folder and its card, so it sit
 
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
 from pathlib import Path
 
-from emoknn.card import run_card
+from emoknn.card import run_card, without_local_paths
 from emoknn.errors import EmoknnError
 from emoknn.files import write_text_atomic
 from emoknn.model_folder import (
@@ -104,22 +106,33 @@ def push_model(
     model = load_model(folder)
     if (folder / "datastore.npz").is_file():
         load_knn(folder, meta.fingerprint, meta.labels, model.embedding_size)
-    if not (folder / "README.md").is_file():
-        if not (folder / "train_config.json").is_file():
-            raise EmoknnError(
-                f"{folder}: no model card (README.md); describe the model (encoder, data, "
-                "protocol, measured WA/UA, licence) before publishing it"
-            )
+    card_file = folder / "README.md"
+    new_card = None  # a card to write into the folder once the upload has succeeded
+    if card_file.is_file():
+        card = card_file.read_text(encoding="utf-8")
+        if licence is not None:
+            card = with_licence(card, licence)
+            new_card = card if card != card_file.read_text(encoding="utf-8") else None
+    elif (folder / "train_config.json").is_file():
         # A training run: its card is generated from its own files (emoknn.card.run_card).
-        write_text_atomic(folder / "README.md", run_card(folder, licence))
+        card = new_card = run_card(folder, licence)
+    else:
+        raise EmoknnError(
+            f"{folder}: no model card (README.md); describe the model (encoder, data, "
+            "protocol, measured WA/UA, licence) before publishing it"
+        )
+    message = commit_message or f"Upload emoknn model from {folder.name}"
     if meta.encoder is None or hub_encoder_verified(folder):
-        return _upload(folder, folder, repo_id, private, token, commit_message)
-    import tempfile
-
-    with tempfile.TemporaryDirectory(prefix=".emoknn-push-", dir=folder.parent) as staging:
-        packed = Path(staging) / folder.name
-        pack_model(folder, packed)
-        return _upload(packed, folder, repo_id, private, token, commit_message)
+        url = _upload(folder, repo_id, private, token, card, message)
+    else:  # a head-only folder whose encoder the Hub cannot stand for: upload a packed copy
+        with tempfile.TemporaryDirectory(prefix=".emoknn-push-", dir=folder.parent) as staging:
+            packed = Path(staging) / folder.name
+            pack_model(folder, packed)
+            url = _upload(packed, repo_id, private, token, card, message)
+    if new_card is not None:
+        with contextlib.suppress(OSError):  # uploaded; the folder just keeps its old card
+            write_text_atomic(card_file, new_card)
+    return str(url)
 
 
 def hub_encoder_verified(folder: str | os.PathLike) -> bool:
@@ -136,19 +149,65 @@ def hub_encoder_verified(folder: str | os.PathLike) -> bool:
     return model is not None
 
 
-def _upload(folder: Path, origin: Path, repo_id: str, private: bool, token: str | None,
-            commit_message: str | None) -> str:  # fmt: skip
-    from huggingface_hub import HfApi
-    from huggingface_hub.errors import HfHubHTTPError
+def with_licence(card: str, licence: str) -> str:
+    """A model card whose front matter says `license: <licence>` (added or replaced)."""
+    lines = card.split("\n")
+    if lines and lines[0].strip() == "---" and "---" in (line.strip() for line in lines[1:]):
+        end = next(i for i in range(1, len(lines)) if lines[i].strip() == "---")
+        for i in range(1, end):
+            if lines[i].startswith("license:"):
+                lines[i] = f"license: {licence}"
+                return "\n".join(lines)
+        return "\n".join([lines[0], f"license: {licence}", *lines[1:]])
+    return "\n".join(["---", f"license: {licence}", "---", "", *lines])
 
+
+def _datastore_without_local_paths(path: Path) -> bytes | str:
+    """datastore.npz as published: the audio file each entry came from (`sources`, shown beside
+    a prediction's neighbours) by its file name only, never a path on this machine. The file
+    itself when it records none."""
+    import io
+
+    import numpy as np
+
+    with np.load(path, allow_pickle=False) as stored:
+        arrays = {key: stored[key] for key in stored.files}
+    if "sources" not in arrays:
+        return str(path)
+    arrays["sources"] = np.array([Path(s).name for s in arrays["sources"].tolist()], dtype=str)
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def _upload(folder: Path, repo_id: str, private: bool, token: str | None, card: str,
+            message: str) -> str:  # fmt: skip
+    """One commit of the folder's publishable files, `card` as README.md, and JSON files without
+    local paths (emoknn.card.without_local_paths); one line on any failure."""
+    import json
+
+    from huggingface_hub import CommitOperationAdd, HfApi
+
+    operations = [CommitOperationAdd("README.md", card.encode("utf-8"))]
+    for name in UPLOAD_PATTERNS:
+        path = folder / name
+        if name == "README.md" or not path.is_file():
+            continue
+        if name.endswith(".json"):
+            data = without_local_paths(json.loads(path.read_text(encoding="utf-8")))
+            content: bytes | str = (json.dumps(data, indent=2) + "\n").encode("utf-8")
+        elif name == "datastore.npz":
+            content = _datastore_without_local_paths(path)
+        else:
+            content = str(path)
+        operations.append(CommitOperationAdd(name, content))
     api = HfApi(token=token)
     try:
         url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-        api.upload_folder(
-            repo_id=repo_id, folder_path=str(folder), allow_patterns=UPLOAD_PATTERNS,
-            commit_message=commit_message or f"Upload emoknn model from {origin.name}",
-            repo_type="model",
-        )  # fmt: skip
-    except (HfHubHTTPError, OSError) as error:
-        raise EmoknnError(f"push to {repo_id} failed: {str(error).splitlines()[0]}") from error
+        api.create_commit(repo_id=repo_id, operations=operations, commit_message=message,
+                          repo_type="model")  # fmt: skip
+    except Exception as error:  # network, offline mode, authentication, HTTP: all one line
+        text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise EmoknnError(f"push to {repo_id} failed ({type(error).__name__}: {text}); "
+                          "nothing was written to the model folder") from error  # fmt: skip
     return str(url)

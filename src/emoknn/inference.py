@@ -2,8 +2,10 @@
 
 `fit_run_knn` writes a run folder's `datastore.npz` (train + validation embeddings and labels,
 with the model fingerprint) and `knn.json` (interpolation (k, α, T) and kNN-only (k, T)), through
-`emoknn.model_folder`. `fold_of_run` rebuilds the fold a run trained on from its corpus (the
-model-folder format itself never reads a corpus).
+`emoknn.model_folder`. For a model with a regression head, the datastore also holds each entry's
+attribute values, and knn.json the regression stage's (k, α, T), tuned for the mean CCC.
+`fold_of_run` rebuilds the fold a run trained on from its corpus (the model-folder format itself
+never reads a corpus).
 """
 
 from __future__ import annotations
@@ -16,14 +18,16 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from emoknn.attributes import attribute_matrix
 from emoknn.audio import SAMPLE_RATE, max_samples
 from emoknn.corpora import load_corpus
 from emoknn.corpora.utterance import Utterance
 from emoknn.data import BucketBatchSampler, EvaluationAudio, collate_evaluation, utterance_lengths
 from emoknn.errors import ConfigError, EmoknnError, ModelFolderError
 from emoknn.features import FeatureCache
+from emoknn.files import check_writable_folder
 from emoknn.folds import Fold, speaker_folds
-from emoknn.knn import Datastore, TuningResult, tune_knn
+from emoknn.knn import Datastore, TuningResult, tune_knn, tune_knn_regression
 from emoknn.model import EmotionModel
 from emoknn.model_folder import (
     DATASTORE_FILE,
@@ -47,6 +51,20 @@ class Embedded:
     embeddings: np.ndarray  # (N, D) float32
     probs: np.ndarray  # (N, C) softmax of the classifier
     labels: np.ndarray  # (N,) class ids, −1 where unknown
+    # A dimensional model's predicted attributes (N, A), corpus scale; None otherwise.
+    attributes: np.ndarray | None = None
+    # The utterances' own ratings of the model's attributes (N, A), when every one is rated.
+    targets: np.ndarray | None = None
+
+
+def _targets(model: EmotionModel, utterances: list[Utterance]) -> np.ndarray | None:
+    """The ratings of the model's attributes, (N, A); None for a categorical model or when some
+    utterance lacks a rating."""
+    if model.attributes is None:
+        return None
+    if any(getattr(u, a) is None for u in utterances for a in model.attributes):
+        return None
+    return attribute_matrix(utterances, model.attributes)
 
 
 @torch.inference_mode()
@@ -72,6 +90,7 @@ def embed_utterances(
     embeddings = np.zeros((count, model.embedding_size), dtype=np.float32)
     probs = np.zeros((count, len(model.labels)), dtype=np.float32)
     labels = np.full(count, -1, dtype=np.int64)
+    attributes = None if model.attributes is None else np.zeros((count, len(model.attributes)))
     for batch in loader:
         batch = batch.to(device)
         output = model(batch.waveforms, batch.lengths)
@@ -79,7 +98,10 @@ def embed_utterances(
         embeddings[rows] = output.embeddings.float().cpu().numpy()
         probs[rows] = torch.softmax(output.logits.float(), dim=1).cpu().numpy()
         labels[rows] = batch.labels.cpu().numpy()
-    return Embedded([u.id for u in utterances], embeddings, probs, labels)
+        if attributes is not None:
+            attributes[rows] = output.attributes.float().cpu().numpy()
+    return Embedded([u.id for u in utterances], embeddings, probs, labels, attributes,
+                    _targets(model, utterances))  # fmt: skip
 
 
 @torch.inference_mode()
@@ -98,6 +120,8 @@ def embed_pooled(
         output.embeddings.float().numpy(),
         torch.softmax(output.logits.float(), dim=1).numpy(),
         np.array(labels, dtype=np.int64),
+        None if output.attributes is None else output.attributes.double().numpy(),
+        _targets(model, utterances),
     )
 
 
@@ -111,12 +135,23 @@ def fit_knn(
     """Tune k, α, T on `val` against a train-only datastore, then return the train + val store.
 
     The validation utterances are kept out of the tuning datastore, so no query finds itself.
+    A model with a regression head also gets its regression stage tuned the same way (for the
+    mean CCC), and the stores hold the attribute values.
     """
     fingerprint = fingerprint_of(model)
+    attributes = model.attributes
+    if attributes is not None and (train.targets is None or val.targets is None):
+        raise ConfigError(
+            f"the model predicts {', '.join(attributes)}: every training and validation "
+            "utterance needs those ratings for its datastore"
+        )
     tuning_store = Datastore(train.embeddings, train.labels, model.labels, train.ids, fingerprint,
-                             index_type)  # fmt: skip
+                             index_type, values=train.targets, attributes=attributes)  # fmt: skip
     tuning = tune_knn(val.embeddings, val.labels, val.probs, tuning_store, query_ids=val.ids,
                       criterion=criterion)  # fmt: skip
+    if attributes is not None:
+        tuning.regression = tune_knn_regression(val.embeddings, val.targets, val.attributes,
+                                                tuning_store, query_ids=val.ids)  # fmt: skip
     full_store = Datastore(
         np.concatenate([train.embeddings, val.embeddings]),
         np.concatenate([train.labels, val.labels]),
@@ -124,6 +159,8 @@ def fit_knn(
         train.ids + val.ids,
         fingerprint,
         index_type,
+        values=None if attributes is None else np.concatenate([train.targets, val.targets]),
+        attributes=attributes,
     )
     return full_store, tuning
 
@@ -197,6 +234,7 @@ def fit_run_knn(
     valid while the model is the same. If the model changed since they were added, they would be
     lost, so this refuses unless `discard_added`.
     """
+    check_writable_folder(run_dir, "the run folder")
     device = device or best_device()
     model = load_model(run_dir, device=device)
     fingerprint = fingerprint_of(model)
@@ -219,7 +257,9 @@ def fit_run_knn(
     store, tuning = fit_knn(model, train_embedded, val_embedded, criterion, index_type)
     record_origins(store, train + val)
     if added is not None and added.fingerprint == fingerprint:
-        store.add(added.keys, added.labels, added.ids, added.sources, added.speakers)
+        store.add(
+            added.keys, added.labels, added.ids, added.sources, added.speakers, values=added.values
+        )
     save_knn(run_dir, store, tuning)
     return store, tuning
 
@@ -264,10 +304,13 @@ def add_to_datastore(
     """
     run_dir = Path(run_dir)
     meta = read_model_meta(run_dir)
+    check_writable_folder(run_dir, "the run folder")
     unknown = sorted({u.label for u in utterances} - set(meta.labels))
     if unknown:
         raise ConfigError(f"labels {unknown} are not among the model's classes {meta.labels}")
     store = load_datastore(run_dir, meta.fingerprint, meta.labels)
+    # A datastore with attribute values needs each new clip's ratings of those attributes.
+    values = None if store.values is None else attribute_matrix(utterances, store.attributes)
     ids = [u.id for u in utterances]
     paths = [Path(u.path).resolve() for u in utterances]
     for seen in (ids, paths):
@@ -283,10 +326,35 @@ def add_to_datastore(
     embedded = embed_utterances(model, utterances, meta.max_seconds, device=device)
     _refuse_same_audio(embedded, store)
     store.add(embedded.embeddings, embedded.labels, ids, [str(p) for p in paths],
-              [str(u.speaker or "") for u in utterances])  # fmt: skip
+              [str(u.speaker or "") for u in utterances], values=values)  # fmt: skip
     save_datastore(run_dir, store)
+    _count_added_clips(run_dir, len(utterances), len(store))
     return store
 
+
+ADAPTED_REPORT = "adapt.json"  # emoknn.adapt.ADAPT_REPORT_FILE (adapt imports this module)
+
+
+def _count_added_clips(folder: Path, added: int, entries: int) -> None:
+    """An adapted folder's adapt.json and model card count clips added after adaptation, which
+    the held-out figures do not cover (the card says so)."""
+    import json
+
+    from emoknn.card import model_card
+    from emoknn.files import write_json_atomic, write_text_atomic
+
+    path = folder / ADAPTED_REPORT
+    if not path.is_file():
+        return
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+        report["added_clips"] = int(report.get("added_clips", 0)) + added
+        report["datastore_entries"] = entries
+        card = model_card(report)
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # not a report this version wrote: leave it (and the card) as they are
+    write_json_atomic(report, path)
+    write_text_atomic(folder / "README.md", card)
 
 def _refuse_test_speaker(run_dir: Path, utterances: list[Utterance]) -> None:
     """Refuse files of the run's test speaker (when the run's corpus can be found)."""

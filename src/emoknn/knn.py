@@ -22,6 +22,16 @@ kept out of the datastore (no query can find itself); the test speaker is then e
 the full train + validation datastore. Tuning asks the index once, for the 32 nearest neighbours of
 every validation utterance, and scores the whole (T, k, α) grid from that one answer with array
 operations.
+
+Dimensional emotion (arousal, valence, dominance): a datastore built by a model with a regression
+head also stores each entry's attribute values y_i (A,), and the kNN prediction is their
+similarity-weighted mean, interpolated with the model's regression output:
+
+    ŷ_knn(x) = Σ_{i∈kNN(x)} w_i·y_i / Σ_{i∈kNN(x)} w_i,   w_i = exp(−d_i/T)
+    ŷ(x)     = α·ŷ_knn(x) + (1 − α)·ŷ_model(x)
+
+k, α and T are tuned on the validation speaker for the mean CCC over attributes
+(`tune_knn_regression`), with the same search, grid and no-leak checks as the categorical case.
 """
 
 from __future__ import annotations
@@ -35,9 +45,11 @@ import faiss
 import numpy as np
 
 from emoknn.errors import ConfigError, EmoknnError
+from emoknn.metrics import ccc_columns
 
 INDEX_TYPES = ("exact", "hnsw")  # exact search, or approximate HNSW for large stores
 CRITERIA = ("ua", "wa")  # what k, α, T are tuned to maximise on the validation speaker
+REGRESSION_CRITERION = "ccc"  # the regression stage is tuned for the mean CCC over attributes
 
 MAX_K = 32
 DEFAULT_ALPHAS = tuple(np.round(np.arange(0.05, 1.0, 0.05), 2).tolist())  # α ∈ (0, 1)
@@ -165,6 +177,8 @@ class Datastore:
         index_type: str = "exact",
         sources: list[str] | None = None,
         speakers: list[str] | None = None,
+        values: np.ndarray | None = None,
+        attributes: list[str] | None = None,
     ) -> None:
         keys = np.ascontiguousarray(keys, dtype=np.float32)
         labels = np.asarray(labels, dtype=np.int64)
@@ -181,6 +195,17 @@ class Datastore:
         self.ids, self.fingerprint, self.index_type = list(ids), fingerprint, index_type
         self.sources = _entry_strings(sources, len(ids), "sources")
         self.speakers = _entry_strings(speakers, len(ids), "speakers")
+        if (values is None) != (attributes is None):
+            raise ConfigError("give both attribute values and attribute names, or neither")
+        if values is not None:
+            values = np.asarray(values, dtype=np.float64)
+            if values.shape != (keys.shape[0], len(attributes)) or not np.isfinite(values).all():
+                raise ConfigError(
+                    f"attribute values must be finite and ({keys.shape[0]}, {len(attributes)}), "
+                    f"got {values.shape}"
+                )
+        # Attribute values (N, A) of a dimensional model's datastore, and their names; else None.
+        self.values, self.attributes = values, None if attributes is None else list(attributes)
         self._index = self._build_index()
 
     def _build_index(self) -> faiss.Index:
@@ -217,11 +242,25 @@ class Datastore:
         ids: list[str],
         sources: list[str] | None = None,
         speakers: list[str] | None = None,
+        values: np.ndarray | None = None,
     ) -> None:
-        """Add labelled embeddings (of the same model) without retraining anything."""
+        """Add labelled embeddings (of the same model) without retraining anything; a store with
+        attribute values needs the new entries' values (n, A)."""
         keys = np.ascontiguousarray(keys, dtype=np.float32)
         if keys.ndim != 2 or keys.shape[1] != self.keys.shape[1] or len(ids) != len(keys):
             raise ConfigError(f"new keys must be (n, {self.keys.shape[1]}) with n ids")
+        if self.values is not None:
+            if values is None:
+                raise ConfigError(
+                    f"this datastore stores attributes ({', '.join(self.attributes)}): new "
+                    "entries need their values"
+                )
+            values = np.asarray(values, dtype=np.float64)
+            if values.shape != (len(keys), self.values.shape[1]) or not np.isfinite(values).all():
+                raise ConfigError(
+                    f"new attribute values must be finite and ({len(keys)}, "
+                    f"{self.values.shape[1]}), got {values.shape}"
+                )
         clash = set(ids) & set(self.ids)
         if clash:
             raise ConfigError(f"ids already in the datastore: {sorted(clash)[:5]}")
@@ -232,6 +271,8 @@ class Datastore:
         self.ids += list(ids)
         self.sources += new_sources
         self.speakers += new_speakers
+        if self.values is not None:
+            self.values = np.concatenate([self.values, values])
         self._index.add(keys)
 
     def subset(self, rows: list[int] | np.ndarray) -> Datastore:
@@ -240,8 +281,9 @@ class Datastore:
         pick = rows.tolist()
         return Datastore(self.keys[rows], self.labels[rows], self.label_names,
                          [self.ids[i] for i in pick], self.fingerprint, self.index_type,
-                         [self.sources[i] for i in pick],
-                         [self.speakers[i] for i in pick])  # fmt: skip
+                         [self.sources[i] for i in pick], [self.speakers[i] for i in pick],
+                         values=None if self.values is None else self.values[rows],
+                         attributes=self.attributes)  # fmt: skip
 
 
 def _entry_strings(values: list[str] | None, count: int, name: str) -> list[str]:
@@ -295,9 +337,14 @@ class KnnSettings:
 class TuningResult:
     interpolated: KnnSettings  # best α ∈ (0, 1), k, T
     knn_only: KnnSettings  # α = 1: best k, T for the kNN model alone
+    # A dimensional model's regression stage (criterion "ccc", score = mean CCC), else None.
+    regression: TuningResult | None = None
 
     def to_dict(self) -> dict:
-        return {"interpolated": self.interpolated.to_dict(), "knn_only": self.knn_only.to_dict()}
+        data = {"interpolated": self.interpolated.to_dict(), "knn_only": self.knn_only.to_dict()}
+        if self.regression is not None:
+            data["regression"] = self.regression.to_dict()
+        return data
 
 
 def _grid_scores(predictions: np.ndarray, labels: np.ndarray, num_classes: int) -> tuple:
@@ -548,3 +595,128 @@ def knn_predict_probs(
     """Interpolated probabilities (Q, C) of queries against `store` with tuned `settings`."""
     p_knn = store_knn_probs(embeddings, store, settings)
     return settings.interpolate(p_knn, model_probs, store.label_names)
+
+
+# ── kNN regression (dimensional emotion) ────────────────────────────────────────────────────────
+
+
+def knn_regress(distances: np.ndarray, neighbor_values: np.ndarray, temperature: float
+                ) -> np.ndarray:  # fmt: skip
+    """ŷ_knn for each query: the mean of its neighbours' attribute values weighted by
+    w_i = exp(−d_i/T) (`np.inf`: equal weights).
+
+    Args:
+        distances: (Q, k) Euclidean distances.
+        neighbor_values: (Q, k, A) attribute values of the neighbours.
+        temperature: T > 0.
+
+    Returns:
+        (Q, A) float64.
+    """
+    distances = np.asarray(distances, dtype=np.float64)
+    neighbor_values = np.asarray(neighbor_values, dtype=np.float64)
+    if neighbor_values.ndim != 3 or neighbor_values.shape[:2] != distances.shape:
+        raise ConfigError(
+            f"distances must be (Q, k) and neighbor_values (Q, k, A), got {distances.shape} and "
+            f"{neighbor_values.shape}"
+        )
+    if not temperature > 0:
+        raise ConfigError(f"temperature must be > 0, got {temperature}")
+    if np.isinf(temperature):
+        weights = np.ones_like(distances)
+    else:  # shifted by the row's smallest distance: the same ratios, no underflow
+        weights = np.exp(-(distances - distances.min(axis=1, keepdims=True)) / temperature)
+    weights /= weights.sum(axis=1, keepdims=True)  # (Q, k)
+    return np.einsum("qk,qka->qa", weights, neighbor_values)
+
+
+def tune_knn_regression(
+    query_embeddings: np.ndarray,
+    query_values: np.ndarray,
+    query_model_values: np.ndarray,
+    store: Datastore,
+    query_ids: list[str] | None = None,
+    max_k: int = MAX_K,
+    alphas: tuple[float, ...] = DEFAULT_ALPHAS,
+    temperature_factors: tuple[float, ...] = TEMPERATURE_FACTORS,
+    query_groups: np.ndarray | list[str] | None = None,
+    store_groups: np.ndarray | list[str] | None = None,
+) -> TuningResult:
+    """Choose k ∈ [1..max_k], α and T maximising the mean CCC over attributes of
+    ŷ = α·ŷ_knn + (1 − α)·ŷ_model on the queries (the validation speaker), and k, T of the kNN
+    alone (α = 1). The same guarantees as `tune_knn`: `store` must not hold the queries (checked
+    with `query_ids`), or `query_groups`/`store_groups` keep every query away from its own group.
+
+    One search for the max_k nearest neighbours; per T, cumulative sums over neighbour rank give
+    ŷ_knn for every k at once, and the whole (α, k) grid is scored with array operations. Ties go
+    to the first in grid order (T ascending, k ascending, α ascending).
+    """
+    if store.values is None:
+        raise ConfigError("this datastore holds no attribute values: it was built by a model "
+                          "without a regression head")  # fmt: skip
+    if (query_groups is None) != (store_groups is None):
+        raise ConfigError("give both query_groups and store_groups, or neither")
+    if query_ids is not None:
+        _check_no_self_match(query_ids, store, query_groups, store_groups)
+    truth = np.asarray(query_values, dtype=np.float64)  # (Q, A)
+    model_values = np.asarray(query_model_values, dtype=np.float64)  # (Q, A)
+    if truth.shape != model_values.shape or truth.shape[1:] != store.values.shape[1:]:
+        raise ConfigError(
+            f"query values and model values must both be (Q, {store.values.shape[1]}), got "
+            f"{truth.shape} and {model_values.shape}"
+        )
+    if query_groups is None:
+        distances, indices = store.search(query_embeddings, min(max_k, len(store)))  # (Q, K)
+    else:
+        distances, indices = search_other_groups(
+            store, query_embeddings, max_k, query_groups, store_groups
+        )  # (Q, K)
+    neighbor_values = store.values[indices]  # (Q, K, A)
+    nearest = float(np.median(distances[:, 0]))
+    scale = nearest if nearest > 0 else 1.0
+    temperatures = [factor * scale for factor in temperature_factors] + [np.inf]
+    alpha_grid = np.asarray(alphas, dtype=np.float64)[:, None, None, None]  # (A_α, 1, 1, 1)
+
+    best_interpolated: tuple | None = None
+    best_knn_only: tuple | None = None
+    for temperature in temperatures:
+        if np.isinf(temperature):
+            weights = np.ones_like(distances)
+        else:
+            weights = np.exp(-(distances - distances[:, :1]) / temperature)  # (Q, K)
+        numerators = np.cumsum(weights[:, :, None] * neighbor_values, axis=1)  # (Q, K, A)
+        y_knn = numerators / np.cumsum(weights, axis=1)[:, :, None]  # (Q, K, A), k = 1..K
+        y_knn = y_knn.transpose(1, 0, 2)  # (K, Q, A)
+        knn_score = ccc_columns(y_knn, truth[None]).mean(axis=-1)  # (K,)
+        mixed = alpha_grid * y_knn[None] + (1.0 - alpha_grid) * model_values[None, None]
+        score = ccc_columns(mixed, truth[None, None]).mean(axis=-1)  # (A_α, K)
+        # k-major flattening, so ties go to the smallest k, then the smallest α.
+        k, a = np.unravel_index(_first_best(score.T, np.zeros_like(score.T)), score.T.shape)
+        candidate = (score[a, k], int(k) + 1, float(alphas[a]), temperature)
+        if best_interpolated is None or candidate[0] > best_interpolated[0]:
+            best_interpolated = candidate
+        kk = int(np.argmax(knn_score))  # the first maximum: the smallest k
+        if best_knn_only is None or knn_score[kk] > best_knn_only[0]:
+            best_knn_only = (knn_score[kk], kk + 1, 1.0, temperature)
+
+    def settings(best: tuple) -> KnnSettings:
+        score, k, alpha, temperature = best
+        return KnnSettings(k, alpha, float(temperature), float(score), REGRESSION_CRITERION)
+
+    return TuningResult(settings(best_interpolated), settings(best_knn_only))
+
+
+def store_knn_values(embeddings: np.ndarray, store: Datastore, settings: KnnSettings
+                     ) -> np.ndarray:  # fmt: skip
+    """ŷ_knn (Q, A) of queries against `store` with the k and T of `settings`."""
+    if store.values is None:
+        raise ConfigError("this datastore holds no attribute values")
+    distances, indices = store.search(embeddings, min(settings.k, len(store)))
+    return knn_regress(distances, store.values[indices], settings.temperature)
+
+
+def knn_predict_values(embeddings: np.ndarray, model_values: np.ndarray, store: Datastore,
+                       settings: KnnSettings) -> np.ndarray:  # fmt: skip
+    """Interpolated attributes ŷ = α·ŷ_knn + (1 − α)·ŷ_model (Q, A) with tuned `settings`."""
+    y_knn = store_knn_values(embeddings, store, settings)
+    return settings.alpha * y_knn + (1.0 - settings.alpha) * np.asarray(model_values)

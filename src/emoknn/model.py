@@ -3,6 +3,13 @@
     waveforms (B, T) ─encoder─▶ hidden states L+1 × (B, F, H) ─masked mean─▶ pooled (B, L+1, H)
         ─head: layer choice or softmax layer weights─▶ (B, H) ─projection (optional)─▶
         embedding (B, D) ─dropout, linear─▶ logits (B, C)
+                         └dropout, linear─▶ standardised attributes (B, A) ─·σ + μ─▶ attributes
+
+The second branch exists for the dimensional tasks (`task` "dimensional" or "both"): one output
+per attribute (arousal, valence, dominance), trained on targets standardised with the training
+split's mean μ and standard deviation σ (stored in the config), and returned in the corpus's
+scale. A "dimensional" model keeps a classifier layer that is never trained: its class output
+means nothing, and predictions leave it out.
 
     forward(waveforms, lengths) = head(pooled_layers(waveforms, lengths))
 
@@ -46,6 +53,12 @@ from emoknn.whisper import (
 
 SUPPORTED_MODEL_TYPES = ("wav2vec2", "hubert", "wavlm", "data2vec-audio", "whisper")
 PROJECTION_KINDS = ("mlp", "linear")
+TASKS = ("categorical", "dimensional", "both")  # what the model's head is trained to predict
+ATTRIBUTES = ("arousal", "valence", "dominance")  # the dimensional attributes, in this order
+# How frames are pooled per layer: "mean" (H values), or "mean_std" (statistics pooling: the mean
+# and the standard deviation over real frames, 2H values; prosody lives in how frames vary).
+POOLINGS = ("mean", "mean_std")
+STD_EPSILON = 1e-5  # std = sqrt(var + ε): finite gradients and a defined value for one frame
 # The logit of an output label the classifier cannot predict (ModelConfig.label_map): softmax gives
 # it exactly 0 (exp(−10⁴) underflows), and it is finite, so exported graphs compare equal.
 UNKNOWN_LABEL_LOGIT = -1.0e4
@@ -101,6 +114,14 @@ class ModelConfig:
         normalize_layers: standardise each pooled hidden state (zero mean, unit variance over its
             H values, no learned scale) before the layers are weighted, so that layers whose
             activations are large do not dominate the weighted sum.
+        pooling: "mean" (the masked mean of each layer's frames: H values per layer) or "mean_std"
+            (statistics pooling: mean and standard deviation over frames, 2H values per layer).
+        standardize: standardise each pooled value with a mean and scale per (layer, value) held
+            in the model (`input_mean`, `input_scale`, saved with the weights), set from the
+            training split before training (`set_standardization`): layers of different scales
+            then weigh alike, and the statistics travel with the model to prediction.
+        input_dropout: dropout on the layer-weighted pooled vector, before the projection (a
+            strong regulariser for a head trained on a few hundred clips).
         projection_kind: "mlp" (the above) or "linear": one Linear H→P, no activation — the
             `projector` of Hugging Face's audio classifiers, kept as is when one is imported
             (`emoknn.hf_import`).
@@ -115,6 +136,11 @@ class ModelConfig:
             renormalised over the labels kept. An output label no classifier label maps to gets
             the logit UNKNOWN_LABEL_LOGIT (probability 0): the kNN alone serves it. None = the
             classifier's labels as they are.
+        task: "categorical" (classes only), "dimensional" (attributes only) or "both".
+        attributes: the attributes the regression head predicts (a subset of ATTRIBUTES, in that
+            order); None for a categorical model.
+        attribute_mean, attribute_std: the training split's mean and standard deviation of each
+            attribute: the head predicts (y − mean) / std and returns y in the corpus's scale.
     """
 
     encoder: str = "facebook/wav2vec2-base"
@@ -129,16 +155,48 @@ class ModelConfig:
     normalize_layers: bool = False
     projection_kind: str = "mlp"
     pad_to_seconds: float = 0.0
+    pooling: str = "mean"
+    standardize: bool = False
+    input_dropout: float = 0.0
     output_labels: list[str] | None = None
     label_map: dict[str, str] | None = None
+    task: str = "categorical"
+    attributes: list[str] | None = None
+    attribute_mean: list[float] | None = None
+    attribute_std: list[float] | None = None
 
     def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ConfigError(f"task must be one of {', '.join(TASKS)}, got {self.task!r}")
+        if (self.task == "categorical") != (self.attributes is None):
+            raise ConfigError(
+                f"task {self.task!r}: attributes must be "
+                f"{'None' if self.task == 'categorical' else 'given'}, got {self.attributes!r}"
+            )
+        if self.attributes is not None:
+            count = len(self.attributes)
+            if (
+                not count
+                or [a for a in ATTRIBUTES if a in self.attributes] != list(self.attributes)
+                or self.attribute_mean is None
+                or self.attribute_std is None
+                or len(self.attribute_mean) != count
+                or len(self.attribute_std) != count
+                or not all(std > 0 for std in self.attribute_std)
+            ):
+                raise ConfigError(
+                    f"attributes must be distinct names among {ATTRIBUTES} (in that order), each "
+                    f"with a mean and a standard deviation > 0; got {self.attributes!r}, "
+                    f"{self.attribute_mean!r}, {self.attribute_std!r}"
+                )
         if self.projection_size < 0:
             raise ConfigError(f"projection_size must be ≥ 0, got {self.projection_size}")
         if self.projection_kind not in PROJECTION_KINDS:
             raise ConfigError(
                 f"projection_kind must be one of {PROJECTION_KINDS}, got {self.projection_kind!r}"
             )
+        if self.pooling not in POOLINGS:
+            raise ConfigError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
         if self.pad_to_seconds < 0:
             raise ConfigError(f"pad_to_seconds must be ≥ 0, got {self.pad_to_seconds}")
         if (self.output_labels is None) != (self.label_map is None):
@@ -151,7 +209,7 @@ class ModelConfig:
                     f"label_map must send classifier labels {self.labels} to distinct output "
                     f"labels {self.output_labels}; it names {unknown or targets}"
                 )
-        for name in ("head_dropout", "projection_dropout"):
+        for name in ("head_dropout", "projection_dropout", "input_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ConfigError(f"{name} must lie in [0, 1), got {getattr(self, name)}")
 
@@ -163,6 +221,10 @@ class ModelConfig:
 class ModelOutput:
     embeddings: torch.Tensor  # (B, D) utterance embeddings (D = EmotionModel.embedding_size)
     logits: torch.Tensor  # (B, C)
+    # (B, A) attributes standardised with the training statistics (what the loss sees), and the
+    # same in the corpus's scale; None for a categorical model.
+    standardized_attributes: torch.Tensor | None = None
+    attributes: torch.Tensor | None = None
 
 
 def load_encoder(config: ModelConfig, revision: str | None = None) -> nn.Module:
@@ -264,14 +326,28 @@ class EmotionModel(nn.Module):
         self.config = config
         self.hidden_size = int(self.encoder.config.hidden_size)
         self.num_layers = int(self.encoder.config.num_hidden_layers)
-        self.embedding_size = config.projection_size or self.hidden_size
+        # Width of each layer's pooled vector: H (mean), 2H (mean and std).
+        self.pooled_size = self.hidden_size * (2 if config.pooling == "mean_std" else 1)
+        self.embedding_size = config.projection_size or self.pooled_size
+        if config.standardize:  # identity until set_standardization; saved with the weights
+            shape = (self.num_layers + 1, self.pooled_size)
+            self.register_buffer("input_mean", torch.zeros(shape))
+            self.register_buffer("input_scale", torch.ones(shape))
         # The head (`head`): layer weights → projection → dropout → classifier.
         self.layer_weights = (
             nn.Parameter(torch.zeros(self.num_layers + 1)) if config.layer_weighting else None
         )  # softmax(0) = the plain mean of the L + 1 entries at the start
+        self.input_dropout = nn.Dropout(config.input_dropout)
         self.projection = self._projection(config)
         self.dropout = nn.Dropout(config.head_dropout)
         self.classifier = nn.Linear(self.embedding_size, len(config.labels))
+        self.regressor = None
+        if config.attributes is not None:  # one output per attribute
+            self.regressor = nn.Linear(self.embedding_size, len(config.attributes))
+            # The training statistics come from the config: not saved with the weights.
+            mean, std = torch.tensor(config.attribute_mean), torch.tensor(config.attribute_std)
+            self.register_buffer("attribute_mean", mean.float(), persistent=False)
+            self.register_buffer("attribute_std", std.float(), persistent=False)
         # (C_out, C) membership of classifier labels in output labels; derived from the config,
         # so not saved with the weights.
         groups = None
@@ -300,9 +376,9 @@ class EmotionModel(nn.Module):
         if not config.projection_size:
             return None
         if config.projection_kind == "linear":  # Hugging Face's `projector`
-            return nn.Linear(self.hidden_size, config.projection_size)
+            return nn.Linear(self.pooled_size, config.projection_size)
         return nn.Sequential(
-            nn.Linear(self.hidden_size, config.projection_size),
+            nn.Linear(self.pooled_size, config.projection_size),
             nn.GELU(),
             nn.Dropout(config.projection_dropout),
             nn.Linear(config.projection_size, config.projection_size),
@@ -450,25 +526,50 @@ class EmotionModel(nn.Module):
         return (*collected, last)
 
     def pooled_layers(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """Masked mean over real frames of every hidden-state entry: (B, L + 1, H), fp32.
+        """Every hidden-state entry pooled over real frames: (B, L + 1, P), fp32 (P = H for
+        mean pooling, 2H for mean and std: `pooled_size`).
 
-        This is what the feature cache stores: the head (`head`) needs nothing else, because a
-        masked mean per layer followed by a weighted sum over layers equals the weighted sum
-        followed by the masked mean (both are linear).
+        This is what the feature cache stores: the head (`head`) needs nothing else, because it
+        pools each layer before weighting the layers (the weighted sum of per-layer means equals
+        the mean of the weighted sum; per-layer statistics are what the head weighs).
         """
         hidden, frame_mask = self.hidden_states(waveforms, lengths)
         # Pooled in fp32 even under bf16 autocast: the embedding is what kNN compares.
-        return torch.stack([masked_mean(h.float(), frame_mask) for h in hidden], dim=1)
+        return torch.stack([self._pool(h.float(), frame_mask) for h in hidden], dim=1)
+
+    def _pool(self, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(B, F, H) frames → (B, P) by the configured pooling, over real frames only."""
+        if self.config.pooling == "mean_std":
+            return masked_mean_std(frames, mask)
+        return masked_mean(frames, mask)
+
+    def set_standardization(self, mean: torch.Tensor, scale: torch.Tensor) -> None:
+        """The per-(layer, value) statistics `head` standardises with: (L + 1, P) each."""
+        if not self.config.standardize:
+            raise ConfigError("this model was built without standardize")
+        shape = tuple(self.input_mean.shape)
+        if tuple(mean.shape) != shape or tuple(scale.shape) != shape:
+            raise ConfigError(f"standardisation statistics must be {shape}, got "
+                              f"{tuple(mean.shape)} and {tuple(scale.shape)}")  # fmt: skip
+        with torch.no_grad():
+            self.input_mean.copy_(mean)
+            self.input_scale.copy_(scale)
 
     def head(self, pooled_layers: torch.Tensor) -> ModelOutput:
         """Embeddings and logits from pooled hidden states (B, L + 1, H).
 
         Without layer weighting only the last entry is read, so (B, 1, H) will do.
+            pooled_l ← (pooled_l − input_mean_l) / input_scale_l   (standardize)
             pooled_l ← layer_norm(pooled_l)    (normalize_layers)
             x = Σ_l softmax(w)_l · pooled_l   (layer weighting), else pooled_L
-            embedding = projection(x)        (when configured), else x
+            embedding = projection(dropout_in(x))  (when configured), else x
             logits = classifier(dropout(embedding)), mapped onto output_labels when configured
+            z = regressor(dropout(embedding)); attributes = z·std + mean    (dimensional tasks)
         """
+        if self.config.standardize:
+            count = pooled_layers.shape[1]  # L + 1, or 1 (the last entry) without weighting
+            mean, scale = self.input_mean[-count:], self.input_scale[-count:]
+            pooled_layers = (pooled_layers - mean) / scale
         if self.config.normalize_layers:  # (x − mean) / sqrt(var + 1e-5) over H, per layer
             pooled_layers = F.layer_norm(pooled_layers, (pooled_layers.shape[-1],))
         if self.layer_weights is None:
@@ -476,16 +577,32 @@ class EmotionModel(nn.Module):
         else:
             if pooled_layers.shape[1] != self.num_layers + 1:
                 raise ConfigError(
-                    f"expected pooled layers (B, {self.num_layers + 1}, {self.hidden_size}), got "
+                    f"expected pooled layers (B, {self.num_layers + 1}, {self.pooled_size}), got "
                     f"{tuple(pooled_layers.shape)}"
                 )
             weights = torch.softmax(self.layer_weights, dim=0)  # (L + 1,)
             x = (weights[None, :, None] * pooled_layers).sum(dim=1)  # (B, H)
+        x = self.input_dropout(x)
         embeddings = self.projection(x) if self.projection is not None else x  # (B, D)
-        logits = self.classifier(self.dropout(embeddings))  # (B, C)
+        dropped = self.dropout(embeddings)
+        logits = self.classifier(dropped)  # (B, C)
         if self.label_groups is not None:
             logits = self._map_labels(logits)  # (B, C_out)
-        return ModelOutput(embeddings=embeddings, logits=logits)
+        if self.regressor is None:
+            return ModelOutput(embeddings=embeddings, logits=logits)
+        standardized = self.regressor(dropped)  # (B, A)
+        attributes = standardized.float() * self.attribute_std + self.attribute_mean  # (B, A)
+        return ModelOutput(embeddings, logits, standardized, attributes)
+
+    @property
+    def attributes(self) -> list[str] | None:
+        """The attributes the regression head predicts, or None (a categorical model)."""
+        return self.config.attributes
+
+    @property
+    def predicts_classes(self) -> bool:
+        """False for a "dimensional" model, whose classifier layer is never trained."""
+        return self.config.task != "dimensional"
 
     def _map_labels(self, logits: torch.Tensor) -> torch.Tensor:
         """Output logits z'_j = log Σ_{i ↦ j} exp(z_i); UNKNOWN_LABEL_LOGIT where no i maps to j.
@@ -504,7 +621,7 @@ class EmotionModel(nn.Module):
         if self.layer_weights is not None:
             return self.head(self.pooled_layers(waveforms, lengths))
         (last,), frame_mask = self.hidden_states(waveforms, lengths, all_layers=False)
-        return self.head(masked_mean(last.float(), frame_mask)[:, None])  # (B, 1, H)
+        return self.head(self._pool(last.float(), frame_mask)[:, None])  # (B, 1, P)
 
     def encode(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Utterance embeddings (B, D) of zero-padded waveforms (B, T) with lengths (B,)."""
@@ -515,6 +632,15 @@ def masked_mean(frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean over real frames: Σ_t m_t·h_t / Σ_t m_t.  frames (B, F, H), mask (B, F) → (B, H)."""
     weights = mask.to(frames.dtype).unsqueeze(-1)  # (B, F, 1)
     return (frames * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
+
+
+def masked_mean_std(frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """[mean, std] over real frames: (B, F, H), mask (B, F) → (B, 2H); std = sqrt(var + ε)."""
+    mean = masked_mean(frames, mask)  # (B, H)
+    weights = mask.to(frames.dtype).unsqueeze(-1)
+    centered = (frames - mean[:, None]) * weights
+    variance = (centered * centered).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
+    return torch.cat([mean, torch.sqrt(variance + STD_EPSILON)], dim=-1)
 
 
 def normalize_waveforms(waveforms: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -10,8 +10,10 @@
                         a head-only folder adds `encoder_reference` and `head_fingerprint`
     train_config.json   training settings, labels, the corpus and fold trained on (training runs)
     datastore.npz       kNN datastore: embeddings, labels, ids, fingerprint of the model (no
-                        pickle), and each entry's source file and speaker where known
-    knn.json            tuned kNN settings: interpolation (k, α, T) and kNN only (k, T)
+                        pickle), and each entry's source file and speaker where known; a dimensional
+                        model's also `values` (N, A) and `attribute_names`
+    knn.json            tuned kNN settings: interpolation (k, α, T) and kNN only (k, T); a
+                        dimensional model's also `regression` (the same two, tuned for mean CCC)
     checkpoints/        Lightning checkpoints (best.ckpt, last.ckpt), for `train --resume` only;
                         read with `torch.load(weights_only=True)`, which refuses anything but
                         tensors and plain containers
@@ -61,7 +63,12 @@ import torch
 
 from emoknn import __version__
 from emoknn.errors import EmoknnError, ModelFolderError
-from emoknn.files import atomic_path, read_json_object, write_json_atomic
+from emoknn.files import (
+    atomic_path,
+    give_default_permissions,
+    read_json_object,
+    write_json_atomic,
+)
 from emoknn.knn import (
     Datastore,
     KnnSettings,
@@ -286,6 +293,7 @@ def save_model(folder: str | os.PathLike, model: EmotionModel, max_seconds: floa
     _crop_seconds(meta.max_seconds, folder / MODEL_META_FILE)
     with atomic_path(folder / MODEL_FILE) as temporary:
         save_file(state, str(temporary), metadata={"format": MODEL_FORMAT})
+        give_default_permissions(temporary)
     write_json_atomic(meta.to_dict(), folder / MODEL_META_FILE)
     return meta
 
@@ -793,6 +801,9 @@ def save_datastore(folder: str | os.PathLike, store: Datastore) -> None:
             **{name: np.array(values, dtype=str)
                for name, values in (("sources", store.sources), ("speakers", store.speakers))
                if any(values)},
+            # A dimensional model's datastore: each entry's attribute values (N, A) and names.
+            **({} if store.values is None else {
+                "values": store.values, "attribute_names": np.array(store.attributes)}),
         )  # fmt: skip
 
 
@@ -867,8 +878,30 @@ def load_datastore(folder: str | os.PathLike, fingerprint: str | None = None,
                 raise ModelFolderError(f"{path}: {name} must be {count} strings, got "
                                        f"{value.dtype} {value.shape}")  # fmt: skip
             recorded[name] = value.tolist()
+    values, attributes = _datastore_values(arrays, count, path)
     return Datastore(keys, stored_labels, label_names, id_list, scalars["fingerprint"],
-                     scalars["index_type"], **recorded)  # fmt: skip
+                     scalars["index_type"], **recorded, values=values,
+                     attributes=attributes)  # fmt: skip
+
+
+def _datastore_values(arrays: dict[str, np.ndarray], count: int, path: Path
+                      ) -> tuple[np.ndarray | None, list[str] | None]:  # fmt: skip
+    """The optional attribute values (count, A) and their names, checked."""
+    if "values" not in arrays and "attribute_names" not in arrays:
+        return None, None
+    values, names = arrays.get("values"), arrays.get("attribute_names")
+    if values is None or names is None:
+        raise ModelFolderError(f"{path}: values and attribute_names come together")
+    if names.ndim != 1 or names.dtype.kind != "U" or not names.size:
+        raise ModelFolderError(f"{path}: attribute_names must be a list of names")
+    if (
+        values.dtype.kind != "f"
+        or values.shape != (count, names.size)
+        or not np.isfinite(values).all()
+    ):
+        raise ModelFolderError(f"{path}: values must be finite floats ({count}, {names.size}), "
+                               f"got {values.dtype} {values.shape}")  # fmt: skip
+    return values, names.tolist()
 
 
 def save_knn_settings(folder: str | os.PathLike, tuning: TuningResult) -> None:
@@ -904,10 +937,15 @@ def _knn_settings(data: Any, path: Path, name: str) -> KnnSettings:
         raise ModelFolderError(
             f'{path}: {name}.temperature must be > 0 or "inf", got {temperature!r:.40}'
         )
-    if criterion not in ("ua", "wa"):
-        raise ModelFolderError(f"{path}: {name}.criterion must be ua or wa, got {criterion!r:.20}")
-    if not 0.0 <= score <= 1.0:
-        raise ModelFolderError(f"{path}: {name}.score must lie in [0, 1], got {score}")
+    regression = name.startswith("regression.")
+    if criterion not in (("ccc",) if regression else ("ua", "wa")):
+        expected = "ccc" if regression else "ua or wa"
+        raise ModelFolderError(
+            f"{path}: {name}.criterion must be {expected}, got {criterion!r:.20}"
+        )
+    low = -1.0 if regression else 0.0  # a CCC lies in [−1, 1]
+    if not low <= score <= 1.0:
+        raise ModelFolderError(f"{path}: {name}.score must lie in [{low:g}, 1], got {score}")
     return KnnSettings(k, float(alpha), float(temperature), float(score), criterion, model_labels)
 
 
@@ -915,9 +953,18 @@ def load_knn_settings(folder: str | os.PathLike) -> TuningResult:
     """knn.json of `folder`, validated."""
     path = Path(folder) / KNN_SETTINGS_FILE
     data = _read_json(path)
+    regression = data.get("regression")
+    if regression is not None:
+        if not isinstance(regression, dict):
+            raise ModelFolderError(f"{path}: 'regression' must be a JSON object")
+        regression = TuningResult(
+            _knn_settings(regression.get("interpolated"), path, "regression.interpolated"),
+            _knn_settings(regression.get("knn_only"), path, "regression.knn_only"),
+        )
     return TuningResult(
         _knn_settings(data.get("interpolated"), path, "interpolated"),
         _knn_settings(data.get("knn_only"), path, "knn_only"),
+        regression,
     )
 
 
@@ -1008,6 +1055,24 @@ def read_export_meta(folder: str | os.PathLike) -> dict[str, Any]:
         raise ModelFolderError(
             f"{path}: 'max_input_seconds' must be a positive number or null, got {limit!r:.60}"
         )
+    attributes = data.get("attributes")  # a dimensional model's regression outputs, in order
+    if attributes is not None and (
+        not isinstance(attributes, list) or not attributes
+        or not all(isinstance(a, str) and a for a in attributes)
+    ):  # fmt: skip
+        raise ModelFolderError(f"{path}: 'attributes' must be a list of names or null")
+    statistics = data.get("attribute_statistics")
+    if statistics is not None and (
+        not attributes or not isinstance(statistics, dict)
+        or not all(isinstance(statistics.get(k), list) and len(statistics[k]) == len(attributes)
+                   and all(isinstance(v, (int, float)) for v in statistics[k])
+                   for k in ("mean", "std"))
+    ):  # fmt: skip
+        raise ModelFolderError(
+            f"{path}: 'attribute_statistics' must hold a mean and a std per attribute"
+        )
+    if data.get("task", "categorical") not in ("categorical", "dimensional", "both"):
+        raise ModelFolderError(f"{path}: 'task' must be categorical, dimensional or both")
     known = data.get("model_labels")  # an adapted model's predictable labels, null if all
     if known is not None and (not isinstance(known, list)
                               or not all(isinstance(x, str) and x in data["labels"]

@@ -37,13 +37,15 @@ def onnx_session(path: Path) -> Any:
 
 
 def check_onnx_outputs(session, meta: dict, path: Path) -> None:
-    """The graph maps `waveform` to (embedding (1, D), logits (1, C)) as export.json says."""
+    """The graph maps `waveform` to (embedding (1, D), logits (1, C)) (+ attributes (1, A) for a
+    dimensional model) as export.json says."""
     inputs = [i.name for i in session.get_inputs()]
     outputs = session.get_outputs()
-    if inputs != ["waveform"] or [o.name for o in outputs] != ["embedding", "logits"]:
+    expected = ["embedding", "logits"] + (["attributes"] if meta.get("attributes") else [])
+    if inputs != ["waveform"] or [o.name for o in outputs] != expected:
         raise ModelFolderError(
-            f"{path}: expected input waveform and outputs embedding, logits; got {inputs} and "
-            f"{[o.name for o in outputs]}"
+            f"{path}: expected input waveform and outputs {', '.join(expected)}; got {inputs} "
+            f"and {[o.name for o in outputs]}"
         )
     width, classes = outputs[0].shape[-1], outputs[1].shape[-1]
     if width != meta["embedding_size"] or classes != len(meta["labels"]):

@@ -10,6 +10,12 @@ wrote (ONNX Runtime, see emoknn.export); `EmotionRecognizer.load` and `load_reco
 both. Each input gives the model's, the kNN model's and the interpolated class probabilities
 (`probabilities` is the interpolated one, or the model's without kNN).
 
+A dimensional model (`emoknn train --task dimensional|both`) also gives `arousal`, `valence`,
+`dominance` (in its training corpus's scale): the interpolation α·ŷ_knn + (1 − α)·ŷ_model of the
+regression kNN stage, or the model's own without kNN; `model_attributes` and `knn_attributes`
+hold the two parts. A "dimensional" model predicts no class: `label` is None and the
+probabilities are empty.
+
 Inputs (`emoknn.inputs`: paths, arrays, `(array, rate)` pairs) longer than the model's crop length
 (7.5 s for the paper preset) are split into segments (`emoknn.segments`), either fixed windows
 (`window_seconds`, `hop_seconds`) or energy-based voice activity (`segmentation="vad"`); each
@@ -45,9 +51,19 @@ from emoknn.hf_import import hf_classifier_architecture, import_hf_classifier
 from emoknn.hub import resolve_model
 from emoknn.inference import best_device
 from emoknn.inputs import AudioInput, as_input_list, check_input
-from emoknn.knn import Datastore, KnnSettings, Neighbour, check_neighbours, store_knn_search
+from emoknn.knn import (
+    Datastore,
+    KnnSettings,
+    Neighbour,
+    TuningResult,
+    check_neighbours,
+    store_knn_search,
+    store_knn_values,
+)
 from emoknn.model import EmotionModel
 from emoknn.model_folder import (
+    DATASTORE_FILE,
+    RUN_CONFIG_FILE,
     has_model,
     is_export_folder,
     load_checkpoint_model,
@@ -69,6 +85,10 @@ from emoknn.segments import (
     window_segments,
 )
 
+NO_DATASTORE_NOTE = (
+    "this model has no kNN datastore: predicting with the model alone (give it your labelled "
+    "clips with `emoknn adapt` for the kNN stage)"
+)
 # Compute precision of the PyTorch forward. bf16 runs the encoder under autocast (convs and matmuls
 # in bfloat16; the pooled embedding and the softmax in fp32). `bench/predict_throughput.py`
 # measured it 2.4x faster at base size on a CPU with native bf16 (AVX512-BF16), with probabilities
@@ -80,16 +100,17 @@ PRECISIONS = ("fp32", "bf16")
 class Segment:
     start_s: float
     end_s: float
-    label: str
+    label: str | None  # None for a dimensional model (no classes)
     probabilities: dict[str, float]
     no_speech: bool = False  # the segment is below NO_SPEECH_DBFS: its label means nothing
     neighbours: list[Neighbour] = field(default_factory=list)  # when asked (`neighbours=N`)
+    attributes: dict[str, float] | None = None  # a dimensional model's final attributes
 
 
 @dataclass
 class Prediction:
     source: str
-    label: str
+    label: str | None  # None for a "dimensional" model, which predicts no class
     probabilities: dict[str, float]  # interpolated (or the model's when kNN is off)
     model_probabilities: dict[str, float]
     knn_probabilities: dict[str, float] | None
@@ -106,6 +127,20 @@ class Prediction:
     # segments, at that smallest distance, with their duration-weighted mean share, so that the
     # shares still add up, with the other entries', to the whole's `knn_probabilities`.
     neighbours: list[Neighbour] = field(default_factory=list)
+    # A dimensional model's attributes (its training corpus's scale), interpolated with the
+    # regression kNN (or the model's when kNN is off); None for a categorical model.
+    arousal: float | None = None
+    valence: float | None = None
+    dominance: float | None = None
+    model_attributes: dict[str, float] | None = None
+    knn_attributes: dict[str, float] | None = None
+
+    @property
+    def attributes(self) -> dict[str, float] | None:
+        """The final attributes by name, or None (a categorical model)."""
+        if self.model_attributes is None:
+            return None
+        return {name: getattr(self, name) for name in self.model_attributes}
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -129,7 +164,9 @@ class EmotionRecognizer:
             raise ConfigError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         self.model = model.eval().to(device)
         self.store, self.knn_settings = store, knn_settings
+        self.note: str | None = None  # what a user should know about how this model predicts
         self.max_seconds, self.device, self.precision = max_seconds, device, precision
+        self.regression_settings = None  # KnnSettings of the regression kNN (`load` sets it)
 
     @classmethod
     def load(
@@ -164,28 +201,70 @@ class EmotionRecognizer:
                 "without its kNN; drop --no-knn / use_knn=False"
             )
         model = load_model(model_dir, device)
-        store = settings = None
-        if use_knn:
+        store = settings = tuning = None
+        # A training run without its datastore is unfinished (`datastore build` fits it); any
+        # other model folder without one (an imported classifier) predicts with the model alone.
+        alone = not (model_dir / DATASTORE_FILE).is_file() and not (
+            model_dir / RUN_CONFIG_FILE).is_file()  # fmt: skip
+        if use_knn and not alone:
             store, tuning = load_knn(model_dir, meta.fingerprint, meta.labels,
                                      model.embedding_size)
             settings = tuning.interpolated
-        return cls(model, store, settings, meta.max_seconds, device, precision)
+        recognizer = cls(model, store, settings, meta.max_seconds, device, precision)
+        if use_knn and alone:
+            recognizer.note = NO_DATASTORE_NOTE
+        recognizer.regression_settings = _regression_settings(model.attributes, store,
+                                                              tuning)  # fmt: skip
+        return recognizer
+
+    @property
+    def attributes(self) -> list[str] | None:
+        """The attributes the model predicts (arousal, valence, dominance), or None."""
+        return self.model.attributes
+
+    @property
+    def predicts_classes(self) -> bool:
+        """False for a "dimensional" model: it gives attributes only."""
+        return self.model.predicts_classes
+
+    def attribute_statistics(self) -> tuple[list[float], list[float]] | None:
+        """The training mean and standard deviation of each attribute, or None."""
+        config = self.model.config
+        if config.attributes is None:
+            return None
+        return list(config.attribute_mean), list(config.attribute_std)
+
+    def attribute_axes(self, spread: float = 2.5) -> dict[str, list[float]] | None:
+        """{attribute: [mean − spread·std, mean + spread·std]} of the training ratings: the range
+        a plot of predictions can use; None for a categorical model."""
+        statistics = self.attribute_statistics()
+        if statistics is None or self.attributes is None:
+            return None
+        return {name: [round(m - spread * s, 4), round(m + spread * s, 4)]
+                for name, m, s in zip(self.attributes, *statistics, strict=True)}  # fmt: skip
 
     @property
     def labels(self) -> list[str]:
         return self.model.labels
 
-    @torch.inference_mode()
     def forward_clips(
         self, clips: Sequence[np.ndarray], batch_size: int = 16
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Model probabilities (N, C) and embeddings (N, D) of clips, in length-sorted batches.
+        """Model probabilities (N, C) and embeddings (N, D) of clips, in length-sorted batches."""
+        return self.forward_all(clips, batch_size)[:2]
+
+    @torch.inference_mode()
+    def forward_all(
+        self, clips: Sequence[np.ndarray], batch_size: int = 16
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """`forward_clips`, and a dimensional model's attributes (N, A) (else None).
 
         The one backend-specific step: `OnnxEmotionRecognizer` overrides it.
         """
         count = len(clips)
         model_probs = np.zeros((count, len(self.labels)))
         embeddings = np.zeros((count, self.model.embedding_size), dtype=np.float32)
+        attributes = None if self.attributes is None else np.zeros((count, len(self.attributes)))
         order = np.argsort([len(c) for c in clips], kind="stable")  # similar lengths together
         device_type = torch.device(self.device).type
         for start in range(0, count, batch_size):
@@ -195,24 +274,36 @@ class EmotionRecognizer:
                 output = self.model(waveforms.to(self.device), lengths.to(self.device))
             model_probs[rows] = torch.softmax(output.logits.float(), dim=1).cpu().numpy()
             embeddings[rows] = output.embeddings.float().cpu().numpy()
-        return model_probs, embeddings
+            if attributes is not None:
+                attributes[rows] = output.attributes.float().cpu().numpy()
+        return model_probs, embeddings, attributes
 
     def score(self, clips: Sequence[np.ndarray], batch_size: int = 16, neighbours: int = 0
               ) -> dict[str, Any]:  # fmt: skip
         """Probabilities of clips (each ≤ the crop length): model (N, C), knn, final; with
-        `neighbours`, also "search": the `KnnSearch` they came from (one index search either way).
+        `neighbours`, also "search": the `KnnSearch` they came from (one index search either way);
+        for a dimensional model also its attributes (N, A): attributes_model, attributes_knn,
+        attributes_final.
         """
         check_int(batch_size, "batch_size", 1)
         self._check_neighbours(neighbours)
-        model_probs, embeddings = self.forward_clips(clips, batch_size)
-        if self.store is None or len(clips) == 0:
-            return {"model": model_probs, "knn": None, "final": model_probs}
-        search = store_knn_search(embeddings, self.store, self.knn_settings, neighbours)
-        scores = {"model": model_probs, "knn": search.p_knn,
-                  "final": self.knn_settings.interpolate(search.p_knn, model_probs,
-                                                         self.store.label_names)}  # fmt: skip
-        if neighbours:
-            scores["search"] = search
+        model_probs, embeddings, attributes = self.forward_all(clips, batch_size)
+        scores: dict[str, Any] = {"model": model_probs, "knn": None, "final": model_probs}
+        if self.store is not None and len(clips):
+            search = store_knn_search(embeddings, self.store, self.knn_settings, neighbours)
+            scores["knn"] = search.p_knn
+            scores["final"] = self.knn_settings.interpolate(search.p_knn, model_probs,
+                                                            self.store.label_names)  # fmt: skip
+            if neighbours:
+                scores["search"] = search
+        if attributes is not None:
+            scores["attributes_model"] = scores["attributes_final"] = attributes
+            scores["attributes_knn"] = None
+            if self.regression_settings is not None and len(clips):
+                y_knn = store_knn_values(embeddings, self.store, self.regression_settings)
+                alpha = self.regression_settings.alpha
+                scores["attributes_knn"] = y_knn
+                scores["attributes_final"] = alpha * y_knn + (1.0 - alpha) * attributes
         return scores
 
     def _check_neighbours(self, neighbours: int) -> int:
@@ -381,6 +472,8 @@ class EmotionRecognizer:
                         knn=self.store is not None,
                         store=self.store,
                         neighbours=neighbours,
+                        classes=self.predicts_classes,
+                        attributes=self.attributes,
                     )
                 )
             except EmoknnError as error:
@@ -433,6 +526,20 @@ class EmotionRecognizer:
         if len(samples) <= window:
             return source, samples, None
         return source, None, iter([samples])
+
+
+def _regression_settings(attributes: list[str] | None, store: Datastore | None,
+                         tuning: TuningResult | None) -> KnnSettings | None:  # fmt: skip
+    """The regression kNN settings of a dimensional model's folder: None without kNN; an error
+    when the model predicts attributes but its kNN stage has no regression part."""
+    if attributes is None or store is None or tuning is None:
+        return None
+    if tuning.regression is None or store.attributes != list(attributes):
+        raise ModelFolderError(
+            "the model predicts attributes but its datastore has no attribute values or its "
+            "knn.json no regression settings; rebuild them with `emoknn datastore build`"
+        )
+    return tuning.regression.interpolated
 
 
 def load_recognizer(
@@ -515,11 +622,13 @@ class _Tally:
                     entry[0] = min(entry[0], float(distance))
                     entry[1] += seconds * float(weight)
         if self.segmented:
-            self.segments.append((start, length, scores["final"], silent))
+            self.segments.append((start, length, scores["final"], silent,
+                                  scores.get("attributes_final")))  # fmt: skip
             self.segment_near.append(near)
 
     def prediction(self, labels: list[str], knn: bool, store: Datastore | None = None,
-                   neighbours: int = 0) -> Prediction:  # fmt: skip
+                   neighbours: int = 0, classes: bool = True,
+                   attributes: list[str] | None = None) -> Prediction:  # fmt: skip
         if self.failed is not None:
             raise self.failed
         if self.seconds["all"] == 0:
@@ -531,6 +640,19 @@ class _Tally:
         group = "speech" if self.seconds["speech"] > 0 else "all"
         sums, seconds = self.sums[group], self.seconds[group]
         final = sums["final"] / seconds  # duration-weighted mean over segments
+        if not classes:  # a dimensional model: its classifier was never trained
+            named = lambda values: {}  # noqa: E731
+            label_of = lambda values: None  # noqa: E731
+        else:
+            label_of = lambda values: labels[int(np.argmax(values))]  # noqa: E731
+
+        def rated(values: np.ndarray | None) -> dict[str, float] | None:
+            if values is None or attributes is None:
+                return None
+            return {name: float(v) for name, v in zip(attributes, values, strict=True)}
+
+        final_attributes = rated(sums["attributes_final"] / seconds) if attributes else None
+        knn_attributes = sums.get("attributes_knn")  # absent without a kNN stage
 
         def listed(rows: Iterable[tuple[float, int, float]]) -> list[Neighbour]:
             return [Neighbour(store.ids[index], store.label_names[store.labels[index]], distance,
@@ -555,27 +677,31 @@ class _Tally:
         )
         return Prediction(
             source=self.source,
-            label=labels[int(np.argmax(final))],
+            label=label_of(final),
             probabilities=named(final),
             model_probabilities=named(sums["model"] / seconds),
-            knn_probabilities=named(sums["knn"] / seconds) if knn else None,
+            knn_probabilities=named(sums["knn"] / seconds) if knn and classes else None,
             duration_s=round(self.duration_s, 3) if self.segmented else self.duration_s,
             segments=[
                 Segment(
                     round(start / SAMPLE_RATE, 3),
                     round((start + length) / SAMPLE_RATE, 3),
-                    labels[int(np.argmax(p))],
+                    label_of(p),
                     named(p),
                     no_speech=silent,
                     neighbours=segment_neighbours(near),
+                    attributes=rated(a),
                 )
-                for (start, length, p, silent), near in zip(
+                for (start, length, p, silent, a), near in zip(
                     self.segments, self.segment_near, strict=True
                 )
             ],
             no_speech=self.seconds["speech"] == 0,
             level_dbfs=round(self.level_dbfs, 1),
             neighbours=whole,
+            **(final_attributes or {}),
+            model_attributes=rated(sums["attributes_model"] / seconds) if attributes else None,
+            knn_attributes=None if knn_attributes is None else rated(knn_attributes / seconds),
         )
 
 
@@ -588,6 +714,10 @@ class OnnxEmotionRecognizer(EmotionRecognizer):
         if (store is None) != (knn_settings is None):
             raise ConfigError("give both a datastore and kNN settings, or neither")
         self.session, self._labels = session, list(labels)
+        self._attributes: list[str] | None = None  # a dimensional export's (export.json)
+        self._task = "categorical"
+        self.regression_settings = None
+        self.note: str | None = None
         self.store, self.knn_settings = store, knn_settings
         self.max_seconds, self.device, self.precision = max_seconds, "cpu", "fp32"
         self._max_input_seconds = max_input_seconds
@@ -609,28 +739,58 @@ class OnnxEmotionRecognizer(EmotionRecognizer):
         model_file = onnx_model_file(export_dir, quantized)
         session = onnx_session(model_file)
         check_onnx_outputs(session, meta, model_file)
-        store = settings = None
-        if use_knn:
+        store = settings = tuning = None
+        # An export of a model with no datastore (an imported classifier) predicts alone.
+        if use_knn and (export_dir / DATASTORE_FILE).is_file():
             store, tuning = load_knn(export_dir, meta["fingerprint"], meta["labels"],
                                      meta["embedding_size"])
             settings = tuning.interpolated
-        return cls(session, meta["labels"], store, settings, meta["max_seconds"],
-                   meta.get("max_input_seconds"))  # fmt: skip
+        recognizer = cls(session, meta["labels"], store, settings, meta["max_seconds"],
+                         meta.get("max_input_seconds"))  # fmt: skip
+        if use_knn and store is None:
+            recognizer.note = NO_DATASTORE_NOTE
+        recognizer._attributes = meta.get("attributes")
+        recognizer._task = meta.get("task", "categorical")
+        recognizer._statistics = meta.get("attribute_statistics")
+        recognizer.regression_settings = _regression_settings(recognizer._attributes, store,
+                                                              tuning)  # fmt: skip
+        return recognizer
 
     @property
     def labels(self) -> list[str]:
         return self._labels
 
-    def forward_clips(
+    @property
+    def attributes(self) -> list[str] | None:
+        return self._attributes
+
+    @property
+    def predicts_classes(self) -> bool:
+        return self._task != "dimensional"
+
+    def attribute_statistics(self) -> tuple[list[float], list[float]] | None:
+        statistics = getattr(self, "_statistics", None)
+        if not self._attributes or not isinstance(statistics, dict):
+            return None
+        return list(statistics["mean"]), list(statistics["std"])
+
+    def forward_all(
         self, clips: Sequence[np.ndarray], batch_size: int = 16
-    ) -> tuple[np.ndarray, np.ndarray]:
-        embeddings, probabilities = [], []
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        embeddings, probabilities, attributes = [], [], []
         for clip in clips:
-            embedding, logits = self.session.run(None, {"waveform": clip[None].astype(np.float32)})
+            outputs = self.session.run(None, {"waveform": clip[None].astype(np.float32)})
+            embedding, logits = outputs[0], outputs[1]
             exponent = np.exp(logits[0] - logits[0].max())
             probabilities.append(exponent / exponent.sum())
             embeddings.append(embedding[0])
+            if self._attributes:
+                attributes.append(outputs[2][0])
         width = self.session.get_outputs()[0].shape[-1]
+        rated = None
+        if self._attributes:
+            rated = np.array(attributes, dtype=np.float64).reshape(len(clips), -1)
         if not clips:
-            return np.zeros((0, len(self.labels))), np.zeros((0, width), dtype=np.float32)
-        return np.array(probabilities), np.array(embeddings, dtype=np.float32)
+            return (np.zeros((0, len(self.labels))), np.zeros((0, width), dtype=np.float32),
+                    rated)  # fmt: skip
+        return np.array(probabilities), np.array(embeddings, dtype=np.float32), rated

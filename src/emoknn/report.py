@@ -2,7 +2,10 @@
 
 Figures (matplotlib, PNG): a row-normalised confusion matrix per variant pooled over folds (like
 the paper's Figure 3) and a t-SNE of test embeddings of CE vs CE+SCL models on one fold (like its
-Figure 4; t-SNE with a fixed random_state, so the plot is the same on every run).
+Figure 4; t-SNE with a fixed random_state, so the plot is the same on every run). Dimensional
+tasks add a section: CCC, Pearson r and MAE per attribute (mean ± std over folds), paired
+comparisons of the mean CCC, and per training a scatter plot of predicted vs true per attribute,
+pooled over folds, model alone beside + kNN.
 """
 
 from __future__ import annotations
@@ -39,6 +42,13 @@ SYNTHETIC_WARNING = (
 )
 
 
+SPEAKER_NORM_NOTE = (
+    "- **speaker normalisation on** (`--speaker-norm`, transductive): each speaker's features "
+    "were standardised with that speaker's own clips, the test speaker's unlabelled clips "
+    "included; figures are not comparable with runs without it"
+)
+
+
 def _percent(mean: float, std: float) -> str:
     return f"{100 * mean:.2f} ± {100 * std:.2f}"
 
@@ -60,6 +70,8 @@ def plot_confusions(results: dict[str, Any], labels: list[str], figures: Path) -
     variant_of = {(r["training"], r["inference"]): r["variant"] for r in results["records"]}
     for key, fold_dir in results["fold_dirs"].items():
         training = key.split("/")[0]
+        if not (Path(fold_dir) / PREDICTIONS_FILE).is_file():
+            continue  # a dimensional model's fold: no classes
         rows = _read_predictions(Path(fold_dir))
         truth = [index[r["label"]] for r in rows]
         for inference in (i for i in INFERENCES if (training, i) in variant_of):
@@ -174,6 +186,110 @@ def comparison_lines(comparisons: list[dict[str, Any]]) -> list[str]:
     return [*lines, ""]
 
 
+def _mean_std(row: dict[str, Any], key: str, decimals: int = 3) -> str:
+    return f"{row[key + '_mean']:.{decimals}f} ± {row[key + '_std']:.{decimals}f}"
+
+
+def dimensional_lines(results: dict[str, Any], figures: Path) -> list[str]:
+    """The report's section for dimensional tasks: scores per attribute, comparisons, scatter
+    plots."""
+    summary = results["dimensional_summary"]
+    attributes = summary[0]["attributes"]
+    lines = [
+        "## Dimensional attributes (arousal, valence, dominance)", "",
+        "CCC = 2·cov / (σ²_pred + σ²_true + (μ_pred − μ_true)²), population moments; Pearson r; "
+        "MAE in the corpus's own scale. Mean ± sample standard deviation over folds. *kNN only* "
+        "is the similarity-weighted mean of the neighbours' ratings (α = 1); *+ kNN* its tuned "
+        f"interpolation with the model. *{baseline.RIDGE_LABEL}*: "
+        f"{results.get('ridge_baseline', baseline.RIDGE_DESCRIPTION)}. With `--task "
+        "dimensional`, *Reg* is the regression loss alone (λ = 0) and *Reg+SCL* adds SupCon on "
+        "binned attributes; with `--task both`, *CE* and *CE+SCL* train classes and attributes "
+        "together.", "",
+        "| variant | folds | mean CCC | " + " | ".join(f"CCC {a}" for a in attributes)
+        + " | " + " | ".join(f"r {a}" for a in attributes) + " | "
+        + " | ".join(f"MAE {a}" for a in attributes) + " |",
+        "|---|---:|" + "---:|" * (1 + 3 * len(attributes)),
+    ]  # fmt: skip
+    for row in summary:
+        cells = [_mean_std(row, "ccc_mean")]
+        cells += [_mean_std(row, f"ccc_{a}") for a in attributes]
+        cells += [_mean_std(row, f"pearson_{a}") for a in attributes]
+        cells += [_mean_std(row, f"mae_{a}") for a in attributes]
+        lines.append(f"| {row['variant']} | {row['folds']} | " + " | ".join(cells) + " |")
+    comparisons = results.get("dimensional_comparisons") or []
+    if comparisons:
+        lines += [
+            "", "Paired comparisons of the mean CCC over folds (difference = first − second). "
+            f"{METHOD_NOTE}", "",
+            "| comparison | folds | test | ΔCCC (95 % CI) | p |", "|---|---:|---|---:|---:|",
+        ]  # fmt: skip
+        for c in comparisons:
+            interval = ("" if c["ci_low"] is None
+                        else f" ({c['ci_low']:+.3f} to {c['ci_high']:+.3f})")  # fmt: skip
+            test = "Wilcoxon signed-rank" if c["test"] == "wilcoxon" else "sign test"
+            lines.append(f"| {c['name']} | {len(c['folds'])} | {test} | {c['mean']:+.3f}"
+                         f"{interval} | {p_text(c['p_value'])} |")  # fmt: skip
+    lines += ["", "Per fold (mean CCC over attributes; k, α, T of the regression kNN):", "",
+              "| variant | fold | mean CCC | k | α | T |",
+              "|---|---|---:|---:|---:|---:|"]  # fmt: skip
+    for record in results["dimensional_records"]:
+        temperature = record["temperature"]
+        shown_t = "—" if temperature is None else (
+            "∞" if temperature == "inf" else f"{float(temperature):.3g}")  # fmt: skip
+        k = record["k"] if record["k"] is not None else "—"
+        lines.append(f"| {record['variant']} | {record['fold']} | {record['ccc_mean']:.3f} | "
+                     f"{k} | {record['alpha']:g} | {shown_t} |")  # fmt: skip
+    for training, path in plot_attribute_scatter(results, figures).items():
+        lines += ["", f"![predicted vs true, {training}]({path})"]
+    return [*lines, ""]
+
+
+def plot_attribute_scatter(results: dict[str, Any], figures: Path) -> dict[str, str]:
+    """Per training: predicted vs true of each attribute pooled over folds, one row per
+    inference present (model alone; + kNN), with the identity line and the pooled CCC."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from emoknn.experiments import ATTRIBUTE_PREDICTIONS_FILE
+    from emoknn.metrics import ccc
+
+    pooled: dict[str, list[dict[str, str]]] = {}
+    for key, fold_dir in sorted(results["fold_dirs"].items()):
+        path = Path(fold_dir) / ATTRIBUTE_PREDICTIONS_FILE
+        if path.is_file():
+            with path.open(newline="") as handle:
+                pooled.setdefault(key.split("/")[0], []).extend(csv.DictReader(handle))
+    attributes = results["dimensional_summary"][0]["attributes"]
+    paths = {}
+    figures.mkdir(parents=True, exist_ok=True)
+    for training, rows in pooled.items():
+        shown = [i for i in ("model", "interpolated") if f"{attributes[0]}_{i}" in rows[0]]
+        figure, axes = plt.subplots(len(shown), len(attributes), squeeze=False,
+                                    figsize=(3.3 * len(attributes), 3.2 * len(shown)))  # fmt: skip
+        for i, inference in enumerate(shown):
+            for j, attribute in enumerate(attributes):
+                truth = np.array([float(r[f"{attribute}_true"]) for r in rows])
+                predicted = np.array([float(r[f"{attribute}_{inference}"]) for r in rows])
+                axis = axes[i, j]
+                axis.scatter(truth, predicted, s=6, alpha=0.5)
+                low = float(min(truth.min(), predicted.min()))
+                high = float(max(truth.max(), predicted.max()))
+                axis.plot([low, high], [low, high], color="grey", linewidth=0.8)
+                title = "model" if inference == "model" else "+ kNN"
+                axis.set_title(f"{attribute}, {title}: CCC {ccc(truth, predicted):.2f}",
+                               fontsize=9)  # fmt: skip
+                axis.set_xlabel("true")
+                axis.set_ylabel("predicted")
+        figure.tight_layout()
+        name = "scatter-" + "".join(c if c.isalnum() else "-" for c in training) + ".png"
+        figure.savefig(figures / name, dpi=110)
+        plt.close(figure)
+        paths[training] = f"figures/{name}"
+    return paths
+
+
 def _protocol_words(meta: dict) -> str:
     """The protocol sentence of a report: which split, and whether it is speaker-independent."""
     protocol = meta.get("protocol")
@@ -232,6 +348,7 @@ def write_report(
     labels = list(meta.get("labels") or [])
     if not labels:
         labels = sorted({r["label"] for d in results["fold_dirs"].values()
+                         if (Path(d) / PREDICTIONS_FILE).is_file()
                          for r in _read_predictions(Path(d))})  # fmt: skip
     figures = out_dir / "figures"
     confusion_paths = plot_confusions(results, labels, figures)
@@ -240,12 +357,13 @@ def write_report(
     lines = [f"# emoknn cross-validation report — {meta.get('corpus_name', 'corpus')}", ""]
     if meta.get("synthetic"):
         lines += [SYNTHETIC_WARNING, ""]
-    folds = sorted({r["fold"] for r in results["records"]})
+    folds = sorted({r["fold"] for r in results["records"] + results.get("dimensional_records", [])})
     lines += [
         f"- corpus: `{meta.get('corpus', '?')}` ({meta.get('num_utterances', '?')} utterances, "
         f"classes: {', '.join(labels)})",
         f"- folds evaluated: {len(folds)} ({', '.join(folds)}), {_protocol_words(meta)}",
         f"- preset: `{meta.get('preset', '?')}`, encoder: `{meta.get('encoder', '?')}`",
+        *([SPEAKER_NORM_NOTE] if meta.get("speaker_norm") else []),
         f"- created {results['created']} by emoknn {results['emoknn_version']}",
         "",
         "WA = accuracy over utterances; UA = mean of per-class recalls. Mean ± sample standard "
@@ -267,6 +385,8 @@ def write_report(
             f"{_percent(row['ua_mean'], row['ua_std'])} | {reference} |"
         )
     lines += ["", *comparison_lines(results["comparisons"])]
+    if results.get("dimensional_records"):
+        lines += dimensional_lines(results, figures)
     lines += [
         "## Per fold", "",
         "| variant | fold | test / val speaker | WA % | UA % | k | α | T |",

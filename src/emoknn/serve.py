@@ -34,6 +34,7 @@ import re
 import socket
 import tempfile
 import threading
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
@@ -125,6 +126,7 @@ def create_app(
     max_seconds: float = 600.0,
     model_name: str = "model",
     max_segments: int = 256,
+    max_queue: int = 8,
     model_info: dict[str, Any] | None = None,
     serve_neighbour_audio: bool = False,
 ) -> FastAPI:
@@ -135,12 +137,15 @@ def create_app(
     check_number(max_upload_mb, "max_upload_mb", 0.0, strict_minimum=True)
     check_number(max_seconds, "max_seconds", 0.0, strict_minimum=True)
     check_int(max_segments, "max_segments", 1)
+    check_int(max_queue, "max_queue", 0)
     app = FastAPI(
         title="emoknn",
         description="Speech emotion recognition (SupCon fine-tuning + kNN inference).",
         version=__import__("emoknn").__version__,
     )
     lock = threading.Lock()
+    line_lock = threading.Lock()
+    in_line = 0  # predictions running (one at most) or waiting for the lock
     max_bytes = int(max_upload_mb * 1024 * 1024)
     app.add_middleware(UploadLimit, max_bytes=max_bytes, limit_text=f"{max_upload_mb:g} MB")
     page = resources.files("emoknn.web").joinpath("index.html").read_text(encoding="utf-8")
@@ -148,16 +153,20 @@ def create_app(
         "max_upload_mb": max_upload_mb,
         "max_seconds": max_seconds,
         "max_segments": max_segments,
+        "max_queue": max_queue,
         "window_seconds": [MIN_WINDOW_SECONDS, MAX_WINDOW_SECONDS],
         "default_window_seconds": recognizer.max_seconds,
     }
 
-    # The only files /neighbour-audio can serve: the datastore's own list, fixed at start-up.
+    # The only files /neighbour-audio can serve: the datastore's own list, fixed at start-up, of
+    # absolute paths (a published datastore keeps file names only; nothing is resolved against the
+    # server's working folder).
     store = recognizer.store
     audio_of: dict[str, Path] = {}
     if serve_neighbour_audio and store is not None:
         audio_of = {id_: Path(source) for id_, source in zip(store.ids, store.sources, strict=True)
-                    if source and Path(source).suffix.lower() in AUDIO_SUFFIXES}  # fmt: skip
+                    if source and Path(source).is_absolute()
+                    and Path(source).suffix.lower() in AUDIO_SUFFIXES}  # fmt: skip
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def index() -> str:
@@ -189,6 +198,13 @@ def create_app(
             "model": model_name,
             "labels": recognizer.labels,
             "knn": recognizer.store is not None,
+            # A dimensional model: its attributes, whether it gives classes, and each attribute's
+            # training mean ± 2.5 standard deviations (the page's valence-arousal plane).
+            "task": "categorical"
+            if recognizer.attributes is None
+            else ("both" if recognizer.predicts_classes else "dimensional"),
+            "attributes": recognizer.attributes,
+            "attribute_axes": recognizer.attribute_axes(),
             "model_info": model_info or {"name": model_name},
             "neighbours": {
                 "max": MAX_NEIGHBOURS if recognizer.store is not None else 0,
@@ -211,6 +227,22 @@ def create_app(
             int, Query(ge=0, le=MAX_NEIGHBOURS, description="List the N nearest training clips")
         ] = 0,
     ) -> dict[str, Any]:
+        nonlocal in_line
+        with line_lock:
+            if in_line > max_queue:  # one running and max_queue waiting: come back later
+                raise HTTPException(
+                    503, f"busy: {in_line - 1} request(s) already wait; the limit is {max_queue}",
+                    headers={"Retry-After": "1"},
+                )
+            in_line += 1
+        try:
+            return _predict(file, segmentation, window_seconds, hop_seconds, neighbours)
+        finally:
+            with line_lock:
+                in_line -= 1
+
+    def _predict(file: UploadFile, segmentation: str, window_seconds: float | None,
+                 hop_seconds: float | None, neighbours: int) -> dict[str, Any]:  # fmt: skip
         if neighbours and recognizer.store is None:
             raise HTTPException(422, "neighbours: this model has no kNN datastore")
         if segmentation not in SEGMENTATIONS:
@@ -292,9 +324,12 @@ def check_listen_address(host: str, port: int) -> None:
 
 def serve(model_dir: str, host: str = "127.0.0.1", port: int = 8000, use_knn: bool = True,
           max_upload_mb: float = 50.0, max_seconds: float = 600.0, precision: str = "fp32",
-          int8: bool = False, max_segments: int = 256,
-          serve_neighbour_audio: bool = False) -> None:  # fmt: skip
-    """Load the model (see `load_recognizer`) and run the service with uvicorn until interrupted.
+          int8: bool = False, max_segments: int = 256, max_queue: int = 8,
+          serve_neighbour_audio: bool = False,
+          announce: Callable[[str], None] | None = None) -> None:  # fmt: skip
+    """Load the model (see `load_recognizer`) and run the service with uvicorn until interrupted;
+    `announce` is told where it serves once the model has loaded (not before: a model that fails
+    to load is never announced).
 
     `serve_neighbour_audio` lets the page play the datastore's training clips (off by default:
     it exposes that audio to whoever can reach the server)."""
@@ -306,6 +341,10 @@ def serve(model_dir: str, host: str = "127.0.0.1", port: int = 8000, use_knn: bo
     recognizer = load_recognizer(model_dir, use_knn=use_knn, precision=precision, int8=int8)
     info = describe_model(resolve_model(Path(model_dir)))
     app = create_app(recognizer, max_upload_mb, max_seconds, model_name=Path(model_dir).name,
-                     max_segments=max_segments, model_info=info,
+                     max_segments=max_segments, max_queue=max_queue, model_info=info,
                      serve_neighbour_audio=serve_neighbour_audio)  # fmt: skip
+    if announce is not None:
+        announce(f"emoknn serving {model_dir} on http://{host}:{port}/ (API docs: /docs)")
+        if getattr(recognizer, "note", None):
+            announce(f"note: {recognizer.note}")
     uvicorn.run(app, host=host, port=port, log_level="info")

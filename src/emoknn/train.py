@@ -27,11 +27,13 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
 import torchmetrics
 from lightning.fabric.plugins import TorchCheckpointIO
 from torch.utils.data import DataLoader
 
+from emoknn.attributes import attribute_matrix
 from emoknn.audio import SAMPLE_RATE, max_samples
 from emoknn.augment import make_augmentation
 from emoknn.config import (
@@ -41,6 +43,7 @@ from emoknn.config import (
     check_fold_run,
     epoch_seed,
     model_config_for,
+    task_attributes,
 )
 from emoknn.corpora.utterance import Utterance
 from emoknn.data import (
@@ -54,7 +57,8 @@ from emoknn.data import (
 )
 from emoknn.errors import ConfigError, EmoknnError
 from emoknn.files import atomic_path
-from emoknn.losses import combined_loss
+from emoknn.losses import combined_loss, regression_loss, task_loss
+from emoknn.metrics import ccc_columns
 from emoknn.model import EmotionModel, ModelConfig
 from emoknn.model_folder import (
     CHECKPOINT_DIR,
@@ -84,6 +88,25 @@ class EmotionTrainingModule(pl.LightningModule):
         self.val_ua = torchmetrics.Accuracy(
             task="multiclass", num_classes=num_classes, average="macro"
         )
+        # Standardised attribute targets (N, A) of the training and validation utterances, by
+        # utterance index (`attach_targets`); None for a categorical model.
+        self.targets: dict[str, torch.Tensor] | None = None
+        self._val_outputs: list[tuple[torch.Tensor, ...]] = []
+
+    def attach_targets(self, train: list[Utterance], val: list[Utterance]) -> None:
+        """Give a dimensional model its targets, standardised with its training statistics."""
+        config = self.model.config
+        if config.attributes is None:
+            return
+        mean, std = np.array(config.attribute_mean), np.array(config.attribute_std)
+        self.targets = {
+            name: torch.tensor((attribute_matrix(utterances, config.attributes) - mean) / std,
+                               dtype=torch.float32)
+            for name, utterances in (("train", train), ("val", val))
+        }  # fmt: skip
+
+    def _targets(self, split: str, batch: Batch) -> torch.Tensor:
+        return self.targets[split][batch.indices.cpu()].to(self.device)  # (B, A)
 
     def on_train_epoch_start(self) -> None:
         # Dropout and SpecAugment masks depend only on (seed, epoch): resuming is exact.
@@ -91,6 +114,20 @@ class EmotionTrainingModule(pl.LightningModule):
 
     def training_step(self, batch: Batch, batch_index: int) -> torch.Tensor:
         output = self.model(batch.waveforms, batch.lengths)  # 2N rows: originals, then views
+        if self.train_config.task != "categorical":
+            # SupCon here sees this process's rows only (under DDP, not the global batch).
+            parts = task_loss(
+                self.train_config.task, output.logits, output.embeddings, batch.labels,
+                output.standardized_attributes, self._targets("train", batch),
+                self.train_config.contrastive_weight, self.train_config.temperature,
+                self.train_config.regression_loss,
+            )  # fmt: skip
+            size = len(batch.labels)
+            self.log("train_loss", parts.total, prog_bar=True, batch_size=size)
+            self.log("train_ce", parts.cross_entropy, batch_size=size)
+            self.log("train_regression", parts.regression, batch_size=size)
+            self.log("train_scl", parts.contrastive, batch_size=size)
+            return parts.total
         gathered_embeddings = gathered_labels = None
         if self.trainer.world_size > 1 and self.train_config.contrastive_weight > 0:
             # SupCon over the global batch: every process sees every process's embeddings.
@@ -113,14 +150,40 @@ class EmotionTrainingModule(pl.LightningModule):
 
     def validation_step(self, batch: Batch, batch_index: int) -> None:
         output = self.model(batch.waveforms, batch.lengths)
+        if self.train_config.task != "categorical":
+            # The regression part of val_loss is over the whole validation set (CCC is not a
+            # mean over batches): collected here, scored in on_validation_epoch_end.
+            self._val_outputs.append(
+                (output.standardized_attributes.float().cpu(), self._targets("val", batch).cpu())
+            )
+            if self.train_config.task == "dimensional":
+                return
         loss = torch.nn.functional.cross_entropy(output.logits.float(), batch.labels)
+        if self.train_config.task == "both":
+            self._val_outputs[-1] += (loss.detach().cpu() * len(batch.labels),)
         predictions = output.logits.argmax(dim=1)
         self.val_wa.update(predictions, batch.labels)
         self.val_ua.update(predictions, batch.labels)
         size = len(batch.labels)
-        self.log("val_loss", loss, prog_bar=True, sync_dist=True, batch_size=size)
+        if self.train_config.task == "categorical":
+            self.log("val_loss", loss, prog_bar=True, sync_dist=True, batch_size=size)
         self.log("val_wa", self.val_wa, prog_bar=True, batch_size=size)
         self.log("val_ua", self.val_ua, prog_bar=True, batch_size=size)
+
+    def on_validation_epoch_end(self) -> None:
+        """Dimensional tasks: val_loss = regression loss over the whole validation set (+ mean CE
+        for "both"), val_ccc = mean CCC of the attributes (this process's share under DDP)."""
+        if self.train_config.task == "categorical" or not self._val_outputs:
+            return
+        predicted = torch.cat([item[0] for item in self._val_outputs])
+        targets = torch.cat([item[1] for item in self._val_outputs])
+        loss = regression_loss(predicted, targets, self.train_config.regression_loss)
+        if self.train_config.task == "both":
+            loss = loss + sum(item[2] for item in self._val_outputs) / len(targets)
+        self._val_outputs.clear()
+        score = float(ccc_columns(predicted.numpy(), targets.numpy()).mean())
+        self.log("val_loss", float(loss), prog_bar=True)
+        self.log("val_ccc", score, prog_bar=True)
 
     def configure_optimizers(self):
         config = self.train_config
@@ -268,9 +331,11 @@ def train_fold(
     last_checkpoint = checkpoint_dir / LAST_CHECKPOINT
     info = check_fold_run(config, train, val, labels, run_dir, resume, last_checkpoint, extra_info)
 
+    task_fields = task_attributes(config, train, val)  # checked before anything is written
     torch.manual_seed(config.seed)  # classifier initialisation
-    model_config = model_config_for(config, labels)
+    model_config = model_config_for(config, labels, task_fields)
     module = EmotionTrainingModule(model_config.to_dict(), asdict(config))
+    module.attach_targets(train, val)
     limit = module.model.max_input_seconds
     if limit is not None and config.max_seconds > limit:
         raise ConfigError(

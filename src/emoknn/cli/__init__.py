@@ -25,7 +25,7 @@ import typer
 from rich.text import Text
 
 from emoknn.cli import corpus, datastore, demo, models, predict, training
-from emoknn.cli.common import error_console
+from emoknn.cli.common import error_console, tidy_help
 from emoknn.errors import EmoknnError
 
 app = typer.Typer(
@@ -50,6 +50,7 @@ app.command("push")(models.push_command)
 app.command("pack")(models.pack_command)
 app.command("serve")(predict.serve_command)
 app.command("export")(predict.export_command)
+tidy_help(app)
 
 
 def _quiet_third_party_noise() -> None:

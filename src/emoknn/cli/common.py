@@ -9,7 +9,10 @@ error messages are user text and are printed exactly as they are (`take[`, `[bol
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+import typer
+import typer.core
 from rich.console import Console
 from rich.text import Text
 
@@ -106,3 +109,43 @@ def load_folds(
     for fold in chosen:
         check_trainable(fold.train, labels)
     return utterances, chosen
+
+
+class TidyHelpCommand(typer.core.TyperCommand):
+    """A command whose help reads like a Unix tool's: arguments as NAME (NAME... when repeated,
+    [NAME] when optional) rather than `{name}` with a Python type (`<list[Path]>`), and on/off
+    flags without a `<bool>` value they do not take."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        params = super().get_params(ctx)
+        for param in params:
+            if isinstance(param, typer.core.TyperArgument):
+                param.__class__ = _TidyArgument
+            elif getattr(param, "is_flag", False) and param.metavar is None:
+                param.metavar = ""  # shown as nothing: a flag takes no value
+        return params
+
+
+class _TidyArgument(typer.core.TyperArgument):
+    def _name(self) -> str:
+        return (self.metavar or self.name or "").upper()
+
+    def _rich_display_name(self) -> str:
+        return self._name() + ("..." if self.nargs != 1 else "")
+
+    def _usage_display_name(self) -> str:
+        name = self._name() if self.required else f"[{self._name()}]"
+        return name + ("..." if self.nargs != 1 else "")
+
+    def display_type_rich(self, ctx: Any) -> str | None:
+        return None  # the name and the help say what it is
+
+
+def tidy_help(app: typer.Typer) -> None:
+    """Give every command of `app` (and of its groups) `TidyHelpCommand`'s help."""
+    for command in app.registered_commands:
+        if command.cls in (None, typer.core.TyperCommand):
+            command.cls = TidyHelpCommand
+    for group in app.registered_groups:
+        if group.typer_instance is not None:
+            tidy_help(group.typer_instance)

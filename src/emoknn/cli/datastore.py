@@ -31,6 +31,13 @@ def build_datastore(run_dir, train, val, max_seconds, criterion, index_type,
         f"T={chosen.temperature:.3g} ({criterion.upper()} {chosen.score:.3f}); kNN alone: "
         f"k={alone.k} T={alone.temperature:.3g} ({criterion.upper()} {alone.score:.3f})"
     )
+    if tuning.regression is not None:  # a dimensional model: the regression kNN, for mean CCC
+        chosen, alone = tuning.regression.interpolated, tuning.regression.knn_only
+        console.print(
+            f"attributes ({', '.join(store.attributes or [])}), tuned for mean CCC: k={chosen.k} "
+            f"α={chosen.alpha} T={chosen.temperature:.3g} (CCC {chosen.score:.3f}); kNN alone: "
+            f"k={alone.k} T={alone.temperature:.3g} (CCC {alone.score:.3f})"
+        )
 
 
 @datastore_app.command("build")
@@ -60,6 +67,19 @@ def datastore_build(
                      discard_added)  # fmt: skip
 
 
+def added_id(name: str) -> str:
+    """The datastore id of an added clip: `added/` and its path relative to here (its file name
+    when it lies elsewhere), never an absolute path (a pushed model would publish it) nor a
+    doubled slash."""
+    path = Path(name)
+    if path.is_absolute() or ".." in path.parts:
+        try:
+            path = path.resolve().relative_to(Path.cwd().resolve())
+        except ValueError:
+            path = Path(path.name)
+    return "added/" + path.as_posix().lstrip("/")
+
+
 @datastore_app.command("add")
 def datastore_add(
     run: Annotated[Path, typer.Argument(help="A run folder with a datastore")],
@@ -78,13 +98,13 @@ def datastore_add(
     if manifest is not None and (audio or label):
         raise ConfigError("give either audio files with --label, or --manifest CSV, not both")
     if manifest is not None:
-        utterances = [replace(u, id=f"added/{u.id}") for u in load_manifest(manifest)]
+        utterances = [replace(u, id=added_id(u.id)) for u in load_manifest(manifest)]
     elif audio and label is not None and label.strip():
         missing = [str(p) for p in audio if not p.is_file()]
         if missing:
             raise EmoknnError(f"{missing[0]}: file not found" + (
                 f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))  # fmt: skip
-        utterances = [Utterance(f"added/{p.resolve()}", p, label, "added") for p in audio]
+        utterances = [Utterance(added_id(str(p)), p, label, "added") for p in audio]
     else:
         raise EmoknnError("give audio files with a non-empty --label, or --manifest CSV")
     store = add_to_datastore(run, utterances)

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Annotated
 
@@ -11,6 +12,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
+from emoknn.checks import check_device
 from emoknn.cli.common import console, error_console
 from emoknn.cli.options import ClipBatch, Criterion, Device, Licence
 
@@ -51,9 +53,10 @@ def import_command(
     out: Annotated[Path, typer.Argument(help="emoknn model folder to write")],
 ) -> None:
     """Turn a published Hugging Face audio classifier into an emoknn model folder."""
-    from emoknn.hf_import import import_to_folder
+    from emoknn.hf_import import check_import_destination, import_to_folder
     from emoknn.hub import resolve_model
 
+    check_import_destination(model, out)  # before any download
     folder = import_to_folder(resolve_model(model), out)
     console.print(f"Wrote {folder}; predict, serve, export and adapt read it.", highlight=False)
 
@@ -90,9 +93,10 @@ def adapt_command(
     batch_size: ClipBatch = 16,
 ) -> None:
     """Adapt a trained or published model to your own labelled clips with kNN (no training)."""
-    from emoknn.adapt import INFERENCES, adapt_model, check_new_folder, load_source, parse_label_map
+    from emoknn.adapt import adapt_model, check_new_folder, load_source, parse_label_map
 
     mapping = parse_label_map(label_map) if label_map else None
+    check_device(device, "--device")  # before loading anything, as predict does
     check_new_folder(out)
     source = load_source(model, "cpu")
     result = adapt_model(source, data, out, mapping, keep_datastore, folds, criterion, seed,
@@ -102,22 +106,24 @@ def adapt_command(
     table = Table(title=f"held-out clips, {result.folds} {grouping} folds")
     for column in ("inference", "UA % mean ± std", "WA % mean ± std"):
         table.add_column(column, justify="left" if column == "inference" else "right")
-    for name in INFERENCES:
-        row = result.summary[name]
+    for name, row in result.summary.items():
         table.add_row(names[name], f"{100 * row['ua_mean']:.1f} ± {100 * row['ua_std']:.1f}",
                       f"{100 * row['wa_mean']:.1f} ± {100 * row['wa_std']:.1f}")  # fmt: skip
     console.print(table)
     for comparison in result.comparisons:
         console.print(comparison["sentence"], highlight=False)
     only_knn = sorted(set(result.labels) - set(result.model_labels))
-    if only_knn:
+    if not result.model_labels:
+        console.print("The model knows none of your labels: every label is served by the kNN "
+                      "alone (no model-alone figure; predict needs the kNN).", highlight=False)
+    elif only_knn:
         console.print(f"served by the kNN alone (the model does not know them): "
                       f"{', '.join(only_knn)}", highlight=False)  # fmt: skip
     chosen = result.tuning.interpolated
     console.print(
         f"Wrote {result.out_dir} (labels {', '.join(result.labels)}; k = {chosen.k}, "
         f"α = {chosen.alpha}, T = {chosen.to_dict()['temperature']}). Try: emoknn predict "
-        f"CLIP.wav --model {result.out_dir}",
+        f"CLIP.wav --model {shlex.quote(str(result.out_dir))}",
         highlight=False,
     )
 

@@ -72,6 +72,22 @@ CachePrecision = Annotated[
         "(both; needs a CPU or GPU with bfloat16)",
     ),
 ]
+Task = Annotated[
+    str | None,
+    typer.Option("--task", help="categorical (classes), dimensional (arousal, valence, "
+                 "dominance) or both"),
+]  # fmt: skip
+RegressionLoss = Annotated[
+    str | None, typer.Option("--regression-loss", help="ccc (1 − CCC, default) or mse")
+]
+SpeakerNorm = Annotated[
+    bool,
+    typer.Option(
+        "--speaker-norm",
+        help="Standardise each speaker's features with its own clips, the test speaker's "
+        "unlabelled clips included (transductive; frozen encoder only)",
+    ),
+]
 Seed = Annotated[int | None, typer.Option("--seed", help="Random seed")]
 Workers = Annotated[int | None, typer.Option("--workers", help="Data loader worker processes")]
 Accelerator = Annotated[str | None, typer.Option("--accelerator", help="auto, cpu, gpu")]
@@ -94,7 +110,9 @@ Licence = Annotated[
 RecognizerModel = Annotated[
     Path,
     typer.Option(
-        "--model", help="Trained run folder, a .ckpt file, or an `emoknn export` folder"
+        "--model",
+        help="A run or adapted model folder, an `emoknn export` folder, a .ckpt file, a Hugging "
+        "Face audio classifier folder, or a Hub id owner/name",
     ),
 ]
 Knn = Annotated[bool, typer.Option("--knn/--no-knn", help="Interpolate with the kNN model")]

@@ -62,6 +62,8 @@ def predict_command(
     for problem in problems:
         skipped(problem)
     recognizer = load_recognizer(model, device, knn, precision, int8)
+    if getattr(recognizer, "note", None):
+        error_console.print(f"note: {recognizer.note}", highlight=False)
     if neighbours and recognizer.store is None:
         raise ConfigError(
             f"--neighbours: {model} has no kNN datastore here (a checkpoint, an imported "
@@ -79,7 +81,14 @@ def predict_command(
             progress.advance(task)
     if not predictions:
         raise EmoknnError("nothing could be predicted")
-    labels = recognizer.labels
+    # A dimensional model gives no class (its labels say nothing); it and a multi-task model
+    # give their attributes, after the class columns.
+    labels = recognizer.labels if recognizer.predicts_classes else []
+    attributes = recognizer.attributes or []
+
+    def rated(values: dict[str, float] | None, digits: int) -> list[str]:
+        return [f"{values[a]:.{digits}f}" if values else "" for a in attributes]
+
     if output_format == "json":
         print(json.dumps([p.to_dict() for p in predictions], indent=2))
     elif output_format == "csv":
@@ -89,7 +98,7 @@ def predict_command(
         fields = ("id", "label", "distance", "weight", "source")
         writer.writerow(["source", "start_s", "end_s", "label", *labels, "no_speech",
                          *(f"neighbour{rank}_{name}" for rank in range(1, neighbours + 1)
-                           for name in fields)])  # fmt: skip
+                           for name in fields), *attributes])  # fmt: skip
 
         def near(found) -> list:
             cells = []
@@ -98,13 +107,15 @@ def predict_command(
             return cells + [""] * (len(fields) * (neighbours - len(found)))
 
         for p in predictions:
-            writer.writerow([p.source, 0.0, p.duration_s, p.label,
+            writer.writerow([p.source, 0.0, p.duration_s, p.label or "",
                              *(f"{p.probabilities[label]:.4f}" for label in labels),
-                             int(p.no_speech), *near(p.neighbours)])  # fmt: skip
+                             int(p.no_speech), *near(p.neighbours),
+                             *rated(p.attributes, 4)])  # fmt: skip
             for segment in p.segments:
-                writer.writerow([p.source, segment.start_s, segment.end_s, segment.label,
+                writer.writerow([p.source, segment.start_s, segment.end_s, segment.label or "",
                                  *(f"{segment.probabilities[x]:.4f}" for x in labels),
-                                 int(segment.no_speech), *near(segment.neighbours)])  # fmt: skip
+                                 int(segment.no_speech), *near(segment.neighbours),
+                                 *rated(segment.attributes, 4)])  # fmt: skip
     else:
         # What was used, not what was asked: a checkpoint (or --no-knn) has no kNN stage.
         used_knn = recognizer.store is not None
@@ -123,20 +134,23 @@ def predict_command(
             # Under the prediction: the training clips it was pulled toward, nearest first.
             for rank, n in enumerate(found, 1):
                 table.add_row(f"{indent}{rank}. {n.id}", "", n.label, *[""] * len(labels),
-                              f"{n.weight:.2f}", f"{n.distance:.3g}", style="dim")  # fmt: skip
+                              f"{n.weight:.2f}", f"{n.distance:.3g}", *[""] * len(attributes),
+                              style="dim")  # fmt: skip
 
+        for attribute in attributes:
+            table.add_column(attribute, justify="right", style="cyan")
         for p in predictions:
             # No speech: say so instead of an emotion; the model's probabilities stay visible.
-            emotion = "no speech" if p.no_speech else p.label
+            emotion = "no speech" if p.no_speech else (p.label or "—")
             table.add_row(Path(p.source).name, f"{p.duration_s:.1f}", emotion,
                           *(f"{p.probabilities[label]:.2f}" for label in labels),
-                          *blank)  # fmt: skip
+                          *blank, *rated(p.attributes, 2))  # fmt: skip
             add_neighbours(p.neighbours, "  ")
             for segment in p.segments:
                 table.add_row(f"  {segment.start_s:.1f}–{segment.end_s:.1f} s", "",
-                              "no speech" if segment.no_speech else segment.label,
+                              "no speech" if segment.no_speech else (segment.label or "—"),
                               *(f"{segment.probabilities[x]:.2f}" for x in labels),
-                              *blank)  # fmt: skip
+                              *blank, *rated(segment.attributes, 2))  # fmt: skip
                 add_neighbours(segment.neighbours, "    ")
         console.print(table)
         if any(p.no_speech for p in predictions):
@@ -157,6 +171,9 @@ def serve_command(
     max_segments: Annotated[
         int, typer.Option(help="Most segments (model forward passes) one request may need")
     ] = 256,
+    max_queue: Annotated[
+        int, typer.Option(help="Most requests waiting for the model; more get 503 (busy)")
+    ] = 8,
     precision: InferencePrecision = "fp32",
     int8: Int8 = False,
     serve_neighbour_audio: Annotated[
@@ -176,9 +193,9 @@ def serve_command(
     check_number(max_upload_mb, "--max-upload-mb", 0.0, strict_minimum=True)
     check_number(max_seconds, "--max-seconds", 0.0, strict_minimum=True)
     check_int(max_segments, "--max-segments", 1)
+    check_int(max_queue, "--max-queue", 0)
     check_choice(precision, "--precision", PRECISIONS)
     check_listen_address(host, port)  # before loading the model: a busy port fails at once
-    console.print(f"emoknn serving {model} on http://{host}:{port}/ (API docs: /docs)")
     if serve_neighbour_audio:
         error_console.print(
             "--serve-neighbour-audio: the training clips the datastore lists can be played by "
@@ -186,12 +203,17 @@ def serve_command(
             style="yellow",
         )
     serve(str(model), host, port, knn, max_upload_mb, max_seconds, precision, int8,
-          max_segments=max_segments,
-          serve_neighbour_audio=serve_neighbour_audio)  # fmt: skip
+          max_segments=max_segments, max_queue=max_queue,
+          serve_neighbour_audio=serve_neighbour_audio,
+          announce=lambda line: console.print(line, highlight=False))  # fmt: skip
 
 
 def export_command(
-    model: Annotated[Path, typer.Option(help="Trained run folder")],
+    model: Annotated[
+        Path,
+        typer.Option(help="An emoknn model folder: a training run, or an adapted or imported "
+                     "model (model.safetensors + model.json)"),
+    ],
     export_format: Annotated[str, typer.Option("--format", help="onnx")] = "onnx",
     out: Annotated[Path | None, typer.Option(help="Output folder (default: MODEL/onnx)")] = None,
     quantize: Annotated[bool, typer.Option(help="Also write a dynamic int8 model")] = False,

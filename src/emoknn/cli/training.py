@@ -40,9 +40,12 @@ from emoknn.cli.options import (
     MaxSeconds,
     Preset,
     Progress,
+    RegressionLoss,
     RirDir,
     Scheme,
     Seed,
+    SpeakerNorm,
+    Task,
     TrainPrecision,
     Workers,
 )
@@ -66,12 +69,16 @@ def train_command(
         float | None, typer.Option("--lambda", help="λ: weight of SupCon (0 = CE only)")
     ] = None,
     temperature: Annotated[float | None, typer.Option(help="SupCon τ")] = None,
+    task: Task = None,
+    regression_loss: RegressionLoss = None,
     epochs: Epochs = None,
     batch_size: BatchSize = None,
     lr: LearningRate = None,
     optimizer: Annotated[str | None, typer.Option(help="sgd or adamw")] = None,
     max_seconds: MaxSeconds = None,
-    monitor: Annotated[str | None, typer.Option(help="val_loss, val_ua or val_wa")] = None,
+    monitor: Annotated[
+        str | None, typer.Option(help="val_loss, val_ua, val_wa or (dimensional) val_ccc")
+    ] = None,
     early_stopping: Annotated[int | None, typer.Option(help="Stop after N bad epochs")] = None,
     layer_weighting: Annotated[bool | None, typer.Option(help="Weighted sum of layers")] = None,
     freeze_feature_encoder: Annotated[bool | None, typer.Option(help="Freeze the CNN")] = None,
@@ -79,6 +86,7 @@ def train_command(
     feature_cache: FeatureCache = None,
     cache_views: CacheViews = None,
     cache_precision: CachePrecision = None,
+    speaker_norm: SpeakerNorm = False,
     seed: Seed = None,
     workers: Workers = None,
     accelerator: Accelerator = None,
@@ -93,7 +101,8 @@ def train_command(
     ] = True,
     criterion: Criterion = "ua",
 ) -> None:
-    """Fine-tune on one speaker-independent fold with CE + SupCon on augmented views."""
+    """Fine-tune on one speaker-independent fold with CE + SupCon on augmented views (--task
+    dimensional|both: a regression head for arousal, valence, dominance too)."""
     from emoknn.corpora import label_names
     from emoknn.knn import CRITERIA
     from emoknn.train import train_fold
@@ -108,13 +117,14 @@ def train_command(
         preset, encoder=encoder, augment=augment,
         rir_dir=None if rir_dir is None else str(rir_dir),
         contrastive_weight=contrastive_weight, temperature=temperature, max_epochs=epochs,
+        task=task, regression_loss=regression_loss,
         batch_size=batch_size, learning_rate=lr, optimizer=optimizer, max_seconds=max_seconds,
         monitor=monitor, early_stopping_patience=early_stopping, layer_weighting=layer_weighting,
         freeze_feature_encoder=freeze_feature_encoder, seed=seed, num_workers=workers,
         accelerator=accelerator, devices=devices, num_nodes=num_nodes, precision=precision,
         tensorboard=tensorboard, progress_bar=progress, freeze_encoder=freeze_encoder,
         feature_cache=None if feature_cache is None else str(feature_cache),
-        cache_views=cache_views, cache_precision=cache_precision,
+        cache_views=cache_views, cache_precision=cache_precision, speaker_norm=speaker_norm or None,
     )  # fmt: skip
     utterances, chosen = load_folds(corpus, kind, scheme, fold, label_map)
     if len(chosen) != 1:
@@ -122,6 +132,8 @@ def train_command(
     selected = chosen[0]
     if out is None:
         name = f"{preset}-{config.augment}-l{config.contrastive_weight:g}-s{config.seed}"
+        if config.task != "categorical":
+            name += f"-{config.task}"
         out = Path("runs") / corpus.stem / name / selected.name
         check_output_folder(out, "--out")
     check_encoder(config)
@@ -148,7 +160,8 @@ def train_command(
         else f"best: {result.best_checkpoint}\nlast: {result.last_checkpoint}"
     )
     console.print(
-        f"Trained {selected.name} ({result.epochs} epochs). Best {config.monitor} = "
+        f"Trained {selected.name} ({result.epochs} epoch{'' if result.epochs == 1 else 's'}). "
+        f"Best {config.monitor} = "
         f"{result.best_score if result.best_score is not None else float('nan'):.4f}\n{files}"
     )
     if knn:
@@ -167,6 +180,26 @@ def print_summary(summary: list[dict], title: str) -> None:
             f"{100 * row['ua_mean']:.2f} ± {100 * row['ua_std']:.2f}",
         )
     console.print(table)
+
+
+def print_dimensional(results: dict) -> None:
+    """Dimensional tasks: mean CCC (and per attribute) of each variant, and the paired CCC
+    comparisons."""
+    summary = results.get("dimensional_summary")
+    if not summary:
+        return
+    attributes = summary[0]["attributes"]
+    table = Table(title="Attributes: CCC, mean ± std over folds")
+    for column in ("variant", "folds", "mean CCC", *attributes):
+        table.add_column(column, justify="left" if column == "variant" else "right")
+    for row in summary:
+        cells = [f"{row[f'ccc_{a}_mean']:.3f} ± {row[f'ccc_{a}_std']:.3f}"
+                 for a in ("mean", *attributes)]  # fmt: skip
+        table.add_row(row["variant"], str(row["folds"]), *cells)
+    console.print(table)
+    for c in results.get("dimensional_comparisons") or []:
+        console.print(f"  - {c['name']}: ΔCCC {c['mean']:+.3f}, p {c['p_value']:.3g} "
+                      f"({len(c['folds'])} folds)", highlight=False)  # fmt: skip
 
 
 def print_comparisons(comparisons: list[dict]) -> None:
@@ -213,8 +246,8 @@ def run_crossval(corpus: Path, kind: str, scheme: str, folds: str | None, tables
         "corpus_name": corpus.resolve().name + (" (synthetic)" if synthetic else ""),
         "scheme": scheme, "synthetic": synthetic, "num_utterances": len(utterances),
         "labels": label_names(utterances), "preset": config.preset_name,
-        "encoder": config.encoder, "label_map": label_map_setting(label_map),
-        "protocol": describe_protocol(chosen),
+        "encoder": config.encoder, "speaker_norm": config.speaker_norm,
+        "label_map": label_map_setting(label_map), "protocol": describe_protocol(chosen),
     }  # fmt: skip
     if not config.progress_bar:  # each fold prints its own line below; Lightning's add nothing
         import logging
@@ -229,15 +262,21 @@ def run_crossval(corpus: Path, kind: str, scheme: str, folds: str | None, tables
     )  # fmt: skip
 
     def done(result: dict) -> None:
-        scores = result["scores"]
-        with_knn = (f" (+kNN {100 * scores['interpolated']['ua']:.1f})"
-                    if "interpolated" in scores else "")  # fmt: skip
-        if "layer" in result:  # the encoder probe: what it chose, and what it cost
-            seconds = result.get("seconds")
-            cost = f", {seconds:.1f} s" if isinstance(seconds, (int, float)) else ""
-            with_knn = f" (layer {result['layer']}, C {result['c']:g}{cost})"
-        model_ua = 100 * scores["model"]["ua"]
-        console.print(f"  {result['fold']} {result['label']:<8} UA {model_ua:.1f}{with_knn}",
+        scores, parts = result["scores"], []
+        if "model" in scores:
+            with_knn = (f" (+kNN {100 * scores['interpolated']['ua']:.1f})"
+                        if "interpolated" in scores else "")  # fmt: skip
+            if "layer" in result:  # the encoder probe: what it chose, and what it cost
+                seconds = result.get("seconds")
+                cost = f", {seconds:.1f} s" if isinstance(seconds, (int, float)) else ""
+                with_knn = f" (layer {result['layer']}, C {result['c']:g}{cost})"
+            parts.append(f"UA {100 * scores['model']['ua']:.1f}{with_knn}")
+        dimensional = result.get("dimensional")
+        if dimensional:  # mean CCC over the attributes
+            with_knn = (f" (+kNN {dimensional['interpolated']['mean']['ccc']:.3f})"
+                        if "interpolated" in dimensional else "")  # fmt: skip
+            parts.append(f"CCC {dimensional['model']['mean']['ccc']:.3f}{with_knn}")
+        console.print(f"  {result['fold']} {result['label']:<8} {', '.join(parts)}",
                       highlight=False)  # fmt: skip
 
     crossval(utterances, chosen, config, out, table_names, meta, on_fold_done=done,
@@ -246,8 +285,10 @@ def run_crossval(corpus: Path, kind: str, scheme: str, folds: str | None, tables
         return out / "report.md"  # a DDP helper process: the first process reports
     report = write_report([out], out, meta)
     results = json.loads((out / "results.json").read_text())
-    print_summary(results["summary"], f"{meta['corpus_name']}: mean ± std over folds")
+    if results["summary"]:
+        print_summary(results["summary"], f"{meta['corpus_name']}: mean ± std over folds")
     print_comparisons(results["comparisons"])
+    print_dimensional(results)
     if synthetic:
         console.print(HONESTY_NOTE, style="yellow")
     console.print(f"Report: {report}\nResults: {out / 'results.json'}")
@@ -272,6 +313,9 @@ def crossval_command(
     feature_cache: FeatureCache = None,
     cache_views: CacheViews = None,
     cache_precision: CachePrecision = None,
+    task: Task = None,
+    regression_loss: RegressionLoss = None,
+    speaker_norm: SpeakerNorm = False,
     seed: Seed = None,
     workers: Workers = None,
     accelerator: Accelerator = None,
@@ -282,11 +326,13 @@ def crossval_command(
 ) -> None:
     """Train and evaluate every fold (or --folds) for the paper's tables; write a report."""
     config = train_config(
-        preset, encoder=encoder, max_epochs=epochs, batch_size=batch_size, learning_rate=lr,
+        preset, task=task, regression_loss=regression_loss, encoder=encoder, max_epochs=epochs,
+        batch_size=batch_size, learning_rate=lr,
         max_seconds=max_seconds, seed=seed, num_workers=workers, accelerator=accelerator,
         devices=devices, precision=precision, progress_bar=progress,
         freeze_encoder=freeze_encoder, cache_views=cache_views, cache_precision=cache_precision,
         feature_cache=None if feature_cache is None else str(feature_cache),
+        speaker_norm=speaker_norm or None,
     )  # fmt: skip
     run_crossval(corpus, kind, scheme, folds, tables, out, config, criterion, label_map)
 
@@ -313,8 +359,10 @@ def report_command(
     out = out or run_dirs[0]
     report = write_report(run_dirs, out, meta)
     results = json.loads((out / "results.json").read_text())
-    print_summary(
-        results["summary"], f"{meta.get('corpus_name', 'merged')}: mean ± std over folds"
-    )
+    if results["summary"]:
+        print_summary(
+            results["summary"], f"{meta.get('corpus_name', 'merged')}: mean ± std over folds"
+        )
     print_comparisons(results["comparisons"])
+    print_dimensional(results)
     console.print(f"Report: {report}")

@@ -8,6 +8,8 @@ An evaluation file holds one summary line per utterance,
     [6.2901 - 8.2357]<TAB>Ses01F_impro01_F000<TAB>neu<TAB>[2.5000, 2.5000, 2.5000]
 
 followed by the individual annotators' lines, which do not start with `[` and are ignored.
+The bracketed triple is the utterance's mean dimensional rating `[V, A, D]` (valence, activation
+i.e. arousal, dominance; scale 1-5): it becomes `Utterance.valence`, `.arousal`, `.dominance`.
 The paper's 4-class set keeps ang/hap/exc/neu/sad and merges excited into happy: 5,531 utterances.
 """
 
@@ -32,7 +34,9 @@ IEMOCAP_FOUR_CLASS_MAP: dict[str, str] = {
 
 _SUMMARY_LINE = re.compile(
     r"^\[(?P<start>[\d.]+)\s*-\s*(?P<end>[\d.]+)\]\s+(?P<id>Ses\d\d[FM]_\S+)\s+(?P<code>\w+)\s+\["
+    r"(?:\s*(?P<v>[\d.]+)\s*,\s*(?P<a>[\d.]+)\s*,\s*(?P<d>[\d.]+)\s*\])?"
 )
+ATTRIBUTE_SCALE = (1.0, 5.0)  # IEMOCAP's dimensional ratings: 1-5
 _SESSION_DIR = re.compile(r"^Session(\d+)$")
 
 
@@ -107,5 +111,11 @@ def _read_evaluation_file(
             )
         session = utterance_id[:5]  # Ses01
         path = session_dir / "sentences" / "wav" / dialog / f"{utterance_id}.wav"
-        utterances.append(Utterance(utterance_id, path, label, session + gender, session))
+        valence, arousal, dominance = (
+            None if match[key] is None else float(match[key]) for key in ("v", "a", "d")
+        )
+        utterances.append(
+            Utterance(utterance_id, path, label, session + gender, session,
+                      arousal=arousal, valence=valence, dominance=dominance)
+        )  # fmt: skip
     return utterances

@@ -6,6 +6,9 @@
 
 `path` is relative to the CSV file (absolute paths work too); `session` is optional. Any label set
 works. The utterance id is the path relative to the CSV, without its extension.
+
+Optional columns `arousal`, `valence`, `dominance` give dimensional ratings (numbers in the
+corpus's own scale; an empty cell = no rating for that utterance).
 """
 
 from __future__ import annotations
@@ -18,6 +21,20 @@ from emoknn.corpora.utterance import Utterance, as_path, check_unique_ids, requi
 from emoknn.errors import CorpusError
 
 REQUIRED_COLUMNS = ("path", "label", "speaker")
+ATTRIBUTE_COLUMNS = ("arousal", "valence", "dominance")  # optional
+
+
+def _attribute(row: dict[str, str], name: str, where: str) -> float | None:
+    text = row.get(name) or ""
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if value != value or value in (float("inf"), float("-inf")):
+        raise CorpusError(f"{where}: {name} must be a finite number or empty, got {text!r:.40}")
+    return value
 
 
 def load_manifest(csv_path: str | os.PathLike, skip_missing: bool = False) -> list[Utterance]:
@@ -51,8 +68,10 @@ def load_manifest(csv_path: str | os.PathLike, skip_missing: bool = False) -> li
                 path = relative if relative.is_absolute() else base / relative
                 utterance_id = relative.with_suffix("").as_posix()
                 session = row.get("session") or None
+                where = f"{csv_path}:{row_number}"
+                ratings = {name: _attribute(row, name, where) for name in ATTRIBUTE_COLUMNS}
                 utterances.append(
-                    Utterance(utterance_id, path, row["label"], row["speaker"], session)
+                    Utterance(utterance_id, path, row["label"], row["speaker"], session, **ratings)
                 )
     except (OSError, UnicodeDecodeError, csv.Error) as error:
         raise CorpusError(f"{csv_path}: cannot read manifest ({error})") from error
@@ -66,10 +85,13 @@ def write_manifest(utterances: list[Utterance], csv_path: str | os.PathLike) -> 
     """Write utterances as a manifest with paths relative to the CSV's folder where possible."""
     csv_path = as_path(csv_path, "manifest")
     base = csv_path.parent.resolve()
+    # The attribute columns that any utterance has a rating in (none: the plain four columns).
+    rated = [n for n in ATTRIBUTE_COLUMNS if any(getattr(u, n) is not None for u in utterances)]
     with csv_path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["path", "label", "speaker", "session"])
+        writer.writerow(["path", "label", "speaker", "session", *rated])
         for u in utterances:
             path = u.path.resolve()
             shown = path.relative_to(base) if path.is_relative_to(base) else path
-            writer.writerow([shown.as_posix(), u.label, u.speaker, u.session or ""])
+            ratings = ["" if getattr(u, n) is None else repr(getattr(u, n)) for n in rated]
+            writer.writerow([shown.as_posix(), u.label, u.speaker, u.session or "", *ratings])

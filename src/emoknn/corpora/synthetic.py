@@ -30,6 +30,7 @@ from emoknn.checks import check_int, check_number
 from emoknn.corpora.manifest import load_manifest, write_manifest
 from emoknn.corpora.utterance import FOUR_CLASSES, Utterance, as_path
 from emoknn.errors import CorpusError
+from emoknn.files import check_writable_folder
 
 MARKER_FILE = "SYNTHETIC_CORPUS.txt"
 MANIFEST_FILE = "manifest.csv"
@@ -120,15 +121,28 @@ def synthesize_utterance(
     sample_rate: int = SAMPLE_RATE,
 ) -> np.ndarray:
     """One synthetic utterance (float32, peak ≤ 0.99) of `speaker` with the prosody of `label`."""
+    return synthesize_with_prosody(speaker, label, duration_s, rng, sample_rate)[0]
+
+
+def synthesize_with_prosody(
+    speaker: SyntheticSpeaker,
+    label: str,
+    duration_s: float,
+    rng: np.random.Generator,
+    sample_rate: int = SAMPLE_RATE,
+) -> tuple[np.ndarray, EmotionProsody]:
+    """`synthesize_utterance`, and the prosody drawn for it (before the speaker's tilt and
+    breathiness offsets): what `prosody_attributes` rates."""
     mean, spread = PROSODY[label], SPREAD
     pitch = rng.normal(mean.pitch_semitones, spread.pitch_semitones)
     pitch_range = max(0.5, rng.normal(mean.pitch_range_semitones, spread.pitch_range_semitones))
     rate = max(1.5, rng.normal(mean.syllables_per_second, spread.syllables_per_second))
     loudness_db = rng.normal(mean.loudness_db, spread.loudness_db)
-    tilt = rng.normal(mean.tilt_db_per_octave, spread.tilt_db_per_octave) + speaker.tilt_offset_db
-    breathiness = max(
-        0.0, rng.normal(mean.breathiness, spread.breathiness) + speaker.breathiness_offset
-    )
+    emotion_tilt = rng.normal(mean.tilt_db_per_octave, spread.tilt_db_per_octave)
+    tilt = emotion_tilt + speaker.tilt_offset_db
+    emotion_breathiness = rng.normal(mean.breathiness, spread.breathiness)
+    breathiness = max(0.0, emotion_breathiness + speaker.breathiness_offset)
+    drawn = EmotionProsody(pitch, pitch_range, rate, loudness_db, emotion_tilt, emotion_breathiness)
 
     num_samples = round(duration_s * sample_rate)
     hop = 80  # control parameters move on a 5 ms grid, then are interpolated to samples
@@ -187,7 +201,33 @@ def synthesize_utterance(
     peak = np.abs(signal).max()
     if peak > 0.99:
         signal *= 0.99 / peak
-    return signal.astype(np.float32)
+    return signal.astype(np.float32), drawn
+
+
+# Dimensional ratings of a synthetic utterance, on IEMOCAP's 1-5 scale, computed from the prosody
+# drawn for it (no extra randomness: the audio is what it always was). With N = PROSODY["neutral"],
+# S = SPREAD and clip to [1, 5]:
+#   arousal   = 3 + 0.25·[(loudness − N)/S + (rate − N)/S + (pitch − N)/S]      (loud, fast, high)
+#   valence   = VALENCE[label] + 0.4·(pitch_range − M)/S − 0.4·(breathiness − M)/S   (M: the
+#               label's own mean: the class sets valence, lively and clear voices raise it)
+#   dominance = 3 + 0.3·[(loudness − N)/S + (tilt − N)/S]                      (loud, bright)
+# so angry is high arousal / low valence / high dominance and sad low / low / low, as in the
+# circumplex. Like the labels, these are rules of the generator, not human ratings.
+VALENCE: dict[str, float] = {"angry": 1.8, "happy": 4.2, "neutral": 3.0, "sad": 2.0}
+
+
+def prosody_attributes(label: str, drawn: EmotionProsody) -> dict[str, float]:
+    """Arousal, valence and dominance (1-5) of an utterance drawn with `drawn` (see above)."""
+    neutral, spread, own = PROSODY["neutral"], SPREAD, PROSODY[label]
+
+    def z(name: str, centre: EmotionProsody = neutral) -> float:
+        return (getattr(drawn, name) - getattr(centre, name)) / getattr(spread, name)
+
+    arousal = 3 + 0.25 * (z("loudness_db") + z("syllables_per_second") + z("pitch_semitones"))
+    valence = VALENCE[label] + 0.4 * z("pitch_range_semitones", own) - 0.4 * z("breathiness", own)
+    dominance = 3 + 0.3 * (z("loudness_db") + z("tilt_db_per_octave"))
+    clip = lambda x: round(float(np.clip(x, 1.0, 5.0)), 4)  # noqa: E731
+    return {"arousal": clip(arousal), "valence": clip(valence), "dominance": clip(dominance)}
 
 
 @dataclass(frozen=True)
@@ -210,7 +250,8 @@ def generate_synthetic_corpus(
 ) -> list[Utterance]:
     """Write a synthetic corpus to `out_dir` and return its utterances.
 
-    Layout: `wav/<speaker>/<id>.wav`, `manifest.csv` (path,label,speaker,session), and
+    Layout: `wav/<speaker>/<id>.wav`, `manifest.csv` (path,label,speaker,session, and the
+    dimensional ratings arousal,valence,dominance of `prosody_attributes`), and
     `SYNTHETIC_CORPUS.txt` with the settings and a note that the data is not emotional speech.
     With the defaults: 5 sessions × 2 speakers × 4 classes × 10 = 400 clips of 1–3 s.
     """
@@ -229,6 +270,7 @@ def generate_synthetic_corpus(
             f"{out_dir}: folder exists and is not empty ({what}); choose a new folder, or delete "
             "this one first, so nothing is overwritten or left stale"
         )
+    check_writable_folder(out_dir, "the corpus folder")
     # Written beside, then renamed into place: an interrupted run leaves no half corpus.
     staging = out_dir.parent / f".{out_dir.name}.{os.getpid()}.partial"
     shutil.rmtree(staging, ignore_errors=True)
@@ -252,10 +294,13 @@ def _write_synthetic_corpus(out_dir: Path, settings: SyntheticSettings) -> None:
             for index in range(settings.utterances_per_class):
                 utterance_id = f"{speaker.id}_{label}_{index:03d}"
                 duration = float(rng.uniform(settings.min_seconds, settings.max_seconds))
-                samples = synthesize_utterance(speaker, label, duration, rng)
+                samples, drawn = synthesize_with_prosody(speaker, label, duration, rng)
                 path = out_dir / "wav" / speaker.id / f"{utterance_id}.wav"
                 sf.write(str(path), samples, SAMPLE_RATE, subtype="PCM_16")
-                utterances.append(Utterance(utterance_id, path, label, speaker.id, speaker.session))
+                utterances.append(
+                    Utterance(utterance_id, path, label, speaker.id, speaker.session,
+                              **prosody_attributes(label, drawn))
+                )  # fmt: skip
     write_manifest(utterances, out_dir / MANIFEST_FILE)
     description = {
         "note": HONESTY_NOTE,
