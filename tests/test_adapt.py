@@ -236,9 +236,14 @@ def test_bad_input_is_refused_before_anything_is_written(source, small_synthetic
     with pytest.raises(ConfigError, match="not empty"):
         adapt_model(source, manifest, tmp_path / "full", HF_MAP, device="cpu")
     assert (tmp_path / "full" / "keep.txt").read_text() == "mine"
-    partial = tmp_path / "partial.csv"
-    rows = manifest.read_text().splitlines()
-    partial.write_text("\n".join([*rows[:3], rows[3].rsplit(",", 2)[0] + ",,"]) + "\n")
+    partial = manifest.parent / "partial.csv"  # beside it: its paths are relative to the CSV
+    with manifest.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))[:3]
+    rows[2]["speaker"] = ""  # the third clip names no speaker, the others do
+    with partial.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
     with pytest.raises(CorpusError, match="no speaker"):
         load_labelled_clips(partial)
     with pytest.raises(ConfigError, match="no datastore to keep"):
