@@ -34,23 +34,33 @@ import csv
 import os
 import shutil
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from emoknn.checks import check_device
+from emoknn.corpora.manifest import ATTRIBUTE_COLUMNS, parse_attribute
 from emoknn.corpora.utterance import Utterance, check_unique_ids, require_files
 from emoknn.errors import ConfigError, CorpusError, EmoknnError
 from emoknn.files import check_writable_folder, write_json_atomic, write_text_atomic
 from emoknn.inference import best_device, embed_utterances, record_origins
 from emoknn.inputs import AUDIO_SUFFIXES
-from emoknn.knn import Datastore, TuningResult, knn_predict_probs, store_knn_probs, tune_knn
-from emoknn.metrics import unweighted_accuracy, weighted_accuracy
+from emoknn.knn import (
+    Datastore,
+    TuningResult,
+    knn_predict_probs,
+    knn_predict_values,
+    store_knn_probs,
+    store_knn_values,
+    tune_knn,
+    tune_knn_regression,
+)
+from emoknn.metrics import ccc, unweighted_accuracy, weighted_accuracy
 from emoknn.model import EmotionModel, ModelConfig
 from emoknn.model_folder import fingerprint_of, save_knn, save_model
-from emoknn.stats import METHOD_NOTE, compare
+from emoknn.stats import METHOD_NOTE, compare, paired_test
 
 ADAPT_REPORT_FILE = "adapt.json"
 MAX_FOLDS = 10
@@ -86,18 +96,26 @@ class AdaptResult:
 # ── the user's clips ─────────────────────────────────────────────────────────────────────────────
 
 
-def load_labelled_clips(data: str | os.PathLike) -> tuple[list[Utterance], bool]:
+def load_labelled_clips(data: str | os.PathLike, rated: list[str] | None = None
+                        ) -> tuple[list[Utterance], bool]:  # fmt: skip
     """Labelled clips and whether they name speakers: a CSV manifest `path,label[,speaker
-    [,session]]`, a folder holding `manifest.csv`, or a folder per label (`DIR/label/…/*.wav`)."""
+    [,session][,arousal][,valence][,dominance]]`, a folder holding `manifest.csv`, or a folder
+    per label (`DIR/label/…/*.wav`). `rated`: attributes every clip must have a rating of (a
+    dimensional model's), which only a manifest can give."""
     data = Path(data)
     if data.is_file():
         if data.suffix.lower() != ".csv":
             raise CorpusError(f"{data}: expected a folder per label or a .csv manifest")
-        return _read_manifest(data)
+        return _read_manifest(data, rated)
     if not data.is_dir():
         raise CorpusError(f"{data}: not found; expected a folder per label or a .csv manifest")
     if (data / "manifest.csv").is_file():
-        return _read_manifest(data / "manifest.csv")
+        return _read_manifest(data / "manifest.csv", rated)
+    if rated:
+        raise CorpusError(
+            f"{data}: the model predicts {', '.join(rated)}, and a folder per label has no "
+            f"ratings; give a manifest.csv with columns path,label,{','.join(rated)}"
+        )
     utterances = []
     for label_dir in sorted(p for p in data.iterdir() if p.is_dir() and not p.name.startswith(".")):
         for path in sorted(label_dir.rglob("*")):
@@ -113,8 +131,10 @@ def load_labelled_clips(data: str | os.PathLike) -> tuple[list[Utterance], bool]
     return utterances, False
 
 
-def _read_manifest(path: Path) -> tuple[list[Utterance], bool]:
-    """`path,label[,speaker[,session]]`; speakers either on every row or on none."""
+def _read_manifest(path: Path, rated: list[str] | None = None) -> tuple[list[Utterance], bool]:
+    """`path,label[,speaker[,session]]` and optional ratings (`arousal`, `valence`, `dominance`:
+    finite numbers or empty, read as training manifests read them); speakers either on every row
+    or on none; every clip rated on each of `rated`."""
     try:
         with path.open(newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle)
@@ -148,7 +168,15 @@ def _read_manifest(path: Path) -> tuple[list[Utterance], bool]:
         # relative to the manifest, also for absolute paths: an id is published with the model
         clip_id = Path(os.path.relpath(audio, path.parent)).with_suffix("").as_posix()
         speaker, session = row.get("speaker") or NO_SPEAKER, row.get("session") or None
-        utterances.append(Utterance(clip_id, audio, row["label"], speaker, session))
+        where = f"{path}:{number}"
+        ratings = {name: parse_attribute(row, name, where) for name in ATTRIBUTE_COLUMNS}
+        unrated = [name for name in rated or [] if ratings[name] is None]
+        if unrated:
+            raise CorpusError(
+                f"{where}: no {' or '.join(unrated)} rating; the model predicts "
+                f"{', '.join(rated or [])}, so every clip needs a number in each of those columns"
+            )
+        utterances.append(Utterance(clip_id, audio, row["label"], speaker, session, **ratings))
     check_unique_ids(utterances, str(path))
     return require_files(utterances, f"manifest {path}", skip_missing=False), all(with_speaker)
 
@@ -268,9 +296,13 @@ def _scores(y_true: np.ndarray, probabilities: np.ndarray) -> dict[str, float]:
     }
 
 
-def _store(keys, labels, ids, label_names, fingerprint, original: Datastore | None) -> Datastore:
-    """A datastore of the clips given, plus the source model's (relabelled) entries if any."""
-    store = Datastore(keys, labels, label_names, list(ids), fingerprint)
+def _store(keys, labels, ids, label_names, fingerprint, original: Datastore | None,
+           values: np.ndarray | None = None, attributes: list[str] | None = None
+           ) -> Datastore:  # fmt: skip
+    """A datastore of the clips given (with their ratings `values` (N, A) of `attributes` for a
+    dimensional model), plus the source model's (relabelled) entries if any."""
+    store = Datastore(keys, labels, label_names, list(ids), fingerprint, values=values,
+                      attributes=attributes)  # fmt: skip
     if original is not None and len(original):
         store.add(original.keys, original.labels, original.ids, original.sources,
                   original.speakers)  # fmt: skip
@@ -295,18 +327,46 @@ def relabel_store(store: Datastore, mapping: dict[str, str], user_labels: list[s
 
 
 def tune_on(embeddings, labels, probs, ids, groups, user_labels, fingerprint,
-            original: Datastore | None, model_labels: list[str] | None,
-            criterion: str) -> tuple[Datastore, TuningResult]:  # fmt: skip
+            original: Datastore | None, model_labels: list[str] | None, criterion: str,
+            rated: Rated | None = None) -> tuple[Datastore, TuningResult]:  # fmt: skip
     """A datastore of these clips (+ original) and k, α, T tuned on them by grouped
     cross-validation: each clip, as a query, sees only clips of other groups (and the original
-    entries)."""
-    store = _store(embeddings, labels, ids, user_labels, fingerprint, original)
-    store_groups = np.concatenate([np.asarray(groups, dtype=str),
+    entries). With `rated` (a dimensional model's), the store also holds the clips' ratings and
+    the regression stage's k, α, T are tuned the same way, for the mean CCC."""
+    store = _store(embeddings, labels, ids, user_labels, fingerprint, original,
+                   None if rated is None else rated.targets,
+                   None if rated is None else rated.attributes)  # fmt: skip
+    query_groups = np.asarray(groups, dtype=str)
+    store_groups = np.concatenate([query_groups,
                                    np.full(len(store) - len(ids), ORIGINAL_GROUP)])  # fmt: skip
     tuning = tune_knn(embeddings, labels, probs, store, query_ids=list(ids),
-                      criterion=criterion, query_groups=np.asarray(groups, dtype=str),
+                      criterion=criterion, query_groups=query_groups,
                       store_groups=store_groups, model_labels=model_labels)  # fmt: skip
+    if rated is not None:
+        tuning.regression = tune_knn_regression(
+            embeddings, rated.targets, rated.predicted, store, query_ids=list(ids),
+            query_groups=query_groups, store_groups=store_groups)  # fmt: skip
     return store, tuning
+
+
+@dataclass
+class Rated:
+    """A dimensional model's side of some clips: their ratings and the model's predictions."""
+
+    attributes: list[str]
+    targets: np.ndarray  # (N, A) the clips' ratings
+    predicted: np.ndarray  # (N, A) the model's own output for them
+
+    def subset(self, rows: np.ndarray) -> Rated:
+        return Rated(self.attributes, self.targets[rows], self.predicted[rows])
+
+
+def _ccc_scores(truth: np.ndarray, predicted: np.ndarray, attributes: list[str]
+                ) -> dict[str, float]:  # fmt: skip
+    """CCC of each attribute (`emoknn.metrics.ccc`) and their mean."""
+    scores = {name: ccc(truth[:, a], predicted[:, a]) for a, name in enumerate(attributes)}
+    scores["mean"] = float(np.mean([scores[name] for name in attributes]))
+    return scores
 
 
 def check_distinct_audio(clips: list[Utterance], source: str) -> None:
@@ -402,27 +462,37 @@ def adapt_model(
     (see the module docstring). Everything is checked before anything is written; the folder
     appears whole or not at all."""
     out_dir = check_new_folder(out_dir)
-    if source.model.attributes is not None:
-        # Adapting attribute targets (arousal, valence, dominance of one's own clips) is not
-        # built: the adapted folder would keep a regression head with no regression datastore.
+    source_name = source.description["name"]
+    attributes = source.model.attributes  # a dimensional or multi-task model's, else None
+    predicts_classes = source.model.predicts_classes
+    if attributes is not None and keep_datastore:
+        # Its entries' ratings would be on the source corpus's scale, not necessarily yours.
         raise ConfigError(
-            f"{source.description['name']}: predicts {', '.join(source.model.attributes)} "
-            f"(--task {source.model.config.task}); adapt handles class labels only, so adapt a "
-            "categorical model, or train on your rated clips with --task dimensional"
+            f"{source_name}: predicts {', '.join(attributes)}; keeping its datastore is not built for "
+            "such a model (its ratings may be on another scale than yours): leave out "
+            "--keep-datastore"
+        )
+    if not predicts_classes and label_map:
+        raise ConfigError(
+            f"{source_name}: a dimensional model predicts no classes, so --label-map does not apply; "
+            "leave it out"
         )
     check_device(device, "--device")  # before the clips are read: the same check as predict's
     if criterion not in ("ua", "wa"):
         raise ConfigError(f"criterion must be ua or wa, got {criterion!r}")
     if not 3 <= max_folds <= 100:
         raise ConfigError(f"folds must lie in [3, 100], got {max_folds}")
-    clips, has_speakers = load_labelled_clips(data)
+    clips, has_speakers = load_labelled_clips(data, attributes)
     user_labels = sorted({u.label for u in clips})
     if len(user_labels) < 2:
         raise CorpusError(f"{data}: clips of at least 2 labels are needed, found {user_labels}")
     if keep_datastore and source.store is None:
         raise ConfigError(f"{source.description['name']}: has no datastore to keep")
     check_distinct_audio(clips, str(data))
-    mapping = resolve_label_map(source.model.labels, user_labels, label_map)
+    # A dimensional model's classifier was never trained: none of its labels is kept, so the class
+    # labels of the clips are served by the kNN alone (see the module docstring).
+    mapping = (resolve_label_map(source.model.labels, user_labels, label_map)
+               if predicts_classes else {})  # fmt: skip
     model_labels = sorted(set(mapping.values()), key=user_labels.index)
     # A model that keeps none of the user's labels gives every clip a uniform p_model: its
     # "model alone" figure would be the first label's share, not a measurement. Skip it.
@@ -445,13 +515,37 @@ def adapt_model(
     dropped = 0
     if original is not None:
         original, dropped = drop_overlap(original, clips, E)
+    rated = None
+    if attributes is not None:  # every clip is rated (load_labelled_clips checked)
+        rated = Rated(list(attributes), embedded.targets, embedded.attributes.astype(np.float64))
+    dimensional_folds = []
+    pooled_values = {name: np.zeros((len(clips), len(attributes or []))) for name in INFERENCES}
 
     per_fold, pooled = [], {name: np.zeros((len(clips), len(user_labels))) for name in inferences}
     for fold in range(int(folds.max()) + 1):
         test, rest = folds == fold, folds != fold
         rest_ids = [ids[i] for i in np.flatnonzero(rest)]
         store, tuning = tune_on(E[rest], labels[rest], P[rest], rest_ids, groups[rest],
-                                user_labels, fingerprint, original, known, criterion)  # fmt: skip
+                                user_labels, fingerprint, original, known, criterion,
+                                None if rated is None else rated.subset(rest))  # fmt: skip
+        if rated is not None:
+            regression = tuning.regression
+            values = {
+                "model": rated.predicted[test],
+                "knn": store_knn_values(E[test], store, regression.knn_only),
+                "interpolated": knn_predict_values(E[test], rated.predicted[test], store,
+                                                   regression.interpolated),
+            }  # fmt: skip
+            dimensional_folds.append(
+                {"fold": fold, "clips": int(test.sum()), "k": regression.interpolated.k,
+                 "alpha": regression.interpolated.alpha,
+                 "temperature": regression.interpolated.to_dict()["temperature"],
+                 "knn_only": {"k": regression.knn_only.k,
+                              "temperature": regression.knn_only.to_dict()["temperature"]},
+                 **{inference: _ccc_scores(rated.targets[test], values[inference], attributes)
+                    for inference in INFERENCES}})  # fmt: skip
+            for inference in INFERENCES:
+                pooled_values[inference][test] = values[inference]
         probabilities = {
             "model": P[test],
             "knn": store_knn_probs(E[test], store, tuning.knn_only),
@@ -489,8 +583,11 @@ def adapt_model(
         if a in inferences and b in inferences
     ]  # fmt: skip
 
+    dimensional = None
+    if rated is not None:
+        dimensional = _dimensional_report(rated, dimensional_folds, pooled_values)
     store, tuning = tune_on(E, labels, P, ids, groups, user_labels, fingerprint, original, known,
-                            criterion)  # fmt: skip
+                            criterion, rated)  # fmt: skip
     record_origins(store, clips, speakers=has_speakers)
     report = {
         "source": source.description,
@@ -519,6 +616,7 @@ def adapt_model(
         "summary": summary,
         "comparisons": comparisons,
         "tuning": tuning.to_dict(),
+        "dimensional": dimensional,
         "licence": licence,
         "max_seconds": source.max_seconds,
     }
@@ -526,6 +624,30 @@ def adapt_model(
     return AdaptResult(out_dir, user_labels, model_labels, len(per_fold),
                        report["protocol"]["grouping"], per_fold, summary, comparisons, tuning,
                        report)  # fmt: skip
+
+
+def _dimensional_report(rated: Rated, folds: list[dict[str, Any]],
+                        pooled: dict[str, np.ndarray]) -> dict[str, Any]:  # fmt: skip
+    """adapt.json's `dimensional` section: held-out CCC per attribute of the model alone, the kNN
+    alone and the interpolation, per fold and pooled (every clip predicted once, held out), and
+    paired comparisons of the per-fold mean CCC."""
+    summary = {}
+    for inference in INFERENCES:
+        means = np.array([f[inference]["mean"] for f in folds])
+        summary[inference] = {
+            "ccc_mean": float(means.mean()), "ccc_std": float(means.std()),
+            "pooled": _ccc_scores(rated.targets, pooled[inference], rated.attributes),
+        }  # fmt: skip
+    comparisons = []
+    for title, a, b in (("kNN-adapted vs the model alone", "interpolated", "model"),
+                        ("kNN alone vs the model alone", "knn", "model"),
+                        ("kNN-adapted vs kNN alone", "interpolated", "knn")):  # fmt: skip
+        result = paired_test(np.array([f[a]["mean"] for f in folds]),
+                             np.array([f[b]["mean"] for f in folds]))  # fmt: skip
+        comparisons.append({"name": title, "a": a, "b": b, "metric": "ccc_mean",
+                            "folds": [f["fold"] for f in folds], **asdict(result)})  # fmt: skip
+    return {"attributes": rated.attributes, "per_fold": folds, "summary": summary,
+            "comparisons": comparisons}  # fmt: skip
 
 
 def _write_folder(out_dir: Path, model: EmotionModel, max_seconds: float, store: Datastore,

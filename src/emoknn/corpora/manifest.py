@@ -24,7 +24,8 @@ REQUIRED_COLUMNS = ("path", "label", "speaker")
 ATTRIBUTE_COLUMNS = ("arousal", "valence", "dominance")  # optional
 
 
-def _attribute(row: dict[str, str], name: str, where: str) -> float | None:
+def parse_attribute(row: dict[str, str], name: str, where: str) -> float | None:
+    """The rating in column `name` of a manifest row: a finite number, or None when empty."""
     text = row.get(name) or ""
     if not text:
         return None
@@ -69,7 +70,7 @@ def load_manifest(csv_path: str | os.PathLike, skip_missing: bool = False) -> li
                 utterance_id = relative.with_suffix("").as_posix()
                 session = row.get("session") or None
                 where = f"{csv_path}:{row_number}"
-                ratings = {name: _attribute(row, name, where) for name in ATTRIBUTE_COLUMNS}
+                ratings = {name: parse_attribute(row, name, where) for name in ATTRIBUTE_COLUMNS}
                 utterances.append(
                     Utterance(utterance_id, path, row["label"], row["speaker"], session, **ratings)
                 )
