@@ -285,10 +285,76 @@ def test_command_line_trains_and_predicts_a_dimensional_model(small_synthetic_co
     assert bad.exit_code != 0 and "--task must be one of" in str(bad.exception)
 
 
-def test_adapt_refuses_a_dimensional_model_with_one_clear_line(frozen_dimensional_run, tmp_path):
-    from emoknn.adapt import adapt_model, load_source
+def test_adapt_a_dimensional_model_to_rated_clips(frozen_dimensional_run,
+                                                   small_synthetic_corpus, tmp_path):
+    import csv
+
+    import soundfile
+    from typer.testing import CliRunner
+
+    from emoknn.adapt import adapt_model, load_labelled_clips, load_source
+    from emoknn.audio import center_crop, load_audio, max_samples
+    from emoknn.cli import app
+    from emoknn.errors import CorpusError
+    from emoknn.knn import knn_regress
+    from emoknn.metrics import ccc
 
     run, _ = frozen_dimensional_run
-    with pytest.raises(ConfigError, match="adapt handles class labels only"):
-        adapt_model(load_source(run), tmp_path / "clips", tmp_path / "adapted")
-    assert not (tmp_path / "adapted").exists()
+    source = load_source(run)
+    attributes = source.model.attributes
+    manifest = small_synthetic_corpus / "manifest.csv"
+    out = tmp_path / "adapted"
+    adapt_model(source, manifest, out, max_folds=3, device="cpu")
+    report = json.loads((out / "adapt.json").read_text())
+    dimensional = report["dimensional"]
+    assert dimensional["attributes"] == attributes and len(dimensional["per_fold"]) == 3
+    assert [c["metric"] for c in dimensional["comparisons"]] == ["ccc_mean"] * 3
+    clips, _ = load_labelled_clips(manifest, attributes)
+    ratings = np.array([[getattr(u, a) for a in attributes] for u in clips])
+    # The model alone, held out, is the model's own output: its pooled CCC by hand.
+    alone = embed_utterances(source.model, clips, 0.5).attributes
+    pooled = dimensional["summary"]["model"]["pooled"]
+    for a, name in enumerate(attributes):
+        assert pooled[name] == pytest.approx(ccc(ratings[:, a], alone[:, a]), abs=1e-5)
+    # The categorical side: a dimensional model's classifier is never used (kNN alone).
+    assert report["model_labels"] == [] and set(report["summary"]) == {"knn"}
+
+    # The folder: the clips' ratings as datastore values, the regression stage tuned for CCC.
+    store = load_datastore(out)
+    assert store.attributes == attributes
+    by_id = {u.id: ratings[i] for i, u in enumerate(clips)}
+    np.testing.assert_allclose(store.values, np.array([by_id[i] for i in store.ids]))
+    settings = load_knn_settings(out).regression.interpolated
+    assert settings.criterion == "ccc"
+    assert settings.to_dict() == report["tuning"]["regression"]["interpolated"]
+    # `emoknn predict --model OUT --format json` gives the kNN-regression formula's attributes.
+    clip = tmp_path / "clip.wav"
+    soundfile.write(clip, center_crop(load_audio(clips[0].path), max_samples(0.5)), 16000)
+    result = CliRunner().invoke(app, ["predict", str(clip), "--model", str(out), "--format",
+                                      "json"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    predicted = json.loads(result.output)[0]
+    model = load_model(out)
+    embedded = embed_utterances(model, [Utterance("clip", clip, "x", "s")], 0.5)
+    distances, rows = store.search(embedded.embeddings, settings.k)
+    y_knn = knn_regress(distances, store.values[rows], settings.temperature)
+    expected = settings.alpha * y_knn + (1 - settings.alpha) * embedded.attributes
+    for a, name in enumerate(attributes):
+        assert predicted[name] == pytest.approx(expected[0, a], abs=1e-4)
+
+    # A clip without a rating the model predicts: one line naming the manifest row, nothing
+    # written.
+    with manifest.open(newline="") as handle:
+        rows_ = list(csv.DictReader(handle))
+    rows_[2]["valence"] = ""
+    unrated = manifest.parent / "unrated.csv"
+    with unrated.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows_[0]))
+        writer.writeheader()
+        writer.writerows(rows_)
+    with pytest.raises(CorpusError, match=r"unrated.csv:4: no valence rating") as refused:
+        adapt_model(source, unrated, tmp_path / "never", max_folds=3, device="cpu")
+    assert "\n" not in str(refused.value) and not (tmp_path / "never").exists()
+    with pytest.raises(ConfigError, match="--label-map does not apply"):
+        adapt_model(source, manifest, tmp_path / "never", {"angry": "happy"}, device="cpu")
+    assert not (tmp_path / "never").exists()

@@ -468,14 +468,14 @@ def adapt_model(
     if attributes is not None and keep_datastore:
         # Its entries' ratings would be on the source corpus's scale, not necessarily yours.
         raise ConfigError(
-            f"{source_name}: predicts {', '.join(attributes)}; keeping its datastore is not built for "
-            "such a model (its ratings may be on another scale than yours): leave out "
+            f"{source_name}: predicts {', '.join(attributes)}; keeping its datastore is not "
+            "built for such a model (its ratings may be on another scale than yours): leave out "
             "--keep-datastore"
         )
     if not predicts_classes and label_map:
         raise ConfigError(
-            f"{source_name}: a dimensional model predicts no classes, so --label-map does not apply; "
-            "leave it out"
+            f"{source_name}: a dimensional model predicts no classes, so --label-map does not "
+            "apply; leave it out"
         )
     check_device(device, "--device")  # before the clips are read: the same check as predict's
     if criterion not in ("ua", "wa"):
