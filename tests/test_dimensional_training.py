@@ -355,6 +355,10 @@ def test_adapt_a_dimensional_model_to_rated_clips(frozen_dimensional_run,
     with pytest.raises(CorpusError, match=r"unrated.csv:4: no valence rating") as refused:
         adapt_model(source, unrated, tmp_path / "never", max_folds=3, device="cpu")
     assert "\n" not in str(refused.value) and not (tmp_path / "never").exists()
+    cli = CliRunner().invoke(app, ["adapt", "--model", str(run), "--data", str(manifest), "--out",
+                                   str(tmp_path / "cli"), "--folds", "3", "--device", "cpu"])
+    assert cli.exit_code == 0, cli.output
+    assert "held-out CCC per attribute" in cli.output and "valence" in cli.output
     with pytest.raises(ConfigError, match="--label-map does not apply"):
         adapt_model(source, manifest, tmp_path / "never", {"angry": "happy"}, device="cpu")
     assert not (tmp_path / "never").exists()

@@ -26,6 +26,15 @@ your own, put them in the datastore, and tune k, α, T on them. What `adapt_mode
 6. The adapted folder: the model, a datastore of all the clips (plus M's, if kept), k, α, T tuned
    on all of them the same way, `adapt.json` (everything above), and a model card `README.md`.
    It works wherever a model folder does: `predict`, `serve`, `export`, `EmotionRecognizer`.
+
+A dimensional or multi-task model (`task` "dimensional" or "both") also needs every clip rated on
+its attributes (manifest columns `arousal`, `valence`, `dominance`; a missing rating is refused
+naming the row). The datastores then hold the ratings as values, the regression stage's k, α, T
+are tuned for the mean CCC by the same grouped cross-validation, and `adapt.json`'s `dimensional`
+section holds the held-out CCC per attribute of the three inferences (per fold, pooled, paired
+comparisons of the per-fold mean CCC). A "dimensional" model's classifier was never trained: no
+model label is kept, so its `label` column (still required: any grouping of the clips) is served
+by the kNN alone and stratifies the folds when no speakers are named.
 """
 
 from __future__ import annotations

@@ -72,6 +72,7 @@ def adapt_command(
         Path,
         typer.Option(
             help="A folder per label (DIR/angry/*.wav …) or a CSV path,label[,speaker[,session]]"
+            "[,arousal,valence,dominance] (ratings: needed by a dimensional model)"
         ),
     ],
     out: Annotated[Path, typer.Option(help="New model folder to write")],
@@ -112,6 +113,17 @@ def adapt_command(
     console.print(table)
     for comparison in result.comparisons:
         console.print(comparison["sentence"], highlight=False)
+    dimensional = result.report.get("dimensional")
+    if dimensional:  # a dimensional or multi-task model: its attributes, held out
+        attributes = dimensional["attributes"]
+        table = Table(title="held-out CCC per attribute (pooled), per-fold mean ± std")
+        for column in ("inference", *attributes, "mean", "fold mean ± std"):
+            table.add_column(column, justify="left" if column == "inference" else "right")
+        for name, row in dimensional["summary"].items():
+            pooled = row["pooled"]
+            table.add_row(names[name], *(f"{pooled[a]:.3f}" for a in (*attributes, "mean")),
+                          f"{row['ccc_mean']:.3f} ± {row['ccc_std']:.3f}")  # fmt: skip
+        console.print(table)
     only_knn = sorted(set(result.labels) - set(result.model_labels))
     if not result.model_labels:
         console.print("The model knows none of your labels: every label is served by the kNN "
