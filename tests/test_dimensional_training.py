@@ -362,3 +362,22 @@ def test_adapt_a_dimensional_model_to_rated_clips(frozen_dimensional_run,
     with pytest.raises(ConfigError, match="--label-map does not apply"):
         adapt_model(source, manifest, tmp_path / "never", {"angry": "happy"}, device="cpu")
     assert not (tmp_path / "never").exists()
+
+
+def test_adapt_a_multitask_model_keeps_its_classes_and_adds_the_regression_stage(
+    frozen_both_run, small_synthetic_corpus, tmp_path
+):
+    from emoknn.adapt import adapt_model, load_source
+
+    run, _ = frozen_both_run
+    source = load_source(run)
+    result = adapt_model(source, small_synthetic_corpus / "manifest.csv", tmp_path / "both",
+                         max_folds=3, device="cpu")  # fmt: skip
+    # The class side is the categorical adapt's: the model's labels kept, three inferences.
+    assert result.model_labels == source.model.labels
+    assert set(result.summary) == {"model", "knn", "interpolated"}
+    assert set(result.report["dimensional"]["summary"]) == {"model", "knn", "interpolated"}
+    tuning = load_knn_settings(tmp_path / "both")
+    assert tuning.interpolated.criterion == "ua"
+    assert tuning.regression.interpolated.criterion == "ccc"
+    assert load_datastore(tmp_path / "both").attributes == source.model.attributes
