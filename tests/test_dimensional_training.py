@@ -309,6 +309,7 @@ def test_adapt_a_dimensional_model_to_rated_clips(frozen_dimensional_run,
     dimensional = report["dimensional"]
     assert dimensional["attributes"] == attributes and len(dimensional["per_fold"]) == 3
     assert [c["metric"] for c in dimensional["comparisons"]] == ["ccc_mean"] * 3
+    assert "| valence CCC |" in (out / "README.md").read_text()  # the model card shows them
     clips, _ = load_labelled_clips(manifest, attributes)
     ratings = np.array([[getattr(u, a) for a in attributes] for u in clips])
     # The model alone, held out, is the model's own output: its pooled CCC by hand.

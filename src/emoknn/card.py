@@ -44,6 +44,29 @@ def _percent(value: float) -> str:
     return f"{100 * value:.1f}"
 
 
+def _dimensional_lines(dimensional: dict[str, Any] | None) -> list[str]:
+    """A dimensional model's held-out CCC per attribute (pooled) and per-fold mean, if any."""
+    if not dimensional:
+        return []
+    attributes = dimensional["attributes"]
+    lines = ["| inference | " + " | ".join(f"{a} CCC" for a in attributes)
+             + " | mean CCC | per-fold mean ± std |",
+             "|---|" + "---:|" * (len(attributes) + 2)]  # fmt: skip
+    for name, title in INFERENCE_NAMES.items():
+        row = dimensional["summary"].get(name)
+        if row is not None:
+            cells = [f"{row['pooled'][a]:.3f}" for a in (*attributes, "mean")]
+            lines.append(f"| {title} | " + " | ".join(cells)
+                         + f" | {row['ccc_mean']:.3f} ± {row['ccc_std']:.3f} |")  # fmt: skip
+    lines += [""]
+    for c in dimensional["comparisons"]:
+        interval = ("no interval" if c["ci_low"] is None else
+                    f"95 % CI {c['ci_low']:+.3f} to {c['ci_high']:+.3f}")  # fmt: skip
+        lines.append(f"- {c['name']} (mean CCC): {c['mean']:+.3f} per fold ({interval}, "
+                     f"p = {c['p_value']:.2f}, {c['test']})")  # fmt: skip
+    return [*lines, ""]
+
+
 def model_card(report: dict[str, Any]) -> str:
     """Markdown with a Hugging Face front matter, from an `adapt.json` report."""
     source, data, protocol = report["source"], report["data"], report["protocol"]
@@ -114,8 +137,9 @@ def model_card(report: dict[str, Any]) -> str:
             f"{_percent(row['wa_mean'])} ± {_percent(row['wa_std'])} | "
             f"{_percent(row['pooled_ua'])} | {_percent(row['pooled_wa'])} |"
         )
-    lines += ["", *[f"- {c['sentence']}" for c in report["comparisons"]], "",
-              f"Statistics: {protocol['statistics']}", "", "### Per fold", ""]  # fmt: skip
+    lines += ["", *[f"- {c['sentence']}" for c in report["comparisons"]], ""]
+    lines += _dimensional_lines(report.get("dimensional"))
+    lines += [f"Statistics: {protocol['statistics']}", "", "### Per fold", ""]
     speakers = protocol["grouping"] == "speaker"
     header = "| fold | " + ("held-out speakers | " if speakers else "") + "clips | "
     header += " | ".join(f"{title} UA / WA %" for title in shown.values()) + " |"
