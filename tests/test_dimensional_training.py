@@ -335,6 +335,7 @@ def test_adapt_a_dimensional_model_to_rated_clips(frozen_dimensional_run,
                                       "json"])  # fmt: skip
     assert result.exit_code == 0, result.output
     predicted = json.loads(result.output)[0]
+    assert predicted["label"] is None  # a dimensional model predicts no class, adapted or not
     model = load_model(out)
     embedded = embed_utterances(model, [Utterance("clip", clip, "x", "s")], 0.5)
     distances, rows = store.search(embedded.embeddings, settings.k)

@@ -33,8 +33,9 @@ naming the row). The datastores then hold the ratings as values, the regression 
 are tuned for the mean CCC by the same grouped cross-validation, and `adapt.json`'s `dimensional`
 section holds the held-out CCC per attribute of the three inferences (per fold, pooled, paired
 comparisons of the per-fold mean CCC). A "dimensional" model's classifier was never trained: no
-model label is kept, so its `label` column (still required: any grouping of the clips) is served
-by the kNN alone and stratifies the folds when no speakers are named.
+model label is kept: its `label` column (still required: any grouping of the clips) stratifies
+the folds when no speakers are named and labels the datastore entries; only the kNN's held-out
+UA/WA are reported on it, and prediction gives no class for such a model.
 """
 
 from __future__ import annotations
