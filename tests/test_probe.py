@@ -131,7 +131,6 @@ def test_the_demo_shows_the_probe_row_and_says_where_the_heads_stand(tmp_path, m
 
     small = {"num_sessions": 3, "utterances_per_class": 2, "min_seconds": 0.5, "max_seconds": 0.8}
     monkeypatch.setattr(demo, "CORPUS_SETTINGS", small)
-    monkeypatch.setattr(demo, "CACHE_VIEWS", 1)
     result = runner.invoke(app, ["demo", "--out", str(tmp_path / "demo"), "--encoder", "tiny",
                                  "--folds", "0", "--epochs", "1"])  # fmt: skip
     assert result.exit_code == 0, result.output

@@ -63,9 +63,7 @@ def demo_command(
             generate_synthetic_corpus(corpus_path, **demo.CORPUS_SETTINGS)
     choice = demo.choose_encoder(encoder)
     console.print(choice.line, highlight=False)
-    config = train_config("frozen", encoder=choice.encoder, max_epochs=epochs,
-                           cache_views=demo.CACHE_VIEWS, progress_bar=False,
-                           **demo.HEAD_SETTINGS)  # fmt: skip
+    config = train_config("frozen", encoder=choice.encoder, max_epochs=epochs, progress_bar=False)
     crossval_dir = out / "crossval"
     run_crossval(corpus_path, kind, scheme, folds, "main", crossval_dir, config)
     results = json.loads((crossval_dir / "results.json").read_text())
