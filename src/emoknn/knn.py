@@ -92,13 +92,24 @@ def knn_probs(
 def knn_weights(distances: np.ndarray, temperature: float) -> np.ndarray:
     """Each neighbour's share of p_knn: softmax of −d/T over a query's k neighbours, (Q, k) rows
     summing to 1 (`np.inf`: equal shares). p_knn(y) is the sum of the shares of label y."""
-    distances = np.asarray(distances, dtype=np.float64)
-    if np.isinf(temperature):
-        weights = np.ones_like(distances)
-    else:
-        # Subtracting each row's smallest distance keeps the softmax and avoids underflow.
-        weights = np.exp(-(distances - distances.min(axis=1, keepdims=True)) / temperature)
+    weights = _unnormalised_weights(np.asarray(distances, dtype=np.float64), temperature)
     return weights / weights.sum(axis=1, keepdims=True)
+
+
+def _unnormalised_weights(distances: np.ndarray, temperature: float) -> np.ndarray:
+    """exp(−(d_i − d_min)/T) per row, (Q, k) (`np.inf`: ones). Subtracting each row's smallest
+    distance keeps every ratio w_i / w_j (so the normalised weights) and avoids underflow."""
+    if np.isinf(temperature):
+        return np.ones_like(distances)
+    return np.exp(-(distances - distances.min(axis=1, keepdims=True)) / temperature)
+
+
+def _temperature_grid(distances: np.ndarray, temperature_factors) -> list[float]:
+    """The T candidates of tuning: each factor × the median nearest-neighbour distance (1 when
+    that is 0), and ∞ (majority vote / plain mean)."""
+    nearest = float(np.median(distances[:, 0]))
+    scale = nearest if nearest > 0 else 1.0
+    return [factor * scale for factor in temperature_factors] + [np.inf]
 
 
 def interpolate(
@@ -404,19 +415,14 @@ def tune_knn(
     )  # fmt: skip
     neighbor_labels = store.labels[indices]  # (Q, K)
     one_hot = np.eye(num_classes)[neighbor_labels]  # (Q, K, C)
-    nearest = float(np.median(distances[:, 0]))
-    scale = nearest if nearest > 0 else 1.0
-    temperatures = [factor * scale for factor in temperature_factors] + [np.inf]
+    temperatures = _temperature_grid(distances, temperature_factors)
     alpha_grid = np.asarray(alphas, dtype=np.float64)[:, None, None, None]  # (A, 1, 1, 1)
     p_model = np.asarray(query_model_probs, dtype=np.float64)[None, None]  # (1, 1, Q, C)
 
     best_interpolated: tuple | None = None
     best_knn_only: tuple | None = None
     for temperature in temperatures:
-        if np.isinf(temperature):
-            weights = np.ones_like(distances)
-        else:
-            weights = np.exp(-(distances - distances[:, :1]) / temperature)  # (Q, K)
+        weights = _unnormalised_weights(distances, temperature)  # (Q, K)
         numerators = np.cumsum(weights[:, :, None] * one_hot, axis=1)  # (Q, K, C): first k summed
         p_knn = numerators / numerators.sum(axis=2, keepdims=True)  # (Q, K, C) for k = 1..K
         p_knn = p_knn.transpose(1, 0, 2)[None]  # (1, K, Q, C)
@@ -622,11 +628,7 @@ def knn_regress(distances: np.ndarray, neighbor_values: np.ndarray, temperature:
         )
     if not temperature > 0:
         raise ConfigError(f"temperature must be > 0, got {temperature}")
-    if np.isinf(temperature):
-        weights = np.ones_like(distances)
-    else:  # shifted by the row's smallest distance: the same ratios, no underflow
-        weights = np.exp(-(distances - distances.min(axis=1, keepdims=True)) / temperature)
-    weights /= weights.sum(axis=1, keepdims=True)  # (Q, k)
+    weights = knn_weights(distances, temperature)  # (Q, k), rows summing to 1
     return np.einsum("qk,qka->qa", weights, neighbor_values)
 
 
@@ -672,18 +674,13 @@ def tune_knn_regression(
             store, query_embeddings, max_k, query_groups, store_groups
         )  # (Q, K)
     neighbor_values = store.values[indices]  # (Q, K, A)
-    nearest = float(np.median(distances[:, 0]))
-    scale = nearest if nearest > 0 else 1.0
-    temperatures = [factor * scale for factor in temperature_factors] + [np.inf]
+    temperatures = _temperature_grid(distances, temperature_factors)
     alpha_grid = np.asarray(alphas, dtype=np.float64)[:, None, None, None]  # (A_α, 1, 1, 1)
 
     best_interpolated: tuple | None = None
     best_knn_only: tuple | None = None
     for temperature in temperatures:
-        if np.isinf(temperature):
-            weights = np.ones_like(distances)
-        else:
-            weights = np.exp(-(distances - distances[:, :1]) / temperature)  # (Q, K)
+        weights = _unnormalised_weights(distances, temperature)  # (Q, K)
         numerators = np.cumsum(weights[:, :, None] * neighbor_values, axis=1)  # (Q, K, A)
         y_knn = numerators / np.cumsum(weights, axis=1)[:, :, None]  # (Q, K, A), k = 1..K
         y_knn = y_knn.transpose(1, 0, 2)  # (K, Q, A)
