@@ -8,7 +8,9 @@ Without `--corpus` it generates the demo's synthetic corpus (320 utterances, 10 
 a second run reads them); then each fold's probe (every layer × C_GRID on the training speakers,
 chosen on the validation speaker, refit, test speaker predicted) is timed. Prints one line per
 fold and a summary: total wall and CPU seconds for the folds, mean ± std test UA, mean
-validation UA per layer.
+validation UA per layer. Each fold's probe is also fitted with the BLAS libraries' default
+threads (a thread per core; what `EncoderProbe` did before `emoknn.threads`), right after the
+product's one-thread fit, on the same features: both times and whether the predictions agree.
 """
 
 from __future__ import annotations
@@ -57,23 +59,43 @@ def main() -> None:
     def features_of(group):
         return rows[[position[u.id] for u in group]]
 
-    start, cpu = time.perf_counter(), time.process_time()
-    scores, layers = [], []
+    index = {label: i for i, label in enumerate(labels)}
+
+    def default_threads(fold) -> tuple[float, np.ndarray]:
+        """The same probe with the BLAS default threads (the methods without their decorator)."""
+        began = time.perf_counter()
+        y = lambda group: np.array([index[u.label] for u in group])  # noqa: E731
+        fitted = probe.EncoderProbe.fit.__wrapped__(
+            probe.EncoderProbe(), features_of(fold.train), y(fold.train),
+            features_of(fold.val), y(fold.val),
+        )  # fmt: skip
+        predicted = probe.EncoderProbe.predict.__wrapped__(fitted, features_of(fold.test))
+        return time.perf_counter() - began, predicted
+
+    total, cpu = 0.0, 0.0
+    scores, layers, default_seconds, agree = [], [], 0.0, True
     for fold in folds:
+        start, began_cpu = time.perf_counter(), time.process_time()
         fitted = probe.fit_fold(fold.train, fold.val, fold.test, labels, features_of)
+        total += time.perf_counter() - start
+        cpu += time.process_time() - began_cpu
+        seconds, predicted = default_threads(fold)
+        default_seconds += seconds
+        agree = agree and bool(np.array_equal(predicted, fitted.predicted))
         ua = float(np.mean([np.mean(fitted.predicted[fitted.truth == c] == c)
                             for c in np.unique(fitted.truth)]))  # fmt: skip
         scores.append(ua)
         layers.append(fitted.probe.scores_.max(axis=1))
         print(f"  {fold.name}: layer {fitted.probe.layer_}, C {fitted.probe.c_:g}, val UA "
               f"{100 * fitted.probe.val_ua_:.1f}, test UA {100 * ua:.1f}, "
-              f"{fitted.seconds:.2f} s")  # fmt: skip
-    total, cpu = time.perf_counter() - start, time.process_time() - cpu
+              f"{fitted.seconds:.2f} s (default BLAS threads: {seconds:.2f} s)")  # fmt: skip
     per_layer = ", ".join(f"{100 * v:.1f}" for v in np.mean(layers, axis=0))
     print(f"probe over {len(folds)} folds: {total:.1f} s wall, {cpu:.1f} s CPU (load "
           f"{os.getloadavg()[0]:.1f}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}); "
           f"test UA {100 * np.mean(scores):.1f} ± {100 * np.std(scores, ddof=1):.1f}; "
           f"validation UA by layer (best C, mean over folds): {per_layer}")  # fmt: skip
+    print(f"one BLAS thread {total:.1f} s vs the default threads {default_seconds:.1f} s: "
+          f"{default_seconds / total:.1f}× faster; same test predictions: {agree}")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ import numpy as np
 from emoknn.audio import SAMPLE_RATE, load_audio
 from emoknn.corpora.utterance import Utterance
 from emoknn.metrics import ccc_columns, unweighted_accuracy
+from emoknn.threads import single_threaded_blas
 
 NAME = "baseline"  # the `training` of its records
 LABEL = "Baseline (features + LR)"  # its row in tables
@@ -163,6 +164,7 @@ class FeatureBaseline:
             LogisticRegression(C=c, class_weight="balanced", max_iter=5000),
         )
 
+    @single_threaded_blas()  # small fits: one BLAS thread (emoknn.threads)
     def fit(
         self, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray
     ) -> FeatureBaseline:
@@ -204,6 +206,7 @@ class FeatureRidge:
             transformer=StandardScaler(),
         )
 
+    @single_threaded_blas()  # small fits: one BLAS thread (emoknn.threads)
     def fit(
         self, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray
     ) -> FeatureRidge:

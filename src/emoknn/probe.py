@@ -39,6 +39,7 @@ import numpy as np
 
 from emoknn.corpora.utterance import Utterance
 from emoknn.metrics import unweighted_accuracy
+from emoknn.threads import single_threaded_blas
 
 if TYPE_CHECKING:
     from emoknn.config import TrainConfig
@@ -81,6 +82,7 @@ class EncoderProbe:
             )
         return x
 
+    @single_threaded_blas()  # 8.6× faster than a BLAS thread per core (emoknn.threads)
     def fit(
         self, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray
     ) -> EncoderProbe:
@@ -117,6 +119,7 @@ class EncoderProbe:
         )
         return self
 
+    @single_threaded_blas()
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Class ids of pooled layers x (N, L + 1, H)."""
         if not hasattr(self, "classifier_"):
