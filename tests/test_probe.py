@@ -166,3 +166,41 @@ def test_a_probe_fold_result_must_say_what_it_chose(tmp_path):
         path.write_text(json.dumps({**result, key: bad}))
         with pytest.raises(FileFormatError, match=message):
             read_fold_result(path)
+
+
+def test_probe_and_baseline_fit_on_one_blas_thread_and_restore_the_pools(monkeypatch):
+    # A BLAS thread per core made the probe's small fits 8× slower (emoknn.threads).
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from emoknn.baseline import FeatureBaseline
+
+    seen: list[int] = []
+    real = probe.EncoderProbe._classifier
+
+    class Spy:
+        def __init__(self, c: float) -> None:
+            self.inner = real(c)
+
+        def fit(self, x, y):
+            seen.append(max(pool["num_threads"] for pool in threadpool_info()))
+            self.inner.fit(x, y)
+            return self
+
+        def predict(self, x):
+            seen.append(max(pool["num_threads"] for pool in threadpool_info()))
+            return self.inner.predict(x)
+
+    monkeypatch.setattr(probe.EncoderProbe, "_classifier", staticmethod(Spy))
+    rng = np.random.default_rng(0)
+    (x_train, y_train), (x_val, y_val) = (_layered(n, 0, rng) for n in (10, 5))
+    with threadpool_limits(limits=2):  # what a 2-core machine starts with
+        fitted = probe.EncoderProbe(c_grid=(1.0,)).fit(x_train, y_train, x_val, y_val)
+        fitted.predict(x_val)
+        baseline_threads = []
+        monkeypatch.setattr(FeatureBaseline, "_pipeline", staticmethod(
+            lambda c: baseline_threads.append(max(p["num_threads"] for p in threadpool_info()))
+            or Spy(1.0)))  # fmt: skip
+        FeatureBaseline(c_grid=(1.0,)).fit(x_train[:, 0], y_train, x_val[:, 0], y_val)
+        after = max(pool["num_threads"] for pool in threadpool_info())
+    assert seen and set(seen) == {1} and set(baseline_threads) == {1}
+    assert after == 2  # the limit is lifted on the way out
