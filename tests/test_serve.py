@@ -1,10 +1,6 @@
 from __future__ import annotations
 
 import io
-import shutil
-import socket
-import threading
-import time
 
 import numpy as np
 import pytest
@@ -15,6 +11,12 @@ from emoknn.audio import load_audio
 from emoknn.corpora import load_synthetic
 from emoknn.predict import EmotionRecognizer
 from emoknn.serve import create_app
+from live_page import (
+    needs_chromium,
+    page_with_fake_microphone,
+    record_then_upload_a_non_audio_file,
+    served,
+)
 
 
 @pytest.fixture(scope="module")
@@ -95,54 +97,20 @@ def test_too_long_and_too_short_audio(client):
     assert response.status_code == 422
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def live_server(recognizer):
-    import uvicorn
-
-    port = free_port()
-    config = uvicorn.Config(create_app(recognizer, model_name="tiny-test"), host="127.0.0.1",
-                            port=port, log_level="warning")  # fmt: skip
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 20
-    while not server.started and time.time() < deadline:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with served(create_app(recognizer, model_name="tiny-test")) as url:
+        yield url
 
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-@pytest.mark.skipif(
-    CHROMIUM is None, reason="Debian chromium is not installed (apt-get install chromium)"
-)
+@needs_chromium
 def test_web_page_in_a_real_browser(live_server, small_synthetic_corpus, tmp_path):
     """Upload a file and record from the (fake) microphone in headless Chromium."""
     from playwright.sync_api import sync_playwright
 
     clip = load_synthetic(small_synthetic_corpus)[0].path
-    arguments = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run", "--disable-sync",
-                 "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-                 "--autoplay-policy=no-user-gesture-required"]  # fmt: skip
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=arguments
-        )
-        context = browser.new_context()
-        context.grant_permissions(["microphone"], origin=live_server.rstrip("/"))
-        page = context.new_page()
-        page.goto(live_server)
-        page.wait_for_function("document.getElementById('model-info').textContent.length > 0")
+        browser, page = page_with_fake_microphone(playwright, live_server)
         assert "tiny-test" in page.inner_text("#model-info")
 
         page.set_input_files("#file", str(clip))
@@ -156,19 +124,5 @@ def test_web_page_in_a_real_browser(live_server, small_synthetic_corpus, tmp_pat
         assert sum(widths) == pytest.approx(100, abs=0.5)
         page.screenshot(path=str(tmp_path / "upload.png"))
 
-        page.click("#record")
-        page.wait_for_selector("#record.recording")
-        page.wait_for_timeout(1500)  # the fake microphone plays a beep
-        page.click("#record")
-        page.wait_for_function(
-            "document.getElementById('source').textContent.startsWith('recording.wav')"
-        )
-        assert not page.is_visible("#error")
-
-        bad = tmp_path / "notes.wav"
-        bad.write_text("not audio")
-        page.set_input_files("#file", str(bad))
-        page.click("#predict")
-        page.wait_for_selector("#error", state="visible")
-        assert "cannot decode audio" in page.inner_text("#error")
+        record_then_upload_a_non_audio_file(page, tmp_path)
         browser.close()

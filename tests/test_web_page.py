@@ -9,10 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import socket
-import threading
-import time
 from importlib import resources
 from pathlib import Path
 
@@ -20,14 +16,16 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-PAGE = resources.files("emoknn.web").joinpath("index.html").read_text(encoding="utf-8")
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-needs_chromium = pytest.mark.skipif(
-    CHROMIUM is None, reason="Debian chromium is not installed (apt-get install chromium)"
+from live_page import (
+    ARGUMENTS,
+    CHROMIUM,
+    needs_chromium,
+    page_with_fake_microphone,
+    record_then_upload_a_non_audio_file,
+    served,
 )
-ARGUMENTS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-             "--disable-component-update", "--no-first-run", "--disable-sync",
-             "--autoplay-policy=no-user-gesture-required"]  # fmt: skip
+
+PAGE = resources.files("emoknn.web").joinpath("index.html").read_text(encoding="utf-8")
 # Screenshots go here when set (to look at them), else to the test's temporary folder.
 SCREENSHOTS = os.environ.get("EMOKNN_SCREENSHOTS")
 
@@ -135,16 +133,8 @@ def test_page_never_assigns_html_from_data():
 # ── end to end, against a live server ───────────────────────────────────────────────────────────
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def live_server(trained_run):
-    import uvicorn
-
     from emoknn.model_info import describe_model
     from emoknn.predict import EmotionRecognizer
     from emoknn.serve import create_app
@@ -153,16 +143,8 @@ def live_server(trained_run):
     info = describe_model(trained_run)
     app = create_app(recognizer, model_name=trained_run.name, model_info=info,
                      serve_neighbour_audio=True)  # fmt: skip
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 20
-    while not server.started and time.time() < deadline:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with served(app) as url:
+        yield url
 
 
 @needs_chromium
@@ -238,32 +220,9 @@ def test_upload_shows_waveform_axis_timeline_neighbours_and_plays(
 
 @needs_chromium
 def test_record_from_the_fake_microphone(playwright, live_server, tmp_path):
-    if True:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True,
-            args=[*ARGUMENTS, "--use-fake-ui-for-media-stream",
-                  "--use-fake-device-for-media-stream"],
-        )  # fmt: skip
-        context = browser.new_context()
-        context.grant_permissions(["microphone"], origin=live_server.rstrip("/"))
-        page = context.new_page()
-        page.goto(live_server)
-        page.wait_for_function("document.getElementById('model-info').textContent.length > 0")
-        page.click("#record")
-        page.wait_for_selector("#record.recording")
-        page.wait_for_timeout(1500)  # the fake microphone plays a beep
-        page.click("#record")
-        page.wait_for_function(
-            "document.getElementById('source').textContent.startsWith('recording.wav')"
-        )
-        assert not page.is_visible("#error")
-        bad = tmp_path / "notes.wav"
-        bad.write_text("not audio")
-        page.set_input_files("#file", str(bad))
-        page.click("#predict")
-        page.wait_for_selector("#error", state="visible")
-        assert "cannot decode audio" in page.inner_text("#error")
-        browser.close()
+    browser, page = page_with_fake_microphone(playwright, live_server)
+    record_then_upload_a_non_audio_file(page, tmp_path)
+    browser.close()
 
 
 def test_health_json_is_what_the_page_reads(trained_run):

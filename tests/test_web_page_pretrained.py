@@ -4,14 +4,14 @@ in headless Chromium. Needs the real whisper-base (marked `pretrained`; skipped 
 from __future__ import annotations
 
 import os
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 from typer.testing import CliRunner
+
+from live_page import CHROMIUM, served
 
 pytestmark = pytest.mark.pretrained
 
@@ -31,60 +31,44 @@ def whisper_run(whisper_base_dir, small_synthetic_corpus, tmp_path_factory) -> P
 
 
 def test_whisper_base_page_on_a_31_s_recording(whisper_run, small_synthetic_corpus, tmp_path):
-    import shutil
-
-    import uvicorn
-
     from emoknn.audio import load_audio
     from emoknn.corpora import load_synthetic
     from emoknn.model_info import describe_model
     from emoknn.predict import EmotionRecognizer
     from emoknn.serve import create_app
 
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
+    if CHROMIUM is None:
         pytest.skip("Debian chromium is not installed")
     from playwright.sync_api import sync_playwright
 
     recognizer = EmotionRecognizer.load(whisper_run, device="cpu")
     app = create_app(recognizer, model_name=whisper_run.name,
                      model_info=describe_model(whisper_run))  # fmt: skip
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not server.started and time.time() < deadline:
-        time.sleep(0.05)
-    port = server.servers[0].sockets[0].getsockname()[1]
     clips = [load_audio(u.path) for u in load_synthetic(small_synthetic_corpus)]
     pause = np.zeros(4000, dtype=np.float32)
     audio = np.concatenate([piece for clip in clips for piece in (clip, pause)])[: 31 * 16000]
     assert len(audio) == 31 * 16000
     upload = tmp_path / "thirty-one.wav"
     sf.write(upload, audio, 16000)
-    try:
-        with sync_playwright() as playwright:
-            arguments = ["--no-sandbox", "--disable-gpu"]
-            browser = playwright.chromium.launch(executable_path=chromium, headless=True,
-                                                 args=arguments)  # fmt: skip
-            page = browser.new_page(viewport={"width": 1000, "height": 1100})
-            page.goto(f"http://127.0.0.1:{port}/")
-            page.wait_for_function("document.getElementById('model-info').textContent.length > 0")
-            header = page.inner_text("#model-info")
-            assert "whisper-base" in header and "frozen encoder" in header
-            assert "fine-tuned" not in header
-            page.set_input_files("#file", str(upload))
-            page.click("#predict")
-            page.wait_for_function("document.body.dataset.rendered === '1'", timeout=300_000)
-            assert page.locator("#timeline .segment").count() == 5  # 4 × 7.5 s + 1 s
-            assert page.get_attribute("#waveform", "data-drawn") == "true"
-            ticks = page.locator("#axis .tick").all_inner_texts()
-            assert ticks[0] == "0 s" and ticks[-1] == "30 s"
-            assert page.locator("#neighbours li").count() == 5
-            shots = Path(os.environ.get("EMOKNN_SCREENSHOTS") or tmp_path)
-            shots.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(shots / "page-whisper-base-31s.png"), full_page=True)
-            browser.close()
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with served(app, startup_seconds=30) as url, sync_playwright() as playwright:
+        arguments = ["--no-sandbox", "--disable-gpu"]
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                             args=arguments)  # fmt: skip
+        page = browser.new_page(viewport={"width": 1000, "height": 1100})
+        page.goto(url)
+        page.wait_for_function("document.getElementById('model-info').textContent.length > 0")
+        header = page.inner_text("#model-info")
+        assert "whisper-base" in header and "frozen encoder" in header
+        assert "fine-tuned" not in header
+        page.set_input_files("#file", str(upload))
+        page.click("#predict")
+        page.wait_for_function("document.body.dataset.rendered === '1'", timeout=300_000)
+        assert page.locator("#timeline .segment").count() == 5  # 4 × 7.5 s + 1 s
+        assert page.get_attribute("#waveform", "data-drawn") == "true"
+        ticks = page.locator("#axis .tick").all_inner_texts()
+        assert ticks[0] == "0 s" and ticks[-1] == "30 s"
+        assert page.locator("#neighbours li").count() == 5
+        shots = Path(os.environ.get("EMOKNN_SCREENSHOTS") or tmp_path)
+        shots.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(shots / "page-whisper-base-31s.png"), full_page=True)
+        browser.close()
