@@ -4,6 +4,7 @@ regression kNN, cross-validate, report."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,16 +28,21 @@ def corpus(small_synthetic_corpus):
     return utterances, speaker_folds(utterances), label_names(utterances)
 
 
-@pytest.fixture(scope="module")
-def frozen_dimensional_run(corpus, tmp_path_factory):
+def _frozen_fold_run(corpus, folder: Path, task: str, epochs: int):
+    """A frozen tiny run of fold 0 with `task`, its kNN stage fitted: (run folder, fold)."""
     _, folds, labels = corpus
     fold = folds[0]
-    run = tmp_path_factory.mktemp("dimensional") / "run"
-    config = make_config("frozen", encoder="tiny", max_seconds=0.5, max_epochs=8, cache_views=1,
-                         task="dimensional", progress_bar=False)  # fmt: skip
+    run = folder / "run"
+    config = make_config("frozen", encoder="tiny", max_seconds=0.5, max_epochs=epochs,
+                         cache_views=1, task=task, progress_bar=False)  # fmt: skip
     train_frozen_fold(config, fold.train, fold.val, labels, run, extra_info={"fold": fold.name})
     fit_run_knn(run, fold.train, fold.val, config.max_seconds)
     return run, fold
+
+
+@pytest.fixture(scope="module")
+def frozen_dimensional_run(corpus, tmp_path_factory):
+    return _frozen_fold_run(corpus, tmp_path_factory.mktemp("dimensional"), "dimensional", 8)
 
 
 def test_a_frozen_dimensional_run_stores_its_attributes_and_regression_knn(
@@ -140,14 +146,7 @@ def test_crossval_of_a_dimensional_model_reports_ccc_with_and_without_knn(corpus
 
 @pytest.fixture(scope="module")
 def frozen_both_run(corpus, tmp_path_factory):
-    _, folds, labels = corpus
-    fold = folds[0]
-    run = tmp_path_factory.mktemp("both") / "run"
-    config = make_config("frozen", encoder="tiny", max_seconds=0.5, max_epochs=3, cache_views=1,
-                         task="both", progress_bar=False)  # fmt: skip
-    train_frozen_fold(config, fold.train, fold.val, labels, run, extra_info={"fold": fold.name})
-    fit_run_knn(run, fold.train, fold.val, config.max_seconds)
-    return run, fold
+    return _frozen_fold_run(corpus, tmp_path_factory.mktemp("both"), "both", 3)
 
 
 @pytest.mark.parametrize("which", ["dimensional", "both"])
