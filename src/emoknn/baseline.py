@@ -31,8 +31,9 @@ every resumed run reuses them.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -146,6 +147,27 @@ def cached_features(
     return {key[0]: cached[key] for key in identities}
 
 
+@single_threaded_blas()  # small fits: one BLAS thread (emoknn.threads)
+def choose_and_refit(
+    make: Callable[[float], Any],
+    grid: Sequence[float],
+    score: Callable[[np.ndarray, np.ndarray], float],
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+) -> tuple[float, float, Any]:
+    """The grid value whose pipeline `make(value)`, fitted on train, scores best on validation
+    (`score(truth, predicted)`; ties: the earlier value), that score, and its pipeline refitted on
+    train + validation."""
+    scores = [score(y_val, make(value).fit(x_train, y_train).predict(x_val)) for value in grid]
+    best = int(np.argmax(scores))  # the first of ties
+    pipeline = make(grid[best]).fit(
+        np.concatenate([x_train, x_val]), np.concatenate([y_train, y_val])
+    )
+    return grid[best], float(scores[best]), pipeline
+
+
 class FeatureBaseline:
     """Standardisation + logistic regression, C picked on a validation set (scikit-learn style:
     `fit` returns self, learned state ends in `_`)."""
@@ -164,19 +186,12 @@ class FeatureBaseline:
             LogisticRegression(C=c, class_weight="balanced", max_iter=5000),
         )
 
-    @single_threaded_blas()  # small fits: one BLAS thread (emoknn.threads)
     def fit(
         self, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray
     ) -> FeatureBaseline:
         """Pick C by validation UA (ties to the smaller C), then refit on train + validation."""
-        scores = []
-        for c in self.c_grid:
-            predicted = self._pipeline(c).fit(x_train, y_train).predict(x_val)
-            scores.append(unweighted_accuracy(y_val, predicted))
-        self.c_ = self.c_grid[int(np.argmax(scores))]  # argmax: the first (smallest C) of ties
-        self.val_ua_ = float(max(scores))
-        self.pipeline_ = self._pipeline(self.c_).fit(
-            np.concatenate([x_train, x_val]), np.concatenate([y_train, y_val])
+        self.c_, self.val_ua_, self.pipeline_ = choose_and_refit(
+            self._pipeline, self.c_grid, unweighted_accuracy, x_train, y_train, x_val, y_val
         )
         return self
 
@@ -206,19 +221,16 @@ class FeatureRidge:
             transformer=StandardScaler(),
         )
 
-    @single_threaded_blas()  # small fits: one BLAS thread (emoknn.threads)
     def fit(
         self, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray
     ) -> FeatureRidge:
         """Pick the penalty by validation mean CCC (ties: the smaller); refit on train + val."""
-        scores = []
-        for alpha in self.alphas:
-            predicted = self._pipeline(alpha).fit(x_train, y_train).predict(x_val)
-            scores.append(float(ccc_columns(predicted.reshape(y_val.shape), y_val).mean()))
-        self.alpha_ = self.alphas[int(np.argmax(scores))]
-        self.val_ccc_ = float(max(scores))
-        self.pipeline_ = self._pipeline(self.alpha_).fit(
-            np.concatenate([x_train, x_val]), np.concatenate([y_train, y_val])
+
+        def mean_ccc(truth: np.ndarray, predicted: np.ndarray) -> float:
+            return float(ccc_columns(predicted.reshape(truth.shape), truth).mean())
+
+        self.alpha_, self.val_ccc_, self.pipeline_ = choose_and_refit(
+            self._pipeline, self.alphas, mean_ccc, x_train, y_train, x_val, y_val
         )
         return self
 
