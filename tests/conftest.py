@@ -72,3 +72,38 @@ def whisper_base_dir() -> Path:
     if not (folder / "config.json").is_file() or not (folder / "model.safetensors").is_file():
         pytest.skip(f"no whisper-base at {folder} (build it with shared/tools/whisper-base)")
     return folder
+
+
+# Real corpora (never in the repository): EMOKNN_EMODB, EMOKNN_RAVDESS, EMOKNN_TESS name laid-out
+# copies (e.g. ../shared/corpora/emodb, or what shared/tools/real-corpus writes). Tests that read
+# them are marked `real`, left out of the default run, and skip when the variable is unset.
+REAL_CORPUS_VARIABLES = {"emodb": "EMOKNN_EMODB", "ravdess": "EMOKNN_RAVDESS", "tess": "EMOKNN_TESS"}
+
+
+def real_corpus_dir(name: str) -> Path:
+    """The folder of a real corpus copy, or skip the calling test when none is named."""
+    import os
+
+    variable = REAL_CORPUS_VARIABLES[name]
+    value = os.environ.get(variable)
+    if not value:
+        pytest.skip(f"{variable} is not set (the folder of a laid-out {name} copy)")
+    folder = Path(value).expanduser()
+    if not folder.is_dir():
+        pytest.skip(f"{variable}={folder} is not a folder")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def emodb_dir() -> Path:
+    return real_corpus_dir("emodb")
+
+
+@pytest.fixture(scope="session")
+def ravdess_dir() -> Path:
+    return real_corpus_dir("ravdess")
+
+
+@pytest.fixture(scope="session")
+def tess_dir() -> Path:
+    return real_corpus_dir("tess")
