@@ -355,12 +355,17 @@ class EmotionRecognizer:
             )  # fmt: skip
         return self._features_key
 
+    def require_statistics(self, given: bool) -> None:
+        """Refuse in one line, before any audio is read, a speaker-normalised model without
+        statistics (`given` False) or any other model with them."""
+        self.model.check_statistics(given)
+
     def _check_statistics(self, statistics: SpeakerStatistics | None) -> None:
         """Before any audio is read: statistics where the model needs them, and only there, of
         this model's features."""
         if statistics is not None and not isinstance(statistics, SpeakerStatistics):
             raise ConfigError(f"statistics must be SpeakerStatistics, got {statistics!r:.60}")
-        self.model.check_statistics(statistics is not None)
+        self.require_statistics(statistics is not None)
         if statistics is not None:
             statistics.check_key(self.features_key, "speaker statistics")
 
@@ -379,7 +384,7 @@ class EmotionRecognizer:
         normalisation, and below `min_clips` clips (before any audio is read).
         """
         if not self.speaker_norm:
-            self.model.check_statistics(True)  # says why: the model standardises nothing
+            self.require_statistics(True)  # says why: the model standardises nothing
         check_int(batch_size, "batch_size", 1)
         items = [check_input(item) for item in as_input_list(clips)]
         check_clip_count(len(items), name, kind, self.min_clips)
@@ -907,16 +912,19 @@ class OnnxEmotionRecognizer(EmotionRecognizer):
     def speaker_norm(self) -> bool:
         return False  # `emoknn export` refuses a speaker-normalised model
 
-    def _check_statistics(self, statistics: SpeakerStatistics | None) -> None:
-        if statistics is not None:
+    def require_statistics(self, given: bool) -> None:
+        if given:
             raise SpeakerNormError(
                 "speaker statistics were given, but an ONNX export runs without speaker "
                 "normalisation (predict with the model folder instead)"
             )
 
+    def _check_statistics(self, statistics: SpeakerStatistics | None) -> None:
+        self.require_statistics(statistics is not None)
+
     def speaker_statistics(self, clips, name: str, kind: str = "speaker",
                            batch_size: int = 16) -> SpeakerStatistics:  # fmt: skip
-        self._check_statistics(True)  # type: ignore[arg-type]  # says why
+        self.require_statistics(True)  # says why: an export takes no statistics
         raise AssertionError("unreachable")
 
     def forward_all(
