@@ -217,6 +217,11 @@ def serve_command(
             "the server)"
         ),
     ] = False,
+    speaker: Annotated[
+        str | None,
+        typer.Option(help="Speaker-normalised models: the enrolled speaker (or domain) a "
+                     "request that names none is normalised with"),
+    ] = None,
 ) -> None:
     """Serve the model over HTTP, with a web page to upload or record audio."""
     from emoknn.predict import PRECISIONS
@@ -238,7 +243,8 @@ def serve_command(
     serve(str(model), host, port, knn, max_upload_mb, max_seconds, precision, int8,
           max_segments=max_segments, max_queue=max_queue,
           serve_neighbour_audio=serve_neighbour_audio,
-          announce=lambda line: console.print(line, highlight=False))  # fmt: skip
+          announce=lambda line: console.print(line, highlight=False),
+          default_speaker=speaker)  # fmt: skip
 
 
 def export_command(
