@@ -360,6 +360,10 @@ def test_speaker_norm_is_recorded_standardises_each_speaker_and_blocks_a_resume_
     experiment = json.loads((out / "experiment.json").read_text())
     assert experiment["train_config"]["speaker_norm"] is True
     assert "speaker normalisation on" in (out / "report.md").read_text()
+    # Each fold model records it, so that it predicts only with a speaker's statistics.
+    for model_json in out.glob("*/fold*/model.json"):
+        assert json.loads(model_json.read_text())["model_config"]["speaker_norm"] is True
+    assert list(out.glob("*/fold*/model.json"))
     # Each speaker's features are standardised with its own clips: mean 0, std 1 per speaker.
     utterances = load_synthetic(small_synthetic_corpus)
     model = build_frozen_model(make_config("frozen", encoder="tiny", max_seconds=0.5), ["a"])

@@ -34,6 +34,7 @@ from emoknn.model_folder import (
     ids_digest,
     read_run_config,
 )
+from emoknn.speaker_stats import MIN_CLIPS
 
 MONITORS = {"val_loss": "min", "val_ua": "max", "val_wa": "max", "val_ccc": "max"}
 LAYER_INITS = ("uniform", "best")
@@ -365,6 +366,8 @@ def model_config_for(config: TrainConfig, labels: list[str],
         pooling=config.pooling,
         standardize=config.standardize,
         input_dropout=config.input_dropout,
+        speaker_norm=config.speaker_norm,
+        speaker_norm_min_clips=MIN_CLIPS if config.speaker_norm else 0,
     )
 
 

@@ -49,3 +49,8 @@ class FileFormatError(EmoknnError, ValueError):
 
 class ModelFolderError(FileFormatError):
     """A file of a model folder is missing, incomplete, or not what emoknn wrote."""
+
+
+class SpeakerNormError(ConfigError):
+    """Speaker statistics are missing for a speaker-normalised model (or given to another one),
+    come from too few clips, or do not match the model's encoder features."""

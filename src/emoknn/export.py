@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from scipy.special import softmax
 
-from emoknn.errors import EmoknnError
+from emoknn.errors import ConfigError, EmoknnError
 from emoknn.files import check_writable_folder
 from emoknn.inference import fold_of_run
 from emoknn.model_folder import (
@@ -139,6 +139,12 @@ def export_onnx(
     model_dir = Path(model_dir)
     # Everything is read and validated before anything is written.
     model_meta = read_model_meta(model_dir)
+    if model_meta.model_config.get("speaker_norm"):
+        raise ConfigError(
+            f"{model_dir}: trained with speaker normalisation, which the ONNX graph cannot apply "
+            "(it takes a waveform, not a speaker's statistics); predict and serve it from the "
+            "model folder"
+        )
     model = load_model(model_dir, device="cpu")
     has_knn = (model_dir / DATASTORE_FILE).is_file()
     if has_knn:

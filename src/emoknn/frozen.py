@@ -68,6 +68,7 @@ from emoknn.model_folder import (
     write_encoder_store,
     write_run_config,
 )
+from emoknn.speaker_stats import feature_statistics
 
 
 @dataclass
@@ -118,9 +119,8 @@ def speaker_statistics(cache: FeatureCache, utterances: list[Utterance]) -> Spea
     groups = check_speaker_norm(utterances)
     stats = {}
     for speaker, group in groups.items():
-        features = cache.originals(group).astype(np.float64)
-        stats[speaker] = (features.mean(axis=0).astype(np.float32),
-                          np.maximum(features.std(axis=0), 1e-6).astype(np.float32))  # fmt: skip
+        # The formula prediction uses too (emoknn.speaker_stats).
+        stats[speaker] = feature_statistics(cache.originals(group))
     return stats
 
 
@@ -433,8 +433,9 @@ def train_frozen_fold(
 
     With `config.speaker_norm`, features are standardised per speaker (`speaker_statistics`) with
     `speaker_stats` (a cross-validation passes those of every speaker, test speaker included),
-    else with statistics of the `train` and `val` speakers' own clips. Such a model expects
-    speaker-normalised features: it is for evaluation (its run config records the setting).
+    else with statistics of the `train` and `val` speakers' own clips. Such a model records it
+    (`ModelConfig.speaker_norm`) and predicts only with a speaker's statistics
+    (`emoknn.speaker_stats`).
     """
     if not config.freeze_encoder:
         raise ConfigError("train_frozen_fold needs freeze_encoder=True (use train_fold otherwise)")

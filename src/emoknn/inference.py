@@ -23,7 +23,7 @@ from emoknn.audio import SAMPLE_RATE, max_samples
 from emoknn.corpora import load_corpus
 from emoknn.corpora.utterance import Utterance
 from emoknn.data import BucketBatchSampler, EvaluationAudio, collate_evaluation, utterance_lengths
-from emoknn.errors import ConfigError, EmoknnError, ModelFolderError
+from emoknn.errors import ConfigError, EmoknnError, ModelFolderError, SpeakerNormError
 from emoknn.features import FeatureCache
 from emoknn.files import check_writable_folder
 from emoknn.folds import Fold, speaker_folds
@@ -41,6 +41,7 @@ from emoknn.model_folder import (
     save_datastore,
     save_knn,
 )
+from emoknn.speaker_stats import normalized_by_group
 
 
 @dataclass
@@ -249,8 +250,13 @@ def fit_run_knn(
     cache_root = feature_cache_of(run_dir)
     if cache_root is not None:  # a frozen encoder: its cached features give the same embeddings
         cache = FeatureCache(cache_root, model.cpu(), max_seconds, cache_precision_of(run_dir))
-        train_embedded = embed_pooled(model, train, cache.originals(train))
-        val_embedded = embed_pooled(model, val, cache.originals(val))
+        train_pooled, val_pooled = cache.originals(train), cache.originals(val)
+        if model.config.speaker_norm:  # as in training: each speaker by its own clips' statistics
+            pooled = normalized_by_group(np.concatenate([train_pooled, val_pooled]),
+                                         [u.speaker for u in train + val])  # fmt: skip
+            train_pooled, val_pooled = pooled[: len(train)], pooled[len(train) :]
+        train_embedded = embed_pooled(model, train, train_pooled)
+        val_embedded = embed_pooled(model, val, val_pooled)
     else:
         train_embedded = embed_utterances(model, train, max_seconds, device=device)
         val_embedded = embed_utterances(model, val, max_seconds, device=device)
@@ -321,6 +327,11 @@ def add_to_datastore(
     if clash:
         raise ConfigError(f"{clash[0]}: already in the datastore")
     _refuse_test_speaker(run_dir, utterances)
+    if meta.model_config.get("speaker_norm"):
+        raise SpeakerNormError(
+            f"{run_dir}: trained with speaker normalisation; clips added to its datastore would "
+            "need their speakers' statistics, which `datastore add` does not take"
+        )
     device = device or best_device()
     model = load_model(run_dir, device=device)
     embedded = embed_utterances(model, utterances, meta.max_seconds, device=device)

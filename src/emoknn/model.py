@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from emoknn.errors import ConfigError, EmoknnError
+from emoknn.errors import ConfigError, EmoknnError, SpeakerNormError
 from emoknn.whisper import (
     SAMPLE_RATE,
     WhisperBackbone,
@@ -141,6 +141,11 @@ class ModelConfig:
             order); None for a categorical model.
         attribute_mean, attribute_std: the training split's mean and standard deviation of each
             attribute: the head predicts (y − mean) / std and returns y in the corpus's scale.
+        speaker_norm: the head was trained on pooled features standardised per speaker with that
+            speaker's own clips (`--speaker-norm`): the model predicts only with statistics of the
+            speaker's (or domain's) unlabelled clips (`forward(..., statistics=)`,
+            `emoknn.speaker_stats`), and refuses raw waveforms without them.
+        speaker_norm_min_clips: the fewest clips such statistics may come from.
     """
 
     encoder: str = "facebook/wav2vec2-base"
@@ -164,6 +169,8 @@ class ModelConfig:
     attributes: list[str] | None = None
     attribute_mean: list[float] | None = None
     attribute_std: list[float] | None = None
+    speaker_norm: bool = False
+    speaker_norm_min_clips: int = 0
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -209,6 +216,11 @@ class ModelConfig:
                     f"label_map must send classifier labels {self.labels} to distinct output "
                     f"labels {self.output_labels}; it names {unknown or targets}"
                 )
+        if self.speaker_norm and self.speaker_norm_min_clips < 2:
+            raise ConfigError(
+                "speaker_norm_min_clips must be ≥ 2 (one clip has no spread to standardise with), "
+                f"got {self.speaker_norm_min_clips}"
+            )
         for name in ("head_dropout", "projection_dropout", "input_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ConfigError(f"{name} must lie in [0, 1), got {getattr(self, name)}")
@@ -615,13 +627,46 @@ class EmotionModel(nn.Module):
         merged = torch.logsumexp(members, dim=-1)  # (B, C_out)
         return torch.where(groups.any(dim=1), merged, UNKNOWN_LABEL_LOGIT)
 
-    def forward(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> ModelOutput:
+    def forward(
+        self,
+        waveforms: torch.Tensor,
+        lengths: torch.Tensor,
+        statistics: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> ModelOutput:
         """head(pooled_layers(waveforms, lengths)); without layer weighting the encoder keeps
-        only its last hidden state (the head reads nothing else)."""
+        only its last hidden state (the head reads nothing else).
+
+        A speaker-normalised model (`config.speaker_norm`) needs `statistics`, the (mean, scale)
+        of a speaker's or domain's pooled layers, (L + 1, P) each (`emoknn.speaker_stats`):
+            pooled ← (pooled − mean) / scale        before the head
+        Without them it refuses (never a prediction on features it was not trained on); any
+        other model refuses statistics.
+        """
+        self.check_statistics(statistics is not None)
         if self.layer_weights is not None:
-            return self.head(self.pooled_layers(waveforms, lengths))
-        (last,), frame_mask = self.hidden_states(waveforms, lengths, all_layers=False)
-        return self.head(self._pool(last.float(), frame_mask)[:, None])  # (B, 1, P)
+            pooled = self.pooled_layers(waveforms, lengths)
+        else:
+            (last,), frame_mask = self.hidden_states(waveforms, lengths, all_layers=False)
+            pooled = self._pool(last.float(), frame_mask)[:, None]  # (B, 1, P)
+        if statistics is not None:
+            mean, scale = statistics
+            count = pooled.shape[1]  # L + 1, or 1 (the last entry)
+            pooled = (pooled - mean[-count:].to(pooled)) / scale[-count:].to(pooled)
+        return self.head(pooled)
+
+    def check_statistics(self, given: bool) -> None:
+        """Refuse a speaker-normalised model without statistics, or statistics for another."""
+        if self.config.speaker_norm and not given:
+            raise SpeakerNormError(
+                "this model was trained with speaker normalisation (--speaker-norm): it predicts "
+                "only with statistics of the speaker's unlabelled clips (`emoknn enrol`, or "
+                "predict --speaker, --speakers CSV or --domain-stats; see docs/prediction.md)"
+            )
+        if given and not self.config.speaker_norm:
+            raise SpeakerNormError(
+                "speaker statistics were given, but this model was trained without speaker "
+                "normalisation (it standardises nothing per speaker)"
+            )
 
     def encode(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Utterance embeddings (B, D) of zero-padded waveforms (B, T) with lengths (B,)."""

@@ -18,6 +18,9 @@
                         read with `torch.load(weights_only=True)`, which refuses anything but
                         tensors and plain containers
     export.json, model.onnx, model.int8.onnx   an `emoknn export` folder (with datastore, knn.json)
+    enrolments/<name>.npz   statistics of a speaker's (or domain's) unlabelled clips, for a model
+                        trained with --speaker-norm (`emoknn enrol`): mean and scale arrays and a
+                        JSON header (name, kind, clip count, the encoder features they fit)
 
 Every reader checks what it reads (present, complete, the expected keys, types, shapes, ranges)
 and raises `ModelFolderError` with one line naming the file and what is wrong. Writers are atomic
@@ -52,6 +55,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import re
 import shutil
 import zipfile
 from dataclasses import dataclass, fields
@@ -77,6 +81,7 @@ from emoknn.knn import (
     module_fingerprint,
 )
 from emoknn.model import EmotionModel, ModelConfig, load_encoder
+from emoknn.speaker_stats import SpeakerStatistics
 
 MODEL_FILE = "model.safetensors"
 MODEL_META_FILE = "model.json"
@@ -1098,3 +1103,89 @@ def onnx_model_file(folder: str | os.PathLike, quantized: bool = False) -> Path:
     if path.stat().st_size == 0:
         raise ModelFolderError(f"{path}: the file is empty")
     return path
+
+
+# ── enrolments: speaker (or domain) statistics of unlabelled clips ─────────────────────────────
+
+ENROLMENT_DIR = "enrolments"  # MODEL/enrolments/<name>.npz, one per enrolled speaker or domain
+ENROLMENT_SUFFIX = ".npz"
+ENROLMENT_FORMAT = "emoknn-enrolment"
+ENROLMENT_VERSION = 1
+ENROLMENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def check_enrolment_name(name: str, what: str = "--speaker") -> str:
+    """A speaker or domain name usable as a file name: letters, digits, '.', '_', '-', at most
+    64, starting with a letter or digit (so it can never name a path elsewhere)."""
+    if not isinstance(name, str) or not ENROLMENT_NAME.fullmatch(name):
+        raise ModelFolderError(
+            f"{what} {name!r}: a name is 1-64 letters, digits, '.', '_' or '-', starting with a "
+            "letter or digit"
+        )
+    return name
+
+
+def enrolment_path(folder: str | os.PathLike, name: str) -> Path:
+    """Where the model folder keeps the enrolment of `name`."""
+    return Path(folder) / ENROLMENT_DIR / f"{check_enrolment_name(name)}{ENROLMENT_SUFFIX}"
+
+
+def save_enrolment(path: str | os.PathLike, statistics: SpeakerStatistics) -> Path:
+    """Write an enrolment file atomically: plain arrays (mean, scale) and a JSON header (no
+    pickle): format, version, name, kind, clip count, the features key, the emoknn version."""
+    import json
+
+    header = {"format": ENROLMENT_FORMAT, "version": ENROLMENT_VERSION, "name": statistics.name,
+              "kind": statistics.kind, "clips": statistics.clips,
+              "features_key": statistics.features_key, "emoknn_version": __version__}  # fmt: skip
+    path = Path(path)
+    with atomic_path(path) as temporary, temporary.open("wb") as handle:
+        np.savez(handle, mean=statistics.mean, scale=statistics.scale,
+                 header=np.array(json.dumps(header)))  # fmt: skip
+    give_default_permissions(path)
+    return path
+
+
+def load_enrolment(path: str | os.PathLike) -> SpeakerStatistics:
+    """An enrolment file, validated (`ModelFolderError` naming the file on anything wrong)."""
+    import json
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFolderError(f"{path}: enrolment not found")
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            arrays = {name: stored[name] for name in stored.files}
+        header = json.loads(str(arrays["header"]))
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as error:
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ModelFolderError(f"{path}: not a readable enrolment file ({message})") from error
+    if not isinstance(header, dict) or header.get("format") != ENROLMENT_FORMAT:
+        raise ModelFolderError(f"{path}: not an emoknn enrolment file")
+    if header.get("version") != ENROLMENT_VERSION:
+        raise ModelFolderError(f"{path}: enrolment version {header.get('version')!r}; this "
+                               f"emoknn reads version {ENROLMENT_VERSION}")  # fmt: skip
+    for key in ("name", "kind", "features_key"):
+        _require(header, key, str, path)
+    clips = _require(header, "clips", int, path)
+    if clips < 1:
+        raise ModelFolderError(f"{path}: 'clips' must be ≥ 1, got {clips}")
+    for name in ("mean", "scale"):
+        if name not in arrays or arrays[name].dtype.kind != "f":
+            raise ModelFolderError(f"{path}: missing or non-numeric {name!r}")
+    try:
+        mean, scale = arrays["mean"].astype(np.float32), arrays["scale"].astype(np.float32)
+        return SpeakerStatistics(header["name"], header["kind"], clips, mean, scale,
+                                 header["features_key"])  # fmt: skip
+    except EmoknnError as error:
+        raise ModelFolderError(f"{path}: {error}") from error
+
+
+def list_enrolments(folder: str | os.PathLike) -> dict[str, Path]:
+    """The enrolment files a model folder keeps, by name (none: an empty dict)."""
+    root = Path(folder) / ENROLMENT_DIR
+    if not root.is_dir():
+        return {}
+    return {path.name[: -len(ENROLMENT_SUFFIX)]: path
+            for path in sorted(root.glob(f"*{ENROLMENT_SUFFIX}"))
+            if ENROLMENT_NAME.fullmatch(path.name[: -len(ENROLMENT_SUFFIX)])}  # fmt: skip

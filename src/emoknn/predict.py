@@ -41,12 +41,14 @@ import torch
 from emoknn.audio import (
     SAMPLE_RATE,
     audio_duration,
+    center_crop,
     load_audio,
+    max_samples,
     stream_audio,
 )
 from emoknn.checks import check_choice, check_device, check_int, check_number
 from emoknn.data import pad_batch
-from emoknn.errors import AudioError, ConfigError, EmoknnError, ModelFolderError
+from emoknn.errors import AudioError, ConfigError, EmoknnError, ModelFolderError, SpeakerNormError
 from emoknn.hf_import import hf_classifier_architecture, import_hf_classifier
 from emoknn.hub import resolve_model
 from emoknn.inference import best_device
@@ -57,16 +59,21 @@ from emoknn.knn import (
     Neighbour,
     TuningResult,
     check_neighbours,
+    module_fingerprint,
     store_knn_search,
     store_knn_values,
 )
 from emoknn.model import EmotionModel
 from emoknn.model_folder import (
     DATASTORE_FILE,
+    ENROLMENT_SUFFIX,
     RUN_CONFIG_FILE,
+    enrolment_path,
     has_model,
     is_export_folder,
+    list_enrolments,
     load_checkpoint_model,
+    load_enrolment,
     load_knn,
     load_model,
     onnx_model_file,
@@ -84,6 +91,7 @@ from emoknn.segments import (
     voice_segments,
     window_segments,
 )
+from emoknn.speaker_stats import SpeakerStatistics, check_clip_count, features_key
 
 NO_DATASTORE_NOTE = (
     "this model has no kNN datastore: predicting with the model alone (give it your labelled "
@@ -134,6 +142,9 @@ class Prediction:
     dominance: float | None = None
     model_attributes: dict[str, float] | None = None
     knn_attributes: dict[str, float] | None = None
+    # With speaker (or domain) statistics (`SpeakerStatistics.summary`): their kind, name, clip
+    # count and the note "normalised with N unlabelled clips of speaker S"; None without.
+    normalisation: dict[str, Any] | None = None
 
     @property
     def attributes(self) -> dict[str, float] | None:
@@ -167,6 +178,8 @@ class EmotionRecognizer:
         self.note: str | None = None  # what a user should know about how this model predicts
         self.max_seconds, self.device, self.precision = max_seconds, device, precision
         self.regression_settings = None  # KnnSettings of the regression kNN (`load` sets it)
+        self.folder: Path | None = None  # the model folder it was loaded from (`load` sets it)
+        self._features_key: str | None = None
 
     @classmethod
     def load(
@@ -211,6 +224,7 @@ class EmotionRecognizer:
                                      model.embedding_size)
             settings = tuning.interpolated
         recognizer = cls(model, store, settings, meta.max_seconds, device, precision)
+        recognizer.folder = model_dir
         if use_knn and alone:
             recognizer.note = NO_DATASTORE_NOTE
         recognizer.regression_settings = _regression_settings(model.attributes, store,
@@ -248,19 +262,28 @@ class EmotionRecognizer:
         return self.model.labels
 
     def forward_clips(
-        self, clips: Sequence[np.ndarray], batch_size: int = 16
-    ) -> tuple[np.ndarray, np.ndarray]:
+        self, clips: Sequence[np.ndarray], batch_size: int = 16,
+        statistics: SpeakerStatistics | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
         """Model probabilities (N, C) and embeddings (N, D) of clips, in length-sorted batches."""
-        return self.forward_all(clips, batch_size)[:2]
+        return self.forward_all(clips, batch_size, statistics)[:2]
 
     @torch.inference_mode()
     def forward_all(
-        self, clips: Sequence[np.ndarray], batch_size: int = 16
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """`forward_clips`, and a dimensional model's attributes (N, A) (else None).
+        self, clips: Sequence[np.ndarray], batch_size: int = 16,
+        statistics: SpeakerStatistics | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:  # fmt: skip
+        """`forward_clips`, and a dimensional model's attributes (N, A) (else None); with
+        `statistics`, the pooled features standardised with them first (a speaker-normalised
+        model needs them, any other refuses them: `EmotionModel.forward`).
 
         The one backend-specific step: `OnnxEmotionRecognizer` overrides it.
         """
+        self.model.check_statistics(statistics is not None)
+        moments = None
+        if statistics is not None:
+            statistics.check_key(self.features_key, "speaker statistics")
+            moments = (torch.from_numpy(statistics.mean), torch.from_numpy(statistics.scale))
         count = len(clips)
         model_probs = np.zeros((count, len(self.labels)))
         embeddings = np.zeros((count, self.model.embedding_size), dtype=np.float32)
@@ -271,23 +294,24 @@ class EmotionRecognizer:
             rows = order[start : start + batch_size]
             waveforms, lengths = pad_batch([clips[i] for i in rows])
             with torch.autocast(device_type, torch.bfloat16, enabled=self.precision == "bf16"):
-                output = self.model(waveforms.to(self.device), lengths.to(self.device))
+                output = self.model(waveforms.to(self.device), lengths.to(self.device),
+                                    statistics=moments)  # fmt: skip
             model_probs[rows] = torch.softmax(output.logits.float(), dim=1).cpu().numpy()
             embeddings[rows] = output.embeddings.float().cpu().numpy()
             if attributes is not None:
                 attributes[rows] = output.attributes.float().cpu().numpy()
         return model_probs, embeddings, attributes
 
-    def score(self, clips: Sequence[np.ndarray], batch_size: int = 16, neighbours: int = 0
-              ) -> dict[str, Any]:  # fmt: skip
+    def score(self, clips: Sequence[np.ndarray], batch_size: int = 16, neighbours: int = 0,
+              statistics: SpeakerStatistics | None = None) -> dict[str, Any]:  # fmt: skip
         """Probabilities of clips (each ≤ the crop length): model (N, C), knn, final; with
         `neighbours`, also "search": the `KnnSearch` they came from (one index search either way);
         for a dimensional model also its attributes (N, A): attributes_model, attributes_knn,
-        attributes_final.
+        attributes_final. `statistics`: see `predict`.
         """
         check_int(batch_size, "batch_size", 1)
         self._check_neighbours(neighbours)
-        model_probs, embeddings, attributes = self.forward_all(clips, batch_size)
+        model_probs, embeddings, attributes = self.forward_all(clips, batch_size, statistics)
         scores: dict[str, Any] = {"model": model_probs, "knn": None, "final": model_probs}
         if self.store is not None and len(clips):
             search = store_knn_search(embeddings, self.store, self.knn_settings, neighbours)
@@ -305,6 +329,105 @@ class EmotionRecognizer:
                 scores["attributes_knn"] = y_knn
                 scores["attributes_final"] = alpha * y_knn + (1.0 - alpha) * attributes
         return scores
+
+    # ── speaker (or domain) statistics from unlabelled clips (emoknn.speaker_stats) ─────────
+
+    @property
+    def speaker_norm(self) -> bool:
+        """Whether the model was trained with speaker normalisation: it then predicts only with
+        a speaker's or domain's statistics (`speaker_statistics`, `enrolment`)."""
+        return self.model.config.speaker_norm
+
+    @property
+    def min_clips(self) -> int:
+        """The fewest clips the model accepts statistics from (0: it takes none)."""
+        return self.model.config.speaker_norm_min_clips if self.speaker_norm else 0
+
+    @property
+    def features_key(self) -> str:
+        """`emoknn.speaker_stats.features_key` of this model's pooled encoder features."""
+        if self._features_key is None:
+            config = self.model.config
+            self._features_key = features_key(
+                module_fingerprint(self.model.encoder), max_samples(self.max_seconds),
+                config.pooling, config.normalize_waveforms, config.pad_to_seconds,
+                (self.model.num_layers + 1, self.model.pooled_size),
+            )  # fmt: skip
+        return self._features_key
+
+    def require_statistics(self, given: bool) -> None:
+        """Refuse in one line, before any audio is read, a speaker-normalised model without
+        statistics (`given` False) or any other model with them."""
+        self.model.check_statistics(given)
+
+    def _check_statistics(self, statistics: SpeakerStatistics | None) -> None:
+        """Before any audio is read: statistics where the model needs them, and only there, of
+        this model's features."""
+        if statistics is not None and not isinstance(statistics, SpeakerStatistics):
+            raise ConfigError(f"statistics must be SpeakerStatistics, got {statistics!r:.60}")
+        self.require_statistics(statistics is not None)
+        if statistics is not None:
+            statistics.check_key(self.features_key, "speaker statistics")
+
+    @torch.inference_mode()
+    def speaker_statistics(
+        self,
+        clips: AudioInput | Sequence[AudioInput],
+        name: str,
+        kind: str = "speaker",
+        batch_size: int = 16,
+    ) -> SpeakerStatistics:
+        """Statistics of a speaker's (`kind="speaker"`) or a domain's (`kind="domain"`)
+        unlabelled clips: paths, 1-D 16 kHz arrays or `(array, rate)` pairs. Each clip's centred
+        crop (the model's crop length, as in training) is encoded and pooled; nothing else is
+        read (no label, no other clip). Refused in one line for a model trained without speaker
+        normalisation, and below `min_clips` clips (before any audio is read).
+        """
+        if not self.speaker_norm:
+            self.require_statistics(True)  # says why: the model standardises nothing
+        check_int(batch_size, "batch_size", 1)
+        items = [check_input(item) for item in as_input_list(clips)]
+        check_clip_count(len(items), name, kind, self.min_clips)
+        length = max_samples(self.max_seconds)
+        crops = []
+        for item in items:
+            samples = load_audio(item) if isinstance(item, Path) else item[1]
+            crops.append(center_crop(samples, length))
+        pooled = np.zeros((len(crops), self.model.num_layers + 1, self.model.pooled_size),
+                          dtype=np.float32)  # fmt: skip
+        order = np.argsort([len(c) for c in crops], kind="stable")
+        device_type = torch.device(self.device).type
+        for start in range(0, len(crops), batch_size):
+            rows = order[start : start + batch_size]
+            waveforms, lengths = pad_batch([crops[i] for i in rows])
+            with torch.autocast(device_type, torch.bfloat16, enabled=self.precision == "bf16"):
+                layers = self.model.pooled_layers(waveforms.to(self.device),
+                                                  lengths.to(self.device))  # fmt: skip
+            pooled[rows] = layers.float().cpu().numpy()
+        return SpeakerStatistics.from_features(pooled, name, kind, self.features_key,
+                                               self.min_clips)  # fmt: skip
+
+    def enrolment(self, name_or_path: str | os.PathLike) -> SpeakerStatistics:
+        """Statistics enrolled earlier (`emoknn enrol`): a name the model folder keeps
+        (`MODEL/enrolments/NAME.npz`) or an enrolment file's path; checked against this model's
+        features."""
+        path = Path(name_or_path)
+        if path.suffix != ENROLMENT_SUFFIX:
+            if self.folder is None:
+                raise ConfigError(f"{name_or_path}: this model has no folder to keep enrolments; "
+                                  "give an enrolment file")  # fmt: skip
+            path = enrolment_path(self.folder, str(name_or_path))
+            if not path.is_file():
+                known = ", ".join(list_enrolments(self.folder)) or "none"
+                raise SpeakerNormError(
+                    f"{name_or_path!r}: not enrolled in {self.folder} (enrolled: {known}); "
+                    f"enrol with `emoknn enrol --model {self.folder} --speaker {name_or_path} "
+                    "CLIPS...`"
+                )
+        statistics = load_enrolment(path)
+        self._check_statistics(statistics)
+        statistics.check_key(self.features_key, str(path))
+        return statistics
 
     def _check_neighbours(self, neighbours: int) -> int:
         neighbours = check_neighbours(neighbours)
@@ -325,18 +448,22 @@ class EmotionRecognizer:
         segmentation: str = "window",
         max_segments: int | None = None,
         neighbours: int = 0,
+        statistics: SpeakerStatistics | None = None,
     ) -> list[Prediction]:
         """Predict each input: a path, a 1-D 16 kHz array, or an `(array, sample_rate)` pair
         (or a list of those). `max_segments` bounds the segments scored per input; `neighbours`
         (0 to 32, needs a datastore) lists that many nearest datastore entries per input and per
-        segment (`Prediction.neighbours`).
+        segment (`Prediction.neighbours`). `statistics` (`speaker_statistics`, `enrolment`): the
+        speaker's or domain's statistics every input is standardised with, which a model trained
+        with speaker normalisation needs (and any other refuses); each prediction then says so
+        (`Prediction.normalisation`).
 
         Raises AudioError for an input that cannot be used (use `predict_files` to skip those),
         ConfigError for a bad setting.
         """
         results = self._predict(as_input_list(inputs), batch_size, window_seconds, hop_seconds,
-                                segmentation, skip_errors=False,
-                                max_segments=max_segments, neighbours=neighbours)  # fmt: skip
+                                segmentation, skip_errors=False, max_segments=max_segments,
+                                neighbours=neighbours, statistics=statistics)  # fmt: skip
         return results  # type: ignore[return-value]  # no errors without skip_errors
 
     def predict_files(
@@ -349,20 +476,23 @@ class EmotionRecognizer:
         chunk_size: int = 256,
         max_segments: int | None = None,
         neighbours: int = 0,
+        statistics: SpeakerStatistics | None = None,
     ) -> Iterator[Prediction | EmoknnError]:
         """Yield, in input order, a Prediction or the error that made a file unusable.
 
         Files are read and scored `chunk_size` at a time, batched within each chunk.
+        `statistics`: see `predict`.
         """
         paths = as_input_list(paths)
         check_int(chunk_size, "chunk_size", 1)
         self._check_settings(batch_size, window_seconds, hop_seconds, segmentation, max_segments)
         self._check_neighbours(neighbours)
+        self._check_statistics(statistics)
         for start in range(0, len(paths), chunk_size):
             chunk = list(paths[start : start + chunk_size])
             yield from self._predict(chunk, batch_size, window_seconds, hop_seconds, segmentation,
                                      skip_errors=True, max_segments=max_segments,
-                                     neighbours=neighbours)  # fmt: skip
+                                     neighbours=neighbours, statistics=statistics)  # fmt: skip
 
     def _check_settings(self, batch_size: int, window_seconds: float | None,
                         hop_seconds: float | None, segmentation: str, max_segments: int | None
@@ -376,7 +506,8 @@ class EmotionRecognizer:
 
     def _predict(self, inputs: list, batch_size: int, window_seconds: float | None,
                  hop_seconds: float | None, segmentation: str, skip_errors: bool,
-                 max_segments: int | None = None, neighbours: int = 0
+                 max_segments: int | None = None, neighbours: int = 0,
+                 statistics: SpeakerStatistics | None = None,
                  ) -> list[Prediction | EmoknnError]:  # fmt: skip
         """Every input's clips (a short input is one clip; a long one, its streamed segments)
         share one pool, scored in length-sorted batches whenever it fills: batching stays full
@@ -384,6 +515,7 @@ class EmotionRecognizer:
         window, hop = self._check_settings(batch_size, window_seconds, hop_seconds, segmentation,
                                            max_segments)  # fmt: skip
         neighbours = self._check_neighbours(neighbours)
+        self._check_statistics(statistics)
         cut = window_segments if segmentation == "window" else voice_segments
         # The pool holds up to 8 batches of full windows' worth of samples (61 MB of float32 for
         # 7.5 s windows and batches of 16): many more clips when they are short, so that typical
@@ -395,7 +527,8 @@ class EmotionRecognizer:
         def flush() -> None:
             nonlocal pooled_samples
             live = [(tally, start, clip) for tally, start, clip in pool if not tally.failed]
-            scores = self.score([clip for _, _, clip in live], batch_size, neighbours)
+            scores = self.score([clip for _, _, clip in live], batch_size, neighbours,
+                                statistics)  # fmt: skip
             search = scores.pop("search", None)
             for row, (tally, start, clip) in enumerate(live):
                 near = None if search is None else (search.distances[row], search.indices[row],
@@ -466,16 +599,17 @@ class EmotionRecognizer:
                 results.append(tally)
                 continue
             try:
-                results.append(
-                    tally.prediction(
-                        self.labels,
-                        knn=self.store is not None,
-                        store=self.store,
-                        neighbours=neighbours,
-                        classes=self.predicts_classes,
-                        attributes=self.attributes,
-                    )
+                prediction = tally.prediction(
+                    self.labels,
+                    knn=self.store is not None,
+                    store=self.store,
+                    neighbours=neighbours,
+                    classes=self.predicts_classes,
+                    attributes=self.attributes,
                 )
+                if statistics is not None:
+                    prediction.normalisation = statistics.summary()
+                results.append(prediction)
             except EmoknnError as error:
                 if not skip_errors:
                     raise
@@ -774,9 +908,30 @@ class OnnxEmotionRecognizer(EmotionRecognizer):
             return None
         return list(statistics["mean"]), list(statistics["std"])
 
+    @property
+    def speaker_norm(self) -> bool:
+        return False  # `emoknn export` refuses a speaker-normalised model
+
+    def require_statistics(self, given: bool) -> None:
+        if given:
+            raise SpeakerNormError(
+                "speaker statistics were given, but an ONNX export runs without speaker "
+                "normalisation (predict with the model folder instead)"
+            )
+
+    def _check_statistics(self, statistics: SpeakerStatistics | None) -> None:
+        self.require_statistics(statistics is not None)
+
+    def speaker_statistics(self, clips, name: str, kind: str = "speaker",
+                           batch_size: int = 16) -> SpeakerStatistics:  # fmt: skip
+        self.require_statistics(True)  # says why: an export takes no statistics
+        raise AssertionError("unreachable")
+
     def forward_all(
-        self, clips: Sequence[np.ndarray], batch_size: int = 16
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        self, clips: Sequence[np.ndarray], batch_size: int = 16,
+        statistics: SpeakerStatistics | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:  # fmt: skip
+        self._check_statistics(statistics)
         embeddings, probabilities, attributes = [], [], []
         for clip in clips:
             outputs = self.session.run(None, {"waveform": clip[None].astype(np.float32)})

@@ -7,7 +7,11 @@
                      "model_info": {...} (encoder, frozen or fine-tuned, corpus: what the model
                      folder says), "neighbours": {"max": 32, "audio": false}}
     POST /predict   multipart upload (field "file") → the Prediction as JSON
-                    query: segmentation=window|vad, window_seconds, hop_seconds, neighbours=N
+                    query: segmentation=window|vad, window_seconds, hop_seconds, neighbours=N,
+                    speaker=NAME (a model trained with --speaker-norm: the statistics of the
+                    unlabelled clips enrolled as NAME in the model folder, `emoknn enrol`; the
+                    server's `--speaker` when the request names none; the JSON's
+                    `normalisation` says which were used)
     GET  /neighbour-audio?id=ID   the audio file of datastore entry ID, only when the server was
                     started with `serve_neighbour_audio` (`--serve-neighbour-audio`): it exposes
                     training audio. The id is looked up in the datastore; only the file the
@@ -44,8 +48,10 @@ from emoknn.checks import check_int, check_number
 from emoknn.errors import ConfigError, EmoknnError
 from emoknn.inputs import AUDIO_SUFFIXES
 from emoknn.knn import MAX_NEIGHBOURS
+from emoknn.model_folder import list_enrolments
 from emoknn.predict import EmotionRecognizer, load_recognizer
 from emoknn.segments import SEGMENTATIONS
+from emoknn.speaker_stats import SpeakerStatistics
 
 try:
     from fastapi import FastAPI, File, HTTPException, Query, UploadFile
@@ -129,15 +135,25 @@ def create_app(
     max_queue: int = 8,
     model_info: dict[str, Any] | None = None,
     serve_neighbour_audio: bool = False,
+    enrolments: dict[str, SpeakerStatistics] | None = None,
+    default_speaker: str | None = None,
 ) -> FastAPI:
     """The FastAPI application serving `recognizer` (see the module docstring). `model_info`:
-    `emoknn.model_info.describe_model` of the model folder, shown by the page."""
+    `emoknn.model_info.describe_model` of the model folder, shown by the page. `enrolments`: the
+    speaker (or domain) statistics a request may name (`speaker=NAME`), `default_speaker` the one
+    used when it names none (a model trained with --speaker-norm needs one or the other)."""
     import soundfile as sf
 
     check_number(max_upload_mb, "max_upload_mb", 0.0, strict_minimum=True)
     check_number(max_seconds, "max_seconds", 0.0, strict_minimum=True)
     check_int(max_segments, "max_segments", 1)
     check_int(max_queue, "max_queue", 0)
+    enrolments = dict(enrolments or {})
+    for statistics in enrolments.values():
+        recognizer._check_statistics(statistics)  # of this model's features, or refused now
+    if default_speaker is not None and default_speaker not in enrolments:
+        raise ConfigError(f"--speaker {default_speaker!r}: not enrolled in the model folder "
+                          f"(enrolled: {', '.join(enrolments) or 'none'})")  # fmt: skip
     app = FastAPI(
         title="emoknn",
         description="Speech emotion recognition (SupCon fine-tuning + kNN inference).",
@@ -210,6 +226,12 @@ def create_app(
                 "max": MAX_NEIGHBOURS if recognizer.store is not None else 0,
                 "audio": bool(audio_of),
             },
+            # A model trained with --speaker-norm, and the enrolments a request may name.
+            "speaker_norm": recognizer.speaker_norm,
+            "enrolments": [
+                {"name": name, "kind": e.kind, "clips": e.clips} for name, e in enrolments.items()
+            ],
+            "default_speaker": default_speaker,
             "max_upload_mb": max_upload_mb,  # kept at the top level for earlier clients
             "max_seconds": max_seconds,
             "limits": limits,
@@ -226,8 +248,13 @@ def create_app(
         neighbours: Annotated[
             int, Query(ge=0, le=MAX_NEIGHBOURS, description="List the N nearest training clips")
         ] = 0,
+        speaker: Annotated[
+            str | None,
+            Query(description="Speaker-normalised models: an enrolled speaker or domain"),
+        ] = None,
     ) -> dict[str, Any]:
         nonlocal in_line
+        statistics = _statistics(speaker)  # before the upload is read
         with line_lock:
             if in_line > max_queue:  # one running and max_queue waiting: come back later
                 raise HTTPException(
@@ -236,13 +263,32 @@ def create_app(
                 )
             in_line += 1
         try:
-            return _predict(file, segmentation, window_seconds, hop_seconds, neighbours)
+            return _predict(file, segmentation, window_seconds, hop_seconds, neighbours,
+                            statistics)  # fmt: skip
         finally:
             with line_lock:
                 in_line -= 1
 
+    def _statistics(speaker: str | None) -> SpeakerStatistics | None:
+        """The statistics a request names (or the server's default), or 422 saying why not."""
+        name = speaker if speaker is not None else default_speaker
+        if name is None:
+            if recognizer.speaker_norm:
+                enrolled = ", ".join(enrolments) or "none"
+                raise HTTPException(422, "this model was trained with speaker normalisation: name "
+                                    f"an enrolled speaker (speaker=NAME; enrolled: {enrolled})")
+            return None
+        if not recognizer.speaker_norm:
+            raise HTTPException(422, "speaker: this model was trained without speaker "
+                                     "normalisation; leave speaker out")  # fmt: skip
+        if name not in enrolments:
+            raise HTTPException(422, f"speaker {name[:64]!r} is not enrolled (enrolled: "
+                                     f"{', '.join(enrolments) or 'none'})")  # fmt: skip
+        return enrolments[name]
+
     def _predict(file: UploadFile, segmentation: str, window_seconds: float | None,
-                 hop_seconds: float | None, neighbours: int) -> dict[str, Any]:  # fmt: skip
+                 hop_seconds: float | None, neighbours: int,
+                 statistics: SpeakerStatistics | None) -> dict[str, Any]:  # fmt: skip
         if neighbours and recognizer.store is None:
             raise HTTPException(422, "neighbours: this model has no kNN datastore")
         if segmentation not in SEGMENTATIONS:
@@ -295,7 +341,8 @@ def create_app(
                     result = recognizer.predict(path, window_seconds=window_seconds,
                                                 hop_seconds=hop_seconds, segmentation=segmentation,
                                                 max_segments=max_segments,
-                                                neighbours=neighbours)[0]  # fmt: skip
+                                                neighbours=neighbours,
+                                                statistics=statistics)[0]  # fmt: skip
             except EmoknnError as error:
                 raise HTTPException(422, client_message(error)) from error
         result.source = name
@@ -326,7 +373,8 @@ def serve(model_dir: str, host: str = "127.0.0.1", port: int = 8000, use_knn: bo
           max_upload_mb: float = 50.0, max_seconds: float = 600.0, precision: str = "fp32",
           int8: bool = False, max_segments: int = 256, max_queue: int = 8,
           serve_neighbour_audio: bool = False,
-          announce: Callable[[str], None] | None = None) -> None:  # fmt: skip
+          announce: Callable[[str], None] | None = None,
+          default_speaker: str | None = None) -> None:  # fmt: skip
     """Load the model (see `load_recognizer`) and run the service with uvicorn until interrupted;
     `announce` is told where it serves once the model has loaded (not before: a model that fails
     to load is never announced).
@@ -340,11 +388,19 @@ def serve(model_dir: str, host: str = "127.0.0.1", port: int = 8000, use_knn: bo
 
     recognizer = load_recognizer(model_dir, use_knn=use_knn, precision=precision, int8=int8)
     info = describe_model(resolve_model(Path(model_dir)))
+    enrolments = {}
+    if recognizer.speaker_norm and recognizer.folder is not None:  # every one, checked now
+        names = list_enrolments(recognizer.folder)
+        enrolments = {name: recognizer.enrolment(name) for name in names}
     app = create_app(recognizer, max_upload_mb, max_seconds, model_name=Path(model_dir).name,
                      max_segments=max_segments, max_queue=max_queue, model_info=info,
-                     serve_neighbour_audio=serve_neighbour_audio)  # fmt: skip
+                     serve_neighbour_audio=serve_neighbour_audio, enrolments=enrolments,
+                     default_speaker=default_speaker)  # fmt: skip
     if announce is not None:
         announce(f"emoknn serving {model_dir} on http://{host}:{port}/ (API docs: /docs)")
         if getattr(recognizer, "note", None):
             announce(f"note: {recognizer.note}")
+        if recognizer.speaker_norm:
+            announce(f"speaker-normalised model: {len(enrolments)} enrolled speaker(s) or "
+                     "domain(s) a request may name (unlabelled target audio)")  # fmt: skip
     uvicorn.run(app, host=host, port=port, log_level="info")

@@ -12,6 +12,7 @@ One module per command group, registered below in the order `emoknn --help` list
     datastore.py  datastore build | add | inspect
     demo.py       demo
     predict.py    predict, serve, export
+    speakers.py   enrol, and the speaker statistics predict takes (speaker-normalised models)
     models.py     convert, import, adapt, push, pack
     options.py    the options several commands take, each declared once
     common.py     consoles and the checks commands share
@@ -24,7 +25,7 @@ from __future__ import annotations
 import typer
 from rich.text import Text
 
-from emoknn.cli import corpus, datastore, demo, models, predict, training
+from emoknn.cli import corpus, datastore, demo, models, predict, speakers, training
 from emoknn.cli.common import error_console, tidy_help
 from emoknn.errors import EmoknnError
 
@@ -43,6 +44,7 @@ app.command("crossval")(training.crossval_command)
 app.command("report")(training.report_command)
 app.command("demo")(demo.demo_command)
 app.command("predict")(predict.predict_command)
+app.command("enrol")(speakers.enrol_command)
 app.command("convert")(models.convert_command)
 app.command("import")(models.import_command)
 app.command("adapt")(models.adapt_command)

@@ -16,8 +16,10 @@ from emoknn.errors import ConfigError, EmoknnError
 
 
 def predict_command(
-    inputs: Annotated[list[Path], typer.Argument(help="Audio files or folders (recursive)")],
     model: RecognizerModel,
+    inputs: Annotated[
+        list[Path] | None, typer.Argument(help="Audio files or folders (recursive)")
+    ] = None,
     output_format: Annotated[str, typer.Option("--format", help="table, json or csv")] = "table",
     knn: Knn = True,
     window: Annotated[float | None, typer.Option(help="Segment length (s) for long files")] = None,
@@ -34,8 +36,31 @@ def predict_command(
             "and segment, with their share of the kNN probabilities (0 = off, at most 32)"
         ),
     ] = 0,
+    speaker: Annotated[
+        str | None,
+        typer.Option(help="Speaker-normalised models: normalise with the statistics enrolled "
+                     "as NAME in the model folder (`emoknn enrol`; unlabelled target audio)"),
+    ] = None,
+    enrolment: Annotated[
+        Path | None, typer.Option(help="Speaker-normalised models: an enrolment file to use")
+    ] = None,
+    speakers: Annotated[
+        Path | None,
+        typer.Option(help="Speaker-normalised models: a CSV (path, speaker) of the inputs; each "
+                     "speaker's clips give the statistics for each other (unlabelled)"),
+    ] = None,
+    speaker_column: Annotated[
+        str, typer.Option(help="The --speakers CSV's speaker column")
+    ] = "speaker",
+    domain_stats: Annotated[
+        Path | None,
+        typer.Option(help="Speaker-normalised models: normalise with the statistics of a folder "
+                     "of your unlabelled recordings (a domain)"),
+    ] = None,
 ) -> None:
-    """Predict the emotion of your own recordings."""
+    """Predict the emotion of your own recordings (a model trained with --speaker-norm needs a
+    speaker's or domain's unlabelled clips: --speaker, --enrolment, --speakers or
+    --domain-stats)."""
     import csv
     import json
     import sys
@@ -43,7 +68,7 @@ def predict_command(
     from rich.progress import Progress
 
     from emoknn.checks import check_device
-    from emoknn.inputs import find_audio_files
+    from emoknn.cli.speakers import statistics_groups
     from emoknn.knn import MAX_NEIGHBOURS
     from emoknn.predict import PRECISIONS, load_recognizer
     from emoknn.segments import MAX_WINDOW_SECONDS, SEGMENTATIONS
@@ -58,9 +83,6 @@ def predict_command(
         check_number(window, "--window", 0.5, MAX_WINDOW_SECONDS)
     if hop is not None:
         check_number(hop, "--hop", 0.0, window, strict_minimum=True)
-    files, problems = find_audio_files(inputs)
-    for problem in problems:
-        skipped(problem)
     recognizer = load_recognizer(model, device, knn, precision, int8)
     if getattr(recognizer, "note", None):
         error_console.print(f"note: {recognizer.note}", highlight=False)
@@ -69,16 +91,24 @@ def predict_command(
             f"--neighbours: {model} has no kNN datastore here (a checkpoint, an imported "
             "classifier, or --no-knn), so there are no training clips to list"
         )
+    groups = statistics_groups(recognizer, list(inputs or []), speaker, enrolment, speakers,
+                               speaker_column, domain_stats, batch_size)  # fmt: skip
+    notes = [group.statistics.describe() for group in groups if group.statistics is not None]
     predictions = []
-    with Progress(console=error_console, transient=True, disable=len(files) < 20) as progress:
-        task = progress.add_task("predicting", total=len(files))
-        for result in recognizer.predict_files(files, batch_size, window, hop, segmentation,
-                                               neighbours=neighbours):  # fmt: skip
-            if isinstance(result, EmoknnError):
-                skipped(str(result))
-            else:
-                predictions.append(result)
-            progress.advance(task)
+    total = sum(len(group.files) for group in groups)
+    with Progress(console=error_console, transient=True, disable=total < 20) as progress:
+        task = progress.add_task("predicting", total=total)
+        for group in groups:
+            for result in recognizer.predict_files(group.files, batch_size, window, hop,
+                                                   segmentation, neighbours=neighbours,
+                                                   statistics=group.statistics):  # fmt: skip
+                if isinstance(result, EmoknnError):
+                    skipped(str(result))
+                else:
+                    predictions.append(result)
+                progress.advance(task)
+    for note in notes:  # always said: these outputs used unlabelled target audio
+        error_console.print(f"{note} (unlabelled target audio)", highlight=False)
     if not predictions:
         raise EmoknnError("nothing could be predicted")
     # A dimensional model gives no class (its labels say nothing); it and a multi-task model
@@ -96,9 +126,11 @@ def predict_command(
         # no_speech last: the columns earlier versions wrote keep their places.
         # Neighbours (when asked) after that: five columns per rank, nearest first.
         fields = ("id", "label", "distance", "weight", "source")
+        # With speaker statistics, a last column says which (unlabelled target audio).
+        normalised = ["normalisation"] if notes else []
         writer.writerow(["source", "start_s", "end_s", "label", *labels, "no_speech",
                          *(f"neighbour{rank}_{name}" for rank in range(1, neighbours + 1)
-                           for name in fields), *attributes])  # fmt: skip
+                           for name in fields), *attributes, *normalised])  # fmt: skip
 
         def near(found) -> list:
             cells = []
@@ -107,15 +139,16 @@ def predict_command(
             return cells + [""] * (len(fields) * (neighbours - len(found)))
 
         for p in predictions:
+            how = [p.normalisation["note"] if p.normalisation else ""] if notes else []
             writer.writerow([p.source, 0.0, p.duration_s, p.label or "",
                              *(f"{p.probabilities[label]:.4f}" for label in labels),
                              int(p.no_speech), *near(p.neighbours),
-                             *rated(p.attributes, 4)])  # fmt: skip
+                             *rated(p.attributes, 4), *how])  # fmt: skip
             for segment in p.segments:
                 writer.writerow([p.source, segment.start_s, segment.end_s, segment.label or "",
                                  *(f"{segment.probabilities[x]:.4f}" for x in labels),
                                  int(segment.no_speech), *near(segment.neighbours),
-                                 *rated(segment.attributes, 4)])  # fmt: skip
+                                 *rated(segment.attributes, 4), *how])  # fmt: skip
     else:
         # What was used, not what was asked: a checkpoint (or --no-knn) has no kNN stage.
         used_knn = recognizer.store is not None
@@ -184,6 +217,11 @@ def serve_command(
             "the server)"
         ),
     ] = False,
+    speaker: Annotated[
+        str | None,
+        typer.Option(help="Speaker-normalised models: the enrolled speaker (or domain) a "
+                     "request that names none is normalised with"),
+    ] = None,
 ) -> None:
     """Serve the model over HTTP, with a web page to upload or record audio."""
     from emoknn.predict import PRECISIONS
@@ -205,7 +243,8 @@ def serve_command(
     serve(str(model), host, port, knn, max_upload_mb, max_seconds, precision, int8,
           max_segments=max_segments, max_queue=max_queue,
           serve_neighbour_audio=serve_neighbour_audio,
-          announce=lambda line: console.print(line, highlight=False))  # fmt: skip
+          announce=lambda line: console.print(line, highlight=False),
+          default_speaker=speaker)  # fmt: skip
 
 
 def export_command(
