@@ -77,7 +77,11 @@ def whisper_base_dir() -> Path:
 # Real corpora (never in the repository): EMOKNN_EMODB, EMOKNN_RAVDESS, EMOKNN_TESS name laid-out
 # copies (e.g. ../shared/corpora/emodb, or what shared/tools/real-corpus writes). Tests that read
 # them are marked `real`, left out of the default run, and skip when the variable is unset.
-REAL_CORPUS_VARIABLES = {"emodb": "EMOKNN_EMODB", "ravdess": "EMOKNN_RAVDESS", "tess": "EMOKNN_TESS"}
+REAL_CORPUS_VARIABLES = {
+    "emodb": "EMOKNN_EMODB",
+    "ravdess": "EMOKNN_RAVDESS",
+    "tess": "EMOKNN_TESS",
+}
 
 
 def real_corpus_dir(name: str) -> Path:
