@@ -48,7 +48,7 @@ from emoknn.refit import RefitSettings, fit_linear_head
 from emoknn.stats import mean_confidence_interval
 
 SHARED = ("angry", "disgust", "fearful", "happy", "neutral", "sad")
-NORMALISATIONS = ("none", "domain", "speaker")
+NORMALISATIONS = ("none", "speaker", "domain")
 REMEDIES = ("zero-shot", "knn", "refit", "refit+knn", "adapted", "alone", "in-corpus")
 CANDIDATES = ("zero-shot", "knn", "refit", "refit+knn")  # what adapt chooses among
 LAYER_SETS = ((0,), (1,), (2,), (3,), (4,), (5,), (6,), (1, 2, 3), (2, 3, 4), (3, 4, 5))
@@ -186,9 +186,11 @@ class Remedies:
 
 
 def run_direction(source: Corpus, target: Corpus, clips: list[int], draws: int, folds: int,
-                  settings: RefitSettings, select_folds: int, log=print) -> list[dict]:  # fmt: skip
-    """Every (normalisation, fold, n, draw, remedy) UA of one direction."""
-    records = []
+                  settings: RefitSettings, select_folds: int, log=print,
+                  save=None) -> list[dict]:  # fmt: skip
+    """Every (normalisation, fold, n, draw, remedy) UA of one direction (`save(records)` after
+    each normalisation: a long run keeps what it measured)."""
+    records: list[dict] = []
     for how in NORMALISATIONS:
         src, tgt = normalised(source, how), normalised(target, how)
         remedies = Remedies(src, settings)
@@ -226,6 +228,8 @@ def run_direction(source: Corpus, target: Corpus, clips: list[int], draws: int, 
                                   and r["fold"] == fold and r["normalisation"] == how)
                         records.append({**row, "remedy": "adapted", "ua": ua, "chosen": chosen})
             log(f"  {source.name}→{target.name} {how} fold {fold} done")
+        if save is not None:
+            save(records)
     return records
 
 
@@ -385,8 +389,10 @@ def main(argv: list[str] | None = None) -> None:
         name = f"{source.name} → {target.name}"
         print(f"{name}: layers {list(layers)} (chosen on {source.name}'s validation speakers), "
               f"C {args.c}, target share {args.target_share}", flush=True)
+        partial = args.out / f"records-{source.name}-{target.name}.json"
         records = run_direction(source, target, clips, args.draws, args.test_folds, settings,
-                                args.select_folds, log=lambda m: print(m, flush=True))  # fmt: skip
+                                args.select_folds, log=lambda m: print(m, flush=True),
+                                save=lambda r, p=partial: p.write_text(json.dumps(r)))  # fmt: skip
         tables[name] = summarise(records)
         print_table(tables[name], clips, name)
         results[name] = {"settings": settings.to_dict(), "records": records,

@@ -173,7 +173,8 @@ def test_cli_adapt_names_the_shipped_remedy(trained_run, shifted_corpus, tmp_pat
         "adapt", "--model", str(trained_run), "--data", str(shifted_corpus / "manifest.csv"),
         "--out", str(tmp_path / "never"), "--remedy", "magic",
     ])  # fmt: skip
-    assert bad.exit_code != 0 and "--remedy must be one of" in bad.output
+    assert bad.exit_code != 0 and isinstance(bad.exception, ConfigError)
+    assert "--remedy must be one of" in str(bad.exception)
     assert not (tmp_path / "never").exists()
 
 

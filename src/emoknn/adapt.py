@@ -1,6 +1,8 @@
-"""Adapt a trained or published emotion model to your own labelled clips with kNN: no training.
+"""Adapt a trained or published emotion model to your own labelled clips: a kNN over them, a
+refitted linear head, or both — whichever scores best on held-out folds of your clips.
 
     emoknn adapt --model M --data DIR|CSV --out NEW [--label-map hap=happy,exc=happy,fea=]
+                 [--remedy best|zero-shot|knn|refit|refit+knn] [--source-corpus PATH]
 
 The paper's inference step — interpolate the model with a kNN over labelled embeddings — is also a
 way to move a model to a new domain, language or label set: embed a few hundred labelled clips of
@@ -26,6 +28,20 @@ your own, put them in the datastore, and tune k, α, T on them. What `adapt_mode
 6. The adapted folder: the model, a datastore of all the clips (plus M's, if kept), k, α, T tuned
    on all of them the same way, `adapt.json` (everything above), and a model card `README.md`.
    It works wherever a model folder does: `predict`, `serve`, `export`, `EmotionRecognizer`.
+
+The head refit (`emoknn.refit`; categorical models): across corpora the head, not the encoder, is
+what fails, and a new linear head fitted on M's own training clips (a training run records its
+corpus and fold; a frozen run's pooled layers come from its feature cache) plus your clips does
+far better with few clips than the kNN (docs/adaptation.md). Per held-out fold it is fitted on the
+source clips + the other folds' clips (its standardisation statistics too), and scored alone
+("refit") and interpolated with a kNN over the other folds' clips in its own embedding
+("refit_knn", tuned like the kNN remedy). Its layers are chosen once, on the run's validation
+speakers, before any fold. The folder ships the remedy with the best held-out mean UA (`remedy`
+"best"; ties go to zero-shot, then the kNN) — zero-shot (the model alone, α = 0), the kNN
+("interpolated"), the refit (α = 0) or refit + kNN — and `adapt.json`'s `remedy` says which, every
+candidate's figure, and the gain over zero-shot with its paired comparison. A refitted head is a
+plain model head (standardisation, layer weights selecting the layers, a linear classifier), so
+the folder needs no new file format.
 
 A dimensional or multi-task model (`task` "dimensional" or "both") also needs every clip rated on
 its attributes (manifest columns `arousal`, `valence`, `dominance`; a missing rating is refused
