@@ -59,6 +59,7 @@ from __future__ import annotations
 import csv
 import os
 import shutil
+import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -688,13 +689,17 @@ def adapt_model(
 
     device = device or best_device()
     plan = None
+    seconds: dict[str, float] = {}  # where the time went (adapt.json's `seconds`)
+    start = time.perf_counter()
     if refits:  # one encoder pass gives both heads' inputs: the pooled layers
         plan = plan_refit(source, mapping, user_labels, source_corpus, batch_size, device)
+        seconds["source_clips_and_layer_choice"] = time.perf_counter() - start
         features = pooled_utterances(model, clips, source.max_seconds, batch_size, device)
         embedded = embed_pooled(model, clips, features)
         inferences = (*inferences, *REFIT_INFERENCES)
     else:
         embedded = embed_utterances(model, clips, source.max_seconds, batch_size, device)
+    seconds["embedding_your_clips"] = time.perf_counter() - start - sum(seconds.values())
     E, P, ids = embedded.embeddings, embedded.probs.astype(np.float64), embedded.ids
     _check_distinct_embeddings(clips, E, str(data))
     dropped = 0
@@ -752,6 +757,7 @@ def adapt_model(
             pooled[name][test] = probabilities[name]
         per_fold.append(record)
 
+    seconds["held_out_folds"] = time.perf_counter() - start - sum(seconds.values())
     summary = {}
     for name in inferences:
         ua = np.array([r[name]["ua"] for r in per_fold])
@@ -789,6 +795,7 @@ def adapt_model(
     if chosen in ("model", "refit"):  # the model alone: the datastore serves neighbours only
         tuning.interpolated = replace(tuning.interpolated, alpha=0.0)
     record_origins(store, clips, speakers=has_speakers)
+    seconds["shipped_model"] = time.perf_counter() - start - sum(seconds.values())
     report = {
         "source": source.description,
         "data": {
@@ -821,6 +828,7 @@ def adapt_model(
         "refit": None if plan is None else plan.report,
         "licence": licence,
         "max_seconds": source.max_seconds,
+        "seconds": seconds,
     }
     _write_folder(out_dir, model, source.max_seconds, store, tuning, report)
     return AdaptResult(out_dir, user_labels, model_labels, len(per_fold),

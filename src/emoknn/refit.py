@@ -257,11 +257,9 @@ def source_clips(folder: str | os.PathLike, model: EmotionModel, max_seconds: fl
 
 
 def layer_candidates(num_entries: int) -> list[tuple[int, ...]]:
-    """The layer sets a refit may read: each single hidden-state entry, and each run of three
-    adjacent ones (averaged after standardisation)."""
-    singles = [(layer,) for layer in range(num_entries)]
-    triples = [(layer - 1, layer, layer + 1) for layer in range(1, num_entries - 1)]
-    return singles + triples
+    """The layer sets a refit may read: each single hidden-state entry. (Runs of three adjacent
+    layers averaged transferred worse across corpora: bench/adaptation.py, docs/adaptation.md.)"""
+    return [(layer,) for layer in range(num_entries)]
 
 
 def choose_layers(
