@@ -807,7 +807,8 @@ def adapt_model(
         "labels": user_labels,
         "model_labels": model_labels,
         "label_map": mapping,
-        "kept_original_datastore": original is not None,
+        # A refitted head's embedding is another space than the source datastore's: not kept.
+        "kept_original_datastore": keep_datastore and chosen not in REFIT_INFERENCES,
         "original_entries": 0 if original is None else len(original),
         "original_entries_dropped": dropped,  # kept entries that were one of the clips
         "datastore_entries": len(store),
