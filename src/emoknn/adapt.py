@@ -525,6 +525,9 @@ def plan_refit(source: SourceModel, mapping: dict[str, str], user_labels: list[s
     pooled = np.zeros((0, model.num_layers + 1, model.pooled_size), np.float32)
     labels = np.zeros(0, np.int64)
     report: dict[str, Any] = {"source_clips": 0, "source_corpus": None, "source_fold": None}
+    if clips is None and source.folder is not None:
+        report["source_note"] = ("the model folder records no training corpus and fold that can "
+                                 "be read (give --source-corpus if the run's corpus moved)")
     if model.layer_weights is not None:
         layers: tuple[int, ...] = (int(model.layer_weights.detach().argmax()),)
     else:

@@ -233,14 +233,21 @@ def source_clips(folder: str | os.PathLike, model: EmotionModel, max_seconds: fl
                  device: str | torch.device = "cpu") -> SourceClips | None:  # fmt: skip
     """The training + validation clips of the run in `folder`, from the corpus its run config
     names (or `corpus`, if it moved): a frozen run's from its feature cache (filled where
-    missing), any other's encoded now. None when `folder` is no training run (an adapted,
-    imported or exported model: nothing records what it was trained on)."""
+    missing), any other's encoded now. None when nothing says what it was trained on (an adapted,
+    imported or exported model, a run without a recorded corpus and fold) or the recorded corpus
+    is gone and `corpus` is not given."""
     from emoknn.features import FeatureCache
     from emoknn.inference import cache_precision_of, feature_cache_of, fold_of_run
     from emoknn.model_folder import RUN_CONFIG_FILE
 
     folder = Path(folder)
     if not (folder / RUN_CONFIG_FILE).is_file():
+        return None
+    info = read_run_config(folder)
+    if corpus is None and ("fold" not in info or "corpus" not in info
+                           or not Path(info["corpus"]).exists()):  # fmt: skip
+        # No recorded corpus and fold (a run trained on a split given by hand), or the corpus
+        # moved and nobody said where: the refit uses your clips alone, and adapt.json says so.
         return None
     fold = fold_of_run(folder, corpus)
     utterances = fold.train + fold.val
@@ -251,7 +258,6 @@ def source_clips(folder: str | os.PathLike, model: EmotionModel, max_seconds: fl
     else:
         pooled = pooled_utterances(model, utterances, max_seconds, batch_size, device)
     is_validation = np.array([False] * len(fold.train) + [True] * len(fold.val))
-    info = read_run_config(folder)
     return SourceClips(pooled, [u.label for u in utterances], is_validation,
                        str(corpus or info["corpus"]), fold.name)  # fmt: skip
 
