@@ -63,7 +63,7 @@ def adapted(source, small_synthetic_corpus, tmp_path_factory) -> Path:
     """The tiny classifier adapted to the synthetic corpus (speakers given, labels renamed)."""
     out = tmp_path_factory.mktemp("adapted") / "model"
     adapt_model(source, small_synthetic_corpus / "manifest.csv", out, HF_MAP, device="cpu",
-                licence="cc-by-4.0")  # fmt: skip
+                licence="cc-by-4.0", remedy="knn")  # fmt: skip
     return out
 
 
@@ -122,7 +122,9 @@ def test_tuning_never_sees_the_query_or_its_speaker(source, small_synthetic_corp
     monkeypatch.setattr(adapt_module, "tune_knn", spy)
     adapt_model(source, small_synthetic_corpus / "manifest.csv", tmp_path / "out", HF_MAP,
                 device="cpu")  # fmt: skip
-    assert len(calls) == 7  # 6 held-out folds, then the final tuning on every clip
+    # 6 held-out folds × (the kNN remedy, the head refit's kNN), then the final tuning on every
+    # clip: every one of them is checked below.
+    assert len(calls) == 2 * 6 + 1
     for embeddings, store, kwargs in calls:
         query_ids = kwargs["query_ids"]
         # Tuning groups are the speakers: a query only ever sees other speakers' clips.
@@ -143,7 +145,7 @@ def test_four_labels_adapted_to_three(source, hf_folder, small_synthetic_corpus,
     utterances = load_synthetic(small_synthetic_corpus)
     manifest = write_manifest(tmp_path / "three.csv", utterances, speakers=False, drop=("sad",))
     result = adapt_model(source, manifest, tmp_path / "out", {"ang": "angry", "hap": "happy",
-                         "neu": "neutral"}, device="cpu")  # fmt: skip
+                         "neu": "neutral"}, device="cpu", remedy="knn")  # fmt: skip
     assert result.labels == result.model_labels == ["angry", "happy", "neutral"]
     assert result.grouping == "stratified"
     assert load_knn_settings(tmp_path / "out").interpolated.model_labels is None
@@ -162,7 +164,7 @@ def test_a_label_the_model_does_not_know(source, small_synthetic_corpus, tmp_pat
     utterances = load_synthetic(small_synthetic_corpus)
     manifest = write_manifest(tmp_path / "new.csv", utterances, rename={"sad": "calm"})
     mapping = parse_label_map("ang=angry,hap=happy,neu=neutral,sad=")
-    result = adapt_model(source, manifest, tmp_path / "out", mapping, device="cpu")
+    result = adapt_model(source, manifest, tmp_path / "out", mapping, device="cpu", remedy="knn")
     assert result.labels == ["angry", "calm", "happy", "neutral"]
     assert result.model_labels == ["angry", "happy", "neutral"]
     settings = load_knn_settings(tmp_path / "out").interpolated
@@ -185,7 +187,8 @@ def test_keep_the_source_models_datastore(trained_run, small_synthetic_corpus, t
     assert source.store is not None
     manifest = write_manifest(tmp_path / "m.csv", load_synthetic(small_synthetic_corpus),
                               speakers=True)  # fmt: skip
-    result = adapt_model(source, manifest, tmp_path / "out", keep_datastore=True, device="cpu")
+    result = adapt_model(source, manifest, tmp_path / "out", keep_datastore=True, device="cpu",
+                         remedy="knn")
     store = load_datastore(tmp_path / "out")
     original = [i for i in store.ids if i.startswith("original/")]
     # The run was trained on these very clips: its entries that are one of them are dropped

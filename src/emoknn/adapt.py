@@ -1,6 +1,8 @@
-"""Adapt a trained or published emotion model to your own labelled clips with kNN: no training.
+"""Adapt a trained or published emotion model to your own labelled clips: a kNN over them, a
+refitted linear head, or both — whichever scores best on held-out folds of your clips.
 
     emoknn adapt --model M --data DIR|CSV --out NEW [--label-map hap=happy,exc=happy,fea=]
+                 [--remedy best|zero-shot|knn|refit|refit+knn] [--source-corpus PATH]
 
 The paper's inference step — interpolate the model with a kNN over labelled embeddings — is also a
 way to move a model to a new domain, language or label set: embed a few hundred labelled clips of
@@ -27,6 +29,20 @@ your own, put them in the datastore, and tune k, α, T on them. What `adapt_mode
    on all of them the same way, `adapt.json` (everything above), and a model card `README.md`.
    It works wherever a model folder does: `predict`, `serve`, `export`, `EmotionRecognizer`.
 
+The head refit (`emoknn.refit`; categorical models): across corpora the head, not the encoder, is
+what fails, and a new linear head fitted on M's own training clips (a training run records its
+corpus and fold; a frozen run's pooled layers come from its feature cache) plus your clips does
+far better with few clips than the kNN (docs/adaptation.md). Per held-out fold it is fitted on the
+source clips + the other folds' clips (its standardisation statistics too), and scored alone
+("refit") and interpolated with a kNN over the other folds' clips in its own embedding
+("refit_knn", tuned like the kNN remedy). Its layers are chosen once, on the run's validation
+speakers, before any fold. The folder ships the remedy with the best held-out mean UA (`remedy`
+"best"; ties go to zero-shot, then the kNN) — zero-shot (the model alone, α = 0), the kNN
+("interpolated"), the refit (α = 0) or refit + kNN — and `adapt.json`'s `remedy` says which, every
+candidate's figure, and the gain over zero-shot with its paired comparison. A refitted head is a
+plain model head (standardisation, layer weights selecting the layers, a linear classifier), so
+the folder needs no new file format.
+
 A dimensional or multi-task model (`task` "dimensional" or "both") also needs every clip rated on
 its attributes (manifest columns `arousal`, `valence`, `dominance`; a missing rating is refused
 naming the row). The datastores then hold the ratings as values, the regression stage's k, α, T
@@ -43,8 +59,9 @@ from __future__ import annotations
 import csv
 import os
 import shutil
+import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +72,7 @@ from emoknn.corpora.manifest import ATTRIBUTE_COLUMNS, parse_attribute
 from emoknn.corpora.utterance import Utterance, check_unique_ids, require_files
 from emoknn.errors import ConfigError, CorpusError, EmoknnError
 from emoknn.files import check_writable_folder, write_json_atomic, write_text_atomic
-from emoknn.inference import best_device, embed_utterances, record_origins
+from emoknn.inference import best_device, embed_pooled, embed_utterances, record_origins
 from emoknn.inputs import AUDIO_SUFFIXES
 from emoknn.knn import (
     Datastore,
@@ -70,11 +87,30 @@ from emoknn.knn import (
 from emoknn.metrics import ccc, unweighted_accuracy, weighted_accuracy
 from emoknn.model import EmotionModel, ModelConfig
 from emoknn.model_folder import fingerprint_of, save_knn, save_model
+from emoknn.refit import (
+    RefitSettings,
+    choose_layers,
+    fit_linear_head,
+    pooled_utterances,
+    refit_model,
+    source_clips,
+)
 from emoknn.stats import METHOD_NOTE, compare, paired_test
 
 ADAPT_REPORT_FILE = "adapt.json"
 MAX_FOLDS = 10
 INFERENCES = ("model", "knn", "interpolated")
+REFIT_INFERENCES = ("refit", "refit_knn")
+# The remedies the adapted folder may ship (`--remedy`), each an inference scored on held-out
+# folds: zero-shot (the model alone), kNN (the model + a kNN over your clips: the paper's
+# interpolation), refit (a new linear head on the source corpus + your clips: emoknn.refit) and
+# refit+kNN (that head + a kNN over your clips in its embedding). "best" ships the one with the
+# best held-out mean UA (WA with --criterion wa); ties go to the earlier one in this order.
+REMEDIES = {"zero-shot": "model", "knn": "interpolated", "refit": "refit",
+            "refit+knn": "refit_knn"}  # fmt: skip
+REMEDY_CHOICES = ("best", *REMEDIES)
+REFIT_C = 0.1  # the refit's inverse regularisation (chosen with bench/adaptation.py)
+REFIT_TARGET_SHARE = 0.5  # your clips' share of the refit's total sample weight
 ORIGINAL_GROUP = "\0original"  # the source model's datastore: in no query's group, always visible
 NO_SPEAKER = "unknown"  # the speaker of clips given without one (folds are then stratified)
 
@@ -87,6 +123,7 @@ class SourceModel:
     max_seconds: float
     store: Datastore | None  # its own datastore, if it has one
     description: dict[str, Any]  # what it is and where it came from (for adapt.json and the card)
+    folder: Path | None = None  # the emoknn model folder it was read from (None: imported)
 
 
 @dataclass
@@ -447,6 +484,130 @@ def drop_overlap(original: Datastore, clips: list[Utterance], embeddings: np.nda
     return original.subset(np.flatnonzero(keep)), int(same.sum())
 
 
+# ── the head refit ───────────────────────────────────────────────────────────────────────────────
+
+
+@dataclass
+class RefitPlan:
+    """What a head refit fits besides your clips: the source model's training clips (pooled
+    layers, and their labels as indices of yours; empty when the model records none) and the
+    settings, chosen before any of your folds."""
+
+    source_pooled: np.ndarray  # (M, L + 1, P)
+    source_labels: np.ndarray  # (M,) indices into your labels
+    settings: RefitSettings
+    report: dict[str, Any]
+
+    def fit(self, pooled: np.ndarray, labels: np.ndarray, num_classes: int):
+        """The refitted head on the source clips + your clips `pooled`, `labels`."""
+        rows = np.concatenate([self.source_pooled, pooled])
+        is_target = np.r_[np.zeros(len(self.source_labels), bool), np.ones(len(labels), bool)]
+        return fit_linear_head(rows, np.concatenate([self.source_labels, labels]), num_classes,
+                               is_target, self.settings)  # fmt: skip
+
+
+def plan_refit(source: SourceModel, mapping: dict[str, str], user_labels: list[str],
+               source_corpus: str | os.PathLike | None, batch_size: int, device: str
+               ) -> RefitPlan:  # fmt: skip
+    """The source clips a refit adds to yours (a training run's training and validation
+    clips, their labels mapped onto yours as the model's are; clips of labels dropped are left
+    out) and the layers it reads: chosen on the run's validation speakers
+    (`emoknn.refit.choose_layers`), else the layer the model weighs most (its last without
+    layer weights)."""
+    model = source.model
+    clips = None
+    if source.folder is not None:
+        clips = source_clips(source.folder, model, source.max_seconds, source_corpus,
+                             batch_size, device)  # fmt: skip
+    elif source_corpus is not None:
+        raise ConfigError(f"{source.description['name']}: is not a training run, so it has no "
+                          "source corpus to refit on; leave out --source-corpus")  # fmt: skip
+    pooled = np.zeros((0, model.num_layers + 1, model.pooled_size), np.float32)
+    labels = np.zeros(0, np.int64)
+    report: dict[str, Any] = {"source_clips": 0, "source_corpus": None, "source_fold": None}
+    if clips is None and source.folder is not None:
+        report["source_note"] = ("the model folder records no training corpus and fold that can "
+                                 "be read (give --source-corpus if the run's corpus moved)")
+    if model.layer_weights is not None:
+        layers: tuple[int, ...] = (int(model.layer_weights.detach().argmax()),)
+    else:
+        layers = (model.num_layers,)
+    how = "the layer the source model weighs most" if model.layer_weights is not None else (
+        "the encoder's last layer")  # fmt: skip
+    if clips is not None:
+        keep = np.array([mapping.get(label) is not None for label in clips.labels])
+        pooled = clips.pooled[keep]
+        labels = np.array([user_labels.index(mapping[label])
+                           for label, kept in zip(clips.labels, keep, strict=True) if kept],
+                          dtype=np.int64)  # fmt: skip
+        validation = clips.is_validation[keep]
+        report.update(source_clips=int(keep.sum()), source_corpus=clips.corpus,
+                      source_fold=clips.fold)  # fmt: skip
+        if len(np.unique(labels[validation])) >= 2 and len(np.unique(labels[~validation])) >= 2:
+            layers, scores = choose_layers(pooled, labels, validation, len(user_labels),
+                                           REFIT_C)  # fmt: skip
+            how = "chosen on the source run's validation speakers"
+            report["layer_scores"] = scores
+    settings = RefitSettings(layers, REFIT_C, REFIT_TARGET_SHARE)
+    report.update(settings.to_dict(), layer_choice=how)
+    return RefitPlan(pooled, labels, settings, report)
+
+
+def _refit_probabilities(plan: RefitPlan, pooled: np.ndarray, labels: np.ndarray,
+                         rest: np.ndarray, test: np.ndarray, ids: list[str], groups: np.ndarray,
+                         user_labels: list[str], criterion: str
+                         ) -> dict[str, np.ndarray]:  # fmt: skip
+    """The refit's and refit+kNN's probabilities of the held-out clips `test`, from a head
+    fitted on the source clips + the clips `rest` and a kNN over `rest` tuned as the kNN
+    remedy's is: no clip of `test` reaches the fit, its statistics, the datastore or the tuning."""
+    head = plan.fit(pooled[rest], labels[rest], len(user_labels))
+    embeddings, probs = head.embed(pooled).astype(np.float32), head.probs(pooled)
+    store, tuning = tune_on(embeddings[rest], labels[rest], probs[rest],
+                            [ids[i] for i in np.flatnonzero(rest)], groups[rest], user_labels,
+                            "refit", None, None, criterion)  # fmt: skip
+    return {"refit": probs[test],
+            "refit_knn": knn_predict_probs(embeddings[test], probs[test], store,
+                                           tuning.interpolated)}  # fmt: skip
+
+
+def choose_remedy(summary: dict[str, dict[str, float]], remedy: str, criterion: str,
+                  model_knows_all: bool) -> str:  # fmt: skip
+    """The inference the folder ships: the one `remedy` names, or with "best" the candidate with
+    the best held-out mean `criterion` (ties: the earlier of REMEDIES, zero-shot first). The
+    model alone is a candidate only when it predicts every one of your labels."""
+    if remedy != "best":
+        return REMEDIES[remedy]
+    order = [name for name in REMEDIES.values() if name in summary
+             and (name != "model" or model_knows_all)]  # fmt: skip
+    if not order:  # the model knows none of your labels: the kNN serves them all
+        return "interpolated"
+    return max(order, key=lambda name: (summary[name][f"{criterion}_mean"], -order.index(name)))
+
+
+def _remedy_report(chosen: str, remedy: str, summary: dict[str, dict[str, float]],
+                   scores: dict[str, dict[str, dict[str, float]]], criterion: str
+                   ) -> dict[str, Any]:  # fmt: skip
+    """adapt.json's `remedy`: what was asked, what ships, every candidate's held-out figure,
+    and the shipped one against the zero-shot model (paired over folds)."""
+    public = {inference: name for name, inference in REMEDIES.items()}
+    report: dict[str, Any] = {
+        "asked": remedy,
+        "chosen": public[chosen],
+        "inference": chosen,
+        "criterion": criterion,
+        "candidates": {public[n]: summary[n][f"{criterion}_mean"] for n in public if n in summary},
+        "zero_shot": summary["model"][f"{criterion}_mean"] if "model" in summary else None,
+        "gain_over_zero_shot": None,
+        "comparison": None,
+    }
+    if "model" in summary and chosen != "model":
+        report["gain_over_zero_shot"] = (summary[chosen][f"{criterion}_mean"]
+                                         - summary["model"][f"{criterion}_mean"])  # fmt: skip
+        title = f"{public[chosen]} (shipped) vs zero-shot"
+        report["comparison"] = compare(title, chosen, "model", scores).to_dict()
+    return report
+
+
 def check_new_folder(out_dir: str | os.PathLike) -> Path:
     """`out_dir` may be written: absent, or an empty folder, in a place that takes new files."""
     out_dir = Path(out_dir)
@@ -467,10 +628,14 @@ def adapt_model(
     device: str | None = None,
     batch_size: int = 16,
     licence: str | None = None,
+    remedy: str = "best",
+    source_corpus: str | os.PathLike | None = None,
 ) -> AdaptResult:
     """Adapt `source` to the labelled clips in `data` and write the adapted folder `out_dir`
-    (see the module docstring). Everything is checked before anything is written; the folder
-    appears whole or not at all."""
+    (see the module docstring). `remedy`: what the folder ships (REMEDY_CHOICES; "best": the
+    best on held-out folds); `source_corpus`: where a training run's corpus lies now, if it
+    moved (the head refit reads its training clips). Everything is checked before anything is
+    written; the folder appears whole or not at all."""
     out_dir = check_new_folder(out_dir)
     source_name = source.description["name"]
     attributes = source.model.attributes  # a dimensional or multi-task model's, else None
@@ -492,6 +657,13 @@ def adapt_model(
         raise ConfigError(f"criterion must be ua or wa, got {criterion!r}")
     if not 3 <= max_folds <= 100:
         raise ConfigError(f"folds must lie in [3, 100], got {max_folds}")
+    if remedy not in REMEDY_CHOICES:
+        raise ConfigError(f"remedy must be one of {', '.join(REMEDY_CHOICES)}, got {remedy!r}")
+    # The head refit is a classifier: a dimensional model's regression head is not refitted.
+    refits = remedy in ("best", "refit", "refit+knn") and attributes is None
+    if remedy in ("refit", "refit+knn") and not refits:
+        raise ConfigError(f"{source_name}: predicts {', '.join(attributes)}; the head refit is "
+                          "built for class models only: use --remedy knn")  # fmt: skip
     clips, has_speakers = load_labelled_clips(data, attributes)
     user_labels = sorted({u.label for u in clips})
     if len(user_labels) < 2:
@@ -519,7 +691,18 @@ def adapt_model(
     known = None if model_labels == user_labels else model_labels
 
     device = device or best_device()
-    embedded = embed_utterances(model, clips, source.max_seconds, batch_size, device)
+    plan = None
+    seconds: dict[str, float] = {}  # where the time went (adapt.json's `seconds`)
+    start = time.perf_counter()
+    if refits:  # one encoder pass gives both heads' inputs: the pooled layers
+        plan = plan_refit(source, mapping, user_labels, source_corpus, batch_size, device)
+        seconds["source_clips_and_layer_choice"] = time.perf_counter() - start
+        features = pooled_utterances(model, clips, source.max_seconds, batch_size, device)
+        embedded = embed_pooled(model, clips, features)
+        inferences = (*inferences, *REFIT_INFERENCES)
+    else:
+        embedded = embed_utterances(model, clips, source.max_seconds, batch_size, device)
+    seconds["embedding_your_clips"] = time.perf_counter() - start - sum(seconds.values())
     E, P, ids = embedded.embeddings, embedded.probs.astype(np.float64), embedded.ids
     _check_distinct_embeddings(clips, E, str(data))
     dropped = 0
@@ -561,6 +744,9 @@ def adapt_model(
             "knn": store_knn_probs(E[test], store, tuning.knn_only),
             "interpolated": knn_predict_probs(E[test], P[test], store, tuning.interpolated),
         }
+        if plan is not None:
+            probabilities.update(_refit_probabilities(plan, features, labels, rest, test, ids,
+                                                      groups, user_labels, criterion))  # fmt: skip
         record = {"fold": fold, "clips": int(test.sum()),
                   "speakers": sorted({clips[i].speaker for i in np.flatnonzero(test)})
                   if has_speakers else None,
@@ -574,6 +760,7 @@ def adapt_model(
             pooled[name][test] = probabilities[name]
         per_fold.append(record)
 
+    seconds["held_out_folds"] = time.perf_counter() - start - sum(seconds.values())
     summary = {}
     for name in inferences:
         ua = np.array([r[name]["ua"] for r in per_fold])
@@ -596,9 +783,22 @@ def adapt_model(
     dimensional = None
     if rated is not None:
         dimensional = _dimensional_report(rated, dimensional_folds, pooled_values)
-    store, tuning = tune_on(E, labels, P, ids, groups, user_labels, fingerprint, original, known,
-                            criterion, rated)  # fmt: skip
+    chosen = choose_remedy(summary, remedy, criterion, model_labels == user_labels)
+    if chosen in REFIT_INFERENCES:  # the head refitted on the source clips + every clip
+        # It predicts every one of your labels; the source datastore lies in another embedding.
+        model_labels, original, dropped = list(user_labels), None, 0
+        head = plan.fit(features, labels, len(user_labels))
+        model = refit_model(source.model, head, user_labels)
+        store, tuning = tune_on(head.embed(features).astype(np.float32), labels,
+                                head.probs(features), ids, groups, user_labels,
+                                fingerprint_of(model), None, None, criterion)  # fmt: skip
+    else:
+        store, tuning = tune_on(E, labels, P, ids, groups, user_labels, fingerprint, original,
+                                known, criterion, rated)  # fmt: skip
+    if chosen in ("model", "refit"):  # the model alone: the datastore serves neighbours only
+        tuning.interpolated = replace(tuning.interpolated, alpha=0.0)
     record_origins(store, clips, speakers=has_speakers)
+    seconds["shipped_model"] = time.perf_counter() - start - sum(seconds.values())
     report = {
         "source": source.description,
         "data": {
@@ -610,7 +810,8 @@ def adapt_model(
         "labels": user_labels,
         "model_labels": model_labels,
         "label_map": mapping,
-        "kept_original_datastore": keep_datastore,
+        # A refitted head's embedding is another space than the source datastore's: not kept.
+        "kept_original_datastore": keep_datastore and chosen not in REFIT_INFERENCES,
         "original_entries": 0 if original is None else len(original),
         "original_entries_dropped": dropped,  # kept entries that were one of the clips
         "datastore_entries": len(store),
@@ -627,8 +828,11 @@ def adapt_model(
         "comparisons": comparisons,
         "tuning": tuning.to_dict(),
         "dimensional": dimensional,
+        "remedy": _remedy_report(chosen, remedy, summary, scores, criterion),
+        "refit": None if plan is None else plan.report,
         "licence": licence,
         "max_seconds": source.max_seconds,
+        "seconds": seconds,
     }
     _write_folder(out_dir, model, source.max_seconds, store, tuning, report)
     return AdaptResult(out_dir, user_labels, model_labels, len(per_fold),
@@ -696,7 +900,7 @@ def load_source(model: str | os.PathLike, device: str = "cpu") -> SourceModel:
             store = load_datastore(path, meta.fingerprint, meta.labels, loaded.embedding_size)
         description = {"kind": "emoknn", "name": str(model), "encoder": loaded.config.encoder,
                        "labels": meta.labels}  # fmt: skip
-        return SourceModel(loaded, meta.max_seconds, store, description)
+        return SourceModel(loaded, meta.max_seconds, store, description, path)
     if not path.exists():
         raise EmoknnError(f"{path}: model not found (a model folder, or a Hub repo id owner/name)")
     if hf_classifier_architecture(path) is None:

@@ -19,6 +19,8 @@ INFERENCE_NAMES = {
     "model": "model alone",
     "knn": "kNN alone (your clips)",
     "interpolated": "model + kNN (adapted)",
+    "refit": "head refit (source + your clips)",
+    "refit_knn": "head refit + kNN",
 }
 
 
@@ -86,9 +88,7 @@ def model_card(report: dict[str, Any]) -> str:
         "",
         f"# Emotion recognition adapted from `{local_name(source['name'])}`",
         "",
-        "An emoknn model folder: the source model's weights, unchanged, "
-        "interpolated with a k-nearest-neighbour model over a datastore of labelled clips "
-        "(`emoknn adapt`, no training): p = α·p_kNN + (1 − α)·p_model.",
+        *_remedy_lines(report),
         "",
         "| | |",
         "|---|---|",
@@ -177,6 +177,38 @@ def model_card(report: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _remedy_lines(report: dict[str, Any]) -> list[str]:
+    """What the folder ships (`adapt.json`'s `remedy`), and by how much it beat zero-shot."""
+    remedy = report.get("remedy") or {"chosen": "knn", "asked": "knn"}
+    chosen = remedy["chosen"]
+    what = {
+        "zero-shot": "the source model's weights, unchanged (its labels mapped onto yours), "
+                     "used alone (α = 0: the datastore only shows neighbours)",
+        "knn": "the source model's weights, unchanged, interpolated with a k-nearest-neighbour "
+               "model over a datastore of labelled clips (`emoknn adapt`, no training): "
+               "p = α·p_kNN + (1 − α)·p_model",
+        "refit": "the source model's encoder with a new linear head refitted on the source "
+                 "corpus's training clips and the labelled clips (`emoknn adapt`'s head refit), "
+                 "used alone (α = 0: the datastore only shows neighbours)",
+        "refit+knn": "the source model's encoder with a new linear head refitted on the source "
+                     "corpus's training clips and the labelled clips, interpolated with a "
+                     "k-nearest-neighbour model over the labelled clips: "
+                     "p = α·p_kNN + (1 − α)·p_head",
+    }[chosen]
+    lines = [f"An emoknn model folder: {what}."]
+    if remedy.get("candidates"):
+        metric = remedy["criterion"].upper()
+        how = ("the best held-out" if remedy["asked"] == "best" else "asked for; held-out")
+        scores = ", ".join(f"{name} {_percent(value)}"
+                           for name, value in remedy["candidates"].items())  # fmt: skip
+        lines += ["", f"Remedy shipped: **{chosen}** ({how} mean {metric} %: {scores})."]
+        if remedy.get("gain_over_zero_shot") is not None:
+            lines[-1] += (f" Against zero-shot ({_percent(remedy['zero_shot'])}): "
+                          f"{100 * remedy['gain_over_zero_shot']:+.1f} points; "
+                          f"{remedy['comparison']['sentence']}")  # fmt: skip
+    return lines
 
 
 def _mapping(mapping: dict[str, str]) -> str:

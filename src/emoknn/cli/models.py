@@ -92,17 +92,45 @@ def adapt_command(
     seed: Annotated[int, typer.Option(help="Seed of the stratified folds")] = 0,
     device: Device = None,
     batch_size: ClipBatch = 16,
+    remedy: Annotated[
+        str,
+        typer.Option(
+            help="What the folder ships: best (the best of the four on held-out folds of your "
+            "clips), zero-shot (the model alone), knn (the model + a kNN over your clips), "
+            "refit (a new linear head fitted on the model's training clips + yours), or "
+            "refit+knn (that head + the kNN)"
+        ),
+    ] = "best",
+    source_corpus: Annotated[
+        Path | None,
+        typer.Option(
+            help="Where the training run's corpus lies now, if it moved (the head refit reads "
+            "its training clips; a run's train_config.json names where it was)"
+        ),
+    ] = None,
 ) -> None:
-    """Adapt a trained or published model to your own labelled clips with kNN (no training)."""
-    from emoknn.adapt import adapt_model, check_new_folder, load_source, parse_label_map
+    """Adapt a trained or published model to your own labelled clips: a kNN over them, a
+    refitted head, or both, whichever scores best on held-out folds of your clips."""
+    from emoknn.adapt import (
+        REMEDY_CHOICES,
+        adapt_model,
+        check_new_folder,
+        load_source,
+        parse_label_map,
+    )
+    from emoknn.errors import ConfigError
 
+    if remedy not in REMEDY_CHOICES:
+        raise ConfigError(f"--remedy must be one of {', '.join(REMEDY_CHOICES)}, got {remedy!r}")
     mapping = parse_label_map(label_map) if label_map else None
     check_device(device, "--device")  # before loading anything, as predict does
     check_new_folder(out)
     source = load_source(model, "cpu")
     result = adapt_model(source, data, out, mapping, keep_datastore, folds, criterion, seed,
-                         device, batch_size, licence)  # fmt: skip
-    names = {"model": "model alone", "knn": "kNN alone", "interpolated": "model + kNN"}
+                         device, batch_size, licence, remedy, source_corpus)  # fmt: skip
+    names = {"model": "zero-shot (model alone)", "knn": "kNN alone",
+             "interpolated": "model + kNN", "refit": "head refit",
+             "refit_knn": "head refit + kNN"}  # fmt: skip
     grouping = "speaker-grouped" if result.grouping == "speaker" else "stratified"
     table = Table(title=f"held-out clips, {result.folds} {grouping} folds")
     for column in ("inference", "UA % mean ± std", "WA % mean ± std"):
@@ -131,6 +159,7 @@ def adapt_command(
     elif only_knn:
         console.print(f"served by the kNN alone (the model does not know them): "
                       f"{', '.join(only_knn)}", highlight=False)  # fmt: skip
+    _print_remedy(result.report)
     chosen = result.tuning.interpolated
     console.print(
         f"Wrote {result.out_dir} (labels {', '.join(result.labels)}; k = {chosen.k}, "
@@ -138,6 +167,24 @@ def adapt_command(
         f"CLIP.wav --model {shlex.quote(str(result.out_dir))}",
         highlight=False,
     )
+
+
+def _print_remedy(report: dict) -> None:
+    """Which remedy the folder ships, and by how much it beat zero-shot on held-out folds."""
+    remedy, refit = report["remedy"], report.get("refit")
+    if refit is not None:
+        source = (f"{refit['source_clips']} training clips of {refit['source_corpus']}"
+                  if refit["source_clips"] else "no source clips (the model records none)")
+        console.print(f"head refit: {source} + yours; layers {refit['layers']} "
+                      f"({refit['layer_choice']}), C = {refit['c']:g}", highlight=False)
+    metric = remedy["criterion"].upper()
+    line = f"Shipped: {remedy['chosen']}"
+    if remedy["asked"] == "best":
+        line += f" (the best held-out mean {metric})"
+    if remedy["gain_over_zero_shot"] is not None:
+        line += (f", {100 * remedy['gain_over_zero_shot']:+.1f} {metric} points over zero-shot "
+                 f"({100 * remedy['zero_shot']:.1f}). {remedy['comparison']['sentence']}")
+    console.print(line, highlight=False)
 
 
 def push_command(
