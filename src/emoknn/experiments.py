@@ -840,9 +840,10 @@ def result_records(fold_results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Mean and standard deviation (over folds, sample std, ddof=1) of WA and UA per variant;
-    the learned variants first, then the encoder probe and the classical baseline (the bars they
-    are measured against)."""
+    """Mean and standard deviation (over folds, sample std, ddof=1) of WA and UA per variant,
+    and the mean expected calibration error (`ece`, as predict shows the probabilities, and
+    `ece_raw`, before calibration) where every fold has one; the learned variants first, then
+    the encoder probe and the classical baseline (the bars they are measured against)."""
     last = {probe.NAME: 1, baseline.NAME: 2}
     by_variant: dict[str, list[dict[str, Any]]] = {}
     for record in sorted(records, key=lambda r: last.get(r["training"], 0)):  # stable
@@ -857,6 +858,9 @@ def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "folds": len(rows), "wa_mean": float(wa.mean()), "wa_std": spread(wa),
             "ua_mean": float(ua.mean()), "ua_std": spread(ua),
         })  # fmt: skip
+        for key in ("ece", "ece_raw"):  # folds from before calibration existed have neither
+            if all(isinstance(r.get(key), float) for r in rows):
+                summary[-1][f"{key}_mean"] = float(np.mean([r[key] for r in rows]))
     return summary
 
 
