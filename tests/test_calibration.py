@@ -154,8 +154,8 @@ def test_predict_shows_calibrated_probabilities_with_the_same_labels(
     raw = recognizer.score([_load(c) for c in clips])
     assert (shown["final"].argmax(1) == raw["final"].argmax(1)).all()
     assert (shown["model"].argmax(1) == raw["model"].argmax(1)).all()
-    assert np.allclose(shown["model"], apply_temperature(raw["model"],
-                                                         calibration.model_temperature))  # fmt: skip
+    expected = apply_temperature(raw["model"], calibration.model_temperature)
+    assert np.allclose(shown["model"], expected)
 
 
 def _load(path):
