@@ -6,8 +6,9 @@ and the calibration error of each variant before and after temperature scaling.
         --encoder /root/.cache/emoknn-dev/whisper-base --feature-cache /work/cache/features \
         [--knn-tuning speakers] [--baseline-results /work/runs/emodb-frozen/results.json]
 
-Runs `emoknn.experiments.crossval` with the frozen preset (no classical baseline, no probe: they
-do not depend on the kNN stage) into OUT, then prints per variant UA and ECE (calibrated, raw),
+Runs the frozen preset's folds (`emoknn.experiments.run_fold`: no classical baseline, no probe,
+which do not depend on the kNN stage; `--trainings scl` for CE+SCL alone) into OUT, resuming the
+folds it finished, then prints per variant UA and ECE (calibrated, raw),
 and the paired comparisons of `emoknn.stats`: + kNN vs the model alone, in this run and, given
 `--baseline-results` (a results.json of the same corpus, folds and preset tuned the other way), in
 that one, and this run's + kNN against that one's. The models alone are the same in both (the
@@ -24,8 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from emoknn.config import make_config
-from emoknn.corpora import load_corpus
-from emoknn.experiments import crossval, result_records, summarize
+from emoknn.corpora import label_names, load_corpus
+from emoknn.experiments import prepare_frozen, result_records, run_fold, summarize, trainings_for
 from emoknn.folds import speaker_folds
 from emoknn.stats import paired_test
 
@@ -57,17 +58,25 @@ def main() -> None:
     parser.add_argument("--feature-cache", required=True)
     parser.add_argument("--knn-tuning", default="speakers", choices=("speakers", "validation"))
     parser.add_argument("--baseline-results", type=Path)
+    parser.add_argument("--trainings", default="ce,scl", help="ce,scl (default) or one of them")
+    parser.add_argument("--folds", type=int, help="only the first N folds")
     args = parser.parse_args()
 
     utterances = load_corpus(args.corpus)
-    folds = speaker_folds(utterances)
+    folds = speaker_folds(utterances)[: args.folds]
+    labels = label_names(utterances)
+    specs = [spec for spec in trainings_for(["main"]) if spec.name in args.trainings.split(",")]
     config = make_config("frozen", encoder=args.encoder, feature_cache=args.feature_cache,
                          progress_bar=False)  # fmt: skip
     start = time.perf_counter()
-    results = crossval(utterances, folds, config, args.out, with_baseline=False,
-                       with_probe=False, knn_tuning=args.knn_tuning,
-                       corpus_info={"corpus": str(args.corpus)},
-                       on_fold_done=print_fold)  # fmt: skip
+    config, frozen = prepare_frozen(folds, labels, config, ["main"], args.out)
+    results = []
+    for fold in folds:
+        for spec in specs:
+            results.append(run_fold(spec, fold, labels, config, args.out,
+                                    {"corpus": str(args.corpus)}, "ua", frozen,
+                                    args.knn_tuning))  # fmt: skip
+            print_fold(results[-1])
     seconds = time.perf_counter() - start
     records = result_records(results)
     print(f"\n{args.corpus.name}: {len(folds)} folds, knn tuning {args.knn_tuning}, "
@@ -78,12 +87,13 @@ def main() -> None:
               f"{100 * row.get('ece_mean', np.nan):7.2f} "
               f"{100 * row.get('ece_raw_mean', np.nan):9.2f}")  # fmt: skip
     print()
-    for label in ("CE", "CE+SCL"):
+    trained = [spec.label for spec in specs]
+    for label in trained:
         print(comparison(f"{label} + kNN vs {label} ({args.knn_tuning})",
                          by_fold(records, f"{label} + kNN"), by_fold(records, label)))  # fmt: skip
     if args.baseline_results:
         other = json.loads(args.baseline_results.read_text())["records"]
-        for label in ("CE", "CE+SCL"):
+        for label in trained:
             mine, theirs = by_fold(records, label), by_fold(other, label)
             same = all(abs(mine[f] - theirs[f]) < 1e-12 for f in set(mine) & set(theirs))
             print(f"{label} alone identical in both runs: {same}")

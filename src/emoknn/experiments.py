@@ -375,7 +375,7 @@ def _frozen_fold(
     train = embed_pooled(model, fold.train, pooled_originals(cache, fold.train, stats))
     val = embed_pooled(model, fold.val, pooled_originals(cache, fold.val, stats))
     extra = []
-    if knn_tuning == "speakers":
+    if knn_tuning == "speakers" and model.predicts_classes:  # no classes: nothing to tune
         extra = out_of_fold_queries(config, fold.train, fold.val, labels, cache, frozen.encoder,
                                     stats)  # fmt: skip
     speakers = sorted({u.speaker for u in (fold.train + fold.val if extra else fold.val)})

@@ -310,7 +310,7 @@ def fit_run_knn(
         cache = FeatureCache(cache_root, model.cpu(), max_seconds, cache_precision_of(run_dir))
         train_embedded = embed_pooled(model, train, cache.originals(train))
         val_embedded = embed_pooled(model, val, cache.originals(val))
-        if knn_tuning == "speakers":
+        if knn_tuning == "speakers" and model.predicts_classes:  # no classes: nothing to tune
             config = TrainConfig(**read_run_config(run_dir)["train_config"])
             extra = out_of_fold_queries(config, train, val, model.labels, cache, model.encoder)
     else:
