@@ -32,11 +32,13 @@ from emoknn.stats import paired_test
 
 
 def by_fold(records, variant, key="ua"):
-    return {r["fold"]: r[key] for r in records if r["variant"] == variant}
+    return {r["fold"]: r[key] for r in records if r["variant"] == variant and key in r}
 
 
 def comparison(name, a: dict, b: dict) -> str:
     folds = sorted(set(a) & set(b))
+    if not folds:
+        return f"{name:52s} (no folds with both)"
     result = paired_test(np.array([a[f] for f in folds]), np.array([b[f] for f in folds]))
     low = "—" if result.ci_low is None else f"{100 * result.ci_low:+.2f}"
     high = "—" if result.ci_high is None else f"{100 * result.ci_high:+.2f}"
@@ -52,16 +54,33 @@ def print_fold(result: dict) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--corpus", type=Path, required=True)
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--encoder", required=True)
-    parser.add_argument("--feature-cache", required=True)
+    parser.add_argument("--corpus", type=Path)
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--encoder")
+    parser.add_argument("--feature-cache")
     parser.add_argument("--knn-tuning", default="speakers", choices=("speakers", "validation"))
     parser.add_argument("--baseline-results", type=Path)
     parser.add_argument("--trainings", default="ce,scl", help="ce,scl (default) or one of them")
     parser.add_argument("--folds", type=int, help="only the first N folds")
+    parser.add_argument("--results", type=Path,
+                        help="print the figures of this results.json (e.g. of `emoknn crossval`) "
+                        "instead of running folds")  # fmt: skip
     args = parser.parse_args()
 
+    if args.results:
+        records = [r for r in json.loads(args.results.read_text())["records"]
+                   if r["training"] in ("ce", "scl")]  # fmt: skip
+        trained = sorted({r["variant"] for r in records if r["inference"] == "model"})
+        print(f"{args.results}: {len({r['fold'] for r in records})} folds\n")
+    else:
+        if not (args.corpus and args.out and args.encoder and args.feature_cache):
+            parser.error("give --corpus, --out, --encoder and --feature-cache (or --results)")
+        records, trained = run(args)
+    print_figures(records, trained, args.knn_tuning, args.baseline_results)
+
+
+def run(args) -> tuple[list[dict], list[str]]:
+    """Run (or resume) the folds; their records and the labels of the trainings run."""
     utterances = load_corpus(args.corpus)
     folds = speaker_folds(utterances)[: args.folds]
     labels = label_names(utterances)
@@ -78,30 +97,40 @@ def main() -> None:
                                     args.knn_tuning))  # fmt: skip
             print_fold(results[-1])
     seconds = time.perf_counter() - start
-    records = result_records(results)
     print(f"\n{args.corpus.name}: {len(folds)} folds, knn tuning {args.knn_tuning}, "
           f"{seconds:.0f} s\n")  # fmt: skip
+    return result_records(results), [spec.label for spec in specs]
+
+
+def print_figures(records: list[dict], trained: list[str], tuning: str,
+                  baseline_results: Path | None) -> None:  # fmt: skip
     print(f"{'variant':28s} {'UA %':>7s} {'ECE %':>7s} {'raw ECE %':>9s}")
     for row in summarize(records):
         print(f"{row['variant']:28s} {100 * row['ua_mean']:7.2f} "
               f"{100 * row.get('ece_mean', np.nan):7.2f} "
               f"{100 * row.get('ece_raw_mean', np.nan):9.2f}")  # fmt: skip
     print()
-    trained = [spec.label for spec in specs]
     for label in trained:
-        print(comparison(f"{label} + kNN vs {label} ({args.knn_tuning})",
+        print(comparison(f"{label} + kNN vs {label} ({tuning})",
                          by_fold(records, f"{label} + kNN"), by_fold(records, label)))  # fmt: skip
-    if args.baseline_results:
-        other = json.loads(args.baseline_results.read_text())["records"]
-        for label in trained:
-            mine, theirs = by_fold(records, label), by_fold(other, label)
-            same = all(abs(mine[f] - theirs[f]) < 1e-12 for f in set(mine) & set(theirs))
-            print(f"{label} alone identical in both runs: {same}")
-            print(comparison(f"{label} + kNN vs {label} (baseline results)",
-                             by_fold(other, f"{label} + kNN"), theirs))  # fmt: skip
-            print(comparison(f"{label} + kNN: {args.knn_tuning} vs baseline results",
-                             by_fold(records, f"{label} + kNN"),
-                             by_fold(other, f"{label} + kNN")))  # fmt: skip
+        for variant in (label, f"{label} + kNN"):
+            print(comparison(f"ECE of {variant}: calibrated vs raw",
+                             by_fold(records, variant, "ece"),
+                             by_fold(records, variant, "ece_raw")).replace(" UA ", " pts "))
+    if baseline_results is None:
+        return
+    mine_folds = {r["fold"] for r in records}
+    other = [r for r in json.loads(baseline_results.read_text())["records"]
+             if r["fold"] in mine_folds]  # fmt: skip
+    for label in trained:
+        mine, theirs = by_fold(records, label), by_fold(other, label)
+        same = all(abs(mine[f] - theirs[f]) < 1e-12 for f in set(mine) & set(theirs))
+        print(f"{label} alone identical in both runs: {same}")
+        print(comparison(f"{label} + kNN vs {label} (baseline results)",
+                         by_fold(other, f"{label} + kNN"), theirs))  # fmt: skip
+        print(comparison(f"{label} + kNN: {tuning} vs baseline results",
+                         by_fold(records, f"{label} + kNN"),
+                         by_fold(other, f"{label} + kNN")))  # fmt: skip
 
 
 if __name__ == "__main__":
