@@ -26,7 +26,14 @@ import numpy as np
 
 from emoknn.config import make_config
 from emoknn.corpora import label_names, load_corpus
-from emoknn.experiments import prepare_frozen, result_records, run_fold, summarize, trainings_for
+from emoknn.experiments import (
+    collect_fold_results,
+    prepare_frozen,
+    result_records,
+    run_fold,
+    summarize,
+    trainings_for,
+)
 from emoknn.folds import speaker_folds
 from emoknn.stats import paired_test
 
@@ -42,14 +49,19 @@ def comparison(name, a: dict, b: dict) -> str:
     result = paired_test(np.array([a[f] for f in folds]), np.array([b[f] for f in folds]))
     low = "—" if result.ci_low is None else f"{100 * result.ci_low:+.2f}"
     high = "—" if result.ci_high is None else f"{100 * result.ci_high:+.2f}"
-    return (f"{name:52s} {100 * result.mean:+6.2f} UA (95 % CI {low} to {high}, "
-            f"{result.test} p = {result.p_value:.3f}, {len(folds)} folds)")
+    return (
+        f"{name:52s} {100 * result.mean:+6.2f} UA (95 % CI {low} to {high}, "
+        f"{result.test} p = {result.p_value:.3f}, {len(folds)} folds)"
+    )
 
 
 def print_fold(result: dict) -> None:
     model, mixed = result["scores"]["model"], result["scores"]["interpolated"]
-    print(f"  {result['fold']} {result['label']:7s} UA {100 * model['ua']:.1f} (+kNN "
-          f"{100 * mixed['ua']:.1f}, k {mixed['k']}, α {mixed['alpha']:g})", flush=True)
+    print(
+        f"  {result['fold']} {result['label']:7s} UA {100 * model['ua']:.1f} (+kNN "
+        f"{100 * mixed['ua']:.1f}, k {mixed['k']}, α {mixed['alpha']:g})",
+        flush=True,
+    )
 
 
 def main() -> None:
@@ -62,14 +74,23 @@ def main() -> None:
     parser.add_argument("--baseline-results", type=Path)
     parser.add_argument("--trainings", default="ce,scl", help="ce,scl (default) or one of them")
     parser.add_argument("--folds", type=int, help="only the first N folds")
+    parser.add_argument(
+        "--reverse",
+        action="store_true",
+        help="last fold first (a second process can share the folds)",
+    )
     parser.add_argument("--results", type=Path,
-                        help="print the figures of this results.json (e.g. of `emoknn crossval`) "
-                        "instead of running folds")  # fmt: skip
+                        help="print the figures of this results.json (e.g. of `emoknn crossval`), "
+                        "or of the finished folds of this output folder, instead of running "
+                        "folds")  # fmt: skip
     args = parser.parse_args()
 
     if args.results:
-        records = [r for r in json.loads(args.results.read_text())["records"]
-                   if r["training"] in ("ce", "scl")]  # fmt: skip
+        if args.results.is_dir():
+            records = result_records(collect_fold_results([args.results]))
+        else:
+            records = json.loads(args.results.read_text())["records"]
+        records = [r for r in records if r["training"] in ("ce", "scl")]
         trained = sorted({r["variant"] for r in records if r["inference"] == "model"})
         print(f"{args.results}: {len({r['fold'] for r in records})} folds\n")
     else:
@@ -90,7 +111,7 @@ def run(args) -> tuple[list[dict], list[str]]:
     start = time.perf_counter()
     config, frozen = prepare_frozen(folds, labels, config, ["main"], args.out)
     results = []
-    for fold in folds:
+    for fold in reversed(folds) if args.reverse else folds:
         for spec in specs:
             results.append(run_fold(spec, fold, labels, config, args.out,
                                     {"corpus": str(args.corpus)}, "ua", frozen,
@@ -114,9 +135,13 @@ def print_figures(records: list[dict], trained: list[str], tuning: str,
         print(comparison(f"{label} + kNN vs {label} ({tuning})",
                          by_fold(records, f"{label} + kNN"), by_fold(records, label)))  # fmt: skip
         for variant in (label, f"{label} + kNN"):
-            print(comparison(f"ECE of {variant}: calibrated vs raw",
-                             by_fold(records, variant, "ece"),
-                             by_fold(records, variant, "ece_raw")).replace(" UA ", " pts "))
+            print(
+                comparison(
+                    f"ECE of {variant}: calibrated vs raw",
+                    by_fold(records, variant, "ece"),
+                    by_fold(records, variant, "ece_raw"),
+                ).replace(" UA ", " pts ")
+            )
     if baseline_results is None:
         return
     mine_folds = {r["fold"] for r in records}

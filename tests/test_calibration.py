@@ -156,6 +156,9 @@ def test_predict_shows_calibrated_probabilities_with_the_same_labels(
     assert (shown["model"].argmax(1) == raw["model"].argmax(1)).all()
     expected = apply_temperature(raw["model"], calibration.model_temperature)
     assert np.allclose(shown["model"], expected)
+    assert calibration.fitted_for == recognizer.knn_settings.to_dict()  # knn.json's settings
+    mixed = apply_temperature(raw["final"], calibration.interpolated_temperature)
+    assert np.allclose(shown["final"], mixed)
 
 
 def _load(path):
