@@ -120,7 +120,7 @@ def calibrated_run(small_synthetic_corpus, tmp_path_factory):
     """Fold 0 of a frozen tiny cross-validation (kNN tuned over speakers, temperatures fitted)."""
     out = tmp_path_factory.mktemp("calibrated")
     utterances = load_synthetic(small_synthetic_corpus)
-    config = make_config("frozen", encoder="tiny", max_seconds=0.5, max_epochs=30,
+    config = make_config("frozen", encoder="tiny", max_seconds=0.5, max_epochs=12,
                          feature_cache=str(out / "cache"))  # fmt: skip
     results = crossval(utterances, speaker_folds(utterances)[:1], config, out / "cv",
                        with_baseline=False, with_probe=False)  # fmt: skip
