@@ -39,6 +39,7 @@ import numpy as np
 
 from emoknn import __version__, baseline, probe
 from emoknn.attributes import attribute_matrix, rated_attributes
+from emoknn.calibration import Calibration
 from emoknn.config import TrainConfig
 from emoknn.corpora.utterance import Utterance, label_names
 from emoknn.errors import ConfigError, EmoknnError, FileFormatError
@@ -54,17 +55,31 @@ from emoknn.frozen import (
     train_frozen_fold,
     view_spec,
 )
-from emoknn.inference import Embedded, embed_pooled, embed_utterances, fit_knn, fit_run_knn
+from emoknn.inference import Embedded, embed_pooled, embed_utterances, fit_knn_stage, fit_run_knn
 from emoknn.knn import Datastore, TuningResult, knn_predict_probs, knn_predict_values
-from emoknn.metrics import regression_scores, unweighted_accuracy, weighted_accuracy
+from emoknn.metrics import (
+    expected_calibration_error,
+    regression_scores,
+    unweighted_accuracy,
+    weighted_accuracy,
+)
 from emoknn.model_folder import (
+    CALIBRATION_FILE,
     ENCODER_STORE_DIR,
     has_model,
     ids_digest,
+    load_calibration,
     load_knn,
     load_model,
     read_model_meta,
+    save_calibration,
     save_knn,
+)
+from emoknn.speaker_tuning import (
+    alphas_for,
+    check_knn_tuning,
+    default_knn_tuning,
+    out_of_fold_queries,
 )
 from emoknn.stats import Comparison, compare, paired_test
 from emoknn.train import train_fold
@@ -136,16 +151,17 @@ def evaluate_test_speaker(
     model = load_model(run_dir, device=device)
     store, tuning = load_knn(run_dir, meta.fingerprint, meta.labels)
     test = embed_utterances(model, fold.test, max_seconds, device=device)
-    return _score_fold(run_dir, fold, model, store, tuning, test)
+    return _score_fold(run_dir, fold, model, store, tuning, test, load_calibration(run_dir))
 
 
 def _score_fold(run_dir: Path, fold: Fold, model: Any, store: Datastore, tuning: TuningResult,
-                test: Embedded) -> dict[str, Any]:  # fmt: skip
+                test: Embedded, calibration: Calibration | None = None
+                ) -> dict[str, Any]:  # fmt: skip
     """Class scores (unless the model is "dimensional") and attribute scores (when it has a
     regression head) of the test speaker."""
     scores: dict[str, Any] = {}
     if model.predicts_classes:
-        scores = score_test_speaker(run_dir, fold, model.labels, store, tuning, test)
+        scores = score_test_speaker(run_dir, fold, model.labels, store, tuning, test, calibration)
     else:
         _write_test_embeddings(run_dir, test, model.labels)
     if model.attributes is not None:
@@ -210,14 +226,26 @@ def score_test_speaker(
     store: Datastore,
     tuning: TuningResult,
     test: Embedded,
+    calibration: Calibration | None = None,
 ) -> dict[str, Any]:
     """Scores of the test speaker's embedded utterances three ways; write predictions.csv and
-    test_embeddings.npz."""
+    test_embeddings.npz.
+
+    Each inference's scores: WA, UA, the kNN settings, and the expected calibration error of the
+    probabilities as `predict` shows them (`ece`: the model's and the interpolation's
+    temperature-scaled with `calibration`, `emoknn.calibration`) and before that (`ece_raw`)."""
+    calibration = calibration or Calibration()
     probabilities = {
         "model": test.probs,
         "knn": knn_predict_probs(test.embeddings, test.probs, store, tuning.knn_only),
         "interpolated": knn_predict_probs(test.embeddings, test.probs, store, tuning.interpolated),
     }
+    shown = {
+        "model": calibration.model(probabilities["model"]),
+        "knn": probabilities["knn"],
+        "interpolated": calibration.interpolated(probabilities["interpolated"],
+                                                 tuning.interpolated),
+    }  # fmt: skip
     predictions = {name: p.argmax(axis=1) for name, p in probabilities.items()}
     with (
         atomic_path(run_dir / PREDICTIONS_FILE) as temporary,
@@ -239,6 +267,8 @@ def score_test_speaker(
             "k": None if chosen is None else chosen.k,
             "alpha": 0.0 if chosen is None else chosen.alpha,
             "temperature": None if chosen is None else chosen.to_dict()["temperature"],
+            "ece": expected_calibration_error(shown[name], test.labels),
+            "ece_raw": expected_calibration_error(probabilities[name], test.labels),
         }
     return scores
 
@@ -268,8 +298,12 @@ def run_fold(
     extra_info: dict[str, Any],
     criterion: str = "ua",
     frozen: FrozenContext | None = None,
+    knn_tuning: str = "validation",
 ) -> dict[str, Any] | None:
     """Train, fit kNN and evaluate one (training, fold); skip it if already finished.
+
+    `knn_tuning`: how k, α, T are chosen (`emoknn.speaker_tuning`: "speakers" for a frozen
+    encoder, or the paper's "validation").
 
     Returns None in the non-first processes of a DDP run (they only help train). A frozen-encoder
     config trains the head on cached features and takes every embedding from the cache
@@ -286,14 +320,16 @@ def run_fold(
     if config.freeze_encoder:
         if frozen is None:
             raise ConfigError("a frozen-encoder cross-validation needs prepare_frozen's context")
-        scores = _frozen_fold(config, fold, labels, run_dir, info, criterion, frozen)
+        scores = _frozen_fold(config, fold, labels, run_dir, info, criterion, frozen, knn_tuning)
     else:
         resume = (run_dir / "checkpoints" / "last.ckpt").is_file()
         trained = train_fold(config, fold.train, fold.val, labels, run_dir, resume=resume,
                              extra_info=info)  # fmt: skip
         if not trained.is_global_zero:
             return None  # under DDP, the first process alone fits kNN, evaluates and writes
-        fit_run_knn(run_dir, fold.train, fold.val, config.max_seconds, criterion)
+        fit_run_knn(
+            run_dir, fold.train, fold.val, config.max_seconds, criterion, knn_tuning=knn_tuning
+        )
         scores = evaluate_test_speaker(run_dir, fold, config.max_seconds)
     dimensional = scores.pop("dimensional", None)
     result = {
@@ -303,6 +339,8 @@ def run_fold(
         "augment": spec.augment,
         "task": config.task,
         **_fold_fields(fold),
+        "knn_tuning": knn_tuning,
+        "calibration": _calibration_fields(run_dir),
         "scores": scores,
         **({} if dimensional is None else {"dimensional": dimensional}),
     }
@@ -318,9 +356,12 @@ def _frozen_fold(
     info: dict[str, Any],
     criterion: str,
     frozen: FrozenContext,
+    knn_tuning: str = "validation",
 ) -> dict[str, Any]:
     """The frozen path of `run_fold`: the model stays in memory, every embedding is the head on
-    cached features (equal to the live encoder's to float rounding)."""
+    cached features (equal to the live encoder's to float rounding). With `knn_tuning`
+    "speakers", k, α, T and the temperatures are fitted over inner folds of the training speakers
+    too (`emoknn.speaker_tuning`; the test speaker is not given to it)."""
     cache = frozen.cache
     resume = has_model(run_dir)
     # run_dir is OUT/<training>/<fold>: every fold of every training shares OUT/encoders/.
@@ -333,10 +374,29 @@ def _frozen_fold(
     assert model is not None
     train = embed_pooled(model, fold.train, pooled_originals(cache, fold.train, stats))
     val = embed_pooled(model, fold.val, pooled_originals(cache, fold.val, stats))
-    store, tuning = fit_knn(model, train, val, criterion)
-    save_knn(run_dir, store, tuning)
+    extra = []
+    if knn_tuning == "speakers" and model.predicts_classes:  # no classes: nothing to tune
+        extra = out_of_fold_queries(config, fold.train, fold.val, labels, cache, frozen.encoder,
+                                    stats)  # fmt: skip
+    speakers = sorted({u.speaker for u in (fold.train + fold.val if extra else fold.val)})
+    fitted = fit_knn_stage(model, train, val, criterion, "exact", extra, alphas_for(knn_tuning),
+                           speakers)  # fmt: skip
+    save_knn(run_dir, fitted.store, fitted.tuning)
+    save_calibration(run_dir, fitted.calibration)
     test = embed_pooled(model, fold.test, pooled_originals(cache, fold.test, stats))
-    return _score_fold(run_dir, fold, model, store, tuning, test)
+    return _score_fold(run_dir, fold, model, fitted.store, fitted.tuning, test, fitted.calibration)
+
+
+def _calibration_fields(run_dir: Path) -> dict[str, Any]:
+    """What a fold result records of its run's calibration: the two temperatures and the
+    validation clips' NLL before → after (`emoknn.calibration`)."""
+    if not (run_dir / CALIBRATION_FILE).is_file():
+        return {}
+    calibration = load_calibration(run_dir)
+    return {"model_temperature": calibration.model_temperature,
+            "interpolated_temperature": calibration.interpolated_temperature,
+            "clips": calibration.clips, "speakers": calibration.speakers,
+            "nll": calibration.nll}  # fmt: skip
 
 
 def prepare_frozen(
@@ -536,6 +596,7 @@ def crossval(
     with_baseline: bool = True,
     log: Callable[[str], None] | None = None,
     with_probe: bool = True,
+    knn_tuning: str | None = None,
 ) -> list[dict[str, Any]]:
     """Run every (training, fold) not yet finished in `out_dir`, and on each fold first the
     classical baseline (unless `with_baseline` is False) and the encoder probe (unless
@@ -550,16 +611,21 @@ def crossval(
     a fine-tuning config it reads the pretrained encoder's originals, cached in the same place
     (`--feature-cache`, else beside `out_dir`), filled only when a fold's probe is not finished —
     so resuming a cross-validation from before the probe existed adds its rows.
+
+    `knn_tuning` (`emoknn.speaker_tuning`): "speakers" (the default with a frozen encoder) or the
+    paper's "validation" (the default when fine-tuning).
     """
     out_dir = Path(out_dir)
     tables = list(tables)
     specs = trainings_for(tables)
     if criterion not in ("ua", "wa"):
         raise ConfigError(f"criterion must be 'ua' or 'wa', got {criterion!r}")
+    frozen_encoder = base_config.freeze_encoder
+    knn_tuning = check_knn_tuning(knn_tuning or default_knn_tuning(frozen_encoder), frozen_encoder)
     labels = label_names(utterances)
     experiment = {
         "corpus": dict(corpus_info or {}), "labels": labels, "tables": tables,
-        "criterion": criterion, "folds": [f.name for f in folds],
+        "criterion": criterion, "knn_tuning": knn_tuning, "folds": [f.name for f in folds],
         "corpus_ids_sha256": ids_digest([u.id for u in utterances]),
         "train_config": vars(base_config), "emoknn_version": __version__,
     }  # fmt: skip
@@ -603,7 +669,9 @@ def crossval(
             if on_fold_done is not None:
                 on_fold_done(results[-1])
         for spec in specs:
-            result = run_fold(spec, fold, labels, base_config, out_dir, info, criterion, frozen)
+            result = run_fold(
+                spec, fold, labels, base_config, out_dir, info, criterion, frozen, knn_tuning
+            )
             if result is None:
                 continue
             results.append(result)
@@ -636,6 +704,10 @@ def _check_same_experiment(out_dir: Path, stored: dict[str, Any], new: dict[str,
     for key in ("criterion", "labels"):
         if key in stored and stored[key] != new[key]:
             differences.append(f"{key} {stored[key]!r} → {new[key]!r}")
+    # Cross-validations from before `knn_tuning` existed tuned on the validation speaker.
+    if stored.get("knn_tuning", "validation") != new["knn_tuning"]:
+        differences.append(f"knn_tuning {stored.get('knn_tuning', 'validation')!r} → "
+                           f"{new['knn_tuning']!r}")  # fmt: skip
     old_corpus = stored.get("corpus") if isinstance(stored.get("corpus"), dict) else {}
     if old_corpus.get("scheme", new["corpus"].get("scheme")) != new["corpus"].get("scheme"):
         differences.append(f"scheme {old_corpus.get('scheme')!r} → {new['corpus'].get('scheme')!r}")
@@ -768,9 +840,10 @@ def result_records(fold_results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Mean and standard deviation (over folds, sample std, ddof=1) of WA and UA per variant;
-    the learned variants first, then the encoder probe and the classical baseline (the bars they
-    are measured against)."""
+    """Mean and standard deviation (over folds, sample std, ddof=1) of WA and UA per variant,
+    and the mean expected calibration error (`ece`, as predict shows the probabilities, and
+    `ece_raw`, before calibration) where every fold has one; the learned variants first, then
+    the encoder probe and the classical baseline (the bars they are measured against)."""
     last = {probe.NAME: 1, baseline.NAME: 2}
     by_variant: dict[str, list[dict[str, Any]]] = {}
     for record in sorted(records, key=lambda r: last.get(r["training"], 0)):  # stable
@@ -785,6 +858,9 @@ def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "folds": len(rows), "wa_mean": float(wa.mean()), "wa_std": spread(wa),
             "ua_mean": float(ua.mean()), "ua_std": spread(ua),
         })  # fmt: skip
+        for key in ("ece", "ece_raw"):  # folds from before calibration existed have neither
+            if all(isinstance(r.get(key), float) for r in rows):
+                summary[-1][f"{key}_mean"] = float(np.mean([r[key] for r in rows]))
     return summary
 
 

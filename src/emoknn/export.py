@@ -35,6 +35,7 @@ from emoknn.errors import ConfigError, EmoknnError
 from emoknn.files import check_writable_folder
 from emoknn.inference import fold_of_run
 from emoknn.model_folder import (
+    CALIBRATION_FILE,
     DATASTORE_FILE,
     EXPORT_META_FILE,
     INT8_ONNX_FILE,
@@ -197,6 +198,8 @@ def _export_into(model: EmotionModel, model_meta, model_dir: Path, out_dir: Path
 
     for name in (DATASTORE_FILE, KNN_SETTINGS_FILE) if has_knn else ():
         shutil.copy2(model_dir / name, out_dir / name)
+    if (model_dir / CALIBRATION_FILE).is_file():  # the probabilities' temperatures
+        shutil.copy2(model_dir / CALIBRATION_FILE, out_dir / CALIBRATION_FILE)
     meta: dict[str, Any] = {
         "labels": model.labels,
         "max_seconds": max_seconds,
@@ -238,7 +241,7 @@ def _publish(staging: Path, out_dir: Path) -> None:
     """Move a finished export into `out_dir`: export.json (what marks an export folder) goes
     first and comes back last, and files of an earlier export that this one lacks are removed."""
     (out_dir / EXPORT_META_FILE).unlink(missing_ok=True)
-    for name in (ONNX_FILE, INT8_ONNX_FILE, DATASTORE_FILE, KNN_SETTINGS_FILE):
+    for name in (ONNX_FILE, INT8_ONNX_FILE, DATASTORE_FILE, KNN_SETTINGS_FILE, CALIBRATION_FILE):
         if (staging / name).is_file():
             os.replace(staging / name, out_dir / name)
         else:

@@ -11,6 +11,7 @@ never reads a corpus).
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,8 @@ from torch.utils.data import DataLoader
 
 from emoknn.attributes import attribute_matrix
 from emoknn.audio import SAMPLE_RATE, max_samples
+from emoknn.calibration import Calibration, fit_calibration
+from emoknn.config import TrainConfig
 from emoknn.corpora import load_corpus
 from emoknn.corpora.utterance import Utterance
 from emoknn.data import BucketBatchSampler, EvaluationAudio, collate_evaluation, utterance_lengths
@@ -27,7 +30,15 @@ from emoknn.errors import ConfigError, EmoknnError, ModelFolderError, SpeakerNor
 from emoknn.features import FeatureCache
 from emoknn.files import check_writable_folder
 from emoknn.folds import Fold, speaker_folds
-from emoknn.knn import Datastore, TuningResult, tune_knn, tune_knn_regression
+from emoknn.knn import (
+    DEFAULT_ALPHAS,
+    Datastore,
+    TuningQueries,
+    TuningResult,
+    tune_knn_pooled,
+    tune_knn_regression,
+    tuning_queries,
+)
 from emoknn.model import EmotionModel
 from emoknn.model_folder import (
     DATASTORE_FILE,
@@ -38,10 +49,17 @@ from emoknn.model_folder import (
     load_model,
     read_model_meta,
     read_run_config,
+    save_calibration,
     save_datastore,
     save_knn,
 )
 from emoknn.speaker_stats import normalized_by_group
+from emoknn.speaker_tuning import (
+    alphas_for,
+    check_knn_tuning,
+    default_knn_tuning,
+    out_of_fold_queries,
+)
 
 
 @dataclass
@@ -126,6 +144,16 @@ def embed_pooled(
     )
 
 
+@dataclass
+class FittedKnn:
+    """A fitted kNN stage: the train + validation datastore, the tuned settings, and the
+    temperatures of the model's and the interpolation's probabilities."""
+
+    store: Datastore
+    tuning: TuningResult
+    calibration: Calibration
+
+
 def fit_knn(
     model: EmotionModel,
     train: Embedded,
@@ -133,11 +161,30 @@ def fit_knn(
     criterion: str = "ua",
     index_type: str = "exact",
 ) -> tuple[Datastore, TuningResult]:
-    """Tune k, α, T on `val` against a train-only datastore, then return the train + val store.
+    """`fit_knn_stage` on the validation speaker alone (the paper's tuning), without the
+    calibration: (store, tuning)."""
+    fitted = fit_knn_stage(model, train, val, criterion, index_type)
+    return fitted.store, fitted.tuning
+
+
+def fit_knn_stage(
+    model: EmotionModel,
+    train: Embedded,
+    val: Embedded,
+    criterion: str = "ua",
+    index_type: str = "exact",
+    extra_queries: Sequence[TuningQueries] = (),
+    alphas: tuple[float, ...] = DEFAULT_ALPHAS,
+    speakers: Sequence[str] = (),
+) -> FittedKnn:
+    """Tune k, α, T on `val` against a train-only datastore, and on `extra_queries` (more
+    validation speakers, each against a datastore without them: `emoknn.speaker_tuning`), then
+    return the train + val store, the settings, and temperatures fitted on the same queries
+    (`emoknn.calibration`; `speakers`: whose clips those are, recorded with them).
 
     The validation utterances are kept out of the tuning datastore, so no query finds itself.
     A model with a regression head also gets its regression stage tuned the same way (for the
-    mean CCC), and the stores hold the attribute values.
+    mean CCC, on the validation speaker), and the stores hold the attribute values.
     """
     fingerprint = fingerprint_of(model)
     attributes = model.attributes
@@ -148,8 +195,12 @@ def fit_knn(
         )
     tuning_store = Datastore(train.embeddings, train.labels, model.labels, train.ids, fingerprint,
                              index_type, values=train.targets, attributes=attributes)  # fmt: skip
-    tuning = tune_knn(val.embeddings, val.labels, val.probs, tuning_store, query_ids=val.ids,
-                      criterion=criterion)  # fmt: skip
+    parts = [tuning_queries(val.embeddings, val.labels, val.probs, tuning_store, val.ids),
+             *extra_queries]  # fmt: skip
+    tuning = tune_knn_pooled(parts, len(model.labels), criterion, alphas)
+    calibration = Calibration()
+    if model.predicts_classes:
+        calibration = fit_calibration(parts, tuning.interpolated, model.labels, list(speakers))
     if attributes is not None:
         tuning.regression = tune_knn_regression(val.embeddings, val.targets, val.attributes,
                                                 tuning_store, query_ids=val.ids)  # fmt: skip
@@ -163,7 +214,7 @@ def fit_knn(
         values=None if attributes is None else np.concatenate([train.targets, val.targets]),
         attributes=attributes,
     )
-    return full_store, tuning
+    return FittedKnn(full_store, tuning, calibration)
 
 
 def feature_cache_of(run_dir: str | os.PathLike) -> Path | None:
@@ -228,14 +279,22 @@ def fit_run_knn(
     index_type: str = "exact",
     device: str | None = None,
     discard_added: bool = False,
+    knn_tuning: str | None = None,
 ) -> tuple[Datastore, TuningResult]:
-    """Fit and save the kNN stage of a trained run (its model file) for its fold.
+    """Fit and save the kNN stage of a trained run (its model file) for its fold: datastore.npz,
+    knn.json and calibration.json.
+
+    `knn_tuning` (`emoknn.speaker_tuning`): "speakers" (out-of-fold over the training speakers;
+    frozen runs only) or "validation" (the paper's); None picks "speakers" for a frozen run.
 
     Utterances added to the run's datastore (`add_to_datastore`) are kept: their embeddings stay
     valid while the model is the same. If the model changed since they were added, they would be
     lost, so this refuses unless `discard_added`.
     """
     check_writable_folder(run_dir, "the run folder")
+    cache_root = feature_cache_of(run_dir)
+    knn_tuning = check_knn_tuning(knn_tuning or default_knn_tuning(cache_root is not None),
+                                  cache_root is not None)  # fmt: skip
     device = device or best_device()
     model = load_model(run_dir, device=device)
     fingerprint = fingerprint_of(model)
@@ -247,7 +306,7 @@ def fit_run_knn(
             "an earlier model, which a rebuild would drop; rebuild with --discard-added (and "
             "add them again with `emoknn datastore add`)"
         )
-    cache_root = feature_cache_of(run_dir)
+    extra: list[TuningQueries] = []
     if cache_root is not None:  # a frozen encoder: its cached features give the same embeddings
         cache = FeatureCache(cache_root, model.cpu(), max_seconds, cache_precision_of(run_dir))
         train_pooled, val_pooled = cache.originals(train), cache.originals(val)
@@ -257,16 +316,25 @@ def fit_run_knn(
             train_pooled, val_pooled = pooled[: len(train)], pooled[len(train) :]
         train_embedded = embed_pooled(model, train, train_pooled)
         val_embedded = embed_pooled(model, val, val_pooled)
+        # The inner heads read raw cached features; a speaker-normalised model keeps the
+        # validation speaker's tuning rather than tune on features it never sees.
+        if knn_tuning == "speakers" and model.predicts_classes and not model.config.speaker_norm:
+            config = TrainConfig(**read_run_config(run_dir)["train_config"])
+            extra = out_of_fold_queries(config, train, val, model.labels, cache, model.encoder)
     else:
         train_embedded = embed_utterances(model, train, max_seconds, device=device)
         val_embedded = embed_utterances(model, val, max_seconds, device=device)
-    store, tuning = fit_knn(model, train_embedded, val_embedded, criterion, index_type)
+    speakers = sorted({u.speaker for u in (train + val if extra else val)})
+    fitted = fit_knn_stage(model, train_embedded, val_embedded, criterion, index_type, extra,
+                           alphas_for(knn_tuning), speakers)  # fmt: skip
+    store, tuning = fitted.store, fitted.tuning
     record_origins(store, train + val)
     if added is not None and added.fingerprint == fingerprint:
         store.add(
             added.keys, added.labels, added.ids, added.sources, added.speakers, values=added.values
         )
     save_knn(run_dir, store, tuning)
+    save_calibration(run_dir, fitted.calibration)
     return store, tuning
 
 
@@ -366,6 +434,7 @@ def _count_added_clips(folder: Path, added: int, entries: int) -> None:
         return  # not a report this version wrote: leave it (and the card) as they are
     write_json_atomic(report, path)
     write_text_atomic(folder / "README.md", card)
+
 
 def _refuse_test_speaker(run_dir: Path, utterances: list[Utterance]) -> None:
     """Refuse files of the run's test speaker (when the run's corpus can be found)."""

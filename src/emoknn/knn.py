@@ -394,42 +394,106 @@ def tune_knn(
     neighbour rank give p_knn for every k at once, and every α is scored on top. Ties go to the
     first in grid order (T ascending, k ascending, α ascending), so the choice is deterministic.
     """
-    if criterion not in CRITERIA:
-        raise ConfigError(f"criterion must be 'ua' or 'wa', got {criterion!r}")
+    queries = tuning_queries(query_embeddings, query_labels, query_model_probs, store, query_ids,
+                             max_k, query_groups, store_groups)  # fmt: skip
+    return tune_knn_pooled([queries], len(store.label_names), criterion, alphas,
+                           temperature_factors, model_labels, store.label_names)  # fmt: skip
+
+
+@dataclass
+class TuningQueries:
+    """Labelled tuning queries with their nearest neighbours in a datastore that keeps them out
+    (`tuning_queries`): everything `tune_knn_pooled` scores, with no index left to ask."""
+
+    distances: np.ndarray  # (Q, K) Euclidean, nearest first
+    neighbor_labels: np.ndarray  # (Q, K) the neighbours' labels
+    labels: np.ndarray  # (Q,) the queries' true labels
+    model_probs: np.ndarray  # (Q, C) the model's probabilities for them
+
+    @property
+    def scale(self) -> float:
+        """The median nearest-neighbour distance (1 when it is 0): T is searched relative to it."""
+        nearest = float(np.median(self.distances[:, 0])) if len(self.distances) else 0.0
+        return nearest if nearest > 0 else 1.0
+
+
+def tuning_queries(
+    query_embeddings: np.ndarray,
+    query_labels: np.ndarray,
+    query_model_probs: np.ndarray,
+    store: Datastore,
+    query_ids: list[str] | None = None,
+    max_k: int = MAX_K,
+    query_groups: np.ndarray | list[str] | None = None,
+    store_groups: np.ndarray | list[str] | None = None,
+) -> TuningQueries:
+    """The max_k nearest neighbours of each query in `store`, with the no-leak checks of
+    `tune_knn` (`query_ids` not in the store, or `query_groups`/`store_groups` keeping each query
+    away from its own group)."""
     if (query_groups is None) != (store_groups is None):
         raise ConfigError("give both query_groups and store_groups, or neither")
     if query_ids is not None:
         _check_no_self_match(query_ids, store, query_groups, store_groups)
-    labels = np.asarray(query_labels)
-    num_classes = len(store.label_names)
     if query_groups is None:
-        k_max = min(max_k, len(store))
-        distances, indices = store.search(query_embeddings, k_max)  # (Q, K)
+        distances, indices = store.search(query_embeddings, min(max_k, len(store)))  # (Q, K)
     else:
         distances, indices = search_other_groups(
             store, query_embeddings, max_k, query_groups, store_groups
         )  # (Q, K)
-        k_max = distances.shape[1]
+    probs = np.asarray(query_model_probs, dtype=np.float64)
+    labels = np.asarray(query_labels)
+    if probs.shape != (len(labels), len(store.label_names)):
+        raise ConfigError(f"query model probabilities must be ({len(labels)}, "
+                          f"{len(store.label_names)}), got {probs.shape}")  # fmt: skip
+    return TuningQueries(distances, store.labels[indices], labels, probs)
+
+
+def tune_knn_pooled(
+    parts: list[TuningQueries],
+    num_classes: int,
+    criterion: str = "ua",
+    alphas: tuple[float, ...] = DEFAULT_ALPHAS,
+    temperature_factors: tuple[float, ...] = TEMPERATURE_FACTORS,
+    model_labels: list[str] | None = None,
+    label_names: list[str] | None = None,
+) -> TuningResult:
+    """`tune_knn` over several sets of tuning queries at once: the (T, k, α) maximising UA (or WA)
+    of all their queries together, e.g. several validation speakers, each against a datastore
+    that does not hold it, possibly each with its own model (`emoknn.speaker_tuning`).
+
+    T is searched as a factor of each part's median nearest-neighbour distance (embedding scales
+    differ between models), and stored as that factor × the first part's scale: the first part
+    should be the final model's own queries. k goes up to the smallest K of the parts.
+    `model_labels` (with `label_names`, the datastore's labels): see `interpolate`.
+    """
+    if criterion not in CRITERIA:
+        raise ConfigError(f"criterion must be 'ua' or 'wa', got {criterion!r}")
+    if not parts or any(len(part.labels) == 0 for part in parts):
+        raise ConfigError("kNN tuning needs at least one query")
+    k_max = min(part.distances.shape[1] for part in parts)
+    names = label_names if label_names is not None else list(range(num_classes))
     model_known = None if model_labels is None else np.array(
-        [name in model_labels for name in store.label_names]
+        [name in model_labels for name in names]
     )  # fmt: skip
-    neighbor_labels = store.labels[indices]  # (Q, K)
-    one_hot = np.eye(num_classes)[neighbor_labels]  # (Q, K, C)
-    temperatures = _temperature_grid(distances, temperature_factors)
+    labels = np.concatenate([part.labels for part in parts])
     alpha_grid = np.asarray(alphas, dtype=np.float64)[:, None, None, None]  # (A, 1, 1, 1)
-    p_model = np.asarray(query_model_probs, dtype=np.float64)[None, None]  # (1, 1, Q, C)
+    factors = [*temperature_factors, np.inf]
 
     best_interpolated: tuple | None = None
     best_knn_only: tuple | None = None
-    for temperature in temperatures:
-        weights = _unnormalised_weights(distances, temperature)  # (Q, K)
-        numerators = np.cumsum(weights[:, :, None] * one_hot, axis=1)  # (Q, K, C): first k summed
-        p_knn = numerators / numerators.sum(axis=2, keepdims=True)  # (Q, K, C) for k = 1..K
-        p_knn = p_knn.transpose(1, 0, 2)[None]  # (1, K, Q, C)
-
-        knn_wa, knn_ua = _grid_scores(p_knn[0].argmax(axis=-1), labels, num_classes)  # (K,)
-        mixed = interpolate_grid(p_knn, p_model, alpha_grid, model_known)  # (A, K, Q, C)
-        wa, ua = _grid_scores(mixed.argmax(axis=-1), labels, num_classes)  # (A, K)
+    for factor in factors:
+        knn_predictions, mixed_predictions = [], []
+        for part in parts:
+            p_knn = _p_knn_by_k(part, factor * part.scale, k_max, num_classes)  # (1, K, Q, C)
+            p_model = part.model_probs[None, None]  # (1, 1, Q, C)
+            knn_predictions.append(p_knn[0].argmax(axis=-1))  # (K, Q)
+            mixed = interpolate_grid(p_knn, p_model, alpha_grid, model_known)  # (A, K, Q, C)
+            mixed_predictions.append(mixed.argmax(axis=-1))  # (A, K, Q)
+        knn_wa, knn_ua = _grid_scores(np.concatenate(knn_predictions, axis=-1), labels,
+                                      num_classes)  # (K,)  # fmt: skip
+        wa, ua = _grid_scores(np.concatenate(mixed_predictions, axis=-1), labels,
+                              num_classes)  # (A, K)  # fmt: skip
+        temperature = factor * parts[0].scale
 
         primary, secondary = (ua, wa) if criterion == "ua" else (wa, ua)
         knn_primary, knn_secondary = (knn_ua, knn_wa) if criterion == "ua" else (knn_wa, knn_ua)
@@ -450,6 +514,18 @@ def tune_knn(
         return KnnSettings(k, alpha, float(temperature), float(score), criterion, known)
 
     return TuningResult(settings(best_interpolated), settings(best_knn_only))
+
+
+def _p_knn_by_k(part: TuningQueries, temperature: float, k_max: int, num_classes: int
+                ) -> np.ndarray:  # fmt: skip
+    """p_knn of a part's queries for every k = 1..k_max at once, (1, K, Q, C): cumulative sums of
+    the neighbours' weights over rank."""
+    distances = part.distances[:, :k_max]
+    one_hot = np.eye(num_classes)[part.neighbor_labels[:, :k_max]]  # (Q, K, C)
+    weights = _unnormalised_weights(distances, temperature)  # (Q, K)
+    numerators = np.cumsum(weights[:, :, None] * one_hot, axis=1)  # (Q, K, C): first k summed
+    p_knn = numerators / numerators.sum(axis=2, keepdims=True)  # (Q, K, C) for k = 1..K
+    return p_knn.transpose(1, 0, 2)[None]
 
 
 def interpolate_grid(

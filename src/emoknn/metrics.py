@@ -125,3 +125,44 @@ def regression_scores(
         for metric in ("ccc", "pearson", "mae")
     }
     return scores
+
+
+ECE_BINS = 10
+
+
+def expected_calibration_error(
+    probabilities: np.ndarray, y_true: Sequence | np.ndarray, bins: int = ECE_BINS
+) -> float:
+    """Expected calibration error of class probabilities (Guo et al., 2017), with `bins`
+    equal-width confidence bins over [0, 1]:
+
+        conf_i = max_y p_i(y),   ŷ_i = argmax_y p_i(y)
+        B_b    = {i : conf_i ∈ ((b − 1)/M, b/M]}  for b = 1..M (conf_i = 0 joins B_1)
+        ECE    = Σ_b (|B_b| / n) · |acc(B_b) − conf(B_b)|
+
+    acc(B_b) is the fraction of B_b with ŷ_i = y_i, conf(B_b) the mean conf_i of B_b; empty bins
+    add nothing. 0 = the confidence of each bin equals its accuracy; at most 1. Ties in the argmax
+    go to the first class (as `numpy.argmax`, like the predictions).
+
+    Args:
+        probabilities: (N, C) rows summing to 1.
+        y_true: (N,) class indices.
+        bins: M ≥ 1.
+    """
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    y_true = np.asarray(y_true)
+    if probabilities.ndim != 2 or y_true.shape != (probabilities.shape[0],):
+        raise ConfigError(f"expected probabilities (N, C) and labels (N,), got "
+                          f"{probabilities.shape} and {y_true.shape}")  # fmt: skip
+    if y_true.size == 0:
+        raise ConfigError("cannot compute the calibration error of zero predictions")
+    if isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or bins < 1:
+        raise ConfigError(f"bins must be a whole number ≥ 1, got {bins!r}")
+    if not np.isfinite(probabilities).all():
+        raise ConfigError("probabilities must be finite")
+    confidence = probabilities.max(axis=1)
+    correct = (probabilities.argmax(axis=1) == y_true).astype(np.float64)
+    # bin b (0-based) holds (b/M, (b + 1)/M]; ceil(conf·M) − 1, with conf = 0 in the first bin
+    which = np.clip(np.ceil(confidence * bins).astype(np.int64) - 1, 0, bins - 1)
+    gap = np.bincount(which, weights=correct - confidence, minlength=bins)  # Σ (acc − conf)
+    return float(np.abs(gap).sum() / len(y_true))

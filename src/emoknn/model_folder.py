@@ -14,6 +14,8 @@
                         model's also `values` (N, A) and `attribute_names`
     knn.json            tuned kNN settings: interpolation (k, α, T) and kNN only (k, T); a
                         dimensional model's also `regression` (the same two, tuned for mean CCC)
+    calibration.json    temperatures of the model's and the interpolation's probabilities
+                        (`emoknn.calibration`); a folder without one loads with T = 1
     checkpoints/        Lightning checkpoints (best.ckpt, last.ckpt), for `train --resume` only;
                         read with `torch.load(weights_only=True)`, which refuses anything but
                         tensors and plain containers
@@ -66,6 +68,7 @@ import numpy as np
 import torch
 
 from emoknn import __version__
+from emoknn.calibration import Calibration
 from emoknn.errors import EmoknnError, ModelFolderError
 from emoknn.files import (
     atomic_path,
@@ -88,6 +91,7 @@ MODEL_META_FILE = "model.json"
 RUN_CONFIG_FILE = "train_config.json"
 DATASTORE_FILE = "datastore.npz"
 KNN_SETTINGS_FILE = "knn.json"
+CALIBRATION_FILE = "calibration.json"
 EXPORT_META_FILE = "export.json"
 ONNX_FILE = "model.onnx"
 INT8_ONNX_FILE = "model.int8.onnx"
@@ -1026,6 +1030,41 @@ def load_knn(folder: str | os.PathLike, fingerprint: str, labels: list[str],
             known = None
     _check_model_labels(tuning, labels, known, folder / KNN_SETTINGS_FILE)
     return store, tuning
+
+
+def save_calibration(folder: str | os.PathLike, calibration: Calibration) -> None:
+    write_json_atomic(calibration.to_dict(), Path(folder) / CALIBRATION_FILE)
+
+
+def _temperature_value(data: dict[str, Any], key: str, path: Path) -> float:
+    value = data.get(key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 < value < math.inf):
+        raise ModelFolderError(f"{path}: {key} must be a positive number, got {value!r:.40}")
+    return float(value)
+
+
+def load_calibration(folder: str | os.PathLike) -> Calibration:
+    """calibration.json of `folder`, validated; T = 1 for both stages when the folder has none
+    (written before calibration existed, or by a command that does not fit it)."""
+    path = Path(folder) / CALIBRATION_FILE
+    if not path.is_file():
+        return Calibration()
+    data = _read_json(path)
+    fitted_for = data.get("fitted_for")
+    if fitted_for is not None:
+        _knn_settings(fitted_for, path, "fitted_for")  # the settings it was fitted with
+    clips = data.get("clips", 0)
+    speakers = data.get("speakers", [])
+    nll = data.get("nll", {})
+    if isinstance(clips, bool) or not isinstance(clips, int) or clips < 0:
+        raise ModelFolderError(f"{path}: clips must be a count ≥ 0, got {clips!r:.40}")
+    if not isinstance(speakers, list) or not all(isinstance(x, str) for x in speakers):
+        raise ModelFolderError(f"{path}: speakers must be a list of names")
+    if not isinstance(nll, dict):
+        raise ModelFolderError(f"{path}: nll must be a JSON object")
+    return Calibration(_temperature_value(data, "model_temperature", path),
+                       _temperature_value(data, "interpolated_temperature", path),
+                       fitted_for, clips, speakers, nll)  # fmt: skip
 
 
 # ── export folders: export.json, model.onnx, model.int8.onnx ───────────────────────────────────

@@ -8,7 +8,10 @@ A model folder is a training run (`model.safetensors` + `model.json`, with `data
 `knn.json` when the kNN stage was fitted; see emoknn.model_folder) or a folder `emoknn export`
 wrote (ONNX Runtime, see emoknn.export); `EmotionRecognizer.load` and `load_recognizer` open
 both. Each input gives the model's, the kNN model's and the interpolated class probabilities
-(`probabilities` is the interpolated one, or the model's without kNN).
+(`probabilities` is the interpolated one, or the model's without kNN). The model's and the
+interpolated probabilities are calibrated with the temperatures of the folder's
+`calibration.json` (`emoknn.calibration`; T = 1 for a folder without one): the same labels,
+with confidences fitted to the validation speakers' accuracy.
 
 A dimensional model (`emoknn train --task dimensional|both`) also gives `arousal`, `valence`,
 `dominance` (in its training corpus's scale): the interpolation α·ŷ_knn + (1 − α)·ŷ_model of the
@@ -46,6 +49,7 @@ from emoknn.audio import (
     max_samples,
     stream_audio,
 )
+from emoknn.calibration import Calibration
 from emoknn.checks import check_choice, check_device, check_int, check_number
 from emoknn.data import pad_batch
 from emoknn.errors import AudioError, ConfigError, EmoknnError, ModelFolderError, SpeakerNormError
@@ -72,6 +76,7 @@ from emoknn.model_folder import (
     has_model,
     is_export_folder,
     list_enrolments,
+    load_calibration,
     load_checkpoint_model,
     load_enrolment,
     load_knn,
@@ -180,6 +185,7 @@ class EmotionRecognizer:
         self.regression_settings = None  # KnnSettings of the regression kNN (`load` sets it)
         self.folder: Path | None = None  # the model folder it was loaded from (`load` sets it)
         self._features_key: str | None = None
+        self.calibration = Calibration()  # the folder's temperatures (`load` sets them)
 
     @classmethod
     def load(
@@ -225,6 +231,7 @@ class EmotionRecognizer:
             settings = tuning.interpolated
         recognizer = cls(model, store, settings, meta.max_seconds, device, precision)
         recognizer.folder = model_dir
+        recognizer.calibration = load_calibration(model_dir)
         if use_knn and alone:
             recognizer.note = NO_DATASTORE_NOTE
         recognizer.regression_settings = _regression_settings(model.attributes, store,
@@ -312,12 +319,15 @@ class EmotionRecognizer:
         check_int(batch_size, "batch_size", 1)
         self._check_neighbours(neighbours)
         model_probs, embeddings, attributes = self.forward_all(clips, batch_size, statistics)
-        scores: dict[str, Any] = {"model": model_probs, "knn": None, "final": model_probs}
+        # Shown calibrated (`emoknn.calibration`); the interpolation mixes the raw ones, as tuned.
+        calibrated = self.calibration.model(model_probs)
+        scores: dict[str, Any] = {"model": calibrated, "knn": None, "final": calibrated}
         if self.store is not None and len(clips):
             search = store_knn_search(embeddings, self.store, self.knn_settings, neighbours)
             scores["knn"] = search.p_knn
-            scores["final"] = self.knn_settings.interpolate(search.p_knn, model_probs,
-                                                            self.store.label_names)  # fmt: skip
+            mixed = self.knn_settings.interpolate(search.p_knn, model_probs,
+                                                  self.store.label_names)  # fmt: skip
+            scores["final"] = self.calibration.interpolated(mixed, self.knn_settings)
             if neighbours:
                 scores["search"] = search
         if attributes is not None:
@@ -851,6 +861,7 @@ class OnnxEmotionRecognizer(EmotionRecognizer):
         self._attributes: list[str] | None = None  # a dimensional export's (export.json)
         self._task = "categorical"
         self.regression_settings = None
+        self.calibration = Calibration()
         self.note: str | None = None
         self.store, self.knn_settings = store, knn_settings
         self.max_seconds, self.device, self.precision = max_seconds, "cpu", "fp32"
@@ -881,6 +892,7 @@ class OnnxEmotionRecognizer(EmotionRecognizer):
             settings = tuning.interpolated
         recognizer = cls(session, meta["labels"], store, settings, meta["max_seconds"],
                          meta.get("max_input_seconds"))  # fmt: skip
+        recognizer.calibration = load_calibration(export_dir)
         if use_knn and store is None:
             recognizer.note = NO_DATASTORE_NOTE
         recognizer._attributes = meta.get("attributes")

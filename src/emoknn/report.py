@@ -49,6 +49,23 @@ SPEAKER_NORM_NOTE = (
 )
 
 
+ECE_NOTE = (
+    "ECE: expected calibration error of the test speakers' probabilities (10 equal-width "
+    "confidence bins, `emoknn.metrics.expected_calibration_error`; 0 = each bin's confidence "
+    "equals its accuracy), mean over folds, as `predict` shows them: the model's and the "
+    "interpolation's temperature-scaled with temperatures fitted on validation speakers "
+    "(`emoknn.calibration`); in brackets before that. The kNN alone is not rescaled."
+)
+
+
+def _ece_cell(row: dict[str, Any]) -> str:
+    """ "3.1 (7.4)": the calibrated ECE % and the raw one; "—" for variants without one."""
+    if "ece_mean" not in row:
+        return "—"
+    raw = f" ({100 * row['ece_raw_mean']:.1f})" if "ece_raw_mean" in row else ""
+    return f"{100 * row['ece_mean']:.1f}{raw}"
+
+
 def _percent(mean: float, std: float) -> str:
     return f"{100 * mean:.2f} ± {100 * std:.2f}"
 
@@ -374,16 +391,18 @@ def write_report(
         "",
         "## Results",
         "",
-        "| variant | folds | WA % | UA % | paper WA / UA (IEMOCAP) |",
-        "|---|---:|---:|---:|---:|",
+        "| variant | folds | WA % | UA % | ECE % (raw) | paper WA / UA (IEMOCAP) |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for row in results["summary"]:
         paper = PAPER_RESULTS.get(row["variant"])
         reference = f"{paper[0]:.2f} / {paper[1]:.2f}" if paper else "—"
         lines.append(
             f"| {row['variant']} | {row['folds']} | {_percent(row['wa_mean'], row['wa_std'])} | "
-            f"{_percent(row['ua_mean'], row['ua_std'])} | {reference} |"
+            f"{_percent(row['ua_mean'], row['ua_std'])} | {_ece_cell(row)} | {reference} |"
         )
+    if any("ece_mean" in row for row in results["summary"]):
+        lines += ["", ECE_NOTE]
     lines += ["", *comparison_lines(results["comparisons"])]
     if results.get("dimensional_records"):
         lines += dimensional_lines(results, figures)

@@ -11,7 +11,7 @@ import typer
 
 from emoknn.checks import check_choice
 from emoknn.cli.common import check_folder, console
-from emoknn.cli.options import Criterion
+from emoknn.cli.options import Criterion, KnnTuning
 from emoknn.errors import ConfigError, EmoknnError
 
 datastore_app = typer.Typer(help="Build, extend or inspect a run's kNN datastore.",
@@ -19,17 +19,26 @@ datastore_app = typer.Typer(help="Build, extend or inspect a run's kNN datastore
 
 
 def build_datastore(run_dir, train, val, max_seconds, criterion, index_type,
-                     discard_added: bool = False) -> None:  # fmt: skip
-    from emoknn.inference import fit_run_knn
+                     discard_added: bool = False, knn_tuning: str | None = None
+                     ) -> None:  # fmt: skip
+    from emoknn.inference import feature_cache_of, fit_run_knn
+    from emoknn.model_folder import load_calibration
+    from emoknn.speaker_tuning import default_knn_tuning
 
+    knn_tuning = knn_tuning or default_knn_tuning(feature_cache_of(run_dir) is not None)
     store, tuning = fit_run_knn(run_dir, train, val, max_seconds, criterion, index_type,
-                                discard_added=discard_added)  # fmt: skip
+                                discard_added=discard_added, knn_tuning=knn_tuning)  # fmt: skip
     chosen, alone = tuning.interpolated, tuning.knn_only
+    where = ("over the training speakers' inner folds and the validation speaker"
+             if knn_tuning == "speakers" else "on the validation speaker")  # fmt: skip
+    calibration = load_calibration(run_dir)
     console.print(
         f"kNN datastore: {len(store)} utterances → {run_dir / 'datastore.npz'}\n"
-        f"tuned on the validation speaker ({criterion.upper()}): k={chosen.k} α={chosen.alpha} "
+        f"tuned {where} ({criterion.upper()}): k={chosen.k} α={chosen.alpha} "
         f"T={chosen.temperature:.3g} ({criterion.upper()} {chosen.score:.3f}); kNN alone: "
-        f"k={alone.k} T={alone.temperature:.3g} ({criterion.upper()} {alone.score:.3f})"
+        f"k={alone.k} T={alone.temperature:.3g} ({criterion.upper()} {alone.score:.3f})\n"
+        f"probability temperatures (calibration.json): model {calibration.model_temperature:.3g}, "
+        f"interpolation {calibration.interpolated_temperature:.3g}"
     )
     if tuning.regression is not None:  # a dimensional model: the regression kNN, for mean CCC
         chosen, alone = tuning.regression.interpolated, tuning.regression.knn_only
@@ -51,9 +60,11 @@ def datastore_build(
     discard_added: Annotated[
         bool, typer.Option(help="Drop utterances added by an earlier model (`datastore add`)")
     ] = False,
+    knn_tuning: KnnTuning = None,
 ) -> None:
-    """Embed the run's train + validation utterances and tune k, α, T on validation; utterances
-    added with `datastore add` are kept."""
+    """Embed the run's train + validation utterances, tune k, α, T (over inner folds of the
+    training speakers for a frozen run, else on the validation speaker) and fit the temperatures
+    of its probabilities; utterances added with `datastore add` are kept."""
     from emoknn.inference import fold_of_run
     from emoknn.knn import CRITERIA, INDEX_TYPES
     from emoknn.model_folder import run_max_seconds
@@ -64,7 +75,7 @@ def datastore_build(
 
     fold = fold_of_run(run, corpus)
     build_datastore(run, fold.train, fold.val, run_max_seconds(run), criterion, index,
-                     discard_added)  # fmt: skip
+                     discard_added, knn_tuning)  # fmt: skip
 
 
 def added_id(name: str) -> str:

@@ -99,6 +99,15 @@ Progress = Annotated[bool, typer.Option("--progress/--no-progress", help="Show p
 
 # ── The kNN stage (train, crossval, datastore build, adapt) ─────────────────────────────────────
 Criterion = Annotated[str, typer.Option("--criterion", help="Tune k, α, T for ua or wa")]
+KnnTuning = Annotated[
+    str | None,
+    typer.Option(
+        "--knn-tuning",
+        help="How k, α, T (and the probability temperatures) are chosen: speakers = over inner "
+        "folds of the training speakers, α = 0 allowed (frozen encoder; its default), or "
+        "validation = on the validation speaker alone, α in (0, 1) (the paper's)",
+    ),
+]
 
 # ── Sharing a model (adapt, push)
 Licence = Annotated[

@@ -35,6 +35,7 @@ from emoknn.cli.options import (
     FeatureCache,
     FreezeEncoder,
     Kind,
+    KnnTuning,
     LabelMap,
     LearningRate,
     MaxSeconds,
@@ -100,6 +101,7 @@ def train_command(
         bool, typer.Option(help="Build the kNN datastore and tune k, α, T after")
     ] = True,
     criterion: Criterion = "ua",
+    knn_tuning: KnnTuning = None,
 ) -> None:
     """Fine-tune on one speaker-independent fold with CE + SupCon on augmented views (--task
     dimensional|both: a regression head for arousal, valence, dominance too)."""
@@ -126,6 +128,10 @@ def train_command(
         feature_cache=None if feature_cache is None else str(feature_cache),
         cache_views=cache_views, cache_precision=cache_precision, speaker_norm=speaker_norm or None,
     )  # fmt: skip
+    from emoknn.speaker_tuning import check_knn_tuning, default_knn_tuning
+
+    knn_tuning = check_knn_tuning(knn_tuning or default_knn_tuning(config.freeze_encoder),
+                                  config.freeze_encoder)  # fmt: skip
     utterances, chosen = load_folds(corpus, kind, scheme, fold, label_map)
     if len(chosen) != 1:
         raise EmoknnError(f"--fold must name one fold, got {fold!r} ({len(chosen)} folds)")
@@ -165,7 +171,8 @@ def train_command(
         f"{result.best_score if result.best_score is not None else float('nan'):.4f}\n{files}"
     )
     if knn:
-        build_datastore(out, selected.train, selected.val, config.max_seconds, criterion, "exact")
+        build_datastore(out, selected.train, selected.val, config.max_seconds, criterion, "exact",
+                        knn_tuning=knn_tuning)  # fmt: skip
 
 
 def print_summary(summary: list[dict], title: str) -> None:
@@ -215,7 +222,7 @@ def print_comparisons(comparisons: list[dict]) -> None:
 
 def run_crossval(corpus: Path, kind: str, scheme: str, folds: str | None, tables: str,
                  out: Path, config, criterion: str = "ua",
-                 label_map: str = "default") -> Path:  # fmt: skip
+                 label_map: str = "default", knn_tuning: str | None = None) -> Path:  # fmt: skip
     """Cross-validate, print each finished fold and the summary, write the report."""
     import json
 
@@ -224,8 +231,11 @@ def run_crossval(corpus: Path, kind: str, scheme: str, folds: str | None, tables
     from emoknn.folds import describe_protocol
     from emoknn.knn import CRITERIA
     from emoknn.report import write_report
+    from emoknn.speaker_tuning import check_knn_tuning, default_knn_tuning
 
     check_choice(criterion, "--criterion", CRITERIA)
+    knn_tuning = check_knn_tuning(knn_tuning or default_knn_tuning(config.freeze_encoder),
+                                  config.freeze_encoder)  # fmt: skip
     table_names = [t.strip() for t in tables.split(",") if t.strip()]
     if not table_names:
         raise ConfigError(
@@ -280,7 +290,7 @@ def run_crossval(corpus: Path, kind: str, scheme: str, folds: str | None, tables
                       highlight=False)  # fmt: skip
 
     crossval(utterances, chosen, config, out, table_names, meta, on_fold_done=done,
-             criterion=criterion, log=console.print)  # fmt: skip
+             criterion=criterion, log=console.print, knn_tuning=knn_tuning)  # fmt: skip
     if int(os.environ.get("LOCAL_RANK", "0")) or int(os.environ.get("NODE_RANK", "0")):
         return out / "report.md"  # a DDP helper process: the first process reports
     report = write_report([out], out, meta)
@@ -323,6 +333,7 @@ def crossval_command(
     precision: TrainPrecision = None,
     progress: Progress = False,
     criterion: Criterion = "ua",
+    knn_tuning: KnnTuning = None,
 ) -> None:
     """Train and evaluate every fold (or --folds) for the paper's tables; write a report."""
     config = train_config(
@@ -334,7 +345,8 @@ def crossval_command(
         feature_cache=None if feature_cache is None else str(feature_cache),
         speaker_norm=speaker_norm or None,
     )  # fmt: skip
-    run_crossval(corpus, kind, scheme, folds, tables, out, config, criterion, label_map)
+    run_crossval(corpus, kind, scheme, folds, tables, out, config, criterion, label_map,
+                 knn_tuning)
 
 
 def report_command(
