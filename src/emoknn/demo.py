@@ -155,7 +155,7 @@ def verdict(results: dict[str, Any], encoder: str) -> str:
     if not learned or not references:
         return "No probe or baseline, or no learned variant, to compare."
     best = max(learned, key=lambda row: row["ua_mean"])
-    wanted = ((probe.NAME, "the encoder probe"), (baseline.NAME, "the hand-crafted baseline"))
+    wanted = ((probe.NAME, "the encoder probe"), (baseline.NAME, "the classical baseline"))
     parts = [_against(best, references[n], what, results) for n, what in wanted if n in references]
     sentence = (
         f"The learned variants (best: {best['variant']} UA {100 * best['ua_mean']:.1f} %) "
