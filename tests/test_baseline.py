@@ -123,3 +123,19 @@ def test_paper_comparisons_cover_every_table_that_ran():
     assert "no UA (= WA) difference detectable (+0.0" in comparisons[5].sentence  # pitch = mixed
     assert paper_comparisons(_records({"ce": 0.0})) != []  # CE + kNN vs CE alone
     assert [c.name for c in paper_comparisons(_records({"baseline": 0.0}))] == []
+
+
+def test_crossval_refuses_an_unknown_feature_set_before_any_work(small_synthetic_corpus, tmp_path):
+    from typer.testing import CliRunner
+
+    from emoknn.cli import app
+
+    out = tmp_path / "cv"
+    result = CliRunner().invoke(app, ["crossval", "--corpus", str(small_synthetic_corpus),
+                                      "--out", str(out), "--preset", "tiny",
+                                      "--baseline-features", "IS09"])  # fmt: skip
+    assert result.exit_code != 0
+    assert str(result.exception) == (
+        "--baseline-features must be one of eGeMAPSv02, ComParE_2016; got 'IS09'"
+    )
+    assert not out.exists()

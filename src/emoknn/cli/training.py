@@ -214,11 +214,12 @@ def print_comparisons(comparisons: list[dict]) -> None:
 
 
 def run_crossval(corpus: Path, kind: str, scheme: str, folds: str | None, tables: str,
-                 out: Path, config, criterion: str = "ua",
-                 label_map: str = "default") -> Path:  # fmt: skip
+                 out: Path, config, criterion: str = "ua", label_map: str = "default",
+                 baseline_features: str = "eGeMAPSv02") -> Path:  # fmt: skip
     """Cross-validate, print each finished fold and the summary, write the report."""
     import json
 
+    from emoknn.baseline import FEATURE_SETS
     from emoknn.corpora import HONESTY_NOTE, is_synthetic_corpus, label_names
     from emoknn.experiments import crossval, trainings_for
     from emoknn.folds import describe_protocol
@@ -226,6 +227,7 @@ def run_crossval(corpus: Path, kind: str, scheme: str, folds: str | None, tables
     from emoknn.report import write_report
 
     check_choice(criterion, "--criterion", CRITERIA)
+    check_choice(baseline_features, "--baseline-features", FEATURE_SETS)
     table_names = [t.strip() for t in tables.split(",") if t.strip()]
     if not table_names:
         raise ConfigError(
@@ -257,9 +259,8 @@ def run_crossval(corpus: Path, kind: str, scheme: str, folds: str | None, tables
     console.print(
         f"Cross-validating {len(chosen)} fold(s) of {len(utterances)} utterances, tables: "
         f"{', '.join(table_names)} → {out}\nProtocol: {protocol['protocol']}, "
-        + ("speaker-independent" if protocol["speaker_independent"]
-           else "NOT speaker-independent (the corpus's own sets share speakers)")
-    )  # fmt: skip
+        f"{protocol['independence']}"
+    )
 
     def done(result: dict) -> None:
         scores, parts = result["scores"], []
@@ -280,7 +281,8 @@ def run_crossval(corpus: Path, kind: str, scheme: str, folds: str | None, tables
                       highlight=False)  # fmt: skip
 
     crossval(utterances, chosen, config, out, table_names, meta, on_fold_done=done,
-             criterion=criterion, log=console.print)  # fmt: skip
+             criterion=criterion, log=console.print,
+             baseline_features=baseline_features)  # fmt: skip
     if int(os.environ.get("LOCAL_RANK", "0")) or int(os.environ.get("NODE_RANK", "0")):
         return out / "report.md"  # a DDP helper process: the first process reports
     report = write_report([out], out, meta)
@@ -323,6 +325,14 @@ def crossval_command(
     precision: TrainPrecision = None,
     progress: Progress = False,
     criterion: Criterion = "ua",
+    baseline_features: Annotated[
+        str,
+        typer.Option(
+            "--baseline-features",
+            help="openSMILE functionals of the classical baseline: eGeMAPSv02 (88, the field's "
+            "standard) or ComParE_2016 (6,373)",
+        ),
+    ] = "eGeMAPSv02",
 ) -> None:
     """Train and evaluate every fold (or --folds) for the paper's tables; write a report."""
     config = train_config(
@@ -334,7 +344,8 @@ def crossval_command(
         feature_cache=None if feature_cache is None else str(feature_cache),
         speaker_norm=speaker_norm or None,
     )  # fmt: skip
-    run_crossval(corpus, kind, scheme, folds, tables, out, config, criterion, label_map)
+    run_crossval(corpus, kind, scheme, folds, tables, out, config, criterion, label_map,
+                 baseline_features)
 
 
 def report_command(
