@@ -13,6 +13,11 @@ For each corpus folder (EmoDB, RAVDESS, TESS, or any kind `emoknn.corpora.load_c
 - with `--emobox`, for RAVDESS, `--scheme emobox` (EmoBox's six folds of 4 test actors) into
   `RUNS/<corpus>-emobox`, the row set beside EmoBox's published frozen-encoder figures.
 
+`--reuse DIR` names earlier cross-validations of the same settings (e.g. the day's frozen runs):
+a run whose corpus, scheme, encoder and speaker-norm match one starts from a hard-linked copy of
+its finished folds, so only what differs is computed (the eGeMAPS baseline, whose rows from
+before openSMILE are redone); its time is then that of the remainder, and the table says so.
+
 Each run is the real command line (a subprocess, its output in `RUNS/<run>.log`), timed by wall
 clock with the machine's load average before and after; its time, fill rate (feature-cache
 entries computed per second, from the command's own "Feature cache: N of M entries computed in
@@ -77,12 +82,65 @@ def planned_runs(corpus: Path, emobox: bool) -> list[dict[str, Any]]:
     return runs
 
 
-def run(spec: dict[str, Any], runs_dir: Path, encoder: str, cache: Path | None) -> dict:
+def matching_run(spec: dict[str, Any], encoder: str, candidates: list[Path]) -> Path | None:
+    """The first earlier cross-validation with this run's corpus, scheme, encoder, speaker-norm."""
+    for folder in candidates:
+        experiment = folder / "experiment.json"
+        if not experiment.is_file():
+            continue
+        corpus = json.loads(experiment.read_text()).get("corpus", {})
+        wanted = (str(Path(spec["corpus"]).resolve()), spec["scheme"], encoder,
+                  spec["speaker_norm"], "frozen")  # fmt: skip
+        found = (corpus.get("corpus"), corpus.get("scheme"), corpus.get("encoder"),
+                 corpus.get("speaker_norm"), corpus.get("preset"))  # fmt: skip
+        if found == wanted:
+            return folder
+    return None
+
+
+def seed_from(source: Path, out: Path) -> None:
+    """Hard-link (copy across devices) `source`'s experiment.json and finished fold folders
+    into `out`; the baseline's are left out, so it is recomputed with today's features."""
+    import shutil
+
+    def link(src: str, dst: str) -> None:
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+
+    out.mkdir(parents=True, exist_ok=True)
+    link(str(source / "experiment.json"), str(out / "experiment.json"))
+    for result in source.glob("*/*/fold_result.json"):
+        fold_dir = result.parent
+        if fold_dir.parent.name == "baseline":
+            continue
+        target = out / fold_dir.parent.name / fold_dir.name
+        if not target.exists():
+            shutil.copytree(fold_dir, target, copy_function=link)
+
+
+def share_baseline_features(runs_dir: Path, spec: dict[str, Any], out: Path) -> None:
+    """Hard-link the baseline's openSMILE features of another run of the same corpus into `out`
+    (they do not depend on the scheme or on speaker normalisation; rows are keyed by file)."""
+    for other in sorted(runs_dir.glob(f"{spec['kind']}-*/baseline/features-*.npz")):
+        target = out / "baseline" / other.name
+        if other.parent.parent != out and not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.link(other, target)
+
+
+def run(spec: dict[str, Any], runs_dir: Path, encoder: str, cache: Path | None,
+        reuse: list[Path]) -> dict:  # fmt: skip
     """Run (or resume) one cross-validation through the CLI; time it; record bench.json."""
     out = runs_dir / spec["name"]
     record_file = out / "bench.json"
     if (out / "results.json").is_file() and record_file.is_file():
         return json.loads(record_file.read_text())
+    source = None if out.exists() else matching_run(spec, encoder, reuse)
+    if source is not None:
+        seed_from(source, out)
+    share_baseline_features(runs_dir, spec, out)
     command = [sys.executable, "-m", "emoknn", "crossval", "--corpus", spec["corpus"],
                "--kind", spec["kind"], "--scheme", spec["scheme"], "--out", str(out),
                "--preset", "frozen", "--encoder", encoder]  # fmt: skip
@@ -105,6 +163,7 @@ def run(spec: dict[str, Any], runs_dir: Path, encoder: str, cache: Path | None) 
         "fill_computed": int(fill.group(1)) if fill else 0,
         "fill_seconds": float(fill.group(3)) if fill else 0.0,
         "omp_threads": os.environ.get("OMP_NUM_THREADS"),
+        "reused_from": None if source is None else str(source),
     }  # fmt: skip
     record_file.write_text(json.dumps(record, indent=2))
     return record
@@ -138,6 +197,12 @@ def minutes(seconds: float) -> str:
     return f"{int(seconds // 60)} min {int(seconds % 60):02d} s"
 
 
+def time_text(record: dict[str, Any]) -> str:
+    if record.get("reused_from"):
+        return f"{minutes(record['seconds'])} (rows not reused: the baseline)"
+    return minutes(record["seconds"])
+
+
 def fill_text(record: dict[str, Any]) -> str:
     if not record["fill_computed"]:
         return "cached"
@@ -163,9 +228,9 @@ def tables(records: list[dict[str, Any]], runs_dir: Path) -> str:
             normed = json.loads((runs_dir / norm["name"] / "results.json").read_text())
             norm_cell = summary_cells(normed).get(("scl", "interpolated"), "—")
         label = {"speaker": "LOSO", "emobox": "EmoBox folds", "cross-speaker": "cross-speaker"}
-        time_cell = f"{minutes(record['seconds'])} ({fill_text(record)})"
+        time_cell = f"{time_text(record)} ({fill_text(record)})"
         if norm is not None and norm is not record:
-            time_cell += f"; speaker-norm {minutes(norm['seconds'])}"
+            time_cell += f"; speaker-norm {time_text(norm)}"
         lines.append(
             f"| {record['kind']} {label.get(record['scheme'], record['scheme'])} ({folds}) | "
             + " | ".join(cells.get(key, "—") for key, _ in COLUMNS)
@@ -173,10 +238,13 @@ def tables(records: list[dict[str, Any]], runs_dir: Path) -> str:
         )
     lines += ["", "Per run (load average before → after; OMP_NUM_THREADS):", ""]
     for record in records:
-        lines.append(f"- `{record['name']}`: {record['utterances']} clips, {record['speakers']} "
-                     f"speakers, scheme {record['scheme']}, {minutes(record['seconds'])}, fill "
-                     f"{fill_text(record)}, load {record['load_before']} → "
-                     f"{record['load_after']}, threads {record['omp_threads']}")  # fmt: skip
+        reused = record.get("reused_from")
+        origin = f"(folds reused from `{reused}`) " if reused else ""
+        lines.append(f"- `{record['name']}`: {origin}{record['utterances']} clips, "
+                     f"{record['speakers']} speakers, scheme {record['scheme']}, "
+                     f"{time_text(record)}, fill {fill_text(record)}, load "
+                     f"{record['load_before']} → {record['load_after']}, "
+                     f"threads {record['omp_threads']}")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -188,14 +256,21 @@ def main() -> None:
     parser.add_argument("--runs", type=Path, default=Path("emoknn-bench-real"))
     parser.add_argument("--emobox", action="store_true", help="also EmoBox's RAVDESS folds")
     parser.add_argument("--markdown", type=Path, default=None)
+    parser.add_argument("--reuse", type=Path, action="append", default=[],
+                        help="an earlier cross-validation folder to start from (repeatable)")
+    parser.add_argument("--only", default=None,
+                        help="comma list of run names to run (others: table only if done)")
     args = parser.parse_args()
     args.runs.mkdir(parents=True, exist_ok=True)
     records = []
     for corpus in args.corpora:
         for spec in planned_runs(corpus, args.emobox):
+            done = (args.runs / spec["name"] / "bench.json").is_file()
+            if args.only is not None and spec["name"] not in args.only.split(",") and not done:
+                continue
             log = args.runs / f"{spec['name']}.log"
             print(f"{spec['name']}: running (log {log}) ...", flush=True)
-            records.append(run(spec, args.runs, args.encoder, args.feature_cache))
+            records.append(run(spec, args.runs, args.encoder, args.feature_cache, args.reuse))
             print(f"  {minutes(records[-1]['seconds'])}, fill {fill_text(records[-1])}",
                   flush=True)  # fmt: skip
     text = tables(records, args.runs)
