@@ -26,7 +26,8 @@ and bench.json is not run again (the table is rebuilt from them); an unfinished 
 The feature cache is shared: a corpus whose encoder outputs are already cached has no fill.
 
 The table gives, per run, the mean UA over folds with a 95 % t-interval (mean ± t_{0.975,n−1} ·
-s/√n, s the sample std over folds), the wall time and the fill. `--markdown FILE` writes it (and a
+s/√n, s the sample std over folds; with fewer than 3 folds, each fold's UA and their mean), the
+wall time and the fill. `--markdown FILE` writes it (and a
 per-run detail table) for docs/benchmarks.md. The audio is read from the folders given; nothing
 of it, nor any feature or model, goes into the repository.
 """
@@ -186,7 +187,11 @@ def summary_cells(results: dict[str, Any]) -> dict[tuple[str, str], str]:
         by_key.setdefault((record["training"], record["inference"]), []).append(record["ua"])
     cells = {}
     for key, values in by_key.items():
-        mean, half = interval(values) if len(values) > 1 else (100 * values[0], float("nan"))
+        if len(values) < 3:  # a t-interval over 1 or 2 folds says nothing: the folds themselves
+            each = " / ".join(f"{100 * v:.1f}" for v in values)
+            cells[key] = f"{each} (mean {100 * sum(values) / len(values):.1f})"
+            continue
+        mean, half = interval(values)
         cells[key] = f"{mean:.1f} ± {half:.1f}"
     return cells
 
