@@ -469,16 +469,18 @@ def test_verify_reports_wrong_counts_missing_splits_and_bad_layout(tmp_path):
 # --- emoknn demo --corpus ------------------------------------------------------------------------
 
 
-def test_demo_corpus_downloads_once_falls_back_offline_and_refuses_gated(
+def test_demo_corpus_downloads_once_says_how_to_get_a_copy_offline_and_refuses_gated(
     server, monkeypatch, tmp_path
 ):
     from emoknn.demo import demo_corpus
 
-    offline = demo_corpus("emodb", tmp_path, accept_licence=False,
-                          url="http://127.0.0.1:9/download.zip")  # fmt: skip
-    assert offline.path is None and offline.kind == "synthetic"
-    assert offline.line.startswith("Offline: emodb could not be downloaded")
-    assert "\n" not in offline.line
+    with pytest.raises(DownloadError) as offline:
+        demo_corpus("emodb", tmp_path, accept_licence=False, url="http://127.0.0.1:9/download.zip")
+    line = str(offline.value)
+    assert line.startswith("--corpus emodb: Berlin EmoDB could not be downloaded (")
+    assert "Get a copy from http://emodb.bilderbar.info/" in line and "\n" not in line
+    assert line.endswith("then run `emoknn demo --corpus PATH`")
+    assert not (tmp_path / "corpora" / "emodb").exists()
     _ravdess_served(server, monkeypatch, _ravdess_zip())
     first = demo_corpus("ravdess", tmp_path, accept_licence=True)
     assert (first.path, first.kind, first.scheme) == (tmp_path / "corpora" / "ravdess",
@@ -490,8 +492,6 @@ def test_demo_corpus_downloads_once_falls_back_offline_and_refuses_gated(
     assert (by_path.kind, by_path.scheme) == ("ravdess", "speaker")
     with pytest.raises(LicenceNotAcceptedError):
         demo_corpus("ravdess", tmp_path / "x", accept_licence=False)
-    with pytest.raises(CorpusError, match="has 2 speakers"):
-        demo_corpus("tess", tmp_path / "y", accept_licence=True)
     with pytest.raises(DownloadError, match="not downloaded by emoknn"):
         demo_corpus("esd", tmp_path, accept_licence=True)
     with pytest.raises(CorpusError, match="neither an existing folder"):

@@ -419,7 +419,7 @@ def test_official_folds_msp_podcast_two_test_sets(tmp_path):
     assert [u.id for u in folds[1].test] == ["MSP-PODCAST_0006_0001", "MSP-PODCAST_0007_0001"]
     assert describe_protocol(folds) == {
         "scheme": "official", "protocol": "the corpus's official train / validation / test split",
-        "speaker_independent": True, "num_folds": 2,
+        "speaker_independent": True, "independence": "speaker-independent", "num_folds": 2,
     }  # fmt: skip
 
 

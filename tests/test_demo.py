@@ -26,10 +26,10 @@ def _tested(results: dict, reference: str, p_value: float, folds: int = 10) -> d
 def test_verdict_says_in_plain_words_where_learned_variants_stand():
     above = verdict(_summary(0.81, 0.73), "openai/whisper-base")
     assert above.startswith("The learned variants (best: CE+SCL + kNN UA 81.0 %) reach the "
-                            "hand-crafted baseline (Baseline (features + LR) UA 73.0 %; too few "
+                            "classical baseline (Baseline (features + LR) UA 73.0 %; too few "
                             "folds")  # fmt: skip
     below = verdict(_summary(0.55, 0.73), "tiny")
-    assert "stay below the hand-crafted baseline" in below
+    assert "stay below the classical baseline" in below
     assert "random weights" in below
     assert "random weights" not in verdict(_summary(0.55, 0.73), "openai/whisper-base")
     tested = _tested(_summary(0.71, 0.76), "Baseline (features + LR)", 0.09)
@@ -46,7 +46,7 @@ def test_verdict_weighs_the_heads_against_the_probe_and_the_baseline():
     assert sentence == (
         "The learned variants (best: CE+SCL + kNN UA 78.0 %) stay below the encoder probe "
         "(Encoder probe (LR) UA 80.0 %; beyond fold-to-fold noise, p = 0.01) and beat the "
-        "hand-crafted baseline (Baseline (features + LR) UA 72.0 %; beyond fold-to-fold noise, "
+        "classical baseline (Baseline (features + LR) UA 72.0 %; beyond fold-to-fold noise, "
         "p = 0.004) on this corpus."
     )
     results["comparisons"][0]["ua"]["p_value"] = 0.3

@@ -135,7 +135,7 @@ def test_crossval_of_a_dimensional_model_reports_ccc_with_and_without_knn(corpus
     assert [r for r in data["records"] if r["training"] != "baseline"] == []
     variants = {r["variant"] for r in data["dimensional_summary"]}
     assert {"Reg", "Reg + kNN", "Reg kNN only", "Reg+SCL + kNN",
-            "Baseline (features + ridge)"} <= variants  # fmt: skip
+            "Baseline (eGeMAPS + ridge)"} <= variants  # fmt: skip
     names = [c["name"] for c in data["dimensional_comparisons"]]
     assert "Reg + kNN vs Reg" in names
     text = report.read_text()

@@ -17,7 +17,7 @@ from emoknn.report import write_report
 
 runner = CliRunner()
 VARIANTS = {"CE", "CE + kNN", "CE kNN only", "CE+SCL", "CE+SCL + kNN", "CE+SCL kNN only",
-            "Baseline (features + LR)", "Encoder probe (LR)"}  # fmt: skip
+            "Baseline (eGeMAPS + LR)", "Encoder probe (LR)"}  # fmt: skip
 
 
 def tiny_config():
@@ -42,6 +42,10 @@ def test_crossval_writes_results_and_report_with_every_variant(two_fold_run):
     assert len(results["records"]) == 2 * 8  # 2 folds × (6 variants + the baseline + the probe)
     assert {r["fold"] for r in results["records"]} == {"fold00-Syn01F", "fold02-Syn02F"}
     assert all(r["folds"] == 2 for r in results["summary"])
+    baseline_records = [r for r in results["records"] if r["training"] == "baseline"]
+    assert [r["features"] for r in baseline_records] == ["eGeMAPSv02"] * 2
+    assert results["baseline_features"] == "eGeMAPSv02"
+    assert results["baseline"].startswith("openSMILE eGeMAPSv02 functionals (88)")
     interpolated = [r for r in results["records"] if r["inference"] == "interpolated"]
     assert all(1 <= r["k"] <= 32 and 0 < r["alpha"] < 1 for r in interpolated)
     report = (out / "report.md").read_text()
@@ -66,8 +70,8 @@ def test_comparisons_are_paired_differences_of_the_records(two_fold_run):
     assert names[:4] == ["CE+SCL vs CE", "CE + kNN vs CE", "CE+SCL + kNN vs CE+SCL",
                          "CE+SCL + kNN vs CE"]  # fmt: skip
     assert names[4].startswith("best learned variant (")
-    assert names[4].endswith("vs Baseline (features + LR)")
-    assert names[5] == names[4].replace("Baseline (features + LR)", "Encoder probe (LR)")
+    assert names[4].endswith("vs Baseline (eGeMAPS + LR)")
+    assert names[5] == names[4].replace("Baseline (eGeMAPS + LR)", "Encoder probe (LR)")
     for comparison in results["comparisons"]:
         assert comparison["folds"] == ["fold00-Syn01F", "fold02-Syn02F"]
         for metric in ("ua", "wa"):
@@ -78,12 +82,21 @@ def test_comparisons_are_paired_differences_of_the_records(two_fold_run):
         assert "too few folds to tell (2;" in comparison["sentence"]
 
 
-def test_baseline_fold_is_recomputable_from_cached_features(two_fold_run):
+def test_baseline_fold_is_recomputable_from_cached_features(two_fold_run, small_synthetic_corpus):
     out, _ = two_fold_run
-    result = json.loads((out / "baseline" / "fold00-Syn01F" / "fold_result.json").read_text())
+    result_file = out / "baseline" / "fold00-Syn01F" / "fold_result.json"
+    result = json.loads(result_file.read_text())
     assert result["training"] == "baseline" and set(result["scores"]) == {"model"}
-    assert result["c"] in (0.01, 0.1, 1.0, 10.0)
-    assert (out / "baseline" / "features.npz").is_file()
+    assert result["c"] in (0.01, 0.1, 1.0, 10.0) and result["features"] == "eGeMAPSv02"
+    assert (out / "baseline" / "features-eGeMAPSv02.npz").is_file()
+    # A fold finished before openSMILE (no feature set named) is redone, from the cache.
+    utterances = load_synthetic(small_synthetic_corpus)
+    fold = speaker_folds(utterances)[0]
+    labels = sorted({u.label for u in utterances})
+    old = {key: value for key, value in result.items() if key != "features"}
+    result_file.write_text(json.dumps({**old, "scores": {"model": {"ua": 0.0, "wa": 0.0}}}))
+    redone = experiments.run_baseline_fold(fold, labels, out)
+    assert redone["features"] == "eGeMAPSv02" and redone["scores"] == result["scores"]
 
 
 def test_json_scores_equal_those_recomputed_from_saved_predictions(two_fold_run):

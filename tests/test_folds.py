@@ -93,3 +93,39 @@ def test_select_folds():
         select_folds(folds, "12")
     with pytest.raises(FoldError, match="neither a fold index nor a test speaker"):
         select_folds(folds, "Ses09X")
+
+
+def test_emobox_scheme_reproduces_its_six_ravdess_folds_and_the_next_fold_validates():
+    utterances = corpus({f"ravdess{a:02d}": None for a in range(1, 25)}, per_speaker=2)
+    folds = speaker_folds(utterances, "emobox")
+    test_actors = [sorted(u.speaker[-2:] for u in f.test)[::2] for f in folds]
+    assert test_actors == [["01", "11", "20", "21"], ["04", "10", "12", "14"],
+                           ["08", "09", "19", "23"], ["03", "05", "07", "24"],
+                           ["02", "15", "16", "18"], ["06", "13", "17", "22"]]  # fmt: skip
+    assert folds[0].name == "fold00-actors01-11-20-21"
+    assert [f.val_speaker for f in folds] == [f.test_speaker for f in folds[1:] + folds[:1]]
+    for fold in folds:
+        assert (len(fold.train), len(fold.val), len(fold.test)) == (32, 8, 8)
+        assert fold.speaker_independent and fold.scheme == "emobox"
+    with pytest.raises(FoldError, match=r"needs the 24 RAVDESS actors .* found 23 speakers"):
+        speaker_folds(utterances[2:], "emobox")
+
+
+def test_cross_speaker_folds_test_each_speaker_unseen_and_validate_on_a_fifth_of_the_rest():
+    from emoknn.folds import describe_protocol
+
+    utterances = corpus({"tessOAF": None, "tessYAF": None}, per_speaker=10)
+    with pytest.raises(FoldError, match="--scheme cross-speaker"):
+        speaker_folds(utterances)
+    folds = speaker_folds(utterances, "cross-speaker")
+    assert [f.test_speaker for f in folds] == ["tessOAF", "tessYAF"]
+    for fold in folds:
+        assert {u.speaker for u in fold.test} == {fold.test_speaker}
+        assert fold.test_speaker not in {u.speaker for u in fold.train + fold.val}
+        assert (len(fold.train), len(fold.val), len(fold.test)) == (8, 2, 10)
+        assert not {u.id for u in fold.train} & {u.id for u in fold.val}
+    protocol = describe_protocol(folds)
+    assert not protocol["speaker_independent"]
+    assert protocol["independence"] == (
+        "test speaker unseen; validation shares the training speakers"
+    )

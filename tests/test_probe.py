@@ -146,7 +146,7 @@ def test_the_demo_shows_the_probe_row_and_says_where_the_heads_stand(tmp_path, m
     assert len(row["val_ua_by_layer"]) == 3 and row["val_ua"] == max(row["val_ua_by_layer"])
     assert "Validation UA % of each layer (its best C), mean over folds: layer 0 " in report
     assert "the encoder probe (Encoder probe (LR) UA" in output
-    assert "the hand-crafted baseline (Baseline (features + LR) UA" in output
+    assert "the classical baseline (Baseline (eGeMAPS + LR) UA" in output
 
 
 def test_a_probe_fold_result_must_say_what_it_chose(tmp_path):

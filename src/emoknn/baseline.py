@@ -1,17 +1,12 @@
-"""A classical baseline: hand-crafted utterance features and a logistic regression.
+"""The classical baseline: openSMILE's standard functionals and a logistic regression.
 
-Every cross-validation runs it on the same folds, so each table shows what a simple, well-known
-method reaches on that corpus. The features are the usual prosodic and spectral statistics of SER
-before self-supervised encoders (in the spirit of the eGeMAPS / IS09 sets, smaller), computed with
-librosa on 25 ms frames every 10 ms at 16 kHz:
-
-- pitch: YIN F0 (60–500 Hz) on frames within 30 dB of the loudest frame, in semitones re 100 Hz:
-  mean, std, 5th and 95th percentiles; the fraction of such (voiced) frames;
-- energy: frame RMS in dB: mean, std, 5th and 95th percentiles;
-- spectral shape: centroid, bandwidth, 85 % roll-off (all in log Hz), flatness, zero-crossing
-  rate: mean and std of each;
-- MFCC 1–20: mean and std, and the std of their deltas;
-- log duration.
+Every cross-validation runs it on the same folds, so each table shows what the field's standard
+classical method reaches on that corpus: the eGeMAPSv02 functionals (Eyben et al. 2016, the
+extended Geneva Minimalistic Acoustic Parameter Set: 88 utterance statistics of pitch, loudness,
+jitter/shimmer, formants, spectral slope and MFCCs 1–4) computed by openSMILE's own C++ extractor
+through the `opensmile` package, so the row can be set beside published results. ComParE_2016
+(6,373 functionals) is the larger option (`feature_set`, `emoknn crossval --baseline-features`).
+Audio is read as everywhere else (`load_audio`: mono, 16 kHz) before openSMILE sees it.
 
 The classifier: standardisation, then multinomial logistic regression with balanced class
 weights (UA weighs each class equally); its inverse regularisation C is chosen on the validation
@@ -23,15 +18,20 @@ features and targets, one linear output per attribute, its penalty chosen on the
 speaker by the mean CCC over attributes (ties to the smaller penalty), then refitted on training +
 validation speakers.
 
-Features are computed once per utterance and cached (`features.npz` in the cross-validation's
-`baseline/` folder), keyed by utterance id, path, size and modification time, so every fold and
-every resumed run reuses them.
+Features are computed once per utterance and cached (`features-<set>.npz` in the
+cross-validation's `baseline/` folder), keyed by utterance id, path, size and modification time,
+so every fold and every resumed run reuses them.
+
+A clip too short for openSMILE (below about 60 ms it returns no finite value) is refused with one
+line naming the file: a row of NaN would silently poison the standardisation of every fold.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Sequence
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -39,70 +39,81 @@ import numpy as np
 
 from emoknn.audio import SAMPLE_RATE, load_audio
 from emoknn.corpora.utterance import Utterance
+from emoknn.errors import AudioError, ConfigError
 from emoknn.metrics import ccc_columns, unweighted_accuracy
 from emoknn.threads import single_threaded_blas
 
 NAME = "baseline"  # the `training` of its records
-LABEL = "Baseline (features + LR)"  # its row in tables
+# openSMILE feature sets the baseline offers: name → number of functionals.
+FEATURE_SETS = {"eGeMAPSv02": 88, "ComParE_2016": 6373}
+DEFAULT_FEATURES = "eGeMAPSv02"
+LABEL = "Baseline (eGeMAPS + LR)"  # its row in tables, with the default feature set
 DESCRIPTION = (
-    "hand-crafted utterance statistics (pitch, energy, spectral shape, 20 MFCCs and their deltas; "
-    "librosa) → standardisation → logistic regression (balanced class weights, C chosen on the "
-    "validation speaker)"
+    "openSMILE eGeMAPSv02 functionals (88) → standardisation → logistic regression (balanced "
+    "class weights, C chosen on the validation speaker)"
 )
-FEATURES_VERSION = 1  # bump when the features change: cached rows of another version are redone
+FEATURES_VERSION = 2  # bump when the features change: cached rows of another version are redone
 C_GRID = (0.01, 0.1, 1.0, 10.0)
-RIDGE_LABEL = "Baseline (features + ridge)"  # its row in dimensional tables
+RIDGE_LABEL = "Baseline (eGeMAPS + ridge)"  # its row in dimensional tables
 RIDGE_DESCRIPTION = (
-    "the same hand-crafted statistics → standardisation → ridge regression, one output per "
+    "the same openSMILE functionals → standardisation → ridge regression, one output per "
     "attribute (penalty chosen on the validation speaker by mean CCC)"
 )
 RIDGE_ALPHAS = (0.1, 1.0, 10.0, 100.0, 1000.0)
-FRAME = 400  # 25 ms at 16 kHz
-HOP = 160  # 10 ms
-N_MFCC = 20
+MIN_SECONDS = 0.06  # openSMILE's functionals are NaN below this length (measured: 960 samples)
 
 
-def _stats(x: np.ndarray, percentiles: bool = False) -> list[float]:
-    if len(x) == 0:
-        return [0.0] * (4 if percentiles else 2)
-    values = [float(np.mean(x)), float(np.std(x))]
-    if percentiles:
-        values += [float(np.percentile(x, 5)), float(np.percentile(x, 95))]
+def check_feature_set(feature_set: str) -> str:
+    """`feature_set` if the baseline offers it, else a ConfigError naming the choices."""
+    if feature_set not in FEATURE_SETS:
+        raise ConfigError(
+            f"baseline feature set {feature_set!r}: expected one of {', '.join(FEATURE_SETS)}"
+        )
+    return feature_set
+
+
+def label(feature_set: str = DEFAULT_FEATURES) -> str:
+    """The baseline's row name in tables: `Baseline (eGeMAPS + LR)`, `Baseline (ComParE + LR)`."""
+    return f"Baseline ({feature_set.removesuffix('v02').split('_')[0]} + LR)"
+
+
+def description(feature_set: str = DEFAULT_FEATURES) -> str:
+    """What the baseline is, in one phrase, for reports."""
+    return DESCRIPTION.replace("eGeMAPSv02 functionals (88)",
+                               f"{feature_set} functionals ({FEATURE_SETS[feature_set]})")
+
+
+@cache
+def _extractor(feature_set: str):
+    """One openSMILE extractor per feature set and process (building one reads its config)."""
+    import opensmile
+
+    return opensmile.Smile(
+        feature_set=opensmile.FeatureSet[feature_set],
+        feature_level=opensmile.FeatureLevel.Functionals,
+    )
+
+
+def utterance_features(
+    waveform: np.ndarray,
+    sample_rate: int = SAMPLE_RATE,
+    feature_set: str = DEFAULT_FEATURES,
+    source: str = "the clip",
+) -> np.ndarray:
+    """The openSMILE functionals (float64, `FEATURE_SETS[feature_set]` values) of one mono
+    utterance. Raises AudioError naming `source` when the clip is too short to measure."""
+    check_feature_set(feature_set)
+    signal = np.asarray(waveform, dtype=np.float32)
+    with warnings.catch_warnings():  # "Segment too short, filling with NaN": checked below
+        warnings.simplefilter("ignore", UserWarning)
+        frame = _extractor(feature_set).process_signal(signal, sample_rate)
+    values = frame.to_numpy(dtype=np.float64).reshape(-1)
+    if not np.isfinite(values).all():
+        raise AudioError(
+            f"{source}: {len(signal) / sample_rate:.3f} s is too short for openSMILE's "
+            f"{feature_set} functionals (they need at least {MIN_SECONDS:g} s)"
+        )
     return values
-
-
-def utterance_features(waveform: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """The baseline's feature vector (float64, fixed length) of one mono utterance."""
-    import librosa
-
-    y = np.asarray(waveform, dtype=np.float32)
-    if len(y) < 2048:  # YIN needs a 1024-sample frame; pad very short clips with silence
-        y = np.pad(y, (0, 2048 - len(y)))
-    spectrum = np.abs(librosa.stft(y, n_fft=512, hop_length=HOP, win_length=FRAME)) ** 2
-    rms = librosa.feature.rms(S=np.sqrt(spectrum), frame_length=512)[0]
-    rms_db = 20 * np.log10(np.maximum(rms, 1e-5))
-    f0 = librosa.yin(y, fmin=60, fmax=500, sr=sample_rate, frame_length=1024, hop_length=HOP)
-    frames = min(len(f0), len(rms_db))
-    voiced = rms_db[:frames] > rms_db.max() - 30  # loud frames: where a pitch is meaningful
-    semitones = 12 * np.log2(f0[:frames][voiced] / 100.0)
-    log_hz = lambda x: np.log(np.maximum(x, 1.0))  # noqa: E731
-    shape = [
-        log_hz(librosa.feature.spectral_centroid(S=spectrum, sr=sample_rate)[0]),
-        log_hz(librosa.feature.spectral_bandwidth(S=spectrum, sr=sample_rate)[0]),
-        log_hz(librosa.feature.spectral_rolloff(S=spectrum, sr=sample_rate, roll_percent=0.85)[0]),
-        librosa.feature.spectral_flatness(S=spectrum)[0],
-        librosa.feature.zero_crossing_rate(y, frame_length=FRAME, hop_length=HOP)[0],
-    ]
-    mel = librosa.feature.melspectrogram(S=spectrum, sr=sample_rate, n_mels=40)
-    mfcc = librosa.feature.mfcc(S=librosa.power_to_db(mel), n_mfcc=N_MFCC)  # (20, frames)
-    deltas = librosa.feature.delta(mfcc, width=min(9, mfcc.shape[1] - (mfcc.shape[1] + 1) % 2))
-    values = [*_stats(semitones, percentiles=True), float(voiced.mean())]
-    values += _stats(rms_db, percentiles=True)
-    for feature in shape:
-        values += _stats(feature)
-    values += mfcc.mean(axis=1).tolist() + mfcc.std(axis=1).tolist() + deltas.std(axis=1).tolist()
-    values.append(float(np.log(len(waveform) / sample_rate)))
-    return np.array(values, dtype=np.float64)
 
 
 def _identity(utterance: Utterance) -> tuple[str, str, int, int]:
@@ -111,12 +122,15 @@ def _identity(utterance: Utterance) -> tuple[str, str, int, int]:
 
 
 def cached_features(
-    utterances: Sequence[Utterance], cache_file: str | os.PathLike
+    utterances: Sequence[Utterance],
+    cache_file: str | os.PathLike,
+    feature_set: str = DEFAULT_FEATURES,
 ) -> dict[str, np.ndarray]:
     """Features of each utterance (by id), computing only those not already in `cache_file`.
 
-    A cached row is reused only if the utterance's id, resolved path, size and mtime and the
-    features version all match; the cache is rewritten atomically with every current row.
+    A cached row is reused only if the utterance's id, resolved path, size and mtime, the feature
+    set and the features version all match; the cache is rewritten atomically with every current
+    row.
     """
     from emoknn.files import atomic_path
 
@@ -124,20 +138,23 @@ def cached_features(
     cached: dict[tuple[str, str, int, int], np.ndarray] = {}
     if cache_file.is_file():
         with np.load(cache_file, allow_pickle=False) as stored:
-            if int(stored["version"]) == FEATURES_VERSION:
+            same_set = "feature_set" in stored and str(stored["feature_set"]) == feature_set
+            if int(stored["version"]) == FEATURES_VERSION and same_set:
                 columns = [stored[name].tolist() for name in ("ids", "paths", "sizes", "mtimes")]
                 for i, key in enumerate(zip(*columns, strict=True)):
                     cached[key] = stored["features"][i]
     identities = [_identity(u) for u in utterances]
     missing = [(key, u) for key, u in zip(identities, utterances, strict=True) if key not in cached]
     for key, utterance in missing:
-        cached[key] = utterance_features(load_audio(utterance.path))
+        cached[key] = utterance_features(load_audio(utterance.path), feature_set=feature_set,
+                                         source=str(utterance.path))
     if missing or not cache_file.is_file():
         keys = sorted(set(identities) | set(cached))  # keep rows of other folds' utterances too
         with atomic_path(cache_file) as temporary, temporary.open("wb") as handle:
             np.savez(
                 handle,
                 version=np.array(FEATURES_VERSION),
+                feature_set=np.array(feature_set),
                 ids=np.array([k[0] for k in keys]),
                 paths=np.array([k[1] for k in keys]),
                 sizes=np.array([k[2] for k in keys], dtype=np.int64),

@@ -246,6 +246,8 @@ def _fold_words(run: dict) -> str:
         return f"the corpus's official split: test set {test}, validation set {val}"
     if scheme == "session":
         return f"test session {test}, validation session {val}"
+    if scheme == "emobox":
+        return f"EmoBox's RAVDESS fold: test {test}, validation {val}"
     return f"test speaker {test}, validation speaker {val}"
 
 

@@ -33,11 +33,11 @@ CORPUS_SETTINGS: dict[str, Any] = {"num_sessions": 5, "utterances_per_class": 8}
 
 @dataclass(frozen=True)
 class DemoCorpus:
-    """The corpus a demo runs on: a real one (`--corpus`), or None for the synthetic one."""
+    """The corpus a demo runs on: a real one (`--corpus`)."""
 
-    path: Path | None
+    path: Path
     kind: str
-    scheme: str  # the corpus's official split where it has one, else leave-one-speaker-out
+    scheme: str  # the corpus's official split, else leave-one-speaker-out (cross-speaker for 2)
     line: str  # one line saying which corpus and why
 
 
@@ -47,34 +47,31 @@ def demo_corpus(
     accept_licence: bool,
     progress: Any = None,
     url: str | None = None,
+    kind: str = "auto",
 ) -> DemoCorpus:
-    """`--corpus NAME|PATH`: an existing folder or manifest is used as it is; a downloadable
-    corpus NAME is downloaded into OUT/corpora/NAME once (its licence accepted first). Offline,
-    the demo falls back to the synthetic corpus, saying so in one line. A licence-gated NAME
-    raises with where to get it."""
+    """`--corpus NAME|PATH`: an existing folder or manifest is used as it is (its kind detected,
+    or `kind`); a downloadable corpus NAME is downloaded into OUT/corpora/NAME once (its licence
+    accepted first, `emoknn corpus download`'s code). When its site cannot be reached, raises
+    DownloadError in one line saying where to get a copy and how to run the demo on it; a
+    licence-gated NAME raises with where to get it."""
     from emoknn.corpora import detect_corpus_kind
     from emoknn.corpora.download import RECORD_FILE, DownloadError, download_corpus
 
     path = Path(spec)
     if path.exists():
-        kind = detect_corpus_kind(path)
-        official = all(u.split is not None for u in load_corpus(path, kind))
-        scheme = "official" if official else "speaker"
-        return DemoCorpus(path, kind, scheme, f"Corpus: {path} ({kind}).")
+        kind = detect_corpus_kind(path) if kind == "auto" else kind
+        utterances = load_corpus(path, kind)
+        return DemoCorpus(path, kind, _scheme_of(utterances), f"Corpus: {path} ({kind}).")
     if spec not in CORPORA:
         raise CorpusError(
             f"--corpus {spec!r}: neither an existing folder or manifest nor a corpus name "
             f"({', '.join(CORPORA)})"
         )
     info = CORPORA[spec]
-    if info.speakers is not None and info.speakers < 3 and not info.official_split:
-        raise CorpusError(
-            f"--corpus {spec}: {info.title} has {info.speakers} speakers; the demo's "
-            "speaker-independent folds need 3 (test, validation, training)"
-        )
     dest = out / "corpora" / spec
     if (dest / RECORD_FILE).is_file():
-        return DemoCorpus(dest, spec, _scheme_for(spec), f"Corpus: {spec}, downloaded in {dest}.")
+        return DemoCorpus(dest, spec, _scheme_of(load_corpus(dest, spec)),
+                          f"Corpus: {spec}, downloaded in {dest}.")  # fmt: skip
     try:
         report = download_corpus(spec, dest, url=url, accept_licence=accept_licence,
                                  progress=progress)  # fmt: skip
@@ -82,16 +79,20 @@ def demo_corpus(
         if not getattr(error, "resumable", False):
             raise
         reason = " ".join(str(error).split())
-        return DemoCorpus(
-            None, "synthetic", "speaker",
-            f"Offline: {spec} could not be downloaded ({reason}); using the synthetic corpus.",
-        )  # fmt: skip
-    return DemoCorpus(dest, spec, _scheme_for(spec), " ".join(report.lines))
+        raise DownloadError(
+            f"--corpus {spec}: {info.title} could not be downloaded ({reason}). Get a copy from "
+            f"{info.where} (or give a mirror with --url), lay it out as {info.tree}, check it "
+            f"with `emoknn corpus verify {spec} PATH`, then run `emoknn demo --corpus PATH`"
+        ) from None
+    return DemoCorpus(dest, spec, _scheme_of(load_corpus(dest, spec)), " ".join(report.lines))
 
 
-def _scheme_for(kind: str) -> str:
-    info = CORPORA.get(kind)
-    return "official" if info is not None and info.official_split else "speaker"
+def _scheme_of(utterances: list) -> str:
+    """The corpus's official split where every clip has one; else leave-one-speaker-out, or
+    cross-speaker (`emoknn.folds`) when there are too few speakers for it (TESS: 2)."""
+    if all(u.split is not None for u in utterances):
+        return "official"
+    return "speaker" if len({u.speaker for u in utterances}) >= 3 else "cross-speaker"
 
 
 @dataclass(frozen=True)
@@ -144,6 +145,33 @@ def _against(
     return f"stay below {what} ({figures}; {noise})"
 
 
+REFERENCE_SENTENCES = {
+    probe.NAME: "a logistic regression on one layer of the same frozen encoder, its layer and C "
+    "chosen on the validation speaker: the bar a learned head has to clear",
+    baseline.NAME: "the field's standard classical method on the same folds: openSMILE's "
+    "eGeMAPSv02 functionals, no neural network",
+}
+
+
+def reference_rows(results: dict[str, Any]) -> list[str]:
+    """One line each for the encoder probe's and the classical baseline's rows: the figures
+    (mean UA and WA ± std over folds) and, in words, what the row is."""
+    lines = []
+    for row in results["summary"]:
+        if row["training"] not in REFERENCE_SENTENCES:
+            continue
+        sentence = REFERENCE_SENTENCES[row["training"]]
+        features = results.get("baseline_features")
+        if row["training"] == baseline.NAME and features not in (None, baseline.DEFAULT_FEATURES):
+            sentence = sentence.replace("eGeMAPSv02", str(features))
+        lines.append(
+            f"{row['variant']}: UA {100 * row['ua_mean']:.1f} ± {100 * row['ua_std']:.1f} %, "
+            f"WA {100 * row['wa_mean']:.1f} ± {100 * row['wa_std']:.1f} % over {row['folds']} "
+            f"folds — {sentence}."
+        )
+    return lines
+
+
 def verdict(results: dict[str, Any], encoder: str) -> str:
     """One plain sentence: do the learned variants reach the encoder probe and the classical
     baseline here, and is each difference beyond fold-to-fold noise (the paired comparison's
@@ -155,7 +183,7 @@ def verdict(results: dict[str, Any], encoder: str) -> str:
     if not learned or not references:
         return "No probe or baseline, or no learned variant, to compare."
     best = max(learned, key=lambda row: row["ua_mean"])
-    wanted = ((probe.NAME, "the encoder probe"), (baseline.NAME, "the hand-crafted baseline"))
+    wanted = ((probe.NAME, "the encoder probe"), (baseline.NAME, "the classical baseline"))
     parts = [_against(best, references[n], what, results) for n, what in wanted if n in references]
     sentence = (
         f"The learned variants (best: {best['variant']} UA {100 * best['ua_mean']:.1f} %) "

@@ -483,26 +483,32 @@ def _model_scores(truth: np.ndarray, predicted: np.ndarray) -> dict[str, Any]:
     }}  # fmt: skip
 
 
-def run_baseline_fold(fold: Fold, labels: list[str], out_dir: Path,
-                      task: str = "categorical") -> dict[str, Any]:  # fmt: skip
-    """Fit and evaluate the classical baseline on one fold; skip it if already finished.
+def run_baseline_fold(fold: Fold, labels: list[str], out_dir: Path, task: str = "categorical",
+                      feature_set: str = baseline.DEFAULT_FEATURES) -> dict[str, Any]:  # fmt: skip
+    """Fit and evaluate the classical baseline on one fold; skip it if already finished with the
+    same feature set (a fold finished with other features, or before openSMILE, is redone).
 
-    Features come from the cross-validation's cache (`OUT/baseline/features.npz`): computed once
-    per utterance, reused by every fold and every resumed run. The logistic regression runs for
-    the categorical tasks, the ridge regression (`dimensional` part) for the dimensional ones.
+    Features come from the cross-validation's cache (`OUT/baseline/features-<set>.npz`): computed
+    once per utterance, reused by every fold and every resumed run. The logistic regression runs
+    for the categorical tasks, the ridge regression (`dimensional` part) for the dimensional ones.
     """
     run_dir = out_dir / baseline.NAME / fold.name
     result_file = run_dir / FOLD_RESULT_FILE
     if result_file.is_file():
-        return read_fold_result(result_file)
+        finished = read_fold_result(result_file)
+        if finished.get("features") == feature_set:
+            return finished
     features = baseline.cached_features(
-        [*fold.train, *fold.val, *fold.test], out_dir / baseline.NAME / "features.npz"
+        [*fold.train, *fold.val, *fold.test],
+        out_dir / baseline.NAME / f"features-{feature_set}.npz",
+        feature_set,
     )
     x = lambda us: np.stack([features[u.id] for u in us])  # noqa: E731
     result: dict[str, Any] = {
         "training": baseline.NAME,
-        "label": baseline.LABEL,
-        "description": baseline.DESCRIPTION,
+        "label": baseline.label(feature_set),
+        "description": baseline.description(feature_set),
+        "features": feature_set,
         "task": task,
         **_fold_fields(fold),
         "scores": {},
@@ -597,6 +603,7 @@ def crossval(
     log: Callable[[str], None] | None = None,
     with_probe: bool = True,
     knn_tuning: str | None = None,
+    baseline_features: str = baseline.DEFAULT_FEATURES,
 ) -> list[dict[str, Any]]:
     """Run every (training, fold) not yet finished in `out_dir`, and on each fold first the
     classical baseline (unless `with_baseline` is False) and the encoder probe (unless
@@ -610,12 +617,14 @@ def crossval(
     hears where the cache is, its progress and size). The encoder probe reads the same cache; with
     a fine-tuning config it reads the pretrained encoder's originals, cached in the same place
     (`--feature-cache`, else beside `out_dir`), filled only when a fold's probe is not finished —
-    so resuming a cross-validation from before the probe existed adds its rows.
+    so resuming a cross-validation from before the probe existed adds its rows. The baseline uses
+    openSMILE's `baseline_features` (`emoknn.baseline.FEATURE_SETS`).
 
     `knn_tuning` (`emoknn.speaker_tuning`): "speakers" (the default with a frozen encoder) or the
     paper's "validation" (the default when fine-tuning).
     """
     out_dir = Path(out_dir)
+    baseline.check_feature_set(baseline_features)
     tables = list(tables)
     specs = trainings_for(tables)
     if criterion not in ("ua", "wa"):
@@ -659,7 +668,8 @@ def crossval(
     results = []
     for fold in folds:
         if with_baseline and not is_helper_process():
-            results.append(run_baseline_fold(fold, labels, out_dir, base_config.task))
+            results.append(run_baseline_fold(fold, labels, out_dir, base_config.task,
+                                             baseline_features))
             if on_fold_done is not None:
                 on_fold_done(results[-1])
         if with_probe:
@@ -815,7 +825,8 @@ def collect_fold_results(run_dirs: Iterable[str | os.PathLike]) -> list[dict[str
     return [found[key] for key in sorted(found)]
 
 
-PROBE_FIELDS = ("layer", "c", "val_ua", "val_ua_by_layer")  # kept in the records when present
+# Kept in the records when present: what the probe chose, and the baseline's C and feature set.
+PROBE_FIELDS = ("layer", "c", "val_ua", "val_ua_by_layer", "features")
 
 
 def result_records(fold_results: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -833,7 +844,8 @@ def result_records(fold_results: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "val_speaker": result["val_speaker"],
                 "num_test": result["num_test"],
                 **score,
-                # what the baseline (C) and the probe (layer, C) chose on the validation speaker
+                # what the baseline (C) and the probe (layer, C) chose on the validation speaker,
+                # and the baseline's feature set (`features`, e.g. eGeMAPSv02)
                 **{key: result[key] for key in PROBE_FIELDS if key in result},
             })  # fmt: skip
     return records
@@ -990,6 +1002,9 @@ def write_results(fold_results: list[dict[str, Any]], out_dir: str | os.PathLike
                   meta: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
     """Write results.json (records per fold and variant, the summary, the paired comparisons)."""
     records = result_records(fold_results)
+    baselines = [r for r in fold_results if r["training"] == baseline.NAME]
+    feature_sets = sorted({r["features"] for r in baselines if "features" in r})
+    descriptions = sorted({r["description"] for r in baselines if "description" in r})
     results = {
         **meta,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -997,7 +1012,9 @@ def write_results(fold_results: list[dict[str, Any]], out_dir: str | os.PathLike
         "records": records,
         "summary": summarize(records),
         "comparisons": [c.to_dict() for c in paper_comparisons(records)],
-        "baseline": baseline.DESCRIPTION,
+        "baseline": "; ".join(descriptions) or baseline.DESCRIPTION,
+        # the baseline's openSMILE feature set (a list if merged runs used several)
+        "baseline_features": feature_sets[0] if len(feature_sets) == 1 else feature_sets,
         "probe": probe.DESCRIPTION,
         "fold_dirs": {f"{r['training']}/{r['fold']}": r["dir"] for r in fold_results if "dir" in r},
     }

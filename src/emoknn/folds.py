@@ -20,6 +20,20 @@ training on `train` and validating on the development set; `test_speaker` and `v
 the split names. These sets are the corpus's choice, so they may share speakers: that is reported
 (`Fold.speaker_independent`), not refused.
 
+EmoBox's RAVDESS folds (`scheme="emobox"`): the six folds of 4 test actors each that EmoBox (Ma et
+al. 2024) ships for RAVDESS — {01,11,20,21} {04,10,12,14} {08,09,19,23} {03,05,07,24}
+{02,15,16,18} {06,13,17,22} — so a RAVDESS row can sit beside its published figures. EmoBox trains
+on the 20 other actors and keeps no validation set; here every fold needs one (the kNN's k, α, T,
+the probe's layer and C, the baseline's C are chosen on it), so the next fold's 4 actors (wrapping)
+validate and 16 train, as leave-one-session-out does with sessions. The baseline, the probe and
+the kNN datastore then refit on / hold training + validation: the same 20 actors EmoBox trains on.
+
+Cross-speaker (`scheme="cross-speaker"`), for corpora of too few speakers for the above (TESS has
+2): each speaker is the test speaker once, never seen in training; the other speakers' clips
+train, except every 5th of them (in sorted id order: 20 %), which validate. Test results stay
+speaker-independent; validation shares the training speakers, so the choices made on it (k, α,
+T, the probe's layer and C) are tuned on seen voices — reported as such (`describe_protocol`).
+
 Disjointness of train, validation and test speakers is checked for every speaker and session fold,
 not assumed; for official folds it is measured and reported.
 """
@@ -33,7 +47,13 @@ from dataclasses import dataclass
 from emoknn.corpora.utterance import Utterance
 from emoknn.errors import FoldError
 
-SCHEMES = ("speaker", "session", "official")
+SCHEMES = ("speaker", "session", "official", "emobox", "cross-speaker")
+CROSS_SPEAKER_VAL_EVERY = 5  # cross-speaker: every 5th clip of the training speakers validates
+# EmoBox's RAVDESS folds (its data/ravdess fold files): the test actors of each of the 6 folds.
+EMOBOX_RAVDESS_TEST_ACTORS = (
+    ("01", "11", "20", "21"), ("04", "10", "12", "14"), ("08", "09", "19", "23"),
+    ("03", "05", "07", "24"), ("02", "15", "16", "18"), ("06", "13", "17", "22"),
+)  # fmt: skip
 # Official split names (lower-cased) that play the validation role; `train` trains and every name
 # starting with `test` is a test set of its own.
 VALIDATION_SPLITS = ("development", "dev", "validation", "evaluation", "valid", "val")
@@ -88,12 +108,17 @@ def speaker_folds(utterances: Sequence[Utterance], scheme: str = "speaker") -> l
         return _session_folds(utterances)
     if scheme == "official":
         return _official_folds(utterances)
+    if scheme == "emobox":
+        return _emobox_folds(utterances)
+    if scheme == "cross-speaker":
+        return _cross_speaker_folds(utterances)
 
     speakers = sorted({u.speaker for u in utterances})
     if len(speakers) < 3:
         raise FoldError(
             f"speaker-independent folds need at least 3 speakers (test, validation, train); "
-            f"found {len(speakers)}: {speakers}"
+            f"found {len(speakers)}: {speakers} (--scheme cross-speaker tests each speaker on "
+            "folds validated on the training speakers' clips)"
         )
     session_of = _session_of_speakers(utterances)
     return [
@@ -192,6 +217,50 @@ def _official_folds(utterances: list[Utterance]) -> list[Fold]:
     return folds
 
 
+def _emobox_folds(utterances: list[Utterance]) -> list[Fold]:
+    """EmoBox's six RAVDESS folds; the next fold's actors validate (module docstring)."""
+    groups = ["actors" + "-".join(actors) for actors in EMOBOX_RAVDESS_TEST_ACTORS]
+    group_of_actor = {f"ravdess{actor}": group
+                      for actors, group in zip(EMOBOX_RAVDESS_TEST_ACTORS, groups, strict=True)
+                      for actor in actors}  # fmt: skip
+    speakers = sorted({u.speaker for u in utterances})
+    if speakers != sorted(group_of_actor):
+        raise FoldError(
+            f"--scheme emobox reproduces EmoBox's RAVDESS folds and needs the 24 RAVDESS actors "
+            f"(speakers ravdess01 … ravdess24, from the ravdess loader); found {len(speakers)} "
+            f"speakers ({', '.join(speakers[:4])}{' …' if len(speakers) > 4 else ''})"
+        )
+    return [
+        _split(index, group, groups[(index + 1) % len(groups)], utterances,
+               lambda u: group_of_actor[u.speaker], "emobox")
+        for index, group in enumerate(groups)
+    ]  # fmt: skip
+
+
+def _cross_speaker_folds(utterances: list[Utterance]) -> list[Fold]:
+    """Each speaker tested once; 1 in 5 of the other speakers' clips validate (docstring)."""
+    speakers = sorted({u.speaker for u in utterances})
+    if len(speakers) < 2:
+        raise FoldError(f"cross-speaker folds need at least 2 speakers; found {speakers}")
+    folds = []
+    for index, test_speaker in enumerate(speakers):
+        rest = sorted((u for u in utterances if u.speaker != test_speaker), key=lambda u: u.id)
+        held = {u.id for u in rest[CROSS_SPEAKER_VAL_EVERY - 1 :: CROSS_SPEAKER_VAL_EVERY]}
+        others = "+".join(s for s in speakers if s != test_speaker)
+        fold = Fold(
+            index=index,
+            test_speaker=test_speaker,
+            val_speaker=f"{others} (1 in {CROSS_SPEAKER_VAL_EVERY} clips)",
+            train=[u for u in rest if u.id not in held],
+            val=[u for u in rest if u.id in held],
+            test=[u for u in utterances if u.speaker == test_speaker],
+            scheme="cross-speaker",
+        )
+        check_fold(fold)
+        folds.append(fold)
+    return folds
+
+
 def describe_protocol(folds: Sequence[Fold]) -> dict[str, object]:
     """What a report says about its folds: the scheme, in words, and speaker independence."""
     scheme = folds[0].scheme if folds else "speaker"
@@ -199,19 +268,30 @@ def describe_protocol(folds: Sequence[Fold]) -> dict[str, object]:
         "speaker": "leave-one-speaker-out",
         "session": "leave-one-session-out",
         "official": "the corpus's official train / validation / test split",
+        "emobox": "EmoBox's 6 RAVDESS folds (4 test actors each; the next fold's 4 validate)",
+        "cross-speaker": "cross-speaker (each speaker tested once; 1 in 5 of the other "
+        "speakers' clips validate)",
     }[scheme]
     independent = all(f.speaker_independent for f in folds)
+    if independent:
+        independence = "speaker-independent"
+    elif scheme == "cross-speaker":
+        independence = "test speaker unseen; validation shares the training speakers"
+    else:
+        independence = "NOT speaker-independent (the corpus's own sets share speakers)"
     return {
         "scheme": scheme,
         "protocol": words,
         "speaker_independent": independent,
+        "independence": independence,
         "num_folds": len(folds),
     }
 
 
 def check_fold(fold: Fold) -> None:
-    """Raise FoldError unless train, val and test are non-empty and (for speaker and session
-    folds) share no speaker. Official folds may share speakers: see `Fold.speaker_independent`."""
+    """Raise FoldError unless train, val and test are non-empty and (for speaker, session and
+    EmoBox folds) share no speaker. Official folds may share speakers (see
+    `Fold.speaker_independent`); cross-speaker folds keep the test speaker out of train and val."""
     splits = {"train": fold.train, "val": fold.val, "test": fold.test}
     for name, split in splits.items():
         if not split:
@@ -219,7 +299,10 @@ def check_fold(fold: Fold) -> None:
     if fold.scheme == "official":
         return
     speakers = {name: {u.speaker for u in split} for name, split in splits.items()}
-    for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
+    pairs = [("train", "val"), ("train", "test"), ("val", "test")]
+    if fold.scheme == "cross-speaker":  # validation shares the training speakers by design
+        pairs = pairs[1:]
+    for a, b in pairs:
         shared = speakers[a] & speakers[b]
         if shared:
             raise FoldError(f"{fold.name}: speakers {sorted(shared)} are in both {a} and {b}")

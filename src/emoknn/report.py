@@ -326,6 +326,9 @@ def _protocol_words(meta: dict) -> str:
         if protocol.get("speaker_independent")
         else "NOT speaker-independent: the corpus's own sets share speakers"
     )
+    if scheme == "cross-speaker":
+        independence = ("the test speaker is unseen; validation clips come from the training "
+                        "speakers, so k, α, T are tuned on seen voices")  # fmt: skip
     return (
         f"{protocol.get('protocol', scheme)} (the per-fold table names the test and validation "
         f"sets), {independence}"
@@ -354,6 +357,12 @@ def probe_lines(records: list[dict[str, Any]]) -> list[str]:
         lines += ["", f"Validation UA % of each layer (its best C), mean over folds: {layers}."]
     return lines
 
+
+
+def _baseline_label(results: dict[str, Any]) -> str:
+    """The classical baseline's row name in these results (its feature set is in the name)."""
+    features = results.get("baseline_features")
+    return baseline.label(features) if features in baseline.FEATURE_SETS else baseline.LABEL
 
 def write_report(
     run_dirs: list[str | os.PathLike], out_dir: str | os.PathLike, meta: dict[str, Any]
@@ -385,7 +394,8 @@ def write_report(
         "",
         "WA = accuracy over utterances; UA = mean of per-class recalls. Mean ± sample standard "
         "deviation over folds, in %. *kNN only* is α = 1; *+ kNN* is the tuned interpolation. "
-        f"*{baseline.LABEL}* is a classical baseline on the same folds: {baseline.DESCRIPTION}. "
+        f"*{_baseline_label(results)}* is a classical baseline on the same folds: "
+        f"{results.get('baseline', baseline.DESCRIPTION)}. "
         f"*{probe.LABEL}*, the bar a learned head has to clear, is the simplest use of the "
         f"encoder on the same folds: {probe.DESCRIPTION}.",
         "",

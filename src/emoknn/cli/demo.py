@@ -12,6 +12,7 @@ import typer
 
 from emoknn.cli.common import check_output_folder, console, train_config
 from emoknn.cli.corpus import accept_licence, download_progress
+from emoknn.cli.options import FeatureCache
 from emoknn.cli.training import run_crossval
 
 
@@ -35,24 +36,29 @@ def demo_command(
     url: Annotated[
         str | None, typer.Option("--url", help="Mirror for the --corpus NAME download")
     ] = None,
+    kind: Annotated[
+        str, typer.Option("--kind", help="Kind of a --corpus folder (see `emoknn corpus list`)")
+    ] = "auto",
+    feature_cache: FeatureCache = None,
 ) -> None:
     """The main job, on CPU: synthetic corpus → frozen encoder → CE vs CE+SCL, ± kNN, the
     encoder probe and a classical baseline on every fold → table, paired comparisons, report, a
-    model to try."""
+    model to try. --corpus emodb (any downloadable NAME) downloads a real corpus where its site
+    answers; --corpus PATH runs on a laid-out copy."""
     import json
     import time
 
     from emoknn import demo
-    from emoknn.corpora import generate_synthetic_corpus, is_synthetic_corpus
+    from emoknn.checks import check_choice
+    from emoknn.corpora import CORPUS_KINDS, generate_synthetic_corpus, is_synthetic_corpus
 
     start = time.perf_counter()
     check_output_folder(out, "--out")
     train_config("frozen", max_epochs=epochs)  # check the options before any work
-    real = None
+    check_choice(kind, "--kind", CORPUS_KINDS)
     if corpus is not None:
-        real = _real_corpus(corpus, out, accept_licence_, url)
+        real = _real_corpus(corpus, out, accept_licence_, url, kind)
         console.print(real.line, highlight=False)
-    if real is not None and real.path is not None:
         corpus_path, kind, scheme = real.path, real.kind, real.scheme
     else:
         corpus_path, kind, scheme = out / "corpus", "synthetic", "speaker"
@@ -63,10 +69,13 @@ def demo_command(
             generate_synthetic_corpus(corpus_path, **demo.CORPUS_SETTINGS)
     choice = demo.choose_encoder(encoder)
     console.print(choice.line, highlight=False)
-    config = train_config("frozen", encoder=choice.encoder, max_epochs=epochs, progress_bar=False)
+    config = train_config("frozen", encoder=choice.encoder, max_epochs=epochs, progress_bar=False,
+                          feature_cache=None if feature_cache is None else str(feature_cache))
     crossval_dir = out / "crossval"
     run_crossval(corpus_path, kind, scheme, folds, "main", crossval_dir, config)
     results = json.loads((crossval_dir / "results.json").read_text())
+    for line in demo.reference_rows(results):
+        console.print(line, highlight=False, soft_wrap=True)
     console.print(demo.verdict(results, choice.encoder), highlight=False)
     for line in demo.try_it(crossval_dir, results, corpus_path, kind):
         console.print(line, highlight=False, soft_wrap=True)
@@ -74,7 +83,7 @@ def demo_command(
                   f"{choice.encoder}.", highlight=False)  # fmt: skip
 
 
-def _real_corpus(spec: str, out: Path, accepted: bool, url: str | None):
+def _real_corpus(spec: str, out: Path, accepted: bool, url: str | None, kind: str):
     """--corpus: a folder as it is, or a downloadable NAME (its licence accepted first)."""
     from emoknn import demo
     from emoknn.corpora import CORPORA
@@ -84,4 +93,4 @@ def _real_corpus(spec: str, out: Path, accepted: bool, url: str | None):
         accept_licence(info, accepted)
         accepted = True
     with download_progress() as progress:
-        return demo.demo_corpus(spec, out, accepted, progress=progress, url=url)
+        return demo.demo_corpus(spec, out, accepted, progress=progress, url=url, kind=kind)

@@ -20,8 +20,8 @@ Scheme = Annotated[
     str,
     typer.Option(
         "--scheme",
-        help="Folds: speaker (LOSO), session, or official (the corpus's own train / validation "
-        "/ test: MSP-Podcast, MELD, ESD)",
+        help="Folds: speaker (LOSO), session, official (the corpus's own train / validation "
+        "/ test: MSP-Podcast, MELD, ESD), or emobox (EmoBox's 6 RAVDESS folds of 4 actors)",
     ),
 ]
 LabelMap = Annotated[

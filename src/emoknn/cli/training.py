@@ -221,11 +221,13 @@ def print_comparisons(comparisons: list[dict]) -> None:
 
 
 def run_crossval(corpus: Path, kind: str, scheme: str, folds: str | None, tables: str,
-                 out: Path, config, criterion: str = "ua",
-                 label_map: str = "default", knn_tuning: str | None = None) -> Path:  # fmt: skip
+                 out: Path, config, criterion: str = "ua", label_map: str = "default",
+                 knn_tuning: str | None = None,
+                 baseline_features: str = "eGeMAPSv02") -> Path:  # fmt: skip
     """Cross-validate, print each finished fold and the summary, write the report."""
     import json
 
+    from emoknn.baseline import FEATURE_SETS
     from emoknn.corpora import HONESTY_NOTE, is_synthetic_corpus, label_names
     from emoknn.experiments import crossval, trainings_for
     from emoknn.folds import describe_protocol
@@ -236,6 +238,7 @@ def run_crossval(corpus: Path, kind: str, scheme: str, folds: str | None, tables
     check_choice(criterion, "--criterion", CRITERIA)
     knn_tuning = check_knn_tuning(knn_tuning or default_knn_tuning(config.freeze_encoder),
                                   config.freeze_encoder)  # fmt: skip
+    check_choice(baseline_features, "--baseline-features", FEATURE_SETS)
     table_names = [t.strip() for t in tables.split(",") if t.strip()]
     if not table_names:
         raise ConfigError(
@@ -267,9 +270,8 @@ def run_crossval(corpus: Path, kind: str, scheme: str, folds: str | None, tables
     console.print(
         f"Cross-validating {len(chosen)} fold(s) of {len(utterances)} utterances, tables: "
         f"{', '.join(table_names)} → {out}\nProtocol: {protocol['protocol']}, "
-        + ("speaker-independent" if protocol["speaker_independent"]
-           else "NOT speaker-independent (the corpus's own sets share speakers)")
-    )  # fmt: skip
+        f"{protocol['independence']}"
+    )
 
     def done(result: dict) -> None:
         scores, parts = result["scores"], []
@@ -290,7 +292,8 @@ def run_crossval(corpus: Path, kind: str, scheme: str, folds: str | None, tables
                       highlight=False)  # fmt: skip
 
     crossval(utterances, chosen, config, out, table_names, meta, on_fold_done=done,
-             criterion=criterion, log=console.print, knn_tuning=knn_tuning)  # fmt: skip
+             criterion=criterion, log=console.print, knn_tuning=knn_tuning,
+             baseline_features=baseline_features)  # fmt: skip
     if int(os.environ.get("LOCAL_RANK", "0")) or int(os.environ.get("NODE_RANK", "0")):
         return out / "report.md"  # a DDP helper process: the first process reports
     report = write_report([out], out, meta)
@@ -334,6 +337,14 @@ def crossval_command(
     progress: Progress = False,
     criterion: Criterion = "ua",
     knn_tuning: KnnTuning = None,
+    baseline_features: Annotated[
+        str,
+        typer.Option(
+            "--baseline-features",
+            help="openSMILE functionals of the classical baseline: eGeMAPSv02 (88, the field's "
+            "standard) or ComParE_2016 (6,373)",
+        ),
+    ] = "eGeMAPSv02",
 ) -> None:
     """Train and evaluate every fold (or --folds) for the paper's tables; write a report."""
     config = train_config(
@@ -346,7 +357,7 @@ def crossval_command(
         speaker_norm=speaker_norm or None,
     )  # fmt: skip
     run_crossval(corpus, kind, scheme, folds, tables, out, config, criterion, label_map,
-                 knn_tuning)
+                 knn_tuning, baseline_features)
 
 
 def report_command(
