@@ -61,7 +61,8 @@ def run(args: argparse.Namespace) -> None:
           f"{len(folds)} folds of {len(utterances)} clips; N={args.tune_layers}, tune lr "
           f"{args.tune_lr:g}, views {args.views}, cut {args.cut_layer or 'auto'}", flush=True)
     start = time.perf_counter()
-    config, context = prepare_partial(folds, labels, config, out, log=lambda m: print(m, flush=True))
+    say = lambda message: print(message, flush=True)  # noqa: E731
+    config, context = prepare_partial(folds, labels, config, out, log=say)
     print(f"prepared (fill included) in {time.perf_counter() - start:.0f} s", flush=True)
     specs = {"ce": [CE], "scl": [CE_SCL], "both": [CE, CE_SCL]}[args.only]
     for fold in folds:
@@ -144,8 +145,8 @@ def report(args: argparse.Namespace) -> None:
                 a = np.array([scores["scl" + suffix][f] for f in common])
                 b = np.array([scores["ce" + suffix][f] for f in common])
                 test = paired_test(a, b)
-                print(f"  SCL vs CE{suffix}: {100 * (a.mean() - b.mean()):+.1f} p={test.p_value:.3f}"
-                      f" ({len(common)} folds)")  # fmt: skip
+                print(f"  SCL vs CE{suffix}: {100 * (a.mean() - b.mean()):+.1f} "
+                      f"p={test.p_value:.3f} ({len(common)} folds)")  # fmt: skip
 
 
 def main() -> None:

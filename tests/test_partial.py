@@ -124,7 +124,7 @@ def test_a_fill_over_its_budget_refuses_before_writing(corpus, tmp_path):
 
 @pytest.mark.parametrize("kind", ["wav2vec2", "whisper"])
 def test_only_the_tuned_layers_and_the_head_change(kind, corpus, tmp_path):
-    utterances, fold = corpus
+    fold = corpus[1]
     model = pretrained(kind)
     config = make_config("finetune-cpu", encoder="tiny", tune_layers=1, max_epochs=2,
                          max_seconds=0.8, cache_views=1, augment="noise",
@@ -190,8 +190,7 @@ def test_the_folder_holds_the_tuned_layers_and_predicts_and_exports_alike(
     from emoknn.export import export_onnx
     from emoknn.onnx_runtime import onnx_session
 
-    utterances, fold = corpus
-    root, config, context, result = trained_partial
+    result = trained_partial[3]
     run = result.run_dir
     meta = read_model_meta(run)
     assert meta.head_only and meta.model_config["tuned_layers"] == 1
@@ -217,3 +216,46 @@ def test_the_folder_holds_the_tuned_layers_and_predicts_and_exports_alike(
     with torch.no_grad():
         live = result.model(clip, lengths[:1])
     np.testing.assert_allclose(outputs["logits"], live.logits.numpy(), atol=1e-5, rtol=0)
+
+
+def _training_loss(run_dir, utterances, labels) -> float:
+    """CE of a run's model on the given clips' centred 1 s crops, evaluation mode."""
+    from emoknn.inference import embed_utterances
+
+    model = load_model(run_dir)
+    embedded = embed_utterances(model, utterances, 1.0, device="cpu")
+    ids = [labels.index(u.label) for u in utterances]
+    return float(-np.log(embedded.probs[np.arange(len(ids)), ids]).mean())
+
+
+@pytest.mark.pretrained
+def test_the_paper_preset_fine_tunes_real_whisper_base_and_resumes(whisper_base_dir, corpus,
+                                                                    tmp_path):  # fmt: skip
+    """`paper` keeps its meaning (every layer trains, SGD at 1e-4, one view per clip): one epoch
+    on real weights lowers the training loss, and a resumed run continues from its checkpoint."""
+    from emoknn.train import read_metrics, train_fold
+
+    utterances, fold = corpus
+    labels = label_names(utterances)
+    train = fold.train[:8]
+    settings = {"encoder": str(whisper_base_dir), "max_seconds": 1.0, "batch_size": 4,
+                "num_workers": 0, "preload_audio": True, "progress_bar": False,
+                "accelerator": "cpu"}  # fmt: skip
+    config = make_config("paper", max_epochs=1, **settings)
+    assert config.tune_layers == 0 and not config.freeze_encoder and config.optimizer == "sgd"
+    run = tmp_path / "run"
+    # The loss before training: the same model as epoch 0 starts from (seeded head).
+    start = tmp_path / "start"
+    train_fold(make_config("paper", max_epochs=1, learning_rate=1e-12, **settings), train,
+               fold.val[:4], labels, start)  # fmt: skip
+    before = _training_loss(start, train, labels)
+    train_fold(config, train, fold.val[:4], labels, run)
+    after = _training_loss(run, train, labels)
+    assert after < before
+    top = "encoder.encoder.layers.5.fc1.weight"  # whisper-base's last layer trains too
+    assert not torch.equal(load_model(run).state_dict()[top], load_model(start).state_dict()[top])
+    resumed = train_fold(make_config("paper", max_epochs=2, **settings), train, fold.val[:4],
+                         labels, run, resume=True)  # fmt: skip
+    assert resumed.epochs == 2
+    epochs = {row["epoch"] for row in read_metrics(run) if row.get("epoch")}
+    assert epochs == {"0", "1"}  # epoch 0 from the first attempt, epoch 1 from the resumed one
