@@ -2,10 +2,10 @@
 frozen encoder's head-only loop (`emoknn.frozen`).
 
 `TrainConfig` (every setting, validated as it is built: one line naming the first bad value), the
-presets (`paper`, `tiny`, `frozen`) and `make_config`; the checks both loops run before anything
-is written (hardware, labels, the run folder and what a resume may change); the model a config
-describes (`model_config_for`); the per-epoch seed; and `TrainResult`, what a loop returns.
-Each loop module holds only its loop.
+presets (`paper`, `tiny`, `frozen`, `finetune-cpu`) and `make_config`; the checks the loops run
+before anything is written (hardware, labels, the run folder and what a resume may change); the
+model a config describes (`model_config_for`); the per-epoch seed; and `TrainResult`, what a
+loop returns. Each loop module holds only its loop.
 """
 
 from __future__ import annotations
@@ -89,6 +89,14 @@ class TrainConfig:
     cache_views: int = 4  # K augmented views per training utterance in the feature cache (≥ 0)
     cache_precision: str = "fp32"  # fp32 | bf16-views | bf16: how the cache is filled (features)
     feature_cache: str | None = None  # its folder; None = `emoknn-features` beside the output
+    # Partial fine-tuning (emoknn.partial): the top `tune_layers` encoder layers train, on frames
+    # of the frozen layers below computed once per (utterance, view) into a frame cache; layers
+    # above `cut_layer` are dropped (0 = chosen per fold by a ridge probe on the validation
+    # speaker, at least tune_layers). The tuned layers have their own AdamW learning rate.
+    tune_layers: int = 0
+    cut_layer: int = 0
+    tune_learning_rate: float = 5e-5
+    frame_cache_gb: float = 20.0  # a fill that would write more refuses before it starts
     seed: int = 0
     num_workers: int = 2
     preload_audio: bool = False
@@ -148,6 +156,16 @@ class TrainConfig:
         check_choice(self.layer_init, "layer_init", LAYER_INITS)
         check_choice(self.projection_kind, "projection_kind", PROJECTION_KINDS)
         check_number(self.layer_lr_scale, "layer_lr_scale", 0.0, strict_minimum=True)
+        check_int(self.tune_layers, "tune_layers", 0)
+        check_int(self.cut_layer, "cut_layer", 0)
+        check_number(self.tune_learning_rate, "tune_learning_rate", 0.0, strict_minimum=True)
+        check_number(self.frame_cache_gb, "frame_cache_gb", 0.0, strict_minimum=True)
+        if self.tune_layers and self.freeze_encoder:
+            raise ConfigError("tune_layers trains encoder layers: it cannot go with "
+                              "freeze_encoder", setting="tune_layers")  # fmt: skip
+        if self.cut_layer and self.cut_layer < self.tune_layers:
+            raise ConfigError(f"cut_layer {self.cut_layer} keeps fewer layers than the "
+                              f"{self.tune_layers} to tune", setting="cut_layer")  # fmt: skip
         if self.speaker_norm and not self.freeze_encoder:
             raise ConfigError(
                 "speaker_norm needs a frozen encoder (freeze_encoder): the fine-tuning path does "
@@ -225,6 +243,23 @@ PRESETS: dict[str, dict[str, Any]] = {
         "projection_dropout": 0.0,
         "head_dropout": 0.0,
         "cache_views": 0,
+        "num_workers": 0,
+    },
+    # Partial fine-tuning on two CPU cores (emoknn.partial): the top 2 layers below a cut chosen
+    # per fold, on cached frames of the layers beneath; docs/training.md, "finetune-cpu".
+    "finetune-cpu": {
+        "tune_layers": 2,
+        "optimizer": "adamw",
+        "learning_rate": 1e-3,
+        "tune_learning_rate": 5e-5,
+        "weight_decay": 0.01,
+        "batch_size": 16,
+        "max_epochs": 8,
+        "lr_patience": 2,
+        "early_stopping_patience": 3,
+        "monitor": "val_ua",
+        "cache_views": 2,
+        "head_dropout": 0.1,
         "num_workers": 0,
     },
 }

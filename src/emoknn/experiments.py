@@ -75,6 +75,14 @@ from emoknn.model_folder import (
     save_calibration,
     save_knn,
 )
+from emoknn.partial import (
+    PartialContext,
+    choose_cut,
+    embed_frames,
+    fill_frames,
+    load_context,
+    train_partial_fold,
+)
 from emoknn.speaker_tuning import (
     alphas_for,
     check_knn_tuning,
@@ -297,7 +305,7 @@ def run_fold(
     out_dir: Path,
     extra_info: dict[str, Any],
     criterion: str = "ua",
-    frozen: FrozenContext | None = None,
+    frozen: FrozenContext | PartialContext | None = None,
     knn_tuning: str = "validation",
 ) -> dict[str, Any] | None:
     """Train, fit kNN and evaluate one (training, fold); skip it if already finished.
@@ -317,7 +325,11 @@ def run_fold(
                             "augment": spec.augment})  # fmt: skip
     info = {**extra_info, "fold": fold.name, "test_speaker": fold.test_speaker,
             "val_speaker": fold.val_speaker, "training": spec.name}  # fmt: skip
-    if config.freeze_encoder:
+    if config.tune_layers:
+        if not isinstance(frozen, PartialContext):
+            raise ConfigError("a partial fine-tuning cross-validation needs load_context's context")
+        scores = _partial_fold(config, fold, labels, run_dir, info, criterion, frozen)
+    elif config.freeze_encoder:
         if frozen is None:
             raise ConfigError("a frozen-encoder cross-validation needs prepare_frozen's context")
         scores = _frozen_fold(config, fold, labels, run_dir, info, criterion, frozen, knn_tuning)
@@ -332,6 +344,7 @@ def run_fold(
         )
         scores = evaluate_test_speaker(run_dir, fold, config.max_seconds)
     dimensional = scores.pop("dimensional", None)
+    partial = scores.pop("partial", None)  # the cut, the frames' entry, epochs, seconds
     result = {
         "training": spec.name,
         "label": spec.label,
@@ -343,6 +356,7 @@ def run_fold(
         "calibration": _calibration_fields(run_dir),
         "scores": scores,
         **({} if dimensional is None else {"dimensional": dimensional}),
+        **({} if partial is None else {"partial": partial}),
     }
     write_json_atomic(result, result_file)
     return result
@@ -397,6 +411,54 @@ def _calibration_fields(run_dir: Path) -> dict[str, Any]:
             "interpolated_temperature": calibration.interpolated_temperature,
             "clips": calibration.clips, "speakers": calibration.speakers,
             "nll": calibration.nll}  # fmt: skip
+
+
+def _partial_fold(config: TrainConfig, fold: Fold, labels: list[str], run_dir: Path,
+                  info: dict[str, Any], criterion: str, context: PartialContext
+                  ) -> dict[str, Any]:  # fmt: skip
+    """The partial fine-tuning path of `run_fold` (`emoknn.partial`): every embedding (kNN
+    datastore, validation, test speaker) is the tuned model's top on cached lower-layer frames."""
+    resume = (run_dir / "checkpoints" / "last.ckpt").is_file()
+    store = run_dir.parent.parent / ENCODER_STORE_DIR  # OUT/encoders, shared by every fold
+    trained = train_partial_fold(config, fold.train, fold.val, labels, run_dir, context,
+                                 resume=resume, extra_info=info, encoder_store=store)  # fmt: skip
+    model, entry, cache = trained.model, trained.entry, context.frames
+    assert model is not None
+
+    def embedded(utterances: list[Utterance]) -> Embedded:
+        return embed_frames(model, utterances, cache.gather(cache.keys(utterances, entry)), entry)
+
+    # The paper's tuning on the validation speaker: inner heads over the training speakers
+    # would each need their own fine-tuning (`emoknn.speaker_tuning` refuses it).
+    fitted = fit_knn_stage(model, embedded(fold.train), embedded(fold.val), criterion,
+                           speakers=sorted({u.speaker for u in fold.val}))  # fmt: skip
+    save_knn(run_dir, fitted.store, fitted.tuning)
+    save_calibration(run_dir, fitted.calibration)
+    scores = _score_fold(run_dir, fold, model, fitted.store, fitted.tuning, embedded(fold.test),
+                         fitted.calibration)  # fmt: skip
+    scores["partial"] = {"cut_layer": trained.cut, "frame_entry": entry,
+                         "epochs": trained.epochs, "seconds": trained.seconds}  # fmt: skip
+    return scores
+
+
+def prepare_partial(folds: list[Fold], labels: list[str], base_config: TrainConfig,
+                    out_dir: Path, log: Callable[[str], None] | None = None
+                    ) -> tuple[TrainConfig, PartialContext]:  # fmt: skip
+    """Load the pretrained encoder once; fill the frame cache of every fold's lower layers (the
+    test speakers' originals too: they are scored from the same frames) before any training."""
+    root = Path(base_config.feature_cache or default_cache_dir(out_dir)).resolve()
+    config = TrainConfig(**{**vars(base_config), "feature_cache": str(root)})
+    context = load_context(config, labels, root)
+    everyone = list({u.id: u for f in folds for u in f.train + f.val + f.test}.values())
+    context.features.fill(everyone, None)  # pooled originals: the probe and the cut's choice
+    entries = sorted({choose_cut(config, context, f.train, f.val, labels) - config.tune_layers
+                      for f in folds})  # fmt: skip
+    trained_on = list({u.id: u for f in folds for u in f.train}.values())
+    say = log or (lambda message: None)
+    say(f"Partial fine-tuning: frames of hidden-state entries {entries} (top "
+        f"{config.tune_layers} layers tuned)")  # fmt: skip
+    fill_frames(context, config, entries, everyone, trained_on, say)
+    return config, context
 
 
 def prepare_frozen(
@@ -654,10 +716,15 @@ def crossval(
     if base_config.freeze_encoder and not is_helper_process():
         base_config, frozen = prepare_frozen(folds, labels, base_config, tables, out_dir, log)
         experiment["train_config"] = vars(base_config)  # with the cache folder resolved
+    elif base_config.tune_layers and not is_helper_process():
+        base_config, frozen = prepare_partial(folds, labels, base_config, out_dir, log)
+        experiment["train_config"] = vars(base_config)
     probe_features: probe.FeaturesOf | None = None
     # The probe is a classifier: a dimensional model (no classes) has nothing to compare it with.
     with_probe = with_probe and not is_helper_process() and base_config.task != "dimensional"
-    if with_probe and frozen is not None:
+    if with_probe and isinstance(frozen, PartialContext):
+        probe_features = frozen.features.originals
+    elif with_probe and frozen is not None:
         probe_features = frozen.cache.originals
     elif with_probe and not all(probe_done(fold, out_dir) for fold in folds):
         everyone = list({u.id: u for f in folds for u in f.train + f.val + f.test}.values())

@@ -146,6 +146,10 @@ class ModelConfig:
             speaker's (or domain's) unlabelled clips (`forward(..., statistics=)`,
             `emoknn.speaker_stats`), and refuses raw waveforms without them.
         speaker_norm_min_clips: the fewest clips such statistics may come from.
+        tuned_layers: partial fine-tuning (`emoknn.partial`): the top `tuned_layers` transformer
+            layers of the encoder (and its final norm, where it has one after the layers) were
+            trained; the rest is the pretrained encoder, kept in an encoder store, and a model
+            folder holds only the head and these layers (`tuned_encoder_names`). 0 = none.
     """
 
     encoder: str = "facebook/wav2vec2-base"
@@ -171,8 +175,11 @@ class ModelConfig:
     attribute_std: list[float] | None = None
     speaker_norm: bool = False
     speaker_norm_min_clips: int = 0
+    tuned_layers: int = 0
 
     def __post_init__(self) -> None:
+        if not isinstance(self.tuned_layers, int) or self.tuned_layers < 0:
+            raise ConfigError(f"tuned_layers must be a whole number ≥ 0, got {self.tuned_layers!r}")
         if self.task not in TASKS:
             raise ConfigError(f"task must be one of {', '.join(TASKS)}, got {self.task!r}")
         if (self.task == "categorical") != (self.attributes is None):
@@ -671,6 +678,36 @@ class EmotionModel(nn.Module):
     def encode(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Utterance embeddings (B, D) of zero-padded waveforms (B, T) with lengths (B,)."""
         return self.forward(waveforms, lengths).embeddings
+
+
+def transformer_layers(model: EmotionModel) -> nn.ModuleList:
+    """The encoder's transformer layers, first to last (every supported family keeps them at
+    `encoder.layers` of its Hugging Face module)."""
+    return model.encoder.encoder.layers
+
+
+def final_norm(model: EmotionModel) -> nn.Module | None:
+    """The LayerNorm the encoder applies after its last layer (Whisper; wav2vec2-style models with
+    `do_stable_layer_norm`), or None (wav2vec2-base, HuBERT-base, data2vec-audio normalise before
+    their first layer instead)."""
+    if model.is_whisper:
+        return model.encoder.encoder.layer_norm
+    if "StableLayerNorm" in type(model.encoder.encoder).__name__:
+        return model.encoder.encoder.layer_norm
+    return None
+
+
+def tuned_encoder_names(model: EmotionModel) -> list[str]:
+    """state_dict names of the encoder tensors partial fine-tuning trains: those of the top
+    `config.tuned_layers` layers and of the final norm after them (none when tuned_layers is 0)."""
+    count = model.config.tuned_layers
+    if not count:
+        return []
+    layers = transformer_layers(model)
+    tuned = [*layers[len(layers) - count:], final_norm(model)]
+    prefixes = tuple(f"{name}." for name, module in model.named_modules()
+                     if any(module is m for m in tuned if m is not None))  # fmt: skip
+    return [name for name in model.state_dict() if name.startswith(prefixes)]
 
 
 def masked_mean(frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

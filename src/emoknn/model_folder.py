@@ -83,7 +83,7 @@ from emoknn.knn import (
     model_fingerprint,
     module_fingerprint,
 )
-from emoknn.model import EmotionModel, ModelConfig, load_encoder
+from emoknn.model import EmotionModel, ModelConfig, load_encoder, tuned_encoder_names
 from emoknn.speaker_stats import SpeakerStatistics
 
 MODEL_FILE = "model.safetensors"
@@ -294,10 +294,15 @@ def save_model(folder: str | os.PathLike, model: EmotionModel, max_seconds: floa
         fingerprint=model_fingerprint(state),
     )
     if encoder is not None:
-        if encoder.fingerprint != module_fingerprint(model.encoder):
+        # A partially fine-tuned model (`tuned_layers`) differs from the referenced encoder in its
+        # tuned layers, which it keeps beside the head; the reference is the encoder they started
+        # from (its fingerprint was taken before training, by `write_encoder_store`).
+        tuned = set(tuned_encoder_names(model))
+        if not tuned and encoder.fingerprint != module_fingerprint(model.encoder):
             raise ModelFolderError(f"{folder}: the encoder reference names other weights than "
                                    "the model's encoder")  # fmt: skip
-        state = {name: t for name, t in state.items() if not name.startswith(ENCODER_PREFIX)}
+        state = {name: t for name, t in state.items()
+                 if not name.startswith(ENCODER_PREFIX) or name in tuned}  # fmt: skip
         meta.encoder, meta.head_fingerprint = encoder, model_fingerprint(state)
     _crop_seconds(meta.max_seconds, folder / MODEL_META_FILE)
     with atomic_path(folder / MODEL_FILE) as temporary:
@@ -612,7 +617,9 @@ def _load_head_only(folder: Path, meta: ModelMeta, weights: dict[str, torch.Tens
             "differs); the folder mixes files of two models"
         )
     model = resolve_encoder(folder, meta)
-    expected = {n: t for n, t in model.state_dict().items() if not n.startswith(ENCODER_PREFIX)}
+    tuned = set(tuned_encoder_names(model))  # partial fine-tuning: its layers come with the head
+    expected = {n: t for n, t in model.state_dict().items()
+                if not n.startswith(ENCODER_PREFIX) or n in tuned}  # fmt: skip
     _check_weights(weights, expected, path)
     model.load_state_dict(weights, strict=False)  # the encoder's are in place (resolve_encoder)
     return model.eval()

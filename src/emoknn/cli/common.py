@@ -35,6 +35,7 @@ SETTING_OPTIONS = {
     "contrastive_weight": "--lambda",
     "max_epochs": "--epochs",
     "learning_rate": "--lr",
+    "tune_learning_rate": "--tune-lr",
     "early_stopping_patience": "--early-stopping",
     "num_workers": "--workers",
     "progress_bar": "--progress",

@@ -40,7 +40,8 @@ RirDir = Annotated[
 # ── Training settings (train, crossval); None keeps the preset's value ──────────────────────────
 Preset = Annotated[
     str,
-    typer.Option("--preset", help="paper (wav2vec2-base), tiny (CPU demo) or frozen (head only)"),
+    typer.Option("--preset", help="paper (wav2vec2-base), tiny (CPU demo), frozen (head only) or "
+                 "finetune-cpu (top layers on cached frames)"),
 ]
 Encoder = Annotated[str | None, typer.Option("--encoder", help="HF hub name or local dir")]
 Epochs = Annotated[int | None, typer.Option("--epochs", help="Maximum epochs")]
@@ -72,6 +73,25 @@ CachePrecision = Annotated[
         "(both; needs a CPU or GPU with bfloat16)",
     ),
 ]
+TuneLayers = Annotated[
+    int | None,
+    typer.Option("--tune-layers", help="Partial fine-tuning: train the top N encoder layers on "
+                 "cached frames of the frozen layers beneath (finetune-cpu preset: 2)"),
+]  # fmt: skip
+CutLayer = Annotated[
+    int | None,
+    typer.Option("--cut-layer", help="Partial fine-tuning: drop the layers above this one (0 = "
+                 "per fold, the layer a probe scores best on the validation speaker)"),
+]  # fmt: skip
+TuneLr = Annotated[
+    float | None,
+    typer.Option("--tune-lr", help="Partial fine-tuning: learning rate of the tuned layers"),
+]
+FrameCacheGb = Annotated[
+    float | None,
+    typer.Option("--frame-cache-gb", help="Partial fine-tuning: refuse a frame-cache fill that "
+                 "would write more than this many GB"),
+]  # fmt: skip
 Task = Annotated[
     str | None,
     typer.Option("--task", help="categorical (classes), dimensional (arousal, valence, "

@@ -29,10 +29,12 @@ from emoknn.cli.options import (
     CacheViews,
     CorpusOption,
     Criterion,
+    CutLayer,
     Devices,
     Encoder,
     Epochs,
     FeatureCache,
+    FrameCacheGb,
     FreezeEncoder,
     Kind,
     KnnTuning,
@@ -48,6 +50,8 @@ from emoknn.cli.options import (
     SpeakerNorm,
     Task,
     TrainPrecision,
+    TuneLayers,
+    TuneLr,
     Workers,
 )
 from emoknn.errors import ConfigError, EmoknnError
@@ -87,6 +91,10 @@ def train_command(
     feature_cache: FeatureCache = None,
     cache_views: CacheViews = None,
     cache_precision: CachePrecision = None,
+    tune_layers: TuneLayers = None,
+    cut_layer: CutLayer = None,
+    tune_lr: TuneLr = None,
+    frame_cache_gb: FrameCacheGb = None,
     speaker_norm: SpeakerNorm = False,
     seed: Seed = None,
     workers: Workers = None,
@@ -127,6 +135,8 @@ def train_command(
         tensorboard=tensorboard, progress_bar=progress, freeze_encoder=freeze_encoder,
         feature_cache=None if feature_cache is None else str(feature_cache),
         cache_views=cache_views, cache_precision=cache_precision, speaker_norm=speaker_norm or None,
+        tune_layers=tune_layers, cut_layer=cut_layer, tune_learning_rate=tune_lr,
+        frame_cache_gb=frame_cache_gb,
     )  # fmt: skip
     from emoknn.speaker_tuning import check_knn_tuning, default_knn_tuning
 
@@ -155,6 +165,16 @@ def train_command(
             config, selected.train, selected.val, labels, out, resume=resume,
             extra_info=extra_info, log=console.print,
         )  # fmt: skip
+    elif config.tune_layers:
+        from emoknn.features import default_cache_dir
+        from emoknn.partial import load_context, train_partial_fold
+
+        root = Path(config.feature_cache) if config.feature_cache else default_cache_dir(out)
+        context = load_context(config, labels, root)
+        result = train_partial_fold(
+            config, selected.train, selected.val, labels, out, context, resume=resume,
+            extra_info=extra_info, log=console.print,
+        )  # fmt: skip
     else:
         result = train_fold(config, selected.train, selected.val, labels, out, resume=resume,
                             extra_info=extra_info)  # fmt: skip
@@ -162,7 +182,7 @@ def train_command(
         return
     files = (
         f"model: {result.best_checkpoint}"  # a frozen run's result is its model file
-        if config.freeze_encoder
+        if config.freeze_encoder or config.tune_layers
         else f"best: {result.best_checkpoint}\nlast: {result.last_checkpoint}"
     )
     console.print(
@@ -326,6 +346,10 @@ def crossval_command(
     feature_cache: FeatureCache = None,
     cache_views: CacheViews = None,
     cache_precision: CachePrecision = None,
+    tune_layers: TuneLayers = None,
+    cut_layer: CutLayer = None,
+    tune_lr: TuneLr = None,
+    frame_cache_gb: FrameCacheGb = None,
     task: Task = None,
     regression_loss: RegressionLoss = None,
     speaker_norm: SpeakerNorm = False,
@@ -354,7 +378,8 @@ def crossval_command(
         devices=devices, precision=precision, progress_bar=progress,
         freeze_encoder=freeze_encoder, cache_views=cache_views, cache_precision=cache_precision,
         feature_cache=None if feature_cache is None else str(feature_cache),
-        speaker_norm=speaker_norm or None,
+        speaker_norm=speaker_norm or None, tune_layers=tune_layers, cut_layer=cut_layer,
+        tune_learning_rate=tune_lr, frame_cache_gb=frame_cache_gb,
     )  # fmt: skip
     run_crossval(corpus, kind, scheme, folds, tables, out, config, criterion, label_map,
                  knn_tuning, baseline_features)
