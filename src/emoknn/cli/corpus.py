@@ -26,6 +26,22 @@ corpus_app = typer.Typer(
 augment_app = typer.Typer(help="Listen to the augmented views.", no_args_is_help=True)
 
 
+def print_table(table: Table) -> None:
+    """Print `table` whole: in a terminal as wide as it is, elsewhere (a pipe, a file, where
+    rich assumes 80 columns) as wide as the table needs, so no cell is cut to "spe…"."""
+    from rich.measure import Measurement
+
+    if console.is_terminal:
+        console.print(table)
+        return
+    width = console.width
+    console.width = Measurement.get(console, console.options.update_width(100_000), table).maximum
+    try:
+        console.print(table)
+    finally:
+        console.width = width
+
+
 @corpus_app.command("summarize")
 def corpus_summarize(
     path: Annotated[Path, typer.Argument(help="Corpus folder or manifest .csv")],
@@ -86,7 +102,7 @@ def corpus_summarize(
         f"{total_seconds / 60:.1f}",
         style="bold",
     )
-    console.print(table)
+    print_table(table)
 
 
 @corpus_app.command("list")

@@ -17,7 +17,7 @@ from emoknn.cli.common import (
     check_folder,
     check_output_folder,
     console,
-    label_map_setting,
+    label_map_info,
     load_folds,
     train_config,
 )
@@ -138,7 +138,7 @@ def train_command(
         check_output_folder(out, "--out")
     check_encoder(config)
     extra_info = {"corpus": str(corpus.resolve()), "kind": kind, "scheme": scheme,
-                  "label_map": label_map_setting(label_map),
+                  **label_map_info(label_map),
                   "fold": selected.name, "test_speaker": selected.test_speaker,
                   "val_speaker": selected.val_speaker}  # fmt: skip
     labels = label_names(utterances)
@@ -247,7 +247,7 @@ def run_crossval(corpus: Path, kind: str, scheme: str, folds: str | None, tables
         "scheme": scheme, "synthetic": synthetic, "num_utterances": len(utterances),
         "labels": label_names(utterances), "preset": config.preset_name,
         "encoder": config.encoder, "speaker_norm": config.speaker_norm,
-        "label_map": label_map_setting(label_map), "protocol": describe_protocol(chosen),
+        **label_map_info(label_map), "protocol": describe_protocol(chosen),
     }  # fmt: skip
     if not config.progress_bar:  # each fold prints its own line below; Lightning's add nothing
         import logging

@@ -40,11 +40,10 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 
 from emoknn.corpora.catalog import Archive, CorpusInfo, corpus_info
-from emoknn.corpora.utterance import as_path
+from emoknn.corpora.utterance import LFS_POINTER_PREFIX, as_path
 from emoknn.errors import CorpusError
 
 RECORD_FILE = "emoknn-download.json"
-LFS_POINTER_PREFIX = b"version https://git-lfs.github.com/spec/v1"
 CHUNK_BYTES = 1 << 20
 UNSIZED_LIMIT_BYTES = 64 << 30  # a file with no published size may not exceed this
 MAX_MEMBERS = 1_000_000

@@ -1,0 +1,213 @@
+"""Issue #32: nothing leaks, nothing drifts. Label maps, manifests, corpus checks, paths and
+writes of the newest commands; one test (at least) per reproduced defect."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from emoknn.errors import EmoknnError
+
+
+def _cli(args, **kwargs):
+    from typer.testing import CliRunner
+
+    from emoknn.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args], **kwargs)
+
+
+def _refused(result, *words) -> str:
+    """The command failed with one EmoknnError line holding every word."""
+    assert result.exit_code != 0, result.output
+    error = result.exception
+    assert isinstance(error, EmoknnError), (type(error), result.output)
+    message = str(error)
+    assert "\n" not in message and all(word in message for word in words), message
+    return message
+
+
+def _wav(path: Path, seconds: float = 0.3, seed: int = 0) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    samples = np.random.default_rng(seed).uniform(-0.3, 0.3, int(16000 * seconds))
+    sf.write(path, samples.astype(np.float32), 16000, subtype="PCM_16")
+    return path
+
+
+def _manifest(folder: Path, rows: list[tuple[str, str, str]], extra: str = "") -> Path:
+    csv = folder / "manifest.csv"
+    lines = ["path,label,speaker" + extra] + [",".join(row) for row in rows]
+    csv.write_text("\n".join(lines) + "\n")
+    return csv
+
+
+# ── 1, 2: label maps ─────────────────────────────────────────────────────────────────────────────
+
+
+@pytest.fixture
+def corpus_copy(small_synthetic_corpus, tmp_path) -> Path:
+    shutil.copytree(small_synthetic_corpus, tmp_path / "corpus")
+    return tmp_path / "corpus"
+
+
+def test_a_run_keeps_its_label_map_by_content(corpus_copy, tmp_path):
+    from emoknn.inference import fold_of_run
+
+    mapping = tmp_path / "map.json"
+    mapping.write_text(json.dumps({"angry": "angry", "happy": "happy", "neutral": "neutral",
+                                   "sad": "sad"}))  # fmt: skip
+    run = tmp_path / "run"
+    result = _cli(["train", "--corpus", corpus_copy, "--fold", "0", "--preset", "tiny",
+                   "--epochs", "1", "--augment", "none", "--max-seconds", "0.5", "--out", run,
+                   "--no-progress", "--no-knn", "--label-map", mapping])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    before = {u.id: u.label for u in fold_of_run(run).train}
+    info = json.loads((run / "train_config.json").read_text())
+    assert str(tmp_path) not in json.dumps({k: v for k, v in info.items() if k != "corpus"})
+    # The file edited later (angry <-> sad): the rebuilt fold keeps the labels the head learnt.
+    mapping.write_text(json.dumps({"angry": "sad", "sad": "angry"}))
+    assert {u.id: u.label for u in fold_of_run(run).train} == before
+    mapping.unlink()  # and a deleted file does not make the run unrebuildable
+    assert {u.id: u.label for u in fold_of_run(run).train} == before
+    # The stored map edited by hand no longer matches its hash: refused.
+    info["label_map_classes"]["angry"] = "sad"
+    (run / "train_config.json").write_text(json.dumps(info))
+    with pytest.raises(EmoknnError, match="does not match label_map_sha256"):
+        fold_of_run(run)
+    # A run that recorded only the file's path cannot say which map it was trained with.
+    for key in ("label_map_classes", "label_map_sha256"):
+        info.pop(key)
+    info["label_map"] = str(mapping)
+    (run / "train_config.json").write_text(json.dumps(info))
+    with pytest.raises(EmoknnError, match="only as the file"):
+        fold_of_run(run)
+
+
+def test_a_json_label_map_keeps_unnamed_classes_and_refuses_unknown_keys(
+    small_synthetic_corpus, tmp_path
+):
+    from collections import Counter
+
+    from emoknn.corpora import load_corpus
+
+    everyone = Counter(u.label for u in load_corpus(small_synthetic_corpus))
+    mapping = tmp_path / "map.json"
+    mapping.write_text(json.dumps({"angry": "happy", "neutral": None}))
+    mapped = Counter(u.label for u in load_corpus(small_synthetic_corpus, label_map=mapping))
+    assert mapped == {"happy": everyone["angry"] + everyone["happy"], "sad": everyone["sad"]}
+    mapping.write_text(json.dumps({"angri": "angry"}))
+    with pytest.raises(EmoknnError, match="'angri', not a class of this corpus"):
+        load_corpus(small_synthetic_corpus, label_map=mapping)
+    result = _cli(["corpus", "summarize", small_synthetic_corpus, "--label-map", mapping])
+    _refused(result, "angri")
+    # "four" stays a preset that keeps the paper's four and drops the rest.
+    assert {u.label for u in load_corpus(small_synthetic_corpus, label_map="four")} == set(everyone)
+
+
+# ── 4: the same file under two rows ─────────────────────────────────────────────────────────────
+
+
+def test_manifest_rows_naming_one_file_are_refused_before_folds(small_synthetic_corpus, tmp_path):
+    from emoknn.corpora import load_corpus
+
+    root = tmp_path / "c"
+    for speaker in ("s1", "s2", "s3"):
+        for label in ("angry", "sad"):
+            _wav(root / "wav" / speaker / f"{label}.wav", seed=hash((speaker, label)) % 1000)
+    rows = [(f"wav/{s}/{lab}.wav", lab, s) for s in ("s1", "s2", "s3") for lab in ("angry", "sad")]
+    # The same file by another spelling, under another speaker and label.
+    leak = _manifest(root, [*rows, ("wav/../wav/s1/angry.wav", "sad", "s2")])
+    with pytest.raises(EmoknnError, match=r"wav/s1/angry\.wav.*same audio file"):
+        load_corpus(leak)
+    _refused(_cli(["train", "--corpus", leak, "--fold", "0", "--preset", "tiny", "--out",
+                   tmp_path / "run"]), "same audio file")  # fmt: skip
+    assert not (tmp_path / "run").exists()
+    # A byte copy under another name, and a link to another row's file.
+    shutil.copy(root / "wav/s1/angry.wav", root / "wav/s2/copy.wav")
+    copied = _manifest(root, [*rows, ("wav/s2/copy.wav", "angry", "s2")])
+    _refused(_cli(["train", "--corpus", copied, "--fold", "0", "--preset", "tiny", "--out",
+                   tmp_path / "run"]), "same bytes")  # fmt: skip
+    _refused(_cli(["crossval", "--corpus", copied, "--preset", "tiny", "--out",
+                   tmp_path / "cv"]), "same bytes")  # fmt: skip
+    assert not (tmp_path / "run").exists() and not (tmp_path / "cv").exists()
+    os.symlink(root / "wav/s1/sad.wav", root / "wav/s3/link.wav")
+    with pytest.raises(EmoknnError, match="same audio file"):
+        load_corpus(_manifest(root, [*rows, ("wav/s3/link.wav", "sad", "s3")]))
+    assert len(load_corpus(_manifest(root, rows))) == 6
+
+
+def test_a_manifest_split_column_gives_the_official_folds(tmp_path):
+    from emoknn.corpora import load_corpus
+    from emoknn.folds import speaker_folds
+
+    rows = []
+    for number, split in enumerate(["train"] * 4 + ["dev"] * 2 + ["test"] * 2):
+        for label in ("angry", "sad"):
+            name = f"wav/{split}{number}_{label}.wav"
+            _wav(tmp_path / name, seed=number * 2 + (label == "sad"))
+            rows.append((name, label, f"spk{number}", split))
+    csv = tmp_path / "manifest.csv"
+    csv.write_text("path,label,speaker,split\n" + "\n".join(",".join(r) for r in rows) + "\n")
+    utterances = load_corpus(csv)
+    assert {u.split for u in utterances} == {"train", "dev", "test"}
+    (fold,) = speaker_folds(utterances, "official")
+    assert (len(fold.train), len(fold.val), len(fold.test)) == (8, 4, 4)
+
+
+# ── 5: corpus verify reads every audio file ──────────────────────────────────────────────────────
+
+
+def _tess(root: Path) -> Path:
+    for i, stem in enumerate(("OAF_back_angry", "OAF_back_sad", "YAF_bite_sad", "YAF_bite_happy")):
+        _wav(root / f"{stem}.wav", seed=i)
+    return root
+
+
+def test_verify_fails_a_copy_with_empty_or_unreadable_audio(tmp_path):
+    from emoknn.corpora.verify import verify_corpus
+
+    root = _tess(tmp_path / "tess")
+    assert all(c.status != "fail" for c in verify_corpus("tess", root).checks if "audio" in c.text)
+    (root / "OAF_back_angry.wav").write_bytes(b"")
+    (root / "OAF_back_sad.wav").write_bytes(os.urandom(100))
+    report = verify_corpus("tess", root)
+    failed = [c.text for c in report.checks if c.status == "fail"]
+    assert any("2 audio files" in text and "OAF_back_angry.wav" in text for text in failed), failed
+    result = _cli(["corpus", "verify", "tess", root])
+    assert result.exit_code != 0 and "every check passed" not in result.output
+
+
+def test_summarize_names_an_lfs_stub_and_skip_missing_skips_it(tmp_path):
+    root = _tess(tmp_path / "tess")
+    (root / "YAF_bite_happy.wav").write_bytes(
+        b"version https://git-lfs.github.com/spec/v1\noid sha256:ab\nsize 12\n")
+    _refused(_cli(["corpus", "summarize", root, "--kind", "tess"]), "Git LFS pointer")
+    result = _cli(["corpus", "summarize", root, "--kind", "tess", "--skip-missing"],
+                  env={"COLUMNS": "200"})  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "3 utterances" in result.output
+
+
+def test_summarize_to_a_pipe_keeps_whole_words(tmp_path):
+    import subprocess
+    import sys
+
+    labels = ["angry", "boredom", "disgust", "fearful", "happy", "neutral", "sad", "surprised"]
+    rows = []
+    for speaker in ("speaker_one", "speaker_two"):
+        for number, label in enumerate(labels):
+            name = f"wav/{speaker}_{label}.wav"
+            _wav(tmp_path / name, seed=number + 10 * len(rows))
+            rows.append((name, label, speaker))
+    csv = _manifest(tmp_path, rows)
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    out = subprocess.run([sys.executable, "-m", "emoknn", "corpus", "summarize", str(csv)],
+                         capture_output=True, text=True, env=env, check=True)  # fmt: skip
+    assert "speaker_one" in out.stdout and "surprised" in out.stdout, out.stdout
+    assert "…" not in out.stdout, out.stdout
