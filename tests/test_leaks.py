@@ -211,3 +211,37 @@ def test_summarize_to_a_pipe_keeps_whole_words(tmp_path):
                          capture_output=True, text=True, env=env, check=True)  # fmt: skip
     assert "speaker_one" in out.stdout and "surprised" in out.stdout, out.stdout
     assert "…" not in out.stdout, out.stdout
+
+
+# ── 3: a dimensional model's neighbours and its training lines ───────────────────────────────────
+
+
+@pytest.fixture(scope="module")
+def dimensional_run(small_synthetic_corpus, tmp_path_factory) -> tuple[Path, str]:
+    """A frozen tiny dimensional run trained by the command line: (folder, what it printed)."""
+    run = tmp_path_factory.mktemp("dimensional") / "run"
+    result = _cli(["train", "--corpus", small_synthetic_corpus, "--fold", "0", "--preset",
+                   "frozen", "--encoder", "tiny", "--task", "dimensional", "--epochs", "2",
+                   "--max-seconds", "0.5", "--out", run, "--no-progress",
+                   "--feature-cache", run.parent / "cache"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    return run, result.output
+
+
+def test_a_dimensional_model_lists_the_regression_knns_neighbours(dimensional_run,
+                                                                  small_synthetic_corpus):
+    from emoknn.predict import EmotionRecognizer
+
+    run, printed = dimensional_run
+    assert "tuned on the validation speaker (UA)" not in printed
+    assert "tuned for mean CCC" in printed
+    recognizer = EmotionRecognizer.load(run, device="cpu")
+    settings = recognizer.regression_settings
+    clip = next((small_synthetic_corpus / "wav").rglob("*.wav"))
+    (prediction,) = recognizer.predict(clip, neighbours=12)
+    weights = [n.weight for n in prediction.neighbours]
+    assert len(weights) == 12
+    used = min(settings.k, 12)
+    assert all(w > 0 for w in weights[:used]) and all(w == 0 for w in weights[used:])
+    if np.isinf(settings.temperature):
+        assert np.allclose(weights[:used], 1.0 / settings.k)

@@ -24,13 +24,17 @@ def build_datastore(run_dir, train, val, max_seconds, criterion, index_type,
 
     store, tuning = fit_run_knn(run_dir, train, val, max_seconds, criterion, index_type,
                                 discard_added=discard_added)  # fmt: skip
+    from emoknn.model_folder import read_model_meta
+
     chosen, alone = tuning.interpolated, tuning.knn_only
-    console.print(
-        f"kNN datastore: {len(store)} utterances → {run_dir / 'datastore.npz'}\n"
-        f"tuned on the validation speaker ({criterion.upper()}): k={chosen.k} α={chosen.alpha} "
-        f"T={chosen.temperature:.3g} ({criterion.upper()} {chosen.score:.3f}); kNN alone: "
-        f"k={alone.k} T={alone.temperature:.3g} ({criterion.upper()} {alone.score:.3f})"
-    )
+    console.print(f"kNN datastore: {len(store)} utterances → {run_dir / 'datastore.npz'}")
+    # A dimensional model's classifier is never trained: its UA-tuned kNN would mean nothing.
+    if read_model_meta(run_dir).model_config.get("task", "categorical") != "dimensional":
+        console.print(
+            f"tuned on the validation speaker ({criterion.upper()}): k={chosen.k} α={chosen.alpha} "
+            f"T={chosen.temperature:.3g} ({criterion.upper()} {chosen.score:.3f}); kNN alone: "
+            f"k={alone.k} T={alone.temperature:.3g} ({criterion.upper()} {alone.score:.3f})"
+        )
     if tuning.regression is not None:  # a dimensional model: the regression kNN, for mean CCC
         chosen, alone = tuning.regression.interpolated, tuning.regression.knn_only
         console.print(
