@@ -245,3 +245,57 @@ def test_a_dimensional_model_lists_the_regression_knns_neighbours(dimensional_ru
     assert all(w > 0 for w in weights[:used]) and all(w == 0 for w in weights[used:])
     if np.isinf(settings.temperature):
         assert np.allclose(weights[:used], 1.0 / settings.k)
+
+
+def _rated_copy(small_synthetic_corpus, tmp_path, change) -> Path:
+    """The synthetic corpus's manifest with `change(rows)` applied to its rows (dicts)."""
+    import csv
+
+    with (small_synthetic_corpus / "manifest.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    change(rows)
+    for row in rows:
+        row["path"] = str(small_synthetic_corpus / row["path"])
+    out = tmp_path / f"rated-{change.__name__}.csv"
+    with out.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return out
+
+
+def test_crossval_checks_every_folds_ratings_before_any_work(small_synthetic_corpus, tmp_path,
+                                                              monkeypatch):  # fmt: skip
+    import emoknn.experiments
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("cross-validation started before every fold's ratings were checked")
+
+    monkeypatch.setattr(emoknn.experiments, "crossval", must_not_run)
+
+    def unrate_last_speaker(rows):
+        for row in rows:
+            if row["speaker"] == rows[-1]["speaker"]:
+                row["arousal"] = row["valence"] = row["dominance"] = ""
+
+    unrated = _rated_copy(small_synthetic_corpus, tmp_path, unrate_last_speaker)
+    args = ["crossval", "--corpus", unrated, "--preset", "frozen", "--encoder", "tiny", "--task",
+            "dimensional", "--out", tmp_path / "cv"]  # fmt: skip
+    _refused(_cli(args), "has none")
+
+    def constant_arousal(rows):
+        for row in rows:
+            row["arousal"] = "3.0"
+
+    args[2] = _rated_copy(small_synthetic_corpus, tmp_path, constant_arousal)
+    _refused(_cli(args), "arousal ratings are all equal")
+    assert not (tmp_path / "cv").exists()
+
+
+def test_dimensional_fold_lines_name_variants_as_the_table_does():
+    from emoknn.experiments import dimensional_label
+
+    assert dimensional_label({"training": "ce", "label": "CE+SCL", "task": "dimensional"}) == (
+        "Reg+SCL")
+    assert dimensional_label({"training": "baseline", "label": "Baseline (features + LR)",
+                              "task": "dimensional"}) == "Baseline (features + ridge)"  # fmt: skip

@@ -101,6 +101,24 @@ def label_map_info(label_map: str) -> dict:
     return label_map_record(label_map_setting(label_map))
 
 
+def check_fold_ratings(task: str, folds) -> None:
+    """For a dimensional task, every fold's ratings checked before any fold trains (a cache
+    filled, a baseline fitted): each utterance rated (train, validation and test alike), and no
+    training split whose ratings are all equal."""
+    from emoknn.attributes import attribute_matrix, attribute_statistics, rated_attributes
+
+    if task == "categorical":
+        return
+    everyone = list({u.id: u for f in folds for u in f.train + f.val + f.test}.values())
+    attributes = rated_attributes(everyone, task)
+    attribute_matrix(everyone, attributes)
+    for fold in folds:
+        try:
+            attribute_statistics(fold.train, attributes)
+        except ConfigError as error:
+            raise ConfigError(f"fold {fold.name}: {error}") from None
+
+
 def load_folds(
     corpus: Path, kind: str, scheme: str, folds: str | None, label_map: str = "default"
 ):

@@ -14,6 +14,7 @@ from rich.table import Table
 from emoknn.checks import check_choice
 from emoknn.cli.common import (
     check_encoder,
+    check_fold_ratings,
     check_folder,
     check_output_folder,
     console,
@@ -220,7 +221,7 @@ def run_crossval(corpus: Path, kind: str, scheme: str, folds: str | None, tables
     import json
 
     from emoknn.corpora import HONESTY_NOTE, is_synthetic_corpus, label_names
-    from emoknn.experiments import crossval, trainings_for
+    from emoknn.experiments import crossval, dimensional_label, trainings_for
     from emoknn.folds import describe_protocol
     from emoknn.knn import CRITERIA
     from emoknn.report import write_report
@@ -237,6 +238,7 @@ def run_crossval(corpus: Path, kind: str, scheme: str, folds: str | None, tables
         raise ConfigError(f"--tables {tables!r}: {error}") from None
     check_output_folder(out, "--out")
     utterances, chosen = load_folds(corpus, kind, scheme, folds, label_map)
+    check_fold_ratings(config.task, chosen)
     check_encoder(config)
     synthetic = corpus.is_dir() and is_synthetic_corpus(corpus)
     if synthetic:
@@ -276,7 +278,8 @@ def run_crossval(corpus: Path, kind: str, scheme: str, folds: str | None, tables
             with_knn = (f" (+kNN {dimensional['interpolated']['mean']['ccc']:.3f})"
                         if "interpolated" in dimensional else "")  # fmt: skip
             parts.append(f"CCC {dimensional['model']['mean']['ccc']:.3f}{with_knn}")
-        console.print(f"  {result['fold']} {result['label']:<8} {', '.join(parts)}",
+        label = result["label"] if "model" in scores else dimensional_label(result)
+        console.print(f"  {result['fold']} {label:<8} {', '.join(parts)}",
                       highlight=False)  # fmt: skip
 
     crossval(utterances, chosen, config, out, table_names, meta, on_fold_done=done,
