@@ -299,3 +299,135 @@ def test_dimensional_fold_lines_name_variants_as_the_table_does():
         "Reg+SCL")
     assert dimensional_label({"training": "baseline", "label": "Baseline (features + LR)",
                               "task": "dimensional"}) == "Baseline (features + ridge)"  # fmt: skip
+
+
+# ── 6: no absolute path leaves a shared folder or a response ─────────────────────────────────────
+
+
+def local_paths_in(value) -> list[str]:
+    """Every string in JSON-like `value` that names a place on this machine."""
+    from emoknn.card import local_name
+
+    if isinstance(value, dict):
+        return [p for key, item in value.items()
+                for p in local_paths_in(key) + local_paths_in(item)]
+    if isinstance(value, (list, tuple)):
+        return [p for item in value for p in local_paths_in(item)]
+    if isinstance(value, str) and local_name(value) != value:
+        return [value]
+    return []
+
+
+def local_paths_in_folder(folder: Path, markers: list[str]) -> list[str]:
+    """Local paths in a folder's files: JSON strings, datastore arrays of text, and the raw bytes
+    of every other file searched for `markers` (UTF-8 and the UTF-32 of numpy's text arrays)."""
+    found = []
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        name = path.relative_to(folder)
+        if path.suffix == ".json":
+            found += [f"{name}: {p}" for p in local_paths_in(json.loads(path.read_text()))]
+        elif path.suffix == ".npz":
+            with np.load(path) as stored:
+                for key in stored.files:
+                    if stored[key].dtype.kind == "U":
+                        found += [f"{name}[{key}]: {p}"
+                                  for p in local_paths_in(stored[key].tolist())]  # fmt: skip
+        data = path.read_bytes()
+        for marker in markers:
+            if marker.encode() in data or marker.encode("utf-32-le") in data:
+                found.append(f"{name}: holds {marker}")
+    return found
+
+
+@pytest.fixture(scope="module")
+def run_with_paths(trained_run, tmp_path_factory) -> Path:
+    """A copy of the trained run whose train_config names a label map and a feature cache by
+    absolute path, as runs trained with those options do."""
+    run = tmp_path_factory.mktemp("paths") / "run"
+    shutil.copytree(trained_run, run)
+    info = json.loads((run / "train_config.json").read_text())
+    info["train_config"]["feature_cache"] = str(run.parent / "emoknn-features")
+    info["label_map"] = str(run.parent / "map.json")
+    (run / "train_config.json").write_text(json.dumps(info))
+    return run
+
+
+def _markers(*paths: Path) -> list[str]:
+    return sorted({str(p.resolve().parent) for p in paths})
+
+
+def test_pack_output_carries_no_local_path(run_with_paths, small_synthetic_corpus, tmp_path):
+    from emoknn.predict import EmotionRecognizer
+
+    assert local_paths_in_folder(run_with_paths, [])  # the run itself names them
+    out = tmp_path / "packed"
+    result = _cli(["pack", run_with_paths, out])
+    assert result.exit_code == 0, result.output
+    assert local_paths_in_folder(out, _markers(run_with_paths, small_synthetic_corpus)) == []
+    recognizer = EmotionRecognizer.load(out, device="cpu")
+    clip = next((small_synthetic_corpus / "wav").rglob("*.wav"))
+    (prediction,) = recognizer.predict(clip, neighbours=2)
+    assert all(n.source and "/" not in n.source for n in prediction.neighbours)
+
+
+def test_export_output_carries_no_local_path(run_with_paths, small_synthetic_corpus, tmp_path):
+    pytest.importorskip("onnxruntime")
+    out = tmp_path / "export"
+    result = _cli(["export", "--model", run_with_paths, "--out", out])
+    assert result.exit_code == 0, result.output
+    assert local_paths_in_folder(out, _markers(run_with_paths, small_synthetic_corpus)) == []
+
+
+@pytest.mark.parametrize("neighbour_audio", [False, True])
+def test_serve_answers_with_no_local_path(trained_run, small_synthetic_corpus, neighbour_audio):
+    from fastapi.testclient import TestClient
+
+    from emoknn.predict import EmotionRecognizer
+    from emoknn.serve import create_app
+
+    recognizer = EmotionRecognizer.load(trained_run, device="cpu")
+    client = TestClient(create_app(recognizer, serve_neighbour_audio=neighbour_audio))
+    clip = next((small_synthetic_corpus / "wav").rglob("*.wav"))
+    for name in (clip.name, str(clip)):  # the client's own name for its upload comes back as a name
+        response = client.post("/predict?neighbours=4",
+                               files={"file": (name, clip.read_bytes())})  # fmt: skip
+        assert response.status_code == 200, response.text
+        answer = response.json()
+        assert len(answer["neighbours"]) == 4 and local_paths_in(answer) == []
+        assert str(small_synthetic_corpus) not in response.text
+    if neighbour_audio:  # the page still plays a neighbour, by its id
+        entry = answer["neighbours"][0]["id"]
+        assert client.get("/neighbour-audio", params={"id": entry}).status_code == 200
+
+
+# ── 7 and tracebacks: datastore inspect --plot ────────────────────────────────────────────────────
+
+
+def test_inspect_writes_no_plot_unasked_and_overwrites_nothing(trained_run, tmp_path,
+                                                               monkeypatch):  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    result = _cli(["datastore", "inspect", trained_run, "--format", "json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["plot"] is None and list(tmp_path.iterdir()) == []
+    result = _cli(["datastore", "inspect", trained_run])
+    assert result.exit_code == 0 and list(tmp_path.iterdir()) == []
+    existing = tmp_path / "map.png"
+    existing.write_text("my figure")
+    _refused(_cli(["datastore", "inspect", trained_run, "--plot", existing]), str(existing),
+             "exists")  # fmt: skip
+    assert existing.read_text() == "my figure"
+    (tmp_path / "folder.png").mkdir()
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    for bad in (tmp_path / "folder.png", a_file / "map.png", Path("/sys/emoknn/map.png"),
+                Path("/dev/null/map.png")):  # fmt: skip
+        _refused(_cli(["datastore", "inspect", trained_run, "--plot", bad]), str(bad))
+    _refused(_cli(["datastore", "inspect", trained_run, "--vote-k", "1000"]), "--vote-k",
+             "entries")  # fmt: skip
+
+
+def test_pack_refuses_an_impossible_destination_in_one_line(trained_run, tmp_path):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    for bad in (Path("/sys/emoknn-pack"), a_file / "packed", Path("/dev/null/packed")):
+        _refused(_cli(["pack", trained_run, bad]), str(bad))

@@ -146,5 +146,8 @@ def check_new_file(path: str | os.PathLike, what: str = "the output file") -> Pa
         raise ConfigError(
             f"{path}: {what} exists; it is not overwritten (delete it or choose another name)"
         )
-    check_writable_folder(path.parent, f"the folder of {what}")
+    try:
+        check_writable_folder(path.parent, f"the folder of {what}")
+    except ConfigError as error:
+        raise ConfigError(f"{path}: cannot write {what} ({error})") from None
     return path

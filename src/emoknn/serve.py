@@ -45,6 +45,7 @@ from emoknn.errors import ConfigError, EmoknnError
 from emoknn.inputs import AUDIO_SUFFIXES
 from emoknn.knn import MAX_NEIGHBOURS
 from emoknn.predict import EmotionRecognizer, load_recognizer
+from emoknn.publish import published_json
 from emoknn.segments import SEGMENTATIONS
 
 try:
@@ -299,7 +300,8 @@ def create_app(
             except EmoknnError as error:
                 raise HTTPException(422, client_message(error)) from error
         result.source = name
-        return result.to_dict()
+        # A client never learns where files lie here: each neighbour's source by its name.
+        return published_json(result.to_dict())
 
     return app
 

@@ -119,9 +119,13 @@ def datastore_add(
 def datastore_inspect(
     run: Annotated[Path, typer.Argument(help="A model folder with a datastore (run, export, ...)")],
     plot: Annotated[
-        Path, typer.Option(help="Where to write the t-SNE map (.png, .pdf or .svg)")
-    ] = Path("datastore-map.png"),
-    no_plot: Annotated[bool, typer.Option("--no-plot", help="Skip the t-SNE map")] = False,
+        Path | None,
+        typer.Option(help="Write a t-SNE map to this new file (.png, .pdf or .svg; an existing "
+                     "file is refused, not overwritten)"),
+    ] = None,
+    no_plot: Annotated[
+        bool, typer.Option("--no-plot", help="No t-SNE map (the default without --plot)")
+    ] = False,
     near_factor: Annotated[
         float,
         typer.Option(help="'Very near': within this fraction of the median nearest distance"),
@@ -132,7 +136,7 @@ def datastore_inspect(
     output_format: Annotated[str, typer.Option("--format", help="text or json")] = "text",
 ) -> None:
     """Counts per label and speaker, exact duplicates, near duplicates with another label (likely
-    mislabels), and a t-SNE map of the datastore coloured by label."""
+    mislabels), and with --plot FILE a t-SNE map of the datastore coloured by label."""
     import json
 
     from emoknn.checks import check_int, check_number
@@ -142,7 +146,10 @@ def datastore_inspect(
     check_number(near_factor, "--near-factor", 0.0, strict_minimum=True)
     check_int(vote_k, "--vote-k", 1)
     check_folder(run, "RUN")
-    inspection = inspect_run(run, None if no_plot else plot, near_factor, vote_k)
+    try:
+        inspection = inspect_run(run, None if no_plot else plot, near_factor, vote_k)
+    except ConfigError as error:
+        raise error.renamed("--vote-k") if error.setting == "vote_k" else error from None
     if output_format == "json":
         print(json.dumps(inspection.to_dict(), indent=2))
     else:
