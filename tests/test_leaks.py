@@ -431,3 +431,31 @@ def test_pack_refuses_an_impossible_destination_in_one_line(trained_run, tmp_pat
     a_file.write_text("x")
     for bad in (Path("/sys/emoknn-pack"), a_file / "packed", Path("/dev/null/packed")):
         _refused(_cli(["pack", trained_run, bad]), str(bad))
+
+
+# ── tracebacks: corpus download destinations ─────────────────────────────────────────────────────
+
+
+def test_download_refuses_impossible_destinations_before_fetching(tmp_path, monkeypatch):
+    import emoknn.corpora.download as download
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("the download started before the destination was checked")
+
+    monkeypatch.setattr(download, "_fetch_archives", must_not_run)
+    monkeypatch.setattr(download, "_fetch_files", must_not_run)
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    for bad in (Path("/sys/emoknn-corpus"), Path("/dev/null/ravdess"), a_file / "ravdess"):
+        with pytest.raises(download.DownloadError, match=str(bad)):
+            download.download_corpus("ravdess", bad, accept_licence=True)
+    assert not list(Path("/dev").glob(".*emoknn-download"))
+
+
+def test_a_listing_naming_a_file_twice_is_refused():
+    from emoknn.corpora.download import DownloadError, _dataverse_files
+
+    entry = {"dataFile": {"id": 1, "filename": "a.wav", "filesize": 3}, "label": "a.wav"}
+    listing = json.dumps({"data": {"latestVersion": {"files": [entry, entry]}}}).encode()
+    with pytest.raises(DownloadError, match=r"'a\.wav' twice"):
+        _dataverse_files(listing, "https://example.org", "listing")

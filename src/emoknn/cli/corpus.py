@@ -15,7 +15,13 @@ from rich.table import Table
 from rich.text import Text
 
 from emoknn.checks import check_choice, check_int, check_number
-from emoknn.cli.common import check_folder, check_output_folder, console, label_map_setting
+from emoknn.cli.common import (
+    check_folder,
+    check_output_folder,
+    console,
+    error_console,
+    label_map_setting,
+)
 from emoknn.cli.options import Kind, LabelMap, RirDir
 from emoknn.errors import ConfigError, EmoknnError
 
@@ -200,8 +206,14 @@ def corpus_download(
         console.print(manual_instructions(info))
         raise typer.Exit(1)
     accept_licence(info, accept_licence_)
-    with download_progress() as progress:
-        report = download_corpus(name, dest, url=url, accept_licence=True, progress=progress)
+    try:
+        with download_progress() as progress:
+            report = download_corpus(name, dest, url=url, accept_licence=True,
+                                     progress=progress)  # fmt: skip
+    except KeyboardInterrupt:
+        error_console.print(f"Interrupted: what was downloaded is kept beside {dest}; run the "
+                            "same command again to resume.")  # fmt: skip
+        raise
     for line in report.lines:
         console.print(line)
 
