@@ -459,3 +459,21 @@ def test_a_listing_naming_a_file_twice_is_refused():
     listing = json.dumps({"data": {"latestVersion": {"files": [entry, entry]}}}).encode()
     with pytest.raises(DownloadError, match=r"'a\.wav' twice"):
         _dataverse_files(listing, "https://example.org", "listing")
+
+
+def test_an_encoder_store_is_readable_like_every_other_file(small_synthetic_corpus, tmp_path):
+    import stat
+
+    from emoknn.config import make_config
+    from emoknn.corpora import label_names, load_synthetic
+    from emoknn.folds import speaker_folds
+    from emoknn.frozen import train_frozen_fold
+
+    utterances = load_synthetic(small_synthetic_corpus)
+    fold = speaker_folds(utterances)[0]
+    config = make_config("frozen", encoder="tiny", max_seconds=0.5, max_epochs=1, cache_views=1,
+                         progress_bar=False, feature_cache=str(tmp_path / "cache"))  # fmt: skip
+    train_frozen_fold(config, fold.train, fold.val, label_names(utterances), tmp_path / "run")
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.rglob("*")
+             if p.is_file() and "cache" not in p.parts}  # fmt: skip
+    assert modes["encoder.safetensors"] == modes["model.json"], modes

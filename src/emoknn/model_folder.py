@@ -504,6 +504,7 @@ def write_encoder_store(root: str | os.PathLike, model: EmotionModel) -> Encoder
     try:
         save_file(_unshared_tensors(model.encoder.state_dict()), str(stage / ENCODER_WEIGHTS_FILE),
                   metadata={"format": ENCODER_FORMAT})  # fmt: skip
+        give_default_permissions(stage / ENCODER_WEIGHTS_FILE)  # safetensors writes it 0600
         info = {"format": ENCODER_FORMAT, "version": 1, **reference.to_dict(),
                 "config": model.config.encoder_config, "emoknn_version": __version__}  # fmt: skip
         write_json_atomic(info, stage / ENCODER_META_FILE)
