@@ -18,13 +18,30 @@ from typing import Any
 
 import numpy as np
 
-from emoknn.card import without_local_paths
 from emoknn.files import atomic_path, write_json_atomic
 
 DATASTORE_NAME = "datastore.npz"
 # Keys of train_config.json that name folders of the machine that trained: no use elsewhere, and
 # a bare folder name would be read relative to wherever the copy is used.
 MACHINE_ONLY_SETTINGS = ("feature_cache",)
+
+
+def local_name(value: Any) -> Any:
+    """A local path as its last component (a card or a published file never shows where the
+    files lay on the machine that made them); anything else unchanged."""
+    if isinstance(value, str) and (value.startswith(("/", "~", "./", "../")) or (
+            len(value) > 2 and value[1] == ":" and value[2] in "\\/")):  # fmt: skip
+        return Path(value.replace("\\", "/")).name or value
+    return value
+
+
+def without_local_paths(data: Any) -> Any:
+    """`data` (JSON values) with every local path replaced by its last component."""
+    if isinstance(data, dict):
+        return {key: without_local_paths(value) for key, value in data.items()}
+    if isinstance(data, list):
+        return [without_local_paths(value) for value in data]
+    return local_name(data)
 
 
 def published_json(data: Any) -> Any:
