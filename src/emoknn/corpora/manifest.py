@@ -64,6 +64,10 @@ def load_manifest(csv_path: str | os.PathLike, skip_missing: bool = False) -> li
                 )
             utterances = []
             for row_number, raw_row in enumerate(reader, start=2):
+                if None in raw_row:  # csv puts fields beyond the header under None, as a list
+                    raise CorpusError(f"{csv_path}:{row_number}: more fields than the header "
+                                      f"({', '.join(columns)}); a comma inside a field must be "
+                                      "quoted")  # fmt: skip
                 row = {(k or "").strip(): (v or "").strip() for k, v in raw_row.items()}
                 empty = [c for c in REQUIRED_COLUMNS if not row.get(c)]
                 if empty:
