@@ -453,8 +453,8 @@ def test_verify_counts_stubs_and_cremad_checksums(monkeypatch, tmp_path):
 
 
 def test_verify_reports_wrong_counts_missing_splits_and_bad_layout(tmp_path):
-    for speaker in ("DC", "JE"):
-        _write(tmp_path / "savee" / "AudioData" / speaker / "a01.wav", _wav_bytes(1))
+    for seed, speaker in enumerate(("DC", "JE")):
+        _write(tmp_path / "savee" / "AudioData" / speaker / "a01.wav", _wav_bytes(seed))
     report = vf.verify_corpus("savee", tmp_path / "savee")
     assert not report.ok
     assert [c.text for c in report.checks if c.status == "fail"] == ["2 utterances, expected 480"]

@@ -453,10 +453,10 @@ def test_import_refuses_its_own_source_folder_or_one_holding_it(hf_folder, tmp_p
     from emoknn.cli import app
 
     before = _snapshot(tmp_path)
-    for out in (hf_folder, tmp_path, hf_folder / "."):
+    for out in (hf_folder, tmp_path, hf_folder / ".", hf_folder / "sub"):  # sub: issue #32
         result = CliRunner().invoke(app, ["import", str(hf_folder), str(out)])
         assert isinstance(result.exception, EmoknnError), result.output
-        assert "is (or holds) the model being imported" in str(result.exception)
+        assert "is, holds or lies inside the model being imported" in str(result.exception)
     assert _snapshot(tmp_path) == before
 
 

@@ -15,6 +15,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from emoknn.publish import local_name, without_local_paths  # noqa: F401  (cards use them)
+
 INFERENCE_NAMES = {
     "model": "model alone",
     "knn": "kNN alone (your clips)",
@@ -22,24 +24,6 @@ INFERENCE_NAMES = {
     "refit": "head refit (source + your clips)",
     "refit_knn": "head refit + kNN",
 }
-
-
-def local_name(value: Any) -> Any:
-    """A local path as its last component (a card or a published file never shows where the
-    files lay on the machine that made them); anything else unchanged."""
-    if isinstance(value, str) and (value.startswith(("/", "~", "./", "../")) or (
-            len(value) > 2 and value[1] == ":" and value[2] in "\\/")):  # fmt: skip
-        return Path(value.replace("\\", "/")).name or value
-    return value
-
-
-def without_local_paths(data: Any) -> Any:
-    """`data` (JSON values) with every local path replaced by its last component."""
-    if isinstance(data, dict):
-        return {key: without_local_paths(value) for key, value in data.items()}
-    if isinstance(data, list):
-        return [without_local_paths(value) for value in data]
-    return local_name(data)
 
 
 def _percent(value: float) -> str:

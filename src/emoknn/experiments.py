@@ -983,6 +983,16 @@ def paper_comparisons(records: list[dict[str, Any]]) -> list[Comparison]:
     return comparisons
 
 
+def dimensional_label(result: dict[str, Any]) -> str:
+    """A fold result's name where its attribute scores are shown: the ridge for the baseline,
+    Reg for CE in a dimensional-only model (no cross-entropy: the regression loss alone)."""
+    if result["training"] == baseline.NAME:
+        return baseline.RIDGE_LABEL
+    if result.get("task") == "dimensional":
+        return result["label"].replace("CE", "Reg")
+    return result["label"]
+
+
 def dimensional_records(fold_results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One flat record per (fold, variant) with attribute scores: `ccc_<attribute>`,
     `pearson_<attribute>`, `mae_<attribute>` for each attribute and `mean`, and k, α, T."""
@@ -991,10 +1001,7 @@ def dimensional_records(fold_results: list[dict[str, Any]]) -> list[dict[str, An
         dimensional = result.get("dimensional")
         if not dimensional:
             continue
-        is_baseline = result["training"] == baseline.NAME
-        label = baseline.RIDGE_LABEL if is_baseline else result["label"]
-        if result.get("task") == "dimensional" and not is_baseline:
-            label = label.replace("CE", "Reg")  # no cross-entropy: the regression loss alone
+        label = dimensional_label(result)
         for inference in (i for i in INFERENCES if i in dimensional):
             scores = dimensional[inference]
             record = {

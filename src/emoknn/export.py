@@ -47,8 +47,10 @@ from emoknn.model_folder import (
     read_model_meta,
     write_export_meta,
 )
+from emoknn.model_info import export_origin
 from emoknn.onnx_runtime import load_onnxruntime, onnx_session
 from emoknn.predict import OnnxEmotionRecognizer
+from emoknn.publish import publish_folder, published_json
 
 if TYPE_CHECKING:
     import torch
@@ -159,6 +161,8 @@ def export_onnx(
     staging.mkdir(parents=True)
     try:
         meta = _export_into(model, model_meta, model_dir, staging, quantize, has_knn)
+        publish_folder(staging)  # an export is for elsewhere: no path of this machine in it
+        meta = published_json(meta)
         _publish(staging, out_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -212,7 +216,8 @@ def _export_into(model: EmotionModel, model_meta, model_dir: Path, out_dir: Path
         if model.attributes is None
         else {"mean": model.config.attribute_mean, "std": model.config.attribute_std},
         "model_labels": predictable_labels(model_meta.model_config),
-        "source": str(model_dir),
+        "source": str(model_dir.resolve()),  # published as its name (emoknn.publish)
+        "origin": export_origin(model_dir),
         "parity_max_abs_logit_difference": parity,
         "parity_clips": len(clips),
     }

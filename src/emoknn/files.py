@@ -133,3 +133,21 @@ def read_json_object(path: str | os.PathLike, error: type[FileFormatError] = Fil
     if not isinstance(data, dict):
         raise error(f"{path}: expected a JSON object, got {type(data).__name__}")
     return data
+
+
+def check_new_file(path: str | os.PathLike, what: str = "the output file") -> Path:
+    """Refuse, before any work, a file destination that cannot be written new and whole: an
+    existing file (emoknn never overwrites a file it was not asked to replace), a folder in its
+    place, a file on its path, or a folder that refuses new files (read-only, a device, /sys)."""
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path}: {what} is a folder; expected a new file name")
+    if path.exists() or path.is_symlink():
+        raise ConfigError(
+            f"{path}: {what} exists; it is not overwritten (delete it or choose another name)"
+        )
+    try:
+        check_writable_folder(path.parent, f"the folder of {what}")
+    except ConfigError as error:
+        raise ConfigError(f"{path}: cannot write {what} ({error})") from None
+    return path

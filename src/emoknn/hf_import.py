@@ -164,10 +164,10 @@ def check_import_destination(source: str | os.PathLike, out_dir: str | os.PathLi
     source_path = Path(source)
     if source_path.exists():
         src, out = source_path.resolve(), out_dir.resolve()
-        if out == src or src.is_relative_to(out):
+        if out == src or src.is_relative_to(out) or (src.is_dir() and out.is_relative_to(src)):
             raise ConfigError(
-                f"{out_dir}: is (or holds) the model being imported, {source}; choose a new "
-                "folder for the emoknn model"
+                f"{out_dir}: is, holds or lies inside the model being imported, {source}; choose "
+                "a new folder for the emoknn model"
             )
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise ConfigError(f"{out_dir}: already exists and is not empty; choose a new folder")

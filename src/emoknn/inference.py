@@ -23,7 +23,7 @@ from emoknn.attributes import attribute_matrix
 from emoknn.audio import SAMPLE_RATE, max_samples
 from emoknn.calibration import Calibration, fit_calibration
 from emoknn.config import TrainConfig
-from emoknn.corpora import load_corpus
+from emoknn.corpora import load_corpus, recorded_label_map
 from emoknn.corpora.utterance import Utterance
 from emoknn.data import BucketBatchSampler, EvaluationAudio, collate_evaluation, utterance_lengths
 from emoknn.errors import ConfigError, EmoknnError, ModelFolderError, SpeakerNormError
@@ -239,7 +239,7 @@ def fold_of_run(folder: str | os.PathLike, corpus: str | os.PathLike | None = No
     if "fold" not in info or "corpus" not in info:
         raise ModelFolderError(f"{path}: does not say which corpus and fold the run trained on")
     utterances = load_corpus(corpus or Path(info["corpus"]), info.get("kind", "auto"),
-                             label_map=info.get("label_map"))  # fmt: skip
+                             label_map=recorded_label_map(info, path))  # fmt: skip
     folds = {f.name: f for f in speaker_folds(utterances, info.get("scheme", "speaker"))}
     source = corpus or info["corpus"]
     if info["fold"] not in folds:

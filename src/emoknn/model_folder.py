@@ -72,6 +72,7 @@ from emoknn.calibration import Calibration
 from emoknn.errors import EmoknnError, ModelFolderError
 from emoknn.files import (
     atomic_path,
+    check_writable_folder,
     give_default_permissions,
     read_json_object,
     write_json_atomic,
@@ -517,6 +518,7 @@ def write_encoder_store(root: str | os.PathLike, model: EmotionModel) -> Encoder
     try:
         save_file(_unshared_tensors(model.encoder.state_dict()), str(stage / ENCODER_WEIGHTS_FILE),
                   metadata={"format": ENCODER_FORMAT})  # fmt: skip
+        give_default_permissions(stage / ENCODER_WEIGHTS_FILE)  # safetensors writes it 0600
         info = {"format": ENCODER_FORMAT, "version": 1, **reference.to_dict(),
                 "config": model.config.encoder_config, "emoknn_version": __version__}  # fmt: skip
         write_json_atomic(info, stage / ENCODER_META_FILE)
@@ -630,16 +632,20 @@ PACK_SKIPPED = (CHECKPOINT_DIR, "onnx", ".staging-*", ".*.tmp-*")  # resume stat
 
 def pack_model(folder: str | os.PathLike, out: str | os.PathLike) -> ModelMeta:
     """Write a self-contained copy of the model folder `folder` to `out` (a new or empty folder):
-    every file but checkpoints/ and exports, the model with its full weights (format version 1).
+    every file but checkpoints/ and exports, the model with its full weights (format version 1),
+    its files without paths of this machine (`emoknn.publish`).
 
     Everything is read and checked first (the encoder resolved, the datastore matched to the
     model); the copy is staged beside `out` and renamed into place whole.
     """
+    from emoknn.publish import publish_folder
+
     folder, out = Path(folder), Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ModelFolderError(f"{out}: exists and is not empty; pack writes a new folder")
     if out.resolve() == folder.resolve() or folder.resolve() in out.resolve().parents:
         raise ModelFolderError(f"{out}: inside the model folder {folder}; pack it elsewhere")
+    check_writable_folder(out, "the pack folder")
     meta = read_model_meta(folder)
     model = load_model(folder)
     if (folder / DATASTORE_FILE).is_file():
@@ -652,6 +658,7 @@ def pack_model(folder: str | os.PathLike, out: str | os.PathLike) -> ModelMeta:
         for name in (MODEL_FILE, MODEL_META_FILE):
             (stage / name).unlink()
         packed = save_model(stage, model, meta.max_seconds)
+        publish_folder(stage)  # a copy to share: no path of this machine in its files
         if packed.fingerprint != meta.fingerprint:
             raise ModelFolderError(
                 f"{folder}: the assembled model's fingerprint differs from model.json's; the "

@@ -30,6 +30,18 @@ def _encoder_name(encoder: str) -> str:
     return encoder
 
 
+# What an export records of the model folder it came from (`export_origin`).
+EXPORT_ORIGIN_KEYS = ("encoder", "encoder_type", "training", "corpus", "corpus_kind", "fold")
+
+
+def export_origin(folder: str | os.PathLike) -> dict[str, Any]:
+    """The description of a model folder an export carries, so that it describes itself without
+    naming where that folder lies."""
+    origin: dict[str, Any] = {}
+    _from_model_folder(Path(folder), origin)
+    return {key: origin[key] for key in EXPORT_ORIGIN_KEYS if key in origin}
+
+
 def _from_model_folder(folder: Path, info: dict[str, Any]) -> None:
     try:
         meta = read_model_meta(folder)
@@ -88,13 +100,15 @@ def describe_model(path: str | os.PathLike) -> dict[str, Any]:
             meta = {}
         info["kind"] = "export"
         info["labels"] = list(meta.get("labels", []))
+        origin = meta.get("origin")  # what the run it came from said, recorded at export
         source = meta.get("source")
-        if source and Path(source).is_dir():  # the run it was exported from, when still here
-            origin: dict[str, Any] = {}
-            _from_model_folder(Path(source), origin)
-            for key in ("encoder", "encoder_type", "training", "corpus", "corpus_kind", "fold"):
-                if key in origin:
-                    info[key] = origin[key]
+        if not isinstance(origin, dict):
+            origin = {}
+            if source and Path(source).is_absolute() and Path(source).is_dir():  # older exports
+                _from_model_folder(Path(source), origin)
+        for key in EXPORT_ORIGIN_KEYS:
+            if isinstance(origin.get(key), str):
+                info[key] = origin[key]
         info["runtime"] = "ONNX Runtime"
     elif path.is_file() and path.suffix == ".ckpt":
         info["kind"] = "checkpoint"

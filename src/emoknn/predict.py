@@ -330,6 +330,11 @@ class EmotionRecognizer:
             scores["final"] = self.calibration.interpolated(mixed, self.knn_settings)
             if neighbours:
                 scores["search"] = search
+                if not self.predicts_classes and self.regression_settings is not None:
+                    # A dimensional model's kNN is the regression one: its neighbours carry the
+                    # regression kNN's k and T (its classifier's kNN settings mean nothing).
+                    scores["search"] = store_knn_search(embeddings, self.store,
+                                                        self.regression_settings, neighbours)
         if attributes is not None:
             scores["attributes_model"] = scores["attributes_final"] = attributes
             scores["attributes_knn"] = None

@@ -50,6 +50,7 @@ from emoknn.inputs import AUDIO_SUFFIXES
 from emoknn.knn import MAX_NEIGHBOURS
 from emoknn.model_folder import list_enrolments
 from emoknn.predict import EmotionRecognizer, load_recognizer
+from emoknn.publish import published_json
 from emoknn.segments import SEGMENTATIONS
 from emoknn.speaker_stats import SpeakerStatistics
 
@@ -346,7 +347,8 @@ def create_app(
             except EmoknnError as error:
                 raise HTTPException(422, client_message(error)) from error
         result.source = name
-        return result.to_dict()
+        # A client never learns where files lie here: each neighbour's source by its name.
+        return published_json(result.to_dict())
 
     return app
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from emoknn.errors import ConfigError, EmoknnError
-from emoknn.files import atomic_path
+from emoknn.files import atomic_path, check_new_file
 from emoknn.inference import fold_of_run
 from emoknn.knn import Datastore
 from emoknn.model_folder import load_datastore
@@ -120,6 +120,11 @@ def inspect_datastore(
     if isinstance(vote_k, bool) or not isinstance(vote_k, int) or vote_k < 1:
         raise ConfigError(f"vote_k must be a whole number ≥ 1, got {vote_k!r}")
     count = len(store)
+    if count >= 2 and vote_k > count - 1:
+        raise ConfigError(
+            f"vote_k {vote_k}: the datastore holds {count} entries, so an entry has {count - 1} "
+            f"others to vote; give at most {count - 1}", setting="vote_k"
+        )
     names = store.label_names
     labels = {name: int((store.labels == i).sum()) for i, name in enumerate(names)}
     by_speaker = _speaker_counts(store, speakers)
@@ -267,10 +272,13 @@ def inspect_run(
     seed: int = 0,
 ) -> DatastoreInspection:
     """`inspect_datastore` on the datastore of a model folder (a run, an export, an adapted
-    model), with its t-SNE map written to `plot` when given. Speakers the datastore did not record
+    model), with its t-SNE map written to `plot` when given: a new file (an existing one is
+    refused, not overwritten; nothing is written unasked). Speakers the datastore did not record
     come from the run's corpus when it is still there."""
-    if plot is not None and Path(plot).suffix.lower() not in (".png", ".pdf", ".svg"):
-        raise ConfigError(f"{plot}: the plot is written as .png, .pdf or .svg")
+    if plot is not None:  # checked before any work: never overwritten, never a traceback
+        if Path(plot).suffix.lower() not in (".png", ".pdf", ".svg"):
+            raise ConfigError(f"{plot}: the plot is written as .png, .pdf or .svg")
+        check_new_file(plot, "the plot")
     store = load_datastore(run_dir)
     fallback = None
     if not any(store.speakers):

@@ -94,17 +94,44 @@ def label_map_setting(label_map: str) -> str:
     return str(path.resolve())
 
 
+def label_map_info(label_map: str) -> dict:
+    """What a run records about --label-map: the map by content with its hash, not its path
+    (`emoknn.corpora.label_map.label_map_record`)."""
+    from emoknn.corpora import label_map_record
+
+    return label_map_record(label_map_setting(label_map))
+
+
+def check_fold_ratings(task: str, folds) -> None:
+    """For a dimensional task, every fold's ratings checked before any fold trains (a cache
+    filled, a baseline fitted): each utterance rated (train, validation and test alike), and no
+    training split whose ratings are all equal."""
+    from emoknn.attributes import attribute_matrix, attribute_statistics, rated_attributes
+
+    if task == "categorical":
+        return
+    everyone = list({u.id: u for f in folds for u in f.train + f.val + f.test}.values())
+    attributes = rated_attributes(everyone, task)
+    attribute_matrix(everyone, attributes)
+    for fold in folds:
+        try:
+            attribute_statistics(fold.train, attributes)
+        except ConfigError as error:
+            raise ConfigError(f"fold {fold.name}: {error}") from None
+
+
 def load_folds(
     corpus: Path, kind: str, scheme: str, folds: str | None, label_map: str = "default"
 ):
     """The corpus's utterances and the selected folds, every option checked first."""
     from emoknn.config import check_trainable
-    from emoknn.corpora import CORPUS_KINDS, load_corpus
+    from emoknn.corpora import CORPUS_KINDS, check_distinct_audio, load_corpus
     from emoknn.folds import SCHEMES, select_folds, speaker_folds
 
     check_choice(kind, "--kind", CORPUS_KINDS)
     check_choice(scheme, "--scheme", SCHEMES)
     utterances = load_corpus(corpus, kind, label_map=label_map_setting(label_map))
+    check_distinct_audio(utterances, str(corpus))  # byte copies too, before any fold is made
     chosen = select_folds(speaker_folds(utterances, scheme), folds)
     labels = sorted({u.label for u in utterances})
     for fold in chosen:

@@ -15,7 +15,13 @@ from rich.table import Table
 from rich.text import Text
 
 from emoknn.checks import check_choice, check_int, check_number
-from emoknn.cli.common import check_folder, check_output_folder, console, label_map_setting
+from emoknn.cli.common import (
+    check_folder,
+    check_output_folder,
+    console,
+    error_console,
+    label_map_setting,
+)
 from emoknn.cli.options import Kind, LabelMap, RirDir
 from emoknn.errors import ConfigError, EmoknnError
 
@@ -24,6 +30,22 @@ corpus_app = typer.Typer(
     no_args_is_help=True,
 )
 augment_app = typer.Typer(help="Listen to the augmented views.", no_args_is_help=True)
+
+
+def print_table(table: Table) -> None:
+    """Print `table` whole: in a terminal as wide as it is, elsewhere (a pipe, a file, where
+    rich assumes 80 columns) as wide as the table needs, so no cell is cut to "spe…"."""
+    from rich.measure import Measurement
+
+    if console.is_terminal:
+        console.print(table)
+        return
+    width = console.width
+    console.width = Measurement.get(console, console.options.update_width(100_000), table).maximum
+    try:
+        console.print(table)
+    finally:
+        console.width = width
 
 
 @corpus_app.command("summarize")
@@ -86,7 +108,7 @@ def corpus_summarize(
         f"{total_seconds / 60:.1f}",
         style="bold",
     )
-    console.print(table)
+    print_table(table)
 
 
 @corpus_app.command("list")
@@ -184,8 +206,14 @@ def corpus_download(
         console.print(manual_instructions(info))
         raise typer.Exit(1)
     accept_licence(info, accept_licence_)
-    with download_progress() as progress:
-        report = download_corpus(name, dest, url=url, accept_licence=True, progress=progress)
+    try:
+        with download_progress() as progress:
+            report = download_corpus(name, dest, url=url, accept_licence=True,
+                                     progress=progress)  # fmt: skip
+    except KeyboardInterrupt:
+        error_console.print(f"Interrupted: what was downloaded is kept beside {dest}; run the "
+                            "same command again to resume.")  # fmt: skip
+        raise
     for line in report.lines:
         console.print(line)
 

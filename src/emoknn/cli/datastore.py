@@ -28,18 +28,23 @@ def build_datastore(run_dir, train, val, max_seconds, criterion, index_type,
     knn_tuning = knn_tuning or default_knn_tuning(feature_cache_of(run_dir) is not None)
     store, tuning = fit_run_knn(run_dir, train, val, max_seconds, criterion, index_type,
                                 discard_added=discard_added, knn_tuning=knn_tuning)  # fmt: skip
+    from emoknn.model_folder import read_model_meta
+
     chosen, alone = tuning.interpolated, tuning.knn_only
     where = ("over the training speakers' inner folds and the validation speaker"
              if knn_tuning == "speakers" else "on the validation speaker")  # fmt: skip
-    calibration = load_calibration(run_dir)
-    console.print(
-        f"kNN datastore: {len(store)} utterances → {run_dir / 'datastore.npz'}\n"
-        f"tuned {where} ({criterion.upper()}): k={chosen.k} α={chosen.alpha} "
-        f"T={chosen.temperature:.3g} ({criterion.upper()} {chosen.score:.3f}); kNN alone: "
-        f"k={alone.k} T={alone.temperature:.3g} ({criterion.upper()} {alone.score:.3f})\n"
-        f"probability temperatures (calibration.json): model {calibration.model_temperature:.3g}, "
-        f"interpolation {calibration.interpolated_temperature:.3g}"
-    )
+    console.print(f"kNN datastore: {len(store)} utterances → {run_dir / 'datastore.npz'}")
+    # A dimensional model's classifier is never trained: its UA-tuned kNN would mean nothing.
+    if read_model_meta(run_dir).model_config.get("task", "categorical") != "dimensional":
+        calibration = load_calibration(run_dir)
+        console.print(
+            f"tuned {where} ({criterion.upper()}): k={chosen.k} α={chosen.alpha} "
+            f"T={chosen.temperature:.3g} ({criterion.upper()} {chosen.score:.3f}); kNN alone: "
+            f"k={alone.k} T={alone.temperature:.3g} ({criterion.upper()} {alone.score:.3f})\n"
+            f"probability temperatures (calibration.json): model "
+            f"{calibration.model_temperature:.3g}, interpolation "
+            f"{calibration.interpolated_temperature:.3g}"
+        )
     if tuning.regression is not None:  # a dimensional model: the regression kNN, for mean CCC
         chosen, alone = tuning.regression.interpolated, tuning.regression.knn_only
         console.print(
@@ -126,9 +131,13 @@ def datastore_add(
 def datastore_inspect(
     run: Annotated[Path, typer.Argument(help="A model folder with a datastore (run, export, ...)")],
     plot: Annotated[
-        Path, typer.Option(help="Where to write the t-SNE map (.png, .pdf or .svg)")
-    ] = Path("datastore-map.png"),
-    no_plot: Annotated[bool, typer.Option("--no-plot", help="Skip the t-SNE map")] = False,
+        Path | None,
+        typer.Option(help="Write a t-SNE map to this new file (.png, .pdf or .svg; an existing "
+                     "file is refused, not overwritten)"),
+    ] = None,
+    no_plot: Annotated[
+        bool, typer.Option("--no-plot", help="No t-SNE map (the default without --plot)")
+    ] = False,
     near_factor: Annotated[
         float,
         typer.Option(help="'Very near': within this fraction of the median nearest distance"),
@@ -139,7 +148,7 @@ def datastore_inspect(
     output_format: Annotated[str, typer.Option("--format", help="text or json")] = "text",
 ) -> None:
     """Counts per label and speaker, exact duplicates, near duplicates with another label (likely
-    mislabels), and a t-SNE map of the datastore coloured by label."""
+    mislabels), and with --plot FILE a t-SNE map of the datastore coloured by label."""
     import json
 
     from emoknn.checks import check_int, check_number
@@ -149,7 +158,10 @@ def datastore_inspect(
     check_number(near_factor, "--near-factor", 0.0, strict_minimum=True)
     check_int(vote_k, "--vote-k", 1)
     check_folder(run, "RUN")
-    inspection = inspect_run(run, None if no_plot else plot, near_factor, vote_k)
+    try:
+        inspection = inspect_run(run, None if no_plot else plot, near_factor, vote_k)
+    except ConfigError as error:
+        raise error.renamed("--vote-k") if error.setting == "vote_k" else error from None
     if output_format == "json":
         print(json.dumps(inspection.to_dict(), indent=2))
     else:

@@ -14,10 +14,11 @@ from rich.table import Table
 from emoknn.checks import check_choice
 from emoknn.cli.common import (
     check_encoder,
+    check_fold_ratings,
     check_folder,
     check_output_folder,
     console,
-    label_map_setting,
+    label_map_info,
     load_folds,
     train_config,
 )
@@ -154,7 +155,7 @@ def train_command(
         check_output_folder(out, "--out")
     check_encoder(config)
     extra_info = {"corpus": str(corpus.resolve()), "kind": kind, "scheme": scheme,
-                  "label_map": label_map_setting(label_map),
+                  **label_map_info(label_map),
                   "fold": selected.name, "test_speaker": selected.test_speaker,
                   "val_speaker": selected.val_speaker}  # fmt: skip
     labels = label_names(utterances)
@@ -249,7 +250,7 @@ def run_crossval(corpus: Path, kind: str, scheme: str, folds: str | None, tables
 
     from emoknn.baseline import FEATURE_SETS
     from emoknn.corpora import HONESTY_NOTE, is_synthetic_corpus, label_names
-    from emoknn.experiments import crossval, trainings_for
+    from emoknn.experiments import crossval, dimensional_label, trainings_for
     from emoknn.folds import describe_protocol
     from emoknn.knn import CRITERIA
     from emoknn.report import write_report
@@ -270,6 +271,7 @@ def run_crossval(corpus: Path, kind: str, scheme: str, folds: str | None, tables
         raise ConfigError(f"--tables {tables!r}: {error}") from None
     check_output_folder(out, "--out")
     utterances, chosen = load_folds(corpus, kind, scheme, folds, label_map)
+    check_fold_ratings(config.task, chosen)
     check_encoder(config)
     synthetic = corpus.is_dir() and is_synthetic_corpus(corpus)
     if synthetic:
@@ -280,7 +282,7 @@ def run_crossval(corpus: Path, kind: str, scheme: str, folds: str | None, tables
         "scheme": scheme, "synthetic": synthetic, "num_utterances": len(utterances),
         "labels": label_names(utterances), "preset": config.preset_name,
         "encoder": config.encoder, "speaker_norm": config.speaker_norm,
-        "label_map": label_map_setting(label_map), "protocol": describe_protocol(chosen),
+        **label_map_info(label_map), "protocol": describe_protocol(chosen),
     }  # fmt: skip
     if not config.progress_bar:  # each fold prints its own line below; Lightning's add nothing
         import logging
@@ -308,7 +310,8 @@ def run_crossval(corpus: Path, kind: str, scheme: str, folds: str | None, tables
             with_knn = (f" (+kNN {dimensional['interpolated']['mean']['ccc']:.3f})"
                         if "interpolated" in dimensional else "")  # fmt: skip
             parts.append(f"CCC {dimensional['model']['mean']['ccc']:.3f}{with_knn}")
-        console.print(f"  {result['fold']} {result['label']:<8} {', '.join(parts)}",
+        label = result["label"] if "model" in scores else dimensional_label(result)
+        console.print(f"  {result['fold']} {label:<8} {', '.join(parts)}",
                       highlight=False)  # fmt: skip
 
     crossval(utterances, chosen, config, out, table_names, meta, on_fold_done=done,

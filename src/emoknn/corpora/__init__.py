@@ -12,7 +12,6 @@ CORPORA / corpus_info(name)                     licence, access, size, protocol 
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -29,6 +28,13 @@ from emoknn.corpora.acted import (
 from emoknn.corpora.catalog import CORPORA, CorpusInfo, corpus_info
 from emoknn.corpora.filenames import FOUR_CLASS_LABELS, load_cremad, load_emodb, load_ravdess
 from emoknn.corpora.iemocap import IEMOCAP_FOUR_CLASS_MAP, load_iemocap
+from emoknn.corpora.label_map import (
+    LABEL_MAP_CHOICES,
+    label_map_record,
+    map_labels,
+    recorded_label_map,
+    resolve_label_map,
+)
 from emoknn.corpora.manifest import load_manifest, write_manifest
 from emoknn.corpora.meld import load_meld, meld_csv_files
 from emoknn.corpora.msp_podcast import load_msp_podcast, msp_podcast_labels_file
@@ -38,15 +44,21 @@ from emoknn.corpora.synthetic import (
     is_synthetic_corpus,
     load_synthetic,
 )
-from emoknn.corpora.utterance import FOUR_CLASSES, Utterance, apply_label_map, as_path, label_names
+from emoknn.corpora.utterance import (
+    FOUR_CLASSES,
+    Utterance,
+    apply_label_map,
+    as_path,
+    check_distinct_audio,
+    label_names,
+    refuse_lfs_stubs,
+)
 from emoknn.errors import CorpusError
 
 CORPUS_KINDS = (
     "auto", "iemocap", "manifest", "synthetic", "ravdess", "cremad", "emodb", "msp-podcast",
     "meld", "esd", "tess", "savee", "emovo", "shemo", "casia", "jl",
 )  # fmt: skip
-# Values of `label_map` (and --label-map) besides a mapping or a JSON file.
-LABEL_MAP_CHOICES = ("default", "four")
 
 _FILE_LOADERS = {
     "ravdess": load_ravdess, "cremad": load_cremad, "emodb": load_emodb, "tess": load_tess,
@@ -119,45 +131,6 @@ def _kinds_by_file_names(root: Path) -> list[str]:
     return sorted(matched)
 
 
-def resolve_label_map(
-    label_map: str | os.PathLike | Mapping[str, str | None] | None,
-) -> Mapping[str, str | None] | None:
-    """`None`/`"default"` → None (the corpus's standard classes), `"four"` → the paper's four
-    classes, a mapping as is, or a path to a JSON object {"class": "new class" or null}."""
-    if label_map is None or label_map == "default":
-        return None
-    if label_map == "four":
-        return FOUR_CLASS_LABELS
-    if isinstance(label_map, Mapping):
-        mapping = dict(label_map)
-        source = "label map"
-    else:
-        path = as_path(label_map, "label map")
-        if not path.is_file():
-            raise CorpusError(
-                f"label map {str(label_map)!r}: expected default, four, or a JSON file "
-                '{"native class": "class" or null}; no such file'
-            )
-        try:
-            mapping = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise CorpusError(f"{path}: cannot read label map ({error})") from error
-        source = str(path)
-    if (
-        not isinstance(mapping, dict)
-        or not mapping
-        or not all(
-            isinstance(k, str) and (v is None or (isinstance(v, str) and v.strip()))
-            for k, v in mapping.items()
-        )
-    ):
-        raise CorpusError(
-            f"{source}: a label map must be a non-empty object of class name → new class name "
-            'or null (dropped), e.g. {"angry": "angry", "excited": "happy", "calm": null}'
-        )
-    return mapping
-
-
 def load_corpus(
     path: str | os.PathLike,
     kind: str = "auto",
@@ -168,14 +141,28 @@ def load_corpus(
 
     `label_map` is applied to the loader's own class names: None or "default" keeps the corpus's
     standard classes, "four" keeps the paper's four (angry, happy, neutral, sad), or pass a
-    mapping / JSON file of class → new class (null drops a class).
+    mapping / JSON file of class → new class: null drops a class, a class not named keeps its
+    name, a key naming no class of the corpus is refused (`emoknn.corpora.label_map`).
     """
+    resolve_label_map(label_map)  # a bad map is refused before the corpus is read
+    utterances, where = load_native(path, kind, skip_missing)
+    # Checked on every load: audio that is not there (an LFS stub), and two rows on one audio file
+    # (a clip trained and tested on). Byte copies are looked for before folds are made
+    # (`check_distinct_audio`, called by train, crossval and corpus verify).
+    utterances = map_labels(refuse_lfs_stubs(utterances, where, skip_missing), label_map, where)
+    check_distinct_audio(utterances, where, contents=False)
+    return utterances
+
+
+def load_native(path: str | os.PathLike, kind: str = "auto", skip_missing: bool = False
+                ) -> tuple[list[Utterance], str]:  # fmt: skip
+    """(the corpus's utterances as its loader gives them, "KIND corpus at PATH"): no label map
+    and none of `load_corpus`'s checks (`corpus verify` reports them one by one)."""
     path = as_path(path, "corpus path")
     if kind not in CORPUS_KINDS:
         raise CorpusError(
             f"unknown corpus kind {kind!r}; expected one of {', '.join(CORPUS_KINDS)}"
         )
-    mapping = resolve_label_map(label_map)
     if kind == "auto":
         kind = detect_corpus_kind(path)
     if kind == "iemocap":
@@ -191,7 +178,7 @@ def load_corpus(
         utterances = load_meld(path, skip_missing=skip_missing)
     else:
         utterances = _FILE_LOADERS[kind](path)
-    return apply_label_map(utterances, mapping, f"{kind} corpus at {path}")
+    return utterances, f"{kind} corpus at {path}"
 
 
 __all__ = [
@@ -205,10 +192,12 @@ __all__ = [
     "CorpusInfo",
     "Utterance",
     "apply_label_map",
+    "check_distinct_audio",
     "corpus_info",
     "detect_corpus_kind",
     "generate_synthetic_corpus",
     "is_synthetic_corpus",
+    "label_map_record",
     "label_names",
     "load_casia",
     "load_corpus",
@@ -221,12 +210,14 @@ __all__ = [
     "load_manifest",
     "load_meld",
     "load_msp_podcast",
+    "load_native",
     "load_ravdess",
     "load_savee",
     "load_shemo",
     "load_synthetic",
     "load_tess",
     "meld_csv_files",
+    "recorded_label_map",
     "resolve_label_map",
     "write_manifest",
 ]

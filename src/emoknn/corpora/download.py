@@ -40,11 +40,11 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 
 from emoknn.corpora.catalog import Archive, CorpusInfo, corpus_info
-from emoknn.corpora.utterance import as_path
-from emoknn.errors import CorpusError
+from emoknn.corpora.utterance import LFS_POINTER_PREFIX, as_path
+from emoknn.errors import ConfigError, CorpusError
+from emoknn.files import check_writable_folder
 
 RECORD_FILE = "emoknn-download.json"
-LFS_POINTER_PREFIX = b"version https://git-lfs.github.com/spec/v1"
 CHUNK_BYTES = 1 << 20
 UNSIZED_LIMIT_BYTES = 64 << 30  # a file with no published size may not exceed this
 MAX_MEMBERS = 1_000_000
@@ -123,7 +123,13 @@ def download_corpus(
             f"{licence_text(info)} Accept it with --accept-licence (download_corpus("
             f"accept_licence=True)) to download."
         )
-    dest = as_path(dest, "download folder")
+    # One check of the destination before any download: a link to a folder is followed, `.` is
+    # named, and a place that cannot be written (a file on the path, /sys, read-only) refused.
+    dest = as_path(dest, "download folder").resolve()
+    try:
+        check_writable_folder(dest, "the download folder")
+    except ConfigError as error:
+        raise DownloadError(str(error)) from None
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         already = (dest / RECORD_FILE).is_file()
         raise DownloadError(
@@ -235,8 +241,8 @@ class _Fetcher:
             expected = have + int(length) if length and length.isdigit() else None
             if expected is not None and expected > limit:
                 raise DownloadError(
-                    f"{remote.url}: the server offers {expected} bytes, more than the "
-                    f"{limit} expected; refused"
+                    f"{remote.url}: the server offers {expected} bytes, more than {_limit(remote)}"
+                    "; refused"
                 )
             received = have
             with part.open("ab" if have else "wb") as out:
@@ -249,9 +255,7 @@ class _Fetcher:
                         break
                     received += len(chunk)
                     if received > limit:
-                        raise DownloadError(
-                            f"{remote.url}: more than the {limit} bytes expected; refused"
-                        )
+                        raise DownloadError(f"{remote.url}: more than {_limit(remote)}; refused")
                     out.write(chunk)
                     self._report(remote, len(chunk), received)
             if expected is not None and received < expected:
@@ -264,6 +268,14 @@ class _Fetcher:
                 self.progress("download", self.done, self.total)
             else:
                 self.progress(remote.name, received, remote.size)
+
+
+def _limit(remote: _Remote) -> str:
+    """The size a transfer may not pass, in words: the published size, or the cap on a file
+    with none."""
+    if remote.size is not None:
+        return f"the {remote.size} bytes published for it"
+    return f"the {UNSIZED_LIMIT_BYTES >> 30} GiB allowed for a file with no published size"
 
 
 class _CutError(Exception):
@@ -417,6 +429,10 @@ def _dataverse_files(listing: bytes, base: str, where: str) -> list[_Remote]:
         ) from None
     if not remotes:
         raise DownloadError(f"{where}: the listing names no .wav files")
+    names = [str(_safe_relative(r.name, where)).lower() for r in remotes]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise DownloadError(f"{where}: the listing names {twice[0]!r} twice; refused")
     return remotes
 
 
@@ -553,6 +569,13 @@ def _extract_zip(archive: Path, into: Path, max_bytes: int, max_members: int) ->
                         f"{_shown(archive)}: member {member.filename!r} is a link or special file; "
                         "the archive is refused"
                     )
+            seen: set[PurePosixPath] = set()
+            for member in members:
+                relative = _safe_relative(member.filename, _shown(archive))
+                if relative in seen and not member.is_dir():
+                    raise DownloadError(f"{_shown(archive)}: member {member.filename!r} appears "
+                                        "twice; the archive is refused")  # fmt: skip
+                seen.add(relative)
             written = 0
             for member in members:
                 budget.member()

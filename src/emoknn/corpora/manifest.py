@@ -7,6 +7,9 @@
 `path` is relative to the CSV file (absolute paths work too); `session` is optional. Any label set
 works. The utterance id is the path relative to the CSV, without its extension.
 
+An optional column `split` gives the corpus's own split (`train`, a validation set `dev` /
+`development` / `validation`, and `test...` sets) for `--scheme official`; empty = none.
+
 Optional columns `arousal`, `valence`, `dominance` give dimensional ratings (numbers in the
 corpus's own scale; an empty cell = no rating for that utterance).
 """
@@ -61,6 +64,10 @@ def load_manifest(csv_path: str | os.PathLike, skip_missing: bool = False) -> li
                 )
             utterances = []
             for row_number, raw_row in enumerate(reader, start=2):
+                if None in raw_row:  # csv puts fields beyond the header under None, as a list
+                    raise CorpusError(f"{csv_path}:{row_number}: more fields than the header "
+                                      f"({', '.join(columns)}); a comma inside a field must be "
+                                      "quoted")  # fmt: skip
                 row = {(k or "").strip(): (v or "").strip() for k, v in raw_row.items()}
                 empty = [c for c in REQUIRED_COLUMNS if not row.get(c)]
                 if empty:
@@ -69,10 +76,12 @@ def load_manifest(csv_path: str | os.PathLike, skip_missing: bool = False) -> li
                 path = relative if relative.is_absolute() else base / relative
                 utterance_id = relative.with_suffix("").as_posix()
                 session = row.get("session") or None
+                split = row.get("split", "").lower() or None
                 where = f"{csv_path}:{row_number}"
                 ratings = {name: parse_attribute(row, name, where) for name in ATTRIBUTE_COLUMNS}
                 utterances.append(
-                    Utterance(utterance_id, path, row["label"], row["speaker"], session, **ratings)
+                    Utterance(utterance_id, path, row["label"], row["speaker"], session, split,
+                              **ratings)
                 )
     except (OSError, UnicodeDecodeError, csv.Error) as error:
         raise CorpusError(f"{csv_path}: cannot read manifest ({error})") from error
@@ -90,9 +99,12 @@ def write_manifest(utterances: list[Utterance], csv_path: str | os.PathLike) -> 
     rated = [n for n in ATTRIBUTE_COLUMNS if any(getattr(u, n) is not None for u in utterances)]
     with csv_path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["path", "label", "speaker", "session", *rated])
+        splits = ["split"] if any(u.split is not None for u in utterances) else []
+        writer.writerow(["path", "label", "speaker", "session", *splits, *rated])
         for u in utterances:
             path = u.path.resolve()
             shown = path.relative_to(base) if path.is_relative_to(base) else path
             ratings = ["" if getattr(u, n) is None else repr(getattr(u, n)) for n in rated]
-            writer.writerow([shown.as_posix(), u.label, u.speaker, u.session or "", *ratings])
+            split = [u.split or ""] if splits else []
+            writer.writerow([shown.as_posix(), u.label, u.speaker, u.session or "", *split,
+                             *ratings])

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import math
 import os
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from emoknn.errors import CorpusError
+from emoknn.files import file_sha256
+
+# What a Git LFS pointer stub (a small text file checked out in place of the data) begins with.
+LFS_POINTER_PREFIX = b"version https://git-lfs.github.com/spec/v1"
 
 # The paper's label set (IEMOCAP, excited merged into happy), in a fixed order.
 FOUR_CLASSES: tuple[str, ...] = ("angry", "happy", "neutral", "sad")
@@ -129,3 +133,73 @@ def require_files(utterances: list[Utterance], corpus: str, skip_missing: bool) 
         )
     missing_ids = {u.id for u in missing}
     return [u for u in utterances if u.id not in missing_ids]
+
+
+def is_lfs_stub(path: Path) -> bool:
+    """True for a Git LFS pointer stub: under 1 KiB and starting with the LFS header."""
+    try:
+        if path.stat().st_size >= 1024:
+            return False
+        with path.open("rb") as handle:
+            return handle.read(len(LFS_POINTER_PREFIX)) == LFS_POINTER_PREFIX
+    except OSError:
+        return False
+
+
+def refuse_lfs_stubs(utterances: list[Utterance], corpus: str, skip_missing: bool
+                     ) -> list[Utterance]:  # fmt: skip
+    """Git LFS pointer stubs are audio that is not there: refused naming them, or (`skip_missing`)
+    left out like missing files."""
+    stubs = {u.id for u in utterances if is_lfs_stub(u.path)}
+    if stubs and not skip_missing:
+        example = next(u.path for u in utterances if u.id in stubs)
+        raise CorpusError(
+            f"{corpus}: {len(stubs)} of {len(utterances)} audio files are Git LFS pointer stubs, "
+            f"not audio (e.g. {example}); fetch the real files (git lfs pull), or pass "
+            "--skip-missing to leave them out"
+        )
+    return [u for u in utterances if u.id not in stubs]
+
+
+def check_distinct_audio(utterances: list[Utterance], corpus: str, contents: bool = True) -> None:
+    """Refuse two utterances on one audio file: the same file by two spellings or through a link
+    (resolved paths), and with `contents` a byte copy under another speaker, class or split (same
+    SHA-256; only files of equal size are hashed). One clip under two rows sits in the training
+    and the test split of some fold, and each copy is the other's nearest neighbour."""
+    first_of: dict[Path, Utterance] = {}
+    for u in utterances:
+        real = u.path.resolve()
+        other = first_of.setdefault(real, u)
+        if other is not u:
+            raise CorpusError(
+                f"{corpus}: {other.path} ({other.id}) and {u.path} ({u.id}) are the same audio "
+                "file; one clip under two rows would be trained and tested on: keep one row"
+            )
+    if not contents:
+        return
+    by_size: dict[int, list[Path]] = defaultdict(list)
+    for real in first_of:
+        try:
+            by_size[real.stat().st_size].append(real)
+        except OSError:
+            continue  # unreadable: reported where the audio is read
+    for paths in by_size.values():
+        if len(paths) < 2:
+            continue
+        seen: dict[str, Path] = {}
+        for real in paths:
+            try:
+                digest = file_sha256(real)
+            except OSError:
+                continue
+            if digest in seen:
+                a, b = first_of[seen[digest]], first_of[real]
+                if (a.speaker, a.label, a.split) == (b.speaker, b.label, b.split):
+                    # Same speaker, class and split: always in the same fold, so no leak (the
+                    # RAVDESS 16 kHz copy holds such pairs of identical takes).
+                    continue
+                raise CorpusError(
+                    f"{corpus}: {a.path} ({a.id}) and {b.path} ({b.id}) hold the same bytes; a "
+                    "copy of one clip under two rows would be trained and tested on: keep one"
+                )
+            seen[digest] = real

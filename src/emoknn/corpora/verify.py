@@ -1,5 +1,7 @@
 """Check a user's copy of a corpus: it loads, its counts, layout, official splits, no Git LFS
-pointer stubs in place of audio, known-bad files, and (CREMA-D) every file's sha256.
+pointer stubs in place of audio, every audio file readable and non-empty (its header read, a WAV
+as long as its header says), no audio file under two utterances, known-bad files, and (CREMA-D)
+every file's sha256.
 
 `verify_corpus("esd", "data/ESD")` returns a report of checks, each `ok`, `warn` or `fail`;
 `emoknn corpus verify NAME DIR` prints it and exits non-zero on any failure.
@@ -15,9 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from emoknn.corpora.catalog import corpus_info
-from emoknn.corpora.download import LFS_POINTER_PREFIX, RECORD_FILE, read_file_manifest
-from emoknn.corpora.utterance import Utterance, as_path
-from emoknn.errors import CorpusError
+from emoknn.corpora.download import RECORD_FILE, read_file_manifest
+from emoknn.corpora.utterance import Utterance, as_path, check_distinct_audio, is_lfs_stub
+from emoknn.errors import AudioError, CorpusError
 
 
 @dataclass(frozen=True)
@@ -46,7 +48,7 @@ def verify_corpus(name: str, root: str | os.PathLike, checksums: bool = True) ->
 
     `checksums=False` skips hashing every file where a per-file manifest exists (CREMA-D).
     """
-    from emoknn.corpora import load_corpus
+    from emoknn.corpora import load_native
 
     info = corpus_info(name)
     root = as_path(root, f"{name} folder")
@@ -55,7 +57,7 @@ def verify_corpus(name: str, root: str | os.PathLike, checksums: bool = True) ->
         report.add("fail", f"{root}: not a folder; expected:\n  {info.tree}")
         return report
     try:
-        utterances = load_corpus(root, name)
+        utterances, where = load_native(root, name)
     except CorpusError as error:
         report.add("fail", f"does not load as {name}: {error}")
         report.add("warn", f"expected layout:\n  {info.tree}")
@@ -64,7 +66,13 @@ def verify_corpus(name: str, root: str | os.PathLike, checksums: bool = True) ->
     _check_counts(report, info.utterances, info.speakers, utterances)
     if info.official_split:
         _check_splits(report, info.official_split, utterances)
-    _check_stubs(report, utterances)
+    stubs = _check_stubs(report, utterances)
+    _check_audio(report, [u for u in utterances if u.path not in stubs])
+    try:
+        check_distinct_audio(utterances, where)
+        report.add("ok", "no audio file under two utterances")
+    except CorpusError as error:
+        report.add("fail", str(error))
     if name == "cremad":
         _check_cremad(report, root, checksums)
     if name == "shemo":
@@ -116,16 +124,8 @@ def _check_splits(report: VerifyReport, official: tuple[str, ...], utterances: l
                + (f"; missing {', '.join(missing)}" if missing else ""))  # fmt: skip
 
 
-def _check_stubs(report: VerifyReport, utterances: list[Utterance]) -> None:
-    stubs = []
-    for u in utterances:
-        try:
-            if u.path.stat().st_size < 1024:
-                with u.path.open("rb") as handle:
-                    if handle.read(len(LFS_POINTER_PREFIX)) == LFS_POINTER_PREFIX:
-                        stubs.append(u.path)
-        except OSError:
-            continue
+def _check_stubs(report: VerifyReport, utterances: list[Utterance]) -> set[Path]:
+    stubs = [u.path for u in utterances if is_lfs_stub(u.path)]
     if stubs:
         report.add(
             "fail",
@@ -134,6 +134,26 @@ def _check_stubs(report: VerifyReport, utterances: list[Utterance]) -> None:
         )
     else:
         report.add("ok", "no Git LFS pointer stubs")
+    return set(stubs)
+
+
+def _check_audio(report: VerifyReport, utterances: list[Utterance]) -> None:
+    """Every file's header read (no decoding): readable audio, at least one sample, and a WAV
+    as long as its header says. A count or a checksum cannot see a zero-byte or garbage file."""
+    from emoknn.audio import audio_duration, check_complete_wav
+
+    bad: list[str] = []
+    for u in utterances:
+        try:
+            if audio_duration(u.path) <= 0:
+                raise AudioError(f"{u.path}: no samples")
+            check_complete_wav(u.path)
+        except (AudioError, OSError) as error:
+            bad.append(str(error).splitlines()[0] if str(error) else str(u.path))
+    if bad:
+        report.add("fail", f"{len(bad)} audio files are empty or unreadable (e.g. {bad[0]})")
+    else:
+        report.add("ok", f"all {len(utterances)} audio files are readable, non-empty audio")
 
 
 def _check_cremad(report: VerifyReport, root: Path, checksums: bool) -> None:
