@@ -293,12 +293,13 @@ def test_crossval_checks_every_folds_ratings_before_any_work(small_synthetic_cor
 
 
 def test_dimensional_fold_lines_name_variants_as_the_table_does():
+    from emoknn import baseline
     from emoknn.experiments import dimensional_label
 
     assert dimensional_label({"training": "ce", "label": "CE+SCL", "task": "dimensional"}) == (
         "Reg+SCL")
-    assert dimensional_label({"training": "baseline", "label": "Baseline (features + LR)",
-                              "task": "dimensional"}) == "Baseline (features + ridge)"  # fmt: skip
+    assert dimensional_label({"training": "baseline", "label": baseline.LABEL,
+                              "task": "dimensional"}) == baseline.RIDGE_LABEL  # fmt: skip
 
 
 # ── 6: no absolute path leaves a shared folder or a response ─────────────────────────────────────
