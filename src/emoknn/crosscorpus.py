@@ -293,14 +293,17 @@ def crosscorpus(
     out_dir = Path(out_dir)
     say = log or (lambda message: None)
     cells = plan_cells(corpora, out_dir)  # every check before anything is written
-    summaries = []
-    for cell in cells:
+    summaries: dict[tuple[str, str], dict[str, Any]] = {}
+    # Across corpora first: a few minutes each; the LOSO diagonals take a run per speaker.
+    for cell in sorted(cells, key=lambda c: c.in_corpus):
         where = "in-corpus LOSO" if cell.in_corpus else f"trained on {cell.train}"
         say(f"── {cell.test} ({where}; {len(cell.classes)} classes: {', '.join(cell.classes)})")
         info = {"corpus": cell.train, "matrix_cell": f"{cell.train}-on-{cell.test}",
                 "classes": cell.classes}  # fmt: skip
         run_cell(cell, config, out_dir, info, log)
-        summaries.append(cell_summary(cell, collect_fold_results([cell.folder])))
+        summaries[(cell.train, cell.test)] = cell_summary(cell,
+                                                          collect_fold_results([cell.folder]))
+    ordered = [summaries[(cell.train, cell.test)] for cell in cells]
     results = {
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "emoknn_version": __version__,
@@ -310,8 +313,8 @@ def crosscorpus(
                     for c in corpora],
         "common_classes": common_classes(corpora),
         "train_config": {k: v for k, v in vars(config).items() if k != "feature_cache"},
-        "variants": list(dict.fromkeys(v for s in summaries for v in s["variants"])),
-        "cells": summaries,
+        "variants": list(dict.fromkeys(v for s in ordered for v in s["variants"])),
+        "cells": ordered,
         "baseline": baseline.DESCRIPTION,
     }
     write_json_atomic(results, out_dir / RESULTS_FILE)

@@ -96,20 +96,24 @@ def _interval(values: list[float] | None) -> str:
 
 
 def print_evaluation(data: dict) -> None:
-    """The scores of every inference as a table; classes the model lacks below it."""
-    table = Table(title=f"{data['num_scored']} clips of {data['num_speakers']} speakers; 95 % "
-                  "intervals over speakers")  # fmt: skip
-    for column in ("inference", "UA %", "WA %", *data["confusion"]["true"]):
-        table.add_column(column, justify="left" if column == "inference" else "right")
-    for name, scores in data["inferences"].items():
-        table.add_row(
-            name,
-            f"{100 * scores['ua']:.1f}{_interval(scores['ua_interval'])}",
-            f"{100 * scores['wa']:.1f}{_interval(scores['wa_interval'])}",
-            *(f"{100 * scores['recall'][label]:.0f}" for label in scores["confusion"]["true"]),
-        )
+    """The scores of every inference as a table (a column each: narrow enough for a terminal);
+    classes the model lacks below it."""
+    inferences = data["inferences"]
+    table = Table(title=f"{data['num_scored']} clips of {data['num_speakers']} speakers, % "
+                  "(95 % interval over speakers)")  # fmt: skip
+    table.add_column("")
+    for name in inferences:
+        table.add_column(name + (" ←" if name == data["inference"] else ""), justify="right")
+    table.add_row("UA", *(f"{100 * s['ua']:.1f}{_interval(s['ua_interval'])}"
+                          for s in inferences.values()))  # fmt: skip
+    table.add_row("WA", *(f"{100 * s['wa']:.1f}{_interval(s['wa_interval'])}"
+                          for s in inferences.values()))  # fmt: skip
+    for label in data["confusion"]["true"]:
+        table.add_row(f"recall {label}",
+                      *(f"{100 * s['recall'][label]:.0f}" for s in inferences.values()))
     console.print(table)
-    console.print("Per-class columns: recall %. Corpus classes matched to the model's: "
+    console.print(f"← what `emoknn predict` gives ({data['inference']}).")
+    console.print("Corpus classes matched to the model's: "
                   + ", ".join(f"{c} → {m}" for c, m in data["label_pairs"].items()))  # fmt: skip
     for label, count in data["unknown_labels"].items():
         called = data["unknown_predicted"].get(label, {})
