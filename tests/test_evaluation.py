@@ -185,3 +185,16 @@ def test_bad_input_is_one_line_and_writes_nothing(frozen_model, shifted, tmp_pat
         assert (out / "notes.txt").read_text() == "mine"
     else:
         assert not out.exists()
+
+
+def test_an_export_folder_scores_as_its_run(frozen_model, shifted, tmp_path):
+    """Any model emoknn loads: the ONNX export of the run gives the run's figures."""
+    from emoknn.export import export_onnx
+    from emoknn.predict import load_recognizer
+
+    export_onnx(frozen_model, tmp_path / "onnx")
+    utterances = load_corpus(shifted)
+    run = evaluate_model(load_recognizer(frozen_model, "cpu"), utterances, draws=50).to_dict()
+    exported = evaluate_model(load_recognizer(tmp_path / "onnx"), utterances, draws=50).to_dict()
+    for name in ("model", "knn", "interpolated"):
+        assert exported["inferences"][name]["confusion"] == run["inferences"][name]["confusion"]
