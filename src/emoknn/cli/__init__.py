@@ -9,6 +9,7 @@ One module per command group, registered below in the order `emoknn --help` list
 
     corpus.py     corpus summarize | synth, augment preview
     training.py   train, crossval, report
+    evaluation.py evaluate, crosscorpus
     datastore.py  datastore build | add | inspect
     demo.py       demo
     predict.py    predict, serve, export
@@ -25,7 +26,7 @@ from __future__ import annotations
 import typer
 from rich.text import Text
 
-from emoknn.cli import corpus, datastore, demo, models, predict, speakers, training
+from emoknn.cli import corpus, datastore, demo, evaluation, models, predict, speakers, training
 from emoknn.cli.common import error_console, tidy_help
 from emoknn.errors import EmoknnError
 
@@ -42,6 +43,8 @@ app.add_typer(corpus.augment_app, name="augment")
 app.command("train")(training.train_command)
 app.command("crossval")(training.crossval_command)
 app.command("report")(training.report_command)
+app.command("evaluate")(evaluation.evaluate_command)
+app.command("crosscorpus")(evaluation.crosscorpus_command)
 app.command("demo")(demo.demo_command)
 app.command("predict")(predict.predict_command)
 app.command("enrol")(speakers.enrol_command)
