@@ -251,3 +251,26 @@ def test_other_models_and_paths_refuse_statistics(trained_run, run, corpus, tmp_
     result = runner.invoke(app, ["datastore", "add", str(run), "--label", "sad",
                                  str(clips_of(corpus, speakers(corpus)[5])[0])])  # fmt: skip
     assert result.exit_code == 1 and "speaker normalisation" in said(result)
+
+
+def test_evaluate_standardises_each_speaker_with_its_own_clips(recognizer, corpus):
+    """`emoknn evaluate` on a speaker-normalised model: each corpus speaker's statistics come from
+    that speaker's own clips, the scores equal the recognizer's with those statistics, and the
+    result says it used unlabelled target audio."""
+    from emoknn.audio import center_crop, load_audio, max_samples
+    from emoknn.evaluation import evaluate_model
+    from emoknn.metrics import unweighted_accuracy
+
+    utterances = [u for u in load_synthetic(corpus) if u.speaker in speakers(corpus)[:2]]
+    evaluation = evaluate_model(recognizer, utterances, draws=0)
+    assert evaluation.info["normalisation"]["unlabelled_target_audio"] is True
+    truth, predicted = [], []
+    for speaker in speakers(corpus)[:2]:
+        mine = [u for u in utterances if u.speaker == speaker]
+        clips = [center_crop(load_audio(u.path), max_samples(MAX_SECONDS)) for u in mine]
+        statistics = recognizer.speaker_statistics(clips, speaker)
+        final = recognizer.score(clips, statistics=statistics)["final"]
+        truth += [recognizer.labels.index(u.label) for u in mine]
+        predicted += list(final.argmax(axis=1))
+    assert evaluation.scores[evaluation.headline].ua == pytest.approx(
+        unweighted_accuracy(np.array(truth), np.array(predicted)))

@@ -104,7 +104,12 @@ def recognizer_scorer(recognizer: EmotionRecognizer, batch_size: int = 16) -> Sc
     `interpolated` (what `predict` gives)."""
 
     def score(utterances: list[Utterance], clips: list[np.ndarray]) -> dict[str, np.ndarray]:
-        scores = recognizer.score(clips, batch_size)
+        statistics = None
+        if recognizer.speaker_norm:  # the model reads only features standardised per speaker:
+            # this speaker's own unlabelled clips give its statistics (no label, no other speaker)
+            statistics = recognizer.speaker_statistics(clips, utterances[0].speaker,
+                                                       batch_size=batch_size)  # fmt: skip
+        scores = recognizer.score(clips, batch_size, statistics=statistics)
         if scores["knn"] is None:
             return {"model": scores["model"]}
         return {"model": scores["model"], "knn": scores["knn"], "interpolated": scores["final"]}
@@ -300,7 +305,14 @@ def evaluate_model(
         if name in probabilities
     }
     headline = "interpolated" if "interpolated" in scores else "model"
-    return Evaluation(match, scores, headline, len(ordered), len(set(speakers)), draws, seed)
+    evaluation = Evaluation(match, scores, headline, len(ordered), len(set(speakers)), draws, seed)
+    if getattr(recognizer, "speaker_norm", False):
+        evaluation.info["normalisation"] = {
+            "kind": "speaker", "unlabelled_target_audio": True,
+            "note": "each speaker standardised with the statistics of its own unlabelled clips "
+                    "in this corpus (transductive: uses unlabelled target audio)",
+        }  # fmt: skip
+    return evaluation
 
 
 # ── writing ─────────────────────────────────────────────────────────────────────────────────────

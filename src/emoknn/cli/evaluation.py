@@ -81,7 +81,7 @@ def evaluate_command(
         evaluation = evaluate_model(recognizer, utterances, draws=bootstrap, seed=seed,
                                     batch_size=batch_size, progress=advance)  # fmt: skip
     evaluation.info = {"model": str(model), "corpus": str(corpus.resolve()), "kind": kind,
-                       "label_map": setting}  # fmt: skip
+                       "label_map": setting, **evaluation.info}  # fmt: skip
     data = write_evaluation(evaluation, out) if out is not None else evaluation.to_dict()
     if output_format == "json":
         print(json.dumps(data, indent=2))
@@ -113,6 +113,8 @@ def print_evaluation(data: dict) -> None:
                       *(f"{100 * s['recall'][label]:.0f}" for s in inferences.values()))
     console.print(table)
     console.print(f"← what `emoknn predict` gives ({data['inference']}).")
+    if "normalisation" in data:
+        console.print(f"Speaker statistics: {data['normalisation']['note']}.")
     console.print("Corpus classes matched to the model's: "
                   + ", ".join(f"{c} → {m}" for c, m in data["label_pairs"].items()))  # fmt: skip
     for label, count in data["unknown_labels"].items():
