@@ -43,8 +43,9 @@ transfers worse: docs/adaptation.md.) Where your clips are too few to fold, the 
 on the run's validation speakers is used.
 The folder ships the remedy with the best held-out mean UA (`remedy` "best"; ties go to
 zero-shot, then the kNN) — zero-shot (the model alone, α = 0), the kNN ("interpolated"), the
-refit (α = 0) or refit + kNN — and `adapt.json`'s `remedy` says which, every candidate's figure, and the gain over zero-shot with its paired comparison. A refitted head is a
-plain model head (standardisation, layer weights selecting the layers, a linear classifier), so
+refit (α = 0) or refit + kNN — and `adapt.json`'s `remedy` says which, every candidate's
+figure, and the gain over zero-shot with its paired comparison. A refitted head is a plain model
+head (standardisation, layer weights selecting the layers, a linear classifier), so
 the folder needs no new file format.
 
 A dimensional or multi-task model (`task` "dimensional" or "both") also needs every clip rated on
