@@ -326,8 +326,9 @@ def plot(tables: dict[str, dict], clips: list[int], path: Path) -> None:
                           for i, n in enumerate(ns)
                           if n or remedy in ("adapted", "refit", "knn", "refit+knn")]  # fmt: skip
                 points = [(i, r) for i, r in points if r is not None]
-                if remedy == "zero-shot":
-                    points = [(i, table[(how, "zero-shot", 0)]) for i in range(len(ns))]
+                if remedy == "zero-shot":  # a flat line (absent when `how` was not run)
+                    base = table.get((how, "zero-shot", 0))
+                    points = [(i, base) for i in range(len(ns))] if base else []
                 if not points:
                     continue
                 x = positions[[i for i, _ in points]]
