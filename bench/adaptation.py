@@ -45,7 +45,7 @@ from emoknn.adapt import assign_folds, tune_on
 from emoknn.corpora import load_corpus
 from emoknn.knn import knn_predict_probs
 from emoknn.metrics import unweighted_accuracy
-from emoknn.refit import RefitSettings, fit_linear_head
+from emoknn.refit import RefitSettings, choose_layers_on_folds, fit_linear_head
 from emoknn.stats import mean_confidence_interval
 
 SHARED = ("angry", "disgust", "fearful", "happy", "neutral", "sad")
@@ -134,22 +134,50 @@ def draw_clips(labels: np.ndarray, pool: np.ndarray, n: int, rng: np.random.Gene
     return np.array(sorted(chosen), dtype=np.int64)
 
 
+INNER_FOLDS = 3  # folds of the labelled clips the refit's layers are chosen on (as adapt)
+
+
 class Remedies:
-    """Every remedy's class probabilities for some target clips, given labelled ones."""
+    """Every remedy's class probabilities for some target clips, given labelled ones.
+    `layer_choice` "target": the refit's layers are chosen on folds of the labelled clips it is
+    fitted on (`emoknn.refit.choose_layers_on_folds`, as `emoknn adapt` does), falling back to
+    the source's choice where they cannot be cross-validated; "source": always the source's."""
 
-    def __init__(self, source: Corpus, settings: RefitSettings) -> None:
-        self.source, self.settings = source, settings
+    def __init__(self, source: Corpus, settings: RefitSettings, layer_choice: str = "target"
+                 ) -> None:  # fmt: skip
+        self.source, self.settings, self.layer_choice = source, settings, layer_choice
         self.zero_shot = self._fit(source.features, source.labels, None)
+        self.chosen_layers: list[tuple[int, ...]] = []  # every refit's layers, for the report
 
-    def _fit(self, features, labels, target_rows: int | None):
+    def _fit(self, features, labels, target_rows: int | None, settings=None):
         is_target = np.zeros(len(labels), bool)
         if target_rows:
             is_target[-target_rows:] = True
-        return fit_linear_head(features, labels, len(SHARED), is_target, self.settings)
+        return fit_linear_head(features, labels, len(SHARED), is_target,
+                               settings or self.settings)  # fmt: skip
 
-    def refit(self, x: np.ndarray, y: np.ndarray):
+    def layers_for(self, x: np.ndarray, y: np.ndarray, groups: np.ndarray) -> tuple[int, ...]:
+        """The refit's layers for labelled clips (x, y): chosen on their own folds."""
+        layers = None
+        if self.layer_choice == "target":
+            try:
+                folds = assign_folds(y, groups.tolist(), INNER_FOLDS)
+            except Exception:  # too few speakers or clips to fold: the source's choice
+                folds = None
+            if folds is not None:
+                layers, _ = choose_layers_on_folds(self.source.features, self.source.labels, x,
+                                                   y, folds, len(SHARED), self.settings)
+        layers = layers or self.settings.layers
+        self.chosen_layers.append(layers)
+        return layers
+
+    def refit(self, x: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None):
+        settings = self.settings
+        if groups is not None:
+            settings = RefitSettings(self.layers_for(x, y, groups), settings.c,
+                                     settings.target_share)  # fmt: skip
         return self._fit(np.concatenate([self.source.features, x]),
-                         np.concatenate([self.source.labels, y]), len(y))  # fmt: skip
+                         np.concatenate([self.source.labels, y]), len(y), settings)  # fmt: skip
 
     def alone(self, x: np.ndarray, y: np.ndarray):
         return self._fit(x, y, len(y))
@@ -165,7 +193,7 @@ class Remedies:
 
     def candidates(self, x, y, groups, queries) -> dict[str, np.ndarray]:
         """The four candidates adapt chooses among, fitted on (x, y), for `queries`."""
-        refit = self.refit(x, y)
+        refit = self.refit(x, y, groups)
         return {
             "zero-shot": self.zero_shot.probs(queries),
             "knn": self.with_knn(self.zero_shot, x, y, groups, queries),
@@ -191,13 +219,14 @@ class Remedies:
 
 def run_direction(source: Corpus, target: Corpus, clips: list[int], draws: int, folds: int,
                   settings: RefitSettings, select_folds: int, log=print,
-                  save=None) -> list[dict]:  # fmt: skip
+                  save=None, normalisations=NORMALISATIONS,
+                  layer_choice: str = "target") -> list[dict]:  # fmt: skip
     """Every (normalisation, fold, n, draw, remedy) UA of one direction (`save(records)` after
     each normalisation: a long run keeps what it measured)."""
     records: list[dict] = []
-    for how in NORMALISATIONS:
+    for how in normalisations:
         src, tgt = normalised(source, how), normalised(target, how)
-        remedies = Remedies(src, settings)
+        remedies = Remedies(src, settings, layer_choice)
         for fold, test in enumerate(test_folds(tgt.speakers, folds)):
             pool = np.flatnonzero(~test)
             x_test, y_test = tgt.features[test], tgt.labels[test]
@@ -219,6 +248,7 @@ def run_direction(source: Corpus, target: Corpus, clips: list[int], draws: int, 
                     row = {**base, "n": n, "draw": draw}
                     for name, probs in remedies.candidates(x, y, groups, x_test).items():
                         records.append({**row, "remedy": name, "ua": score(probs)})
+                    records[-2]["layers"] = list(remedies.chosen_layers[-1])  # the refit's
                     if n >= 2:
                         records.append({**row, "remedy": "alone",
                                         "ua": score(remedies.alone(x, y).probs(x_test))})
@@ -296,8 +326,9 @@ def plot(tables: dict[str, dict], clips: list[int], path: Path) -> None:
                           for i, n in enumerate(ns)
                           if n or remedy in ("adapted", "refit", "knn", "refit+knn")]  # fmt: skip
                 points = [(i, r) for i, r in points if r is not None]
-                if remedy == "zero-shot":
-                    points = [(i, table[(how, "zero-shot", 0)]) for i in range(len(ns))]
+                if remedy == "zero-shot":  # a flat line (absent when `how` was not run)
+                    base = table.get((how, "zero-shot", 0))
+                    points = [(i, base) for i in range(len(ns))] if base else []
                 if not points:
                     continue
                 x = positions[[i for i, _ in points]]
@@ -373,6 +404,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--both-ways", action="store_true", help="also target → source")
     parser.add_argument("--reverse", action="store_true", help="target → source only")
     parser.add_argument("--layers", default="auto", help="auto, or e.g. 2,3,4")
+    parser.add_argument("--layer-choice", choices=("target", "source"), default="target",
+                        help="the refit's layers: chosen on folds of the labelled target clips "
+                        "(as emoknn adapt), or the source's choice")
+    parser.add_argument("--normalisations", default=",".join(NORMALISATIONS))
     parser.add_argument("--c", type=float, default=0.1)
     parser.add_argument("--target-share", type=float, default=0.5)
     parser.add_argument("--select-folds", type=int, default=4,
@@ -399,7 +434,9 @@ def main(argv: list[str] | None = None) -> None:
         partial = args.out / f"records-{source.name}-{target.name}.json"
         records = run_direction(source, target, clips, args.draws, args.test_folds, settings,
                                 args.select_folds, log=lambda m: print(m, flush=True),
-                                save=lambda r, p=partial: p.write_text(json.dumps(r)))  # fmt: skip
+                                save=lambda r, p=partial: p.write_text(json.dumps(r)),
+                                normalisations=args.normalisations.split(","),
+                                layer_choice=args.layer_choice)  # fmt: skip
         tables[name] = summarise(records)
         print_table(tables[name], clips, name)
         results[name] = {"settings": settings.to_dict(), "records": records,

@@ -124,20 +124,32 @@ def test_a_refit_folder_round_trips_through_predict_export_and_pack(refitted, sh
 def test_no_held_out_clip_reaches_the_refit_its_statistics_or_the_layer_choice(
     trained_run, shifted_corpus, tmp_path, monkeypatch
 ):
-    """Every fit the refit makes is spied on: the clips of the fold being scored are never among
-    its rows (so neither in its weights nor its standardisation statistics), and the layer choice
-    sees source clips only. The kNN side is checked in test_adapt.py (every tuning call)."""
+    """Every fit the refit makes is spied on, tagged with the held-out fold being scored: the
+    clips of that fold are never among its rows (so neither in its weights, its standardisation
+    statistics nor the layer choice made on inner folds of the other clips), and the source-side
+    layer choice sees source clips only. The kNN side is checked in test_adapt.py."""
     source = load_source(trained_run)
     clips, _ = load_labelled_clips(shifted_corpus / "manifest.csv")
     user = pooled_utterances(source.model, clips, source.max_seconds).reshape(len(clips), -1)
-    calls = []
+    calls, scoring = [], {"held_out": None}
 
     def spy(pooled, labels, num_classes, is_target, settings):
-        calls.append((np.asarray(pooled).reshape(len(pooled), -1), np.asarray(is_target)))
+        calls.append((np.asarray(pooled).reshape(len(pooled), -1), np.asarray(is_target),
+                      scoring["held_out"], settings.layers))  # fmt: skip
         return fit_linear_head(pooled, labels, num_classes, is_target, settings)
+
+    original = adapt_module._refit_probabilities
+
+    def scored(plan, pooled, labels, rest, test, ids, *args):
+        scoring["held_out"] = {ids[i] for i in np.flatnonzero(test)}
+        try:
+            return original(plan, pooled, labels, rest, test, ids, *args)
+        finally:
+            scoring["held_out"] = None
 
     monkeypatch.setattr(adapt_module, "fit_linear_head", spy)
     monkeypatch.setattr(refit_module, "fit_linear_head", spy)
+    monkeypatch.setattr(adapt_module, "_refit_probabilities", scored)
     result = adapt_model(source, shifted_corpus / "manifest.csv", tmp_path / "out", device="cpu",
                          max_folds=3)  # fmt: skip
 
@@ -146,18 +158,48 @@ def test_no_held_out_clip_reaches_the_refit_its_statistics_or_the_layer_choice(
         distance = np.abs(rows[:, None, :] - user[None, :, :]).max(axis=2)  # (rows, clips)
         return {clips[j].id for j in np.flatnonzero((distance < 1e-5).any(axis=0))}
 
-    refits = [(rows, target) for rows, target in calls if target.any()]
-    layer_choice = [rows for rows, target in calls if not target.any()]
-    assert layer_choice and all(not clips_in(rows) for rows in layer_choice)
-    folds = result.per_fold
-    assert len(refits) in (len(folds), len(folds) + 1)  # + the shipped head, if a refit won
+    source_side = [rows for rows, target, _, _ in calls if not target.any()]
+    assert source_side and all(not clips_in(rows) for rows in source_side)
     everyone = {u.id for u in clips}
-    for record, (rows, target) in zip(folds, refits, strict=False):
+    folds = result.per_fold
+    assert len(folds) == 3
+    for record in folds:
         held_out = set(record["ids"])
+        fits = [(rows, target, layers) for rows, target, tag, layers in calls
+                if tag == held_out]  # fmt: skip
+        # 6 speakers in 3 folds: 4 left, in 3 inner folds, on which every layer is tried.
+        candidates = source.model.num_layers + 1
+        assert len(fits) == candidates * 3 + 1
+        for rows, target, _ in fits:
+            assert not clips_in(rows[target]) & held_out
+            assert not clips_in(rows[~target])  # the source rows are the source corpus's
+        rows, target, layers = fits[-1]  # the fold's refit: every other clip, the chosen layers
         assert clips_in(rows[target]) == everyone - held_out
-        assert not clips_in(rows[~target])  # the source rows are the source corpus's
-    if len(refits) > len(folds):
-        assert clips_in(refits[-1][0]) == everyone
+        assert list(layers) == record["refit_layers"]
+    # After the folds: the shipped layers are chosen on the held-out folds of every clip.
+    shipped = [rows for rows, target, tag, _ in calls if tag is None and target.any()]
+    assert shipped and clips_in(shipped[-1]) <= everyone
+    report = json.loads((tmp_path / "out" / "adapt.json").read_text())["refit"]
+    assert report["your_layer_scores"] and "your clips" in report["layer_choice"]
+    assert len(report["your_layer_scores"]) == source.model.num_layers + 1
+
+
+def test_the_layer_choice_on_your_folds_finds_the_layer_that_separates_your_classes():
+    rng = np.random.default_rng(0)
+    source = rng.normal(size=(40, 3, 4))
+    source_labels = np.arange(40) % 2
+    labels = np.arange(24) % 2
+    pooled = rng.normal(size=(24, 3, 4))
+    pooled[:, 2, 0] += 4.0 * labels  # only layer 2 tells your classes apart
+    folds = np.arange(24) % 3
+    layers, scores = refit_module.choose_layers_on_folds(
+        source, source_labels, pooled, labels, folds, 2, RefitSettings((0,), 0.1))
+    assert layers == (2,) and set(scores) == {"0", "1", "2"}
+    assert scores["2"] > max(scores["0"], scores["1"]) + 0.2
+    # Folds that cannot be scored (one label outside each): no choice.
+    assert refit_module.choose_layers_on_folds(
+        source, source_labels, pooled, np.zeros(24, int), folds, 2,
+        RefitSettings((0,), 0.1)) == (None, {})
 
 
 def test_cli_adapt_names_the_shipped_remedy(trained_run, shifted_corpus, tmp_path):

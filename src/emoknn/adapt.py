@@ -35,12 +35,17 @@ corpus and fold; a frozen run's pooled layers come from its feature cache) plus 
 far better with few clips than the kNN (docs/adaptation.md). Per held-out fold it is fitted on the
 source clips + the other folds' clips (its standardisation statistics too), and scored alone
 ("refit") and interpolated with a kNN over the other folds' clips in its own embedding
-("refit_knn", tuned like the kNN remedy). Its layers are chosen once, on the run's validation
-speakers, before any fold. The folder ships the remedy with the best held-out mean UA (`remedy`
-"best"; ties go to zero-shot, then the kNN) — zero-shot (the model alone, α = 0), the kNN
-("interpolated"), the refit (α = 0) or refit + kNN — and `adapt.json`'s `remedy` says which, every
-candidate's figure, and the gain over zero-shot with its paired comparison. A refitted head is a
-plain model head (standardisation, layer weights selecting the layers, a linear classifier), so
+("refit_knn", tuned like the kNN remedy). Its layers are chosen on YOUR clips, nested inside
+the held-out folds: for each held-out fold, on inner folds of the other folds' clips alone
+(`emoknn.refit.choose_layers_on_folds`); for the shipped head, on the held-out folds themselves.
+(The source's validation speakers pick the layer that is best inside the source corpus, which
+transfers worse: docs/adaptation.md.) Where your clips are too few to fold, the layer chosen
+on the run's validation speakers is used.
+The folder ships the remedy with the best held-out mean UA (`remedy` "best"; ties go to
+zero-shot, then the kNN) — zero-shot (the model alone, α = 0), the kNN ("interpolated"), the
+refit (α = 0) or refit + kNN — and `adapt.json`'s `remedy` says which, every candidate's
+figure, and the gain over zero-shot with its paired comparison. A refitted head is a plain model
+head (standardisation, layer weights selecting the layers, a linear classifier), so
 the folder needs no new file format.
 
 A dimensional or multi-task model (`task` "dimensional" or "both") also needs every clip rated on
@@ -90,6 +95,7 @@ from emoknn.model_folder import fingerprint_of, save_knn, save_model
 from emoknn.refit import (
     RefitSettings,
     choose_layers,
+    choose_layers_on_folds,
     fit_linear_head,
     pooled_utterances,
     refit_model,
@@ -111,6 +117,9 @@ REMEDIES = {"zero-shot": "model", "knn": "interpolated", "refit": "refit",
 REMEDY_CHOICES = ("best", *REMEDIES)
 REFIT_C = 0.1  # the refit's inverse regularisation (chosen with bench/adaptation.py)
 REFIT_TARGET_SHARE = 0.5  # your clips' share of the refit's total sample weight
+# Inner folds of the clips outside a held-out fold that the refit's layers are chosen on: few,
+# since every candidate layer is fitted once per inner fold.
+REFIT_LAYER_FOLDS = 3
 ORIGINAL_GROUP = "\0original"  # the source model's datastore: in no query's group, always visible
 NO_SPEAKER = "unknown"  # the speaker of clips given without one (folds are then stratified)
 
@@ -498,12 +507,37 @@ class RefitPlan:
     settings: RefitSettings
     report: dict[str, Any]
 
-    def fit(self, pooled: np.ndarray, labels: np.ndarray, num_classes: int):
-        """The refitted head on the source clips + your clips `pooled`, `labels`."""
+    def fit(self, pooled: np.ndarray, labels: np.ndarray, num_classes: int,
+            layers: tuple[int, ...] | None = None):  # fmt: skip
+        """The refitted head on the source clips + your clips `pooled`, `labels`, reading
+        `layers` (default: the plan's)."""
         rows = np.concatenate([self.source_pooled, pooled])
         is_target = np.r_[np.zeros(len(self.source_labels), bool), np.ones(len(labels), bool)]
+        settings = self.settings if layers is None else replace(self.settings, layers=layers)
         return fit_linear_head(rows, np.concatenate([self.source_labels, labels]), num_classes,
-                               is_target, self.settings)  # fmt: skip
+                               is_target, settings)  # fmt: skip
+
+    def choose_layers(self, pooled: np.ndarray, labels: np.ndarray, folds: np.ndarray | None,
+                      num_classes: int) -> tuple[tuple[int, ...], dict[str, float] | None]:
+        """The refit's layers for your clips `pooled`, `labels` (and nothing else of yours):
+        the best on `folds` of them (`emoknn.refit.choose_layers_on_folds`), or the plan's
+        where they cannot be folded (None) or scored; with the candidates' scores."""
+        if folds is None:
+            return self.settings.layers, None
+        layers, scores = choose_layers_on_folds(self.source_pooled, self.source_labels, pooled,
+                                                labels, folds, num_classes, self.settings)
+        return (layers, scores) if layers is not None else (self.settings.layers, None)
+
+
+def inner_folds(labels: np.ndarray, groups: np.ndarray, has_speakers: bool, seed: int
+                ) -> np.ndarray | None:  # fmt: skip
+    """Folds of some of your clips (speaker-grouped when they name speakers) to choose the
+    refit's layers on, or None when they are too few to fold."""
+    try:
+        return assign_folds(labels, groups.tolist() if has_speakers else None,
+                            REFIT_LAYER_FOLDS, seed)  # fmt: skip
+    except ConfigError:
+        return None
 
 
 def plan_refit(source: SourceModel, mapping: dict[str, str], user_labels: list[str],
@@ -555,19 +589,21 @@ def plan_refit(source: SourceModel, mapping: dict[str, str], user_labels: list[s
 
 def _refit_probabilities(plan: RefitPlan, pooled: np.ndarray, labels: np.ndarray,
                          rest: np.ndarray, test: np.ndarray, ids: list[str], groups: np.ndarray,
-                         user_labels: list[str], criterion: str
-                         ) -> dict[str, np.ndarray]:  # fmt: skip
+                         user_labels: list[str], criterion: str, layer_folds: np.ndarray | None
+                         ) -> tuple[dict[str, np.ndarray], tuple[int, ...]]:  # fmt: skip
     """The refit's and refit+kNN's probabilities of the held-out clips `test`, from a head
-    fitted on the source clips + the clips `rest` and a kNN over `rest` tuned as the kNN
-    remedy's is: no clip of `test` reaches the fit, its statistics, the datastore or the tuning."""
-    head = plan.fit(pooled[rest], labels[rest], len(user_labels))
+    fitted on the source clips + the clips `rest` (its layers chosen on `layer_folds` of `rest`)
+    and a kNN over `rest` tuned as the kNN remedy's is: no clip of `test` reaches the layer
+    choice, the fit, its statistics, the datastore or the tuning. Also the layers read."""
+    layers, _ = plan.choose_layers(pooled[rest], labels[rest], layer_folds, len(user_labels))
+    head = plan.fit(pooled[rest], labels[rest], len(user_labels), layers)
     embeddings, probs = head.embed(pooled).astype(np.float32), head.probs(pooled)
     store, tuning = tune_on(embeddings[rest], labels[rest], probs[rest],
                             [ids[i] for i in np.flatnonzero(rest)], groups[rest], user_labels,
                             "refit", None, None, criterion)  # fmt: skip
     return {"refit": probs[test],
             "refit_knn": knn_predict_probs(embeddings[test], probs[test], store,
-                                           tuning.interpolated)}  # fmt: skip
+                                           tuning.interpolated)}, layers  # fmt: skip
 
 
 def choose_remedy(summary: dict[str, dict[str, float]], remedy: str, criterion: str,
@@ -744,9 +780,13 @@ def adapt_model(
             "knn": store_knn_probs(E[test], store, tuning.knn_only),
             "interpolated": knn_predict_probs(E[test], P[test], store, tuning.interpolated),
         }
+        refit_layers = None
         if plan is not None:
-            probabilities.update(_refit_probabilities(plan, features, labels, rest, test, ids,
-                                                      groups, user_labels, criterion))  # fmt: skip
+            layer_folds = inner_folds(labels[rest], groups[rest], has_speakers, seed)
+            refit_probs, refit_layers = _refit_probabilities(
+                plan, features, labels, rest, test, ids, groups, user_labels, criterion,
+                layer_folds)  # fmt: skip
+            probabilities.update(refit_probs)
         record = {"fold": fold, "clips": int(test.sum()),
                   "speakers": sorted({clips[i].speaker for i in np.flatnonzero(test)})
                   if has_speakers else None,
@@ -755,6 +795,8 @@ def adapt_model(
                   "knn_only": {"k": tuning.knn_only.k,
                                "temperature": tuning.knn_only.to_dict()["temperature"]},
                   "ids": [ids[i] for i in np.flatnonzero(test)]}  # fmt: skip
+        if refit_layers is not None:
+            record["refit_layers"] = list(refit_layers)
         for name in inferences:
             record[name] = _scores(labels[test], probabilities[name])
             pooled[name][test] = probabilities[name]
@@ -784,10 +826,19 @@ def adapt_model(
     if rated is not None:
         dimensional = _dimensional_report(rated, dimensional_folds, pooled_values)
     chosen = choose_remedy(summary, remedy, criterion, model_labels == user_labels)
+    if plan is not None:  # the shipped refit's layers: chosen on the held-out folds of every clip
+        shipped_layers, layer_scores = plan.choose_layers(features, labels, folds,
+                                                          len(user_labels))  # fmt: skip
+        plan.report.update(layers=list(shipped_layers), your_layer_scores=layer_scores,
+                           layer_choice=("chosen on your clips' held-out folds (each fold's "
+                                         "refit: on inner folds of the other folds' clips)"
+                                         if layer_scores is not None else
+                                         plan.report["layer_choice"]
+                                         + " (your clips are too few to fold)"))  # fmt: skip
     if chosen in REFIT_INFERENCES:  # the head refitted on the source clips + every clip
         # It predicts every one of your labels; the source datastore lies in another embedding.
         model_labels, original, dropped = list(user_labels), None, 0
-        head = plan.fit(features, labels, len(user_labels))
+        head = plan.fit(features, labels, len(user_labels), shipped_layers)
         model = refit_model(source.model, head, user_labels)
         store, tuning = tune_on(head.embed(features).astype(np.float32), labels,
                                 head.probs(features), ids, groups, user_labels,

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -284,5 +284,36 @@ def choose_layers(
                                RefitSettings(layers, c))  # fmt: skip
         predicted = head.probs(pooled[val]).argmax(axis=1)
         scores["+".join(map(str, layers))] = unweighted_accuracy(labels[val], predicted)
+    best = max(scores, key=lambda key: scores[key])  # the first maximum
+    return tuple(int(layer) for layer in best.split("+")), scores
+
+
+def choose_layers_on_folds(
+    source_pooled: np.ndarray, source_labels: np.ndarray, pooled: np.ndarray,
+    labels: np.ndarray, folds: np.ndarray, num_classes: int, settings: RefitSettings,
+) -> tuple[tuple[int, ...] | None, dict[str, float]]:  # fmt: skip
+    """The layer set (`layer_candidates`) whose refit transfers best to YOUR clips: for each
+    candidate and each fold f of `folds` (a fold index per clip of `pooled`), a head fitted on
+    the source clips + your clips outside f scores UA on f; the best mean over folds wins
+    (ties: the first listed). The clips given are the only target clips that reach the choice:
+    adapt passes the clips outside its held-out fold (folds made among them), so no held-out
+    clip influences the layers it is scored with. None when fewer than 2 folds can be scored
+    (each needs clips of 2 or more labels outside it)."""
+    from emoknn.metrics import unweighted_accuracy
+
+    usable = [f for f in np.unique(folds) if len(np.unique(labels[folds != f])) >= 2]
+    if len(usable) < 2:
+        return None, {}
+    scores = {}
+    for layers in layer_candidates(pooled.shape[1]):
+        per_fold = []
+        for fold in usable:
+            test, rest = folds == fold, folds != fold
+            rows = np.concatenate([source_pooled, pooled[rest]])
+            is_target = np.r_[np.zeros(len(source_labels), bool), np.ones(int(rest.sum()), bool)]
+            head = fit_linear_head(rows, np.concatenate([source_labels, labels[rest]]),
+                                   num_classes, is_target, replace(settings, layers=layers))
+            per_fold.append(unweighted_accuracy(labels[test], head.probs(pooled[test]).argmax(1)))
+        scores["+".join(map(str, layers))] = float(np.mean(per_fold))
     best = max(scores, key=lambda key: scores[key])  # the first maximum
     return tuple(int(layer) for layer in best.split("+")), scores
