@@ -178,6 +178,7 @@ def test_a_folder_without_calibration_loads_with_temperature_one(calibrated_run,
     assert load_calibration(copy) == Calibration()
     assert EmotionRecognizer.load(copy, device="cpu").calibration == Calibration()
     (copy / CALIBRATION_FILE).write_text(json.dumps({"model_temperature": -1,
-                                                     "interpolated_temperature": 1}))  # fmt: skip
+                                                     "interpolated_temperature": 1,
+                                                     "fitted_for": None}))  # fmt: skip
     with pytest.raises(ModelFolderError, match=r"calibration\.json: model_temperature"):
         load_calibration(copy)

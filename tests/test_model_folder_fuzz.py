@@ -140,6 +140,13 @@ HARMLESS = {
     # What produced the file, for people reading it: not read back.
     ("model.json", "missing emoknn_version"),
     ("model.json", "emoknn_version as float"),
+    # calibration.json's record of how the temperatures were fitted (clips, speakers, NLL before
+    # → after) is for reports and never computed with; `fitted_for` is (required).
+    ("calibration.json", "extra key"),
+    ("calibration.json", "missing clips"),
+    ("calibration.json", "missing speakers"),
+    ("calibration.json", "missing nll"),
+    ("calibration.json", "nll extra key"),
 }
 # train_config.json's run information (corpus, fold, speakers, digests of the split) is optional:
 # runs written by `train_fold` for a custom split have none; a resume compares what is there.

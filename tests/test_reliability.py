@@ -271,7 +271,9 @@ def test_keep_datastore_never_scores_a_clip_against_its_own_kept_entry(
         shutil.copy(u.path, renamed)
         rows.append((renamed, u.label, u.speaker))
     manifest = _manifest(tmp_path / "m.csv", rows)
-    result = adapt_model(source, manifest, tmp_path / "out", keep_datastore=True, device="cpu")
+    # The kNN remedy: the one that keeps the source datastore beside the user's clips.
+    result = adapt_model(source, manifest, tmp_path / "out", keep_datastore=True, device="cpu",
+                         remedy="knn")  # fmt: skip
     assert result.report["original_entries_dropped"] == len(source.store)
     store = load_datastore(tmp_path / "out")
     assert not [i for i in store.ids if i.startswith("original/")] and len(store) == 72
@@ -279,7 +281,8 @@ def test_keep_datastore_never_scores_a_clip_against_its_own_kept_entry(
     # Clips of three speakers only: the source entries of the other speakers are kept.
     some = [row for row in rows if row[2] in ("Syn01F", "Syn02M", "Syn03F")]
     manifest = _manifest(tmp_path / "some.csv", some)
-    result = adapt_model(source, manifest, tmp_path / "out2", keep_datastore=True, device="cpu")
+    result = adapt_model(source, manifest, tmp_path / "out2", keep_datastore=True, device="cpu",
+                         remedy="knn")  # fmt: skip
     kept = result.report["original_entries"]
     dropped = result.report["original_entries_dropped"]
     assert kept > 0 and dropped > 0 and kept + dropped == len(source.store)
@@ -295,7 +298,8 @@ def test_adapt_when_the_model_knows_none_of_the_labels(hf_source, small_syntheti
     manifest = _manifest(tmp_path / "m.csv", [(u.path, f"new_{u.label}", u.speaker)
                                               for u in utterances])  # fmt: skip
     result = adapt_model(hf_source, manifest, tmp_path / "out",
-                         parse_label_map("ang=,hap=,neu=,sad="), device="cpu")  # fmt: skip
+                         parse_label_map("ang=,hap=,neu=,sad="), device="cpu",
+                         remedy="knn")  # fmt: skip
     assert result.model_labels == [] and result.report["model_knows_no_label"] is True
     assert set(result.summary) == {"knn"} and result.comparisons == []
     assert all("model" not in record for record in result.per_fold)
@@ -790,7 +794,7 @@ def test_help_shows_no_python_types_or_braces():
         text = result.output
         assert not re.search(r"<bool>|<list\[|\{[a-z_]+\}", text), (command, text)
     usage = " ".join(_cli(["predict", "--help"]).output.split())
-    assert "Usage: emoknn predict [OPTIONS] INPUTS..." in usage
+    assert "Usage: emoknn predict [OPTIONS] [INPUTS]..." in usage
 
 
 @pytest.mark.parametrize("command", [["predict"], ["serve"], ["export"]])

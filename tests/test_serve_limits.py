@@ -172,9 +172,9 @@ def test_vad_segments_are_bounded_while_running(recognizer, monkeypatch):
     scored = []
     original = recognizer.score
 
-    def counting_score(clips, batch_size=16, neighbours=0):
+    def counting_score(clips, batch_size=16, neighbours=0, statistics=None):
         scored.append(len(clips))
-        return original(clips, batch_size, neighbours)
+        return original(clips, batch_size, neighbours, statistics)
 
     monkeypatch.setattr(recognizer, "score", counting_score)
     rng = np.random.default_rng(1)

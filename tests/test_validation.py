@@ -66,10 +66,10 @@ def _option_id(value) -> str:
 def one_class_corpus(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("oneclass")
     rows = ["path,label,speaker"]
-    for speaker in ("a", "b", "c"):
+    for number, speaker in enumerate(("a", "b", "c")):
         for index in range(2):
-            path = root / f"{speaker}{index}.wav"
-            sf.write(path, np.random.default_rng(index).normal(0, 0.1, 8000), 16000)
+            path = root / f"{speaker}{index}.wav"  # distinct audio: copies are refused first
+            sf.write(path, np.random.default_rng(10 * number + index).normal(0, 0.1, 8000), 16000)
             rows.append(f"{path.name},angry,{speaker}")
     (root / "manifest.csv").write_text("\n".join(rows) + "\n")
     return root / "manifest.csv"

@@ -1064,7 +1064,10 @@ def load_calibration(folder: str | os.PathLike) -> Calibration:
     if not path.is_file():
         return Calibration()
     data = _read_json(path)
-    fitted_for = data.get("fitted_for")
+    if "fitted_for" not in data:  # null is fine (no kNN stage); absent would silently drop a T
+        raise ModelFolderError(f"{path}: no fitted_for (the kNN settings the interpolation's "
+                               "temperature was fitted with, or null)")  # fmt: skip
+    fitted_for = data["fitted_for"]
     if fitted_for is not None:
         _knn_settings(fitted_for, path, "fitted_for")  # the settings it was fitted with
     clips = data.get("clips", 0)
