@@ -158,7 +158,7 @@ def test_bad_input_is_one_line_and_writes_nothing(frozen_model, shifted, tmp_pat
     args = []
     if case == "no shared class":
         mapping = tmp_path / "map.json"
-        mapping.write_text(json.dumps({"anger": "furious", "joy": "elated"}))
+        mapping.write_text(json.dumps({"anger": "furious", "joy": "elated", "neutral": "placid"}))
         args = ["--label-map", str(mapping)]
         expected = "share none with the model's"
     elif case == "no corpus":
