@@ -40,12 +40,13 @@ def print_table(table: Table) -> None:
     if console.is_terminal:
         console.print(table)
         return
-    width = console.width
-    console.width = Measurement.get(console, console.options.update_width(100_000), table).maximum
-    try:
-        console.print(table)
-    finally:
-        console.width = width
+    # A console of its own as wide as the table (print's `width` is capped at the console's, and
+    # setting the shared console's width would pin it for every later command in the process).
+    from rich.console import Console
+
+    needed = Measurement.get(console, console.options.update_width(100_000), table).maximum
+    Console(file=console.file, width=needed, soft_wrap=True, markup=False, emoji=False,
+            highlight=False).print(table)  # fmt: skip
 
 
 @corpus_app.command("summarize")
