@@ -268,6 +268,24 @@ class FillStats:
     audio_seconds: float  # of audio encoded now
 
 
+
+def index_shard_keys(shards: list[Path], scanned: set[Path],
+                     index: dict[str, tuple[Path, int]]) -> None:  # fmt: skip
+    """Add each not yet `scanned` shard's keys to `index` (key → (shard, row); the first shard
+    holding a key wins). An unreadable shard (damaged outside emoknn) is skipped: its entries count
+    as missing and are computed again."""
+    for shard in shards:
+        if shard in scanned:
+            continue
+        scanned.add(shard)
+        try:
+            with np.load(shard, allow_pickle=False) as stored:
+                keys = stored["keys"]
+        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
+            continue
+        for row, key in enumerate(keys.tolist()):
+            index.setdefault(key, (shard, row))
+
 class FeatureCache:
     """Pooled per-layer encoder outputs of utterances and their views, on disk (module doc)."""
 
@@ -347,17 +365,7 @@ class FeatureCache:
         folders = [self.folder] + ([self._wider] if self._wider is not None else [])
         shards = [s for folder in folders if folder.is_dir()
                   for s in sorted(folder.glob("shard-*.npz"))]  # fmt: skip
-        for shard in shards:
-            if shard in self._scanned:
-                continue
-            self._scanned.add(shard)
-            try:
-                with np.load(shard, allow_pickle=False) as stored:
-                    keys = stored["keys"]
-            except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
-                continue  # unreadable (damaged outside emoknn): its entries count as missing
-            for row, key in enumerate(keys.tolist()):
-                self._index.setdefault(key, (shard, row))
+        index_shard_keys(shards, self._scanned, self._index)
 
     def _features_of(self, shard: Path) -> np.ndarray:
         features = self._loaded.get(shard)

@@ -50,6 +50,7 @@ from emoknn.features import (
     _digest,
     _prefetched,
     fill_threads,
+    index_shard_keys,
     torch_threads,
 )
 from emoknn.files import atomic_path, check_writable_folder, write_json_atomic
@@ -218,17 +219,7 @@ class FrameCache:
     def _scan(self) -> None:
         if not self.folder.is_dir():
             return
-        for shard in sorted(self.folder.glob("shard-*.npz")):
-            if shard in self._scanned:
-                continue
-            self._scanned.add(shard)
-            try:
-                with np.load(shard, allow_pickle=False) as stored:
-                    keys = stored["keys"]
-            except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
-                continue  # damaged: its entries count as missing and are computed again
-            for row, key in enumerate(keys.tolist()):
-                self._index.setdefault(key, (shard, row))
+        index_shard_keys(sorted(self.folder.glob("shard-*.npz")), self._scanned, self._index)
 
     def missing(self, keys: Sequence[str]) -> list[str]:
         self._scan()
